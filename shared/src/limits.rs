@@ -1,0 +1,58 @@
+//! Every capacity in the core, in one place.
+//!
+//! Collections in `shared` are `heapless` with these capacities; a full collection is an error
+//! value the caller handles, never a panic. Changing a number here changes the memory budget
+//! (see the crate docs and the `size_of` tests).
+
+// ---- numbers and identifiers --------------------------------------------------------------
+
+/// Longest E.164 number in digits (ITU-T E.164: 15), without the leading `+`.
+pub const E164_MAX_DIGITS: usize = 15;
+/// Longest identifier accepted from the CRM (announcement id, callback id), bytes.
+pub const ID_MAX: usize = 64;
+
+// ---- SIP ----------------------------------------------------------------------------------
+
+/// Largest SIP datagram the node accepts; bigger ones are dropped unparsed.
+pub const SIP_MAX_DATAGRAM: usize = 8192;
+/// Most header fields one SIP message may carry; more is a 400/513-class reject.
+pub const SIP_MAX_HEADERS: usize = 64;
+/// Most Via header values kept for a response.
+pub const SIP_MAX_VIAS: usize = 4;
+/// Longest Call-ID kept in dialog state, bytes.
+pub const SIP_CALL_ID_MAX: usize = 128;
+/// Longest tag kept in dialog state, bytes.
+pub const SIP_TAG_MAX: usize = 64;
+/// Longest Via branch kept in transaction state, bytes.
+pub const SIP_BRANCH_MAX: usize = 64;
+/// Longest URI kept in dialog state (remote target, From/To URI), bytes.
+pub const SIP_URI_MAX: usize = 160;
+/// Longest header value copied into dialog state (a From/To/Via value), bytes.
+pub const SIP_HEADER_VALUE_MAX: usize = 256;
+
+// ---- SDP and RTP --------------------------------------------------------------------------
+
+/// Most payload types read from one `m=audio` line.
+pub const SDP_MAX_FORMATS: usize = 16;
+/// Most `m=` sections looked at in one offer.
+pub const SDP_MAX_MEDIA: usize = 4;
+/// Bytes of one 20 ms G.711 frame at 8 kHz.
+pub const G711_FRAME_BYTES: usize = 160;
+
+// ---- IVR ----------------------------------------------------------------------------------
+
+/// Most prompts in one playlist the IVR asks the shell to play.
+pub const IVR_MAX_PLAYLIST: usize = 32;
+/// Most announcements played to one caller before the menu.
+pub const IVR_MAX_ANNOUNCEMENTS_PER_CALL: usize = 4;
+
+// ---- announcements, callbacks, events -------------------------------------------------------
+
+/// Most announcements known to a node at once (active, pending, scheduled).
+pub const MAX_ANNOUNCEMENTS: usize = 32;
+/// Most scope entries of each kind (sites, dialled, caller prefixes) in one announcement.
+pub const MAX_SCOPE_ENTRIES: usize = 8;
+/// Most callbacks waiting in a node's local queue.
+pub const CALLBACK_QUEUE_CAPACITY: usize = 256;
+/// Most events one call produces before its events are only counted.
+pub const MAX_EVENTS_PER_CALL: u32 = 4096;
