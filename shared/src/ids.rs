@@ -24,6 +24,15 @@ impl fmt::Debug for CallId {
     }
 }
 
+/// A node-local handle to one version of one announcement in
+/// [`crate::announce::AnnouncementSet`]: small and `Copy`, so playlists and per-call state can
+/// name an announcement without copying its id. Handles are not reused while the set lives
+/// (the set's generation counter is part of the value).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct AnnouncementHandle(pub u32);
+
 /// Why text is not a valid identifier.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

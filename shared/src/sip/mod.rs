@@ -1,1 +1,161 @@
-//! (being written)
+//! SIP for a UAS (RFC 3261 subset): the message parser, the serializer, and the transaction +
+//! dialog machine.
+//!
+//! Where a SIP INVITE becomes a call: the shell parses a datagram with the parser here, turns it
+//! into an [`Incoming`] request (borrowed fields, no copies), and hands it either to the
+//! stateless endpoint logic (no dialog yet) or to the call's dialog.
+
+use heapless::Vec;
+
+use crate::limits::SIP_MAX_VIAS;
+
+/// A SIP request method.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Method {
+    /// INVITE
+    Invite,
+    /// ACK
+    Ack,
+    /// BYE
+    Bye,
+    /// CANCEL
+    Cancel,
+    /// OPTIONS
+    Options,
+    /// REGISTER
+    Register,
+    /// REFER
+    Refer,
+    /// NOTIFY
+    Notify,
+    /// INFO
+    Info,
+    /// UPDATE
+    Update,
+    /// PRACK
+    Prack,
+    /// SUBSCRIBE
+    Subscribe,
+    /// MESSAGE
+    Message,
+    /// PUBLISH
+    Publish,
+    /// Any other token (answered with 501).
+    Other,
+}
+
+impl Method {
+    /// Maps a method token (case-sensitive, as RFC 3261 requires) to a [`Method`].
+    #[must_use]
+    pub fn from_token(t: &[u8]) -> Method {
+        match t {
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"BYE" => Method::Bye,
+            b"CANCEL" => Method::Cancel,
+            b"OPTIONS" => Method::Options,
+            b"REGISTER" => Method::Register,
+            b"REFER" => Method::Refer,
+            b"NOTIFY" => Method::Notify,
+            b"INFO" => Method::Info,
+            b"UPDATE" => Method::Update,
+            b"PRACK" => Method::Prack,
+            b"SUBSCRIBE" => Method::Subscribe,
+            b"MESSAGE" => Method::Message,
+            b"PUBLISH" => Method::Publish,
+            _ => Method::Other,
+        }
+    }
+
+    /// The method token, `None` for [`Method::Other`].
+    #[must_use]
+    pub fn as_str(self) -> Option<&'static str> {
+        Some(match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Options => "OPTIONS",
+            Method::Register => "REGISTER",
+            Method::Refer => "REFER",
+            Method::Notify => "NOTIFY",
+            Method::Info => "INFO",
+            Method::Update => "UPDATE",
+            Method::Prack => "PRACK",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Message => "MESSAGE",
+            Method::Publish => "PUBLISH",
+            Method::Other => return None,
+        })
+    }
+}
+
+/// A parsed request as the transaction/dialog layer needs it: borrowed from the datagram,
+/// nothing copied. Built by the parser (`Request::to_incoming`); consumed by the dialog.
+///
+/// Header values are the raw values with surrounding whitespace trimmed and folding already
+/// resolved by the parser's view (a value may still contain internal LWS).
+#[derive(Clone, Debug)]
+pub struct Incoming<'a> {
+    /// The method.
+    pub method: Method,
+    /// The method token as sent (needed for 501 and for CSeq echo of unknown methods).
+    pub method_token: &'a str,
+    /// The Request-URI.
+    pub request_uri: &'a str,
+    /// Every Via header value in order, topmost first (each comma-separated value is its own
+    /// entry). At most [`SIP_MAX_VIAS`]; more makes the parser reject the request.
+    pub vias: Vec<&'a str, SIP_MAX_VIAS>,
+    /// The `branch` parameter of the topmost Via.
+    pub top_branch: Option<&'a str>,
+    /// The whole From value (`"Alice" <sip:alice@example.com>;tag=1928301774`).
+    pub from: &'a str,
+    /// The URI inside From (without `<>` and parameters).
+    pub from_uri: &'a str,
+    /// From's `tag` parameter.
+    pub from_tag: Option<&'a str>,
+    /// The whole To value.
+    pub to: &'a str,
+    /// The URI inside To.
+    pub to_uri: &'a str,
+    /// To's `tag` parameter (present on in-dialog requests).
+    pub to_tag: Option<&'a str>,
+    /// Call-ID.
+    pub call_id: &'a str,
+    /// The CSeq number (≤ 2^31 per RFC 3261 for new requests; parsed up to 2^32-1).
+    pub cseq: u32,
+    /// The CSeq method.
+    pub cseq_method: Method,
+    /// The URI of the first Contact value, if any.
+    pub contact_uri: Option<&'a str>,
+    /// Max-Forwards, if present.
+    pub max_forwards: Option<u32>,
+    /// Content-Type value, if present (e.g. `application/sdp`).
+    pub content_type: Option<&'a str>,
+    /// The body, framed by Content-Length.
+    pub body: &'a [u8],
+    /// `Require` option tags that are present (the UAS answers 420 for ones it does not know).
+    pub require: Option<&'a str>,
+    /// User-Agent, if present (used by scanner detection).
+    pub user_agent: Option<&'a str>,
+}
+
+/// A parsed response, as the UAC side of the dialog (our BYE, REFER) needs it.
+#[derive(Clone, Debug)]
+pub struct IncomingResponse<'a> {
+    /// Status code (100–699).
+    pub status: u16,
+    /// The `branch` parameter of the topmost Via.
+    pub top_branch: Option<&'a str>,
+    /// Call-ID.
+    pub call_id: &'a str,
+    /// From's `tag` parameter.
+    pub from_tag: Option<&'a str>,
+    /// To's `tag` parameter.
+    pub to_tag: Option<&'a str>,
+    /// The CSeq number.
+    pub cseq: u32,
+    /// The CSeq method.
+    pub cseq_method: Method,
+}
