@@ -56,3 +56,12 @@ pub const MAX_SCOPE_ENTRIES: usize = 8;
 pub const CALLBACK_QUEUE_CAPACITY: usize = 256;
 /// Most events one call produces before its events are only counted.
 pub const MAX_EVENTS_PER_CALL: u32 = 4096;
+
+// ---- IVR flow (added by the `ivr` module) -------------------------------------------------
+
+/// Most keys held while a caller keys a callback number (15 E.164 digits plus one leading
+/// trunk `0`; a number keyed with the `00` international prefix may use at most 14 digits).
+pub const IVR_MAX_KEYED_DIGITS: usize = 16;
+/// Most outputs one [`crate::ivr::Ivr`] keeps queued for the shell between drains; the shell
+/// drains after every `handle_*`, and one step queues at most a handful.
+pub const IVR_MAX_PENDING_OUTPUTS: usize = 16;
