@@ -110,8 +110,7 @@ use heapless::{Deque, Vec};
 use crate::dtmf::Digit;
 use crate::ids::AnnouncementHandle;
 use crate::limits::{
-    IVR_MAX_ANNOUNCEMENTS_PER_CALL, IVR_MAX_KEYED_DIGITS, IVR_MAX_PENDING_OUTPUTS,
-    IVR_MAX_PLAYLIST,
+    IVR_MAX_ANNOUNCEMENTS_PER_CALL, IVR_MAX_KEYED_DIGITS, IVR_MAX_PENDING_OUTPUTS, IVR_MAX_PLAYLIST,
 };
 use crate::number::PhoneNumber;
 use crate::time::{Duration, Instant};
@@ -355,7 +354,11 @@ pub enum Event {
 }
 
 /// What the IVR asks the shell (the call module) to do.
+///
+/// Outputs are transient: produced by [`Ivr::poll_output`] and consumed at once, never stored
+/// per call, so the playlist inline is fine (there is no allocator to box it into).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// Stop whatever is playing and play this playlist.
     Play(Playlist),
@@ -433,7 +436,10 @@ enum Body {
     /// Confirmation of the caller ID: intro, last four digits, choices.
     Confirm,
     /// "booked / already booked, you are number N, goodbye".
-    Position { already: bool, position: u16 },
+    Position {
+        already: bool,
+        position: u16,
+    },
 }
 
 /// Event kinds as queued (the number of `CallbackRequested` is read when polled).
@@ -738,9 +744,7 @@ impl Ivr {
     /// The announcement being played, when an announcement (not the greeting) is playing.
     fn current_announcement(&self) -> Option<AnnouncementHandle> {
         match self.step {
-            Step::Announcing(i) if self.playing => {
-                self.announcements.get(usize::from(i)).copied()
-            }
+            Step::Announcing(i) if self.playing => self.announcements.get(usize::from(i)).copied(),
             _ => None,
         }
     }
@@ -1126,7 +1130,9 @@ fn keyed_number(cfg: &Config, keys: &[Digit]) -> Option<PhoneNumber> {
                 let d = (cc / div) % 10;
                 started |= d != 0;
                 if started {
-                    digits.push(Digit::from_event_code(u8::try_from(d).ok()?)?).ok()?;
+                    digits
+                        .push(Digit::from_event_code(u8::try_from(d).ok()?)?)
+                        .ok()?;
                 }
                 div /= 10;
             }

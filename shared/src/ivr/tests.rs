@@ -1,6 +1,7 @@
+extern crate alloc;
 extern crate std;
 
-use std::vec::Vec as StdVec;
+use alloc::vec::Vec as StdVec;
 
 use super::*;
 use Digit::*;
@@ -72,14 +73,13 @@ impl H {
     }
 
     /// Starts the call and plays the announcements/greeting to the menu's end.
-    fn to_menu_waiting(&mut self) {
+    fn play_to_menu(&mut self) {
         self.input(Input::Start);
         loop {
             let out = self.finished();
-            if out
-                .iter()
-                .any(|o| matches!(o, Output::Play(p) if matches!(p.first(), Some(Prompt::Menu { .. }))))
-            {
+            if out.iter().any(
+                |o| matches!(o, Output::Play(p) if matches!(p.first(), Some(Prompt::Menu { .. }))),
+            ) {
                 break;
             }
         }
@@ -197,7 +197,7 @@ fn callback_offer_rule() {
     assert!(!Ivr::new(&no_default, None, &[]).callback_offered());
     // Not offered: 1 is an invalid choice and the menu does not name it.
     let mut h = H::new(&cfg, None, &[ann(A1, false)]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     assert_eq!(
         h.key(D1),
         [
@@ -266,7 +266,7 @@ fn barge_in_confirm_book_booked() {
 #[test]
 fn different_number_keyed() {
     let mut h = H::new(&Config::default(), Some("+12155550123"), &[ann(A1, true)]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     assert_eq!(h.key(D1), [dtmf(D1), confirm_playlist([D0, D1, D2, D3])]);
     assert_eq!(h.key(D2), [dtmf(D2), play(&[Prompt::EnterNumber])]);
     // First key barges into the prompt.
@@ -292,7 +292,7 @@ fn different_number_keyed() {
 #[test]
 fn invalid_number_then_retry() {
     let mut h = H::new(&Config::default(), None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     // Anonymous caller: straight to number entry.
     assert_eq!(h.key(D1), [dtmf(D1), play(&[Prompt::EnterNumber])]);
     h.finished();
@@ -321,7 +321,7 @@ fn invalid_number_then_retry() {
 #[test]
 fn invalid_numbers_exhaust_retries() {
     let mut h = H::new(&Config::default(), None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.key(D1);
     h.key(Hash);
     h.key(D5);
@@ -341,7 +341,7 @@ fn invalid_numbers_exhaust_retries() {
 #[test]
 fn star_restarts_entry() {
     let mut h = H::new(&Config::default(), None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.key(D1);
     h.key(D9);
     h.key(D9);
@@ -362,7 +362,7 @@ fn star_restarts_entry() {
 #[test]
 fn inter_digit_timeout_submits() {
     let mut h = H::new(&Config::default(), None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.key(D1);
     for d in [D3, D3, D1, D4, D2, D0, D0, D0, D0] {
         h.advance(secs(1));
@@ -384,7 +384,8 @@ fn national_number_gets_country_code() {
         country_code: Some(44),
         ..Config::default()
     };
-    let k = |s: &str| -> StdVec<Digit> { s.chars().map(|c| Digit::from_char(c).unwrap()).collect() };
+    let k =
+        |s: &str| -> StdVec<Digit> { s.chars().map(|c| Digit::from_char(c).unwrap()).collect() };
     assert_eq!(
         keyed_number(&cfg, &k("02079460000")),
         Some(num("+442079460000"))
@@ -401,7 +402,11 @@ fn national_number_gets_country_code() {
     assert_eq!(keyed_number(&none, &k("02079460000")), None);
     assert_eq!(keyed_number(&none, &k("1234567")), None, "too short");
     assert_eq!(keyed_number(&none, &k("12345678")), Some(num("+12345678")));
-    assert_eq!(keyed_number(&none, &k("1234567890123456")), None, "too long");
+    assert_eq!(
+        keyed_number(&none, &k("1234567890123456")),
+        None,
+        "too long"
+    );
     assert_eq!(keyed_number(&none, &k("")), None);
     assert_eq!(keyed_number(&none, &k("000")), None);
     let cc1 = Config {
@@ -422,7 +427,7 @@ fn national_number_gets_country_code() {
 #[test]
 fn keying_too_many_digits_is_invalid() {
     let mut h = H::new(&Config::default(), None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.key(D1);
     for _ in 0..20 {
         h.key(D1);
@@ -440,14 +445,11 @@ fn keying_too_many_digits_is_invalid() {
 #[test]
 fn no_input_retries_then_goodbye() {
     let mut h = H::new(&Config::default(), None, &[ann(A1, true)]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     let t0 = h.now;
     assert_eq!(
         h.fire(),
-        [
-            ev(Event::NoInput),
-            play(&[Prompt::NoInput, MENU_CB])
-        ]
+        [ev(Event::NoInput), play(&[Prompt::NoInput, MENU_CB])]
     );
     assert_eq!(h.now, t0 + secs(5));
     // The timer runs only after the prompt ends.
@@ -456,10 +458,7 @@ fn no_input_retries_then_goodbye() {
     h.finished();
     assert_eq!(
         h.fire(),
-        [
-            ev(Event::NoInput),
-            play(&[Prompt::NoInput, MENU_CB])
-        ]
+        [ev(Event::NoInput), play(&[Prompt::NoInput, MENU_CB])]
     );
     h.finished();
     assert_eq!(
@@ -476,7 +475,7 @@ fn no_input_retries_then_goodbye() {
 #[test]
 fn goodbye_that_never_finishes_still_hangs_up() {
     let mut h = H::new(&Config::default(), None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     for _ in 0..2 {
         h.fire();
         h.finished();
@@ -490,7 +489,7 @@ fn goodbye_that_never_finishes_still_hangs_up() {
 #[test]
 fn invalid_choice_retries() {
     let mut h = H::new(&Config::default(), None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     assert_eq!(
         h.key(D7),
         [
@@ -522,7 +521,7 @@ fn invalid_choice_retries() {
 #[test]
 fn invalid_choice_in_confirm() {
     let mut h = H::new(&Config::default(), Some("+12155550123"), &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.key(D1);
     assert_eq!(
         h.key(D5),
@@ -538,7 +537,7 @@ fn invalid_choice_in_confirm() {
 #[test]
 fn repeat_replays_announcements() {
     let mut h = H::new(&Config::default(), None, &[ann(A1, true), ann(A2, true)]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     assert_eq!(
         h.key(D2),
         [
@@ -562,14 +561,14 @@ fn repeat_replays_announcements() {
     );
     // Greeting repeat.
     let mut g = H::new(&Config::default(), None, &[]);
-    g.to_menu_waiting();
+    g.play_to_menu();
     assert_eq!(g.key(D2), [dtmf(D2), play(&[Prompt::Greeting])]);
     assert_eq!(g.finished(), [play(&[MENU_CB])]);
 }
 
 fn to_booking(cfg: &Config) -> H {
     let mut h = H::new(cfg, Some("+12155550123"), &[ann(A1, true)]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.key(D1);
     h.key(D1);
     h
@@ -697,10 +696,11 @@ fn already_booked() {
 fn booking_result_without_booking_is_refused() {
     let mut h = H::new(&Config::default(), None, &[]);
     assert_eq!(
-        h.ivr.handle_input(h.now, Input::BookingResult(BookingResult::Failed)),
+        h.ivr
+            .handle_input(h.now, Input::BookingResult(BookingResult::Failed)),
         Err(Error::NotStarted)
     );
-    h.to_menu_waiting();
+    h.play_to_menu();
     let before = h.ivr.poll_timeout();
     assert_eq!(
         h.ivr.handle_input(
@@ -755,7 +755,7 @@ fn transfer_when_available() {
 #[test]
 fn zero_is_invalid_without_transfer() {
     let mut h = H::new(&Config::default(), None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     assert_eq!(
         h.key(D0),
         [
@@ -773,7 +773,7 @@ fn transfer_failure_back_to_menu() {
         ..Config::default()
     };
     let mut h = H::new(&cfg, None, &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.key(D0);
     assert_eq!(
         h.input(Input::TransferResult(false)),
@@ -799,7 +799,7 @@ fn transfer_failure_back_to_menu() {
 fn anonymous_or_short_caller_goes_to_entry() {
     for caller in [None, Some("+1234")] {
         let mut h = H::new(&Config::default(), caller, &[]);
-        h.to_menu_waiting();
+        h.play_to_menu();
         assert_eq!(h.key(D1), [dtmf(D1), play(&[Prompt::EnterNumber])]);
         // No-input in entry re-prompts it.
         h.finished();
@@ -848,7 +848,8 @@ fn remote_hangup_while_booking_reports_the_result_only() {
         [ev(Event::CallbackBooked { position: 3 })]
     );
     assert_eq!(
-        h.ivr.handle_input(h.now, Input::BookingResult(BookingResult::Failed)),
+        h.ivr
+            .handle_input(h.now, Input::BookingResult(BookingResult::Failed)),
         Err(Error::Ended)
     );
 }
@@ -856,7 +857,7 @@ fn remote_hangup_while_booking_reports_the_result_only() {
 #[test]
 fn remote_hangup_drops_undrained_booking() {
     let mut h = H::new(&Config::default(), Some("+12155550123"), &[]);
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.key(D1);
     h.ivr.handle_input(h.now, Input::Digit(D1)).unwrap();
     h.ivr.handle_input(h.now, Input::RemoteHangup).unwrap();
@@ -902,7 +903,7 @@ fn max_duration_waits_for_a_pending_booking() {
     };
     let mut h = H::new(&cfg, Some("+12155550123"), &[]);
     let t0 = h.now;
-    h.to_menu_waiting();
+    h.play_to_menu();
     h.advance(secs(4));
     h.key(D1);
     h.advance(secs(13));
@@ -967,16 +968,19 @@ fn backlog_is_refused_not_lost() {
 
 #[test]
 fn error_display() {
-    use std::string::ToString;
-    assert_eq!(Error::Unexpected.to_string(), "input not expected in this IVR state");
+    use alloc::string::ToString;
+    assert_eq!(
+        Error::Unexpected.to_string(),
+        "input not expected in this IVR state"
+    );
 }
 
 // ---- properties -----------------------------------------------------------------------
 
 mod props {
     use super::*;
+    use alloc::vec;
     use proptest::prelude::*;
-    use std::vec;
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -1028,17 +1032,21 @@ mod props {
 
         fn outputs(&mut self, outs: &[Output]) {
             for o in outs {
-                assert!(!self.hung_up || matches!(o, Output::Event(_)), "{o:?} after hangup");
+                assert!(
+                    !self.hung_up || matches!(o, Output::Event(_)),
+                    "{o:?} after hangup"
+                );
                 match o {
                     Output::BookCallback { .. } => {
                         assert!(!self.booking_outstanding, "two bookings without a result");
                         self.booking_outstanding = true;
                     }
-                    Output::Play(p) => {
-                        if p.iter().any(|x| matches!(x, Prompt::Booked | Prompt::AlreadyBooked)) {
-                            assert!(self.booked_allowed, "booked said without a result");
-                            self.booked_allowed = false;
-                        }
+                    Output::Play(p)
+                        if p.iter()
+                            .any(|x| matches!(x, Prompt::Booked | Prompt::AlreadyBooked)) =>
+                    {
+                        assert!(self.booked_allowed, "booked said without a result");
+                        self.booked_allowed = false;
                     }
                     Output::Hangup => self.hung_up = true,
                     _ => {}
