@@ -985,22 +985,33 @@ mod props {
     #[derive(Clone, Debug)]
     enum Op {
         In(Input),
+        /// A valid number keyed in one burst, then `#`.
+        KeyNumber,
         Wait(u64),
         Fire,
     }
 
+    /// Keys weighted toward the ones that move the flow (1, 2, 0, #, *).
     fn digit() -> impl Strategy<Value = Digit> {
-        (0u8..16).prop_map(|c| Digit::from_event_code(c).unwrap())
+        prop_oneof![
+            4 => Just(D1),
+            1 => Just(D2),
+            1 => Just(D0),
+            1 => Just(Hash),
+            1 => Just(Star),
+            2 => (0u8..16).prop_map(|c| Digit::from_event_code(c).unwrap()),
+        ]
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => digit().prop_map(|d| Op::In(Input::Digit(d))),
-            3 => Just(Op::In(Input::PlaybackFinished)),
-            1 => (0u16..50).prop_map(|p| Op::In(Input::BookingResult(BookingResult::Booked { position: p }))),
+            6 => digit().prop_map(|d| Op::In(Input::Digit(d))),
+            1 => Just(Op::KeyNumber),
+            4 => Just(Op::In(Input::PlaybackFinished)),
+            2 => (0u16..50).prop_map(|p| Op::In(Input::BookingResult(BookingResult::Booked { position: p }))),
             1 => (0u16..50).prop_map(|p| Op::In(Input::BookingResult(BookingResult::AlreadyBooked { position: p }))),
-            1 => Just(Op::In(Input::BookingResult(BookingResult::QueueFull))),
-            1 => Just(Op::In(Input::BookingResult(BookingResult::Failed))),
+            2 => Just(Op::In(Input::BookingResult(BookingResult::QueueFull))),
+            2 => Just(Op::In(Input::BookingResult(BookingResult::Failed))),
             1 => any::<bool>().prop_map(|b| Op::In(Input::TransferResult(b))),
             1 => Just(Op::In(Input::RemoteHangup)),
             1 => Just(Op::In(Input::Start)),
@@ -1082,6 +1093,14 @@ mod props {
                         assert!(outs.is_empty(), "an error changed state: {outs:?}");
                     }
                     chk.outputs(&outs);
+                }
+                Op::KeyNumber => {
+                    for c in "12155550199#".chars() {
+                        let i = Input::Digit(Digit::from_char(c).unwrap());
+                        let ok = ivr.handle_input(now, i).is_ok();
+                        chk.input(&i, ok);
+                        chk.outputs(&drain(&mut ivr));
+                    }
                 }
                 Op::Wait(ms) => {
                     now += Duration::from_millis(*ms);
