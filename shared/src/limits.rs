@@ -65,3 +65,9 @@ pub const IVR_MAX_KEYED_DIGITS: usize = 16;
 /// Most outputs one [`crate::ivr::Ivr`] keeps queued for the shell between drains; the shell
 /// drains after every `handle_*`, and one step queues at most a handful.
 pub const IVR_MAX_PENDING_OUTPUTS: usize = 16;
+
+// ---- calls (added by the `call` module) ---------------------------------------------------
+
+/// Outputs one call keeps queued between drains (media commands and compact events; IVR
+/// playlists are produced on demand and never queued).
+pub const CALL_MAX_PENDING: usize = 8;
