@@ -176,11 +176,7 @@ impl InboundStream {
             if seq < self.max_seq {
                 self.cycles = self.cycles.wrapping_add(1);
             }
-            self.window = if ahead >= 32 {
-                0
-            } else {
-                self.window << ahead
-            } | 1;
+            self.window = if ahead >= 32 { 0 } else { self.window << ahead } | 1;
             self.max_seq = seq;
             self.received = self.received.wrapping_add(1);
             Received::InOrder { lost: ahead - 1 }

@@ -99,7 +99,9 @@ impl<'a> RtpPacket<'a> {
         let has_extension = b0 & 0x10 != 0;
         let csrc_len = usize::from(b0 & 0x0f) * 4;
         let csrc_end = HEADER_LEN + csrc_len;
-        let csrc = buf.get(HEADER_LEN..csrc_end).ok_or(Error::HeaderTruncated)?;
+        let csrc = buf
+            .get(HEADER_LEN..csrc_end)
+            .ok_or(Error::HeaderTruncated)?;
         let (extension, payload_start) = if has_extension {
             let profile = be16(buf, csrc_end).ok_or(Error::HeaderTruncated)?;
             let words = be16(buf, csrc_end + 2).ok_or(Error::HeaderTruncated)?;
@@ -127,7 +129,9 @@ impl<'a> RtpPacket<'a> {
             payload_type: PayloadType(b1 & 0x7f),
             sequence: u16::from_be_bytes([fixed[2], fixed[3]]),
             timestamp: u32::from_be_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]),
-            ssrc: Ssrc(u32::from_be_bytes([fixed[8], fixed[9], fixed[10], fixed[11]])),
+            ssrc: Ssrc(u32::from_be_bytes([
+                fixed[8], fixed[9], fixed[10], fixed[11],
+            ])),
         };
         Ok(RtpPacket {
             header,

@@ -1,5 +1,8 @@
 //! RTP tests: rtp-rs as an oracle, streams, telephone events.
 
+// Tests may use std (house rule); its collections are fine here.
+#![allow(clippy::std_instead_of_alloc)]
+
 extern crate std;
 
 use std::vec::Vec;
@@ -44,10 +47,7 @@ fn structured() -> impl Strategy<Value = (Vec<u8>, u8, usize, bool, u8)> {
     )
         .prop_map(|(cc, ext, payload, pad, fixed)| {
             let mut b = Vec::new();
-            let b0 = 0x80
-                | (u8::from(pad.is_some()) << 5)
-                | (u8::from(ext.is_some()) << 4)
-                | cc;
+            let b0 = 0x80 | (u8::from(pad.is_some()) << 5) | (u8::from(ext.is_some()) << 4) | cc;
             b.push(b0);
             b.extend_from_slice(&fixed);
             for i in 0..cc {
@@ -85,10 +85,7 @@ fn agree_with_rtp_rs(bytes: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!(p.csrcs().map(|s| s.0).eq(r.csrc()));
             prop_assert_eq!(p.padding(), r.padding());
             prop_assert_eq!(p.payload(), r.payload());
-            prop_assert_eq!(
-                p.extension().map(|e| (e.profile, e.data)),
-                r.extension()
-            );
+            prop_assert_eq!(p.extension().map(|e| (e.profile, e.data)), r.extension());
         }
         (Err(_), Err(_)) => {}
         (o, t) => {
@@ -278,8 +275,14 @@ fn sequence_wrap_counts_a_cycle_and_loss() {
         Received::InOrder { lost: 2 }
     );
     assert_eq!(s.on_packet(t, &header(0, 320, 7), &cfg), Received::Late);
-    assert_eq!(s.on_packet(t, &header(0, 320, 7), &cfg), Received::Duplicate);
-    assert_eq!(s.on_packet(t, &header(2, 640, 7), &cfg), Received::Duplicate);
+    assert_eq!(
+        s.on_packet(t, &header(0, 320, 7), &cfg),
+        Received::Duplicate
+    );
+    assert_eq!(
+        s.on_packet(t, &header(2, 640, 7), &cfg),
+        Received::Duplicate
+    );
     let st = s.stats();
     assert_eq!(st.extended_max_sequence, (1 << 16) | 2);
     assert_eq!(st.received, 4);
@@ -295,9 +298,15 @@ fn big_jump_needs_two_packets_then_resyncs() {
     let t = Instant::ZERO;
     s.on_packet(t, &header(100, 0, 7), &cfg);
     assert_eq!(s.on_packet(t, &header(30_000, 0, 7), &cfg), Received::Jump);
-    assert_eq!(s.on_packet(t, &header(101, 0, 7), &cfg), Received::InOrder { lost: 0 });
+    assert_eq!(
+        s.on_packet(t, &header(101, 0, 7), &cfg),
+        Received::InOrder { lost: 0 }
+    );
     assert_eq!(s.on_packet(t, &header(40_000, 0, 7), &cfg), Received::Jump);
-    assert_eq!(s.on_packet(t, &header(40_001, 0, 7), &cfg), Received::Resynced);
+    assert_eq!(
+        s.on_packet(t, &header(40_001, 0, 7), &cfg),
+        Received::Resynced
+    );
     assert_eq!(
         s.on_packet(t, &header(40_002, 0, 7), &cfg),
         Received::InOrder { lost: 0 }
@@ -311,23 +320,41 @@ fn other_ssrc_ignored_until_timeout_or_relock() {
     let cfg = Config::default();
     let mut s = InboundStream::new();
     let t0 = Instant::from_millis(1000);
-    assert_eq!(s.on_packet(t0, &header(1, 0, 0xaaaa), &cfg), Received::Locked);
+    assert_eq!(
+        s.on_packet(t0, &header(1, 0, 0xaaaa), &cfg),
+        Received::Locked
+    );
     let t1 = t0 + Duration::from_millis(20);
-    assert_eq!(s.on_packet(t1, &header(900, 0, 0xbbbb), &cfg), Received::OtherSsrc);
+    assert_eq!(
+        s.on_packet(t1, &header(900, 0, 0xbbbb), &cfg),
+        Received::OtherSsrc
+    );
     assert_eq!(s.ssrc(), Some(Ssrc(0xaaaa)));
-    assert_eq!(s.on_packet(t1, &header(2, 160, 0xaaaa), &cfg), Received::InOrder { lost: 0 });
+    assert_eq!(
+        s.on_packet(t1, &header(2, 160, 0xaaaa), &cfg),
+        Received::InOrder { lost: 0 }
+    );
     // The locked source goes quiet; another one takes over after relock_after.
     let quiet = t1 + (cfg.relock_after - Duration::from_millis(1));
-    assert_eq!(s.on_packet(quiet, &header(901, 0, 0xbbbb), &cfg), Received::OtherSsrc);
+    assert_eq!(
+        s.on_packet(quiet, &header(901, 0, 0xbbbb), &cfg),
+        Received::OtherSsrc
+    );
     let later = t1 + cfg.relock_after;
-    assert_eq!(s.on_packet(later, &header(902, 0, 0xbbbb), &cfg), Received::Locked);
+    assert_eq!(
+        s.on_packet(later, &header(902, 0, 0xbbbb), &cfg),
+        Received::Locked
+    );
     assert_eq!(s.ssrc(), Some(Ssrc(0xbbbb)));
     assert_eq!(s.stats().received, 1);
     // Explicit relock.
     s.relock();
     assert_eq!(s.ssrc(), None);
     assert_eq!(s.stats(), InboundStats::default());
-    assert_eq!(s.on_packet(later, &header(5, 0, 0xcccc), &cfg), Received::Locked);
+    assert_eq!(
+        s.on_packet(later, &header(5, 0, 0xcccc), &cfg),
+        Received::Locked
+    );
     assert_eq!(s.last_arrival(), Some(later));
 }
 
@@ -358,7 +385,10 @@ fn telephone_event_fields_and_bounds() {
     let mut buf = [0u8; 4];
     e.emit(&mut buf).unwrap();
     assert_eq!(buf, [11, 0x80 | 10, 0x03, 0x20]);
-    assert_eq!(TelephoneEvent::parse(&[11, 0xca, 0, 1]).unwrap().volume(), 10); // R bit ignored
+    assert_eq!(
+        TelephoneEvent::parse(&[11, 0xca, 0, 1]).unwrap().volume(),
+        10
+    ); // R bit ignored
     assert_eq!(TelephoneEvent::parse(&buf[..3]), Err(EventError::TooShort));
     assert_eq!(e.emit(&mut buf[..3]), Err(BufferTooSmall));
     let p = TelephoneEvent::parse(&buf).unwrap();
@@ -412,7 +442,10 @@ fn rfc4733_digit_as_several_packets_with_triple_end() {
         assert_eq!(e.duration(), *duration);
         ends += usize::from(e.is_end());
         let got = rx.on_packet(Instant::from_millis(50 * i as u64), &pkt.header(), &cfg);
-        assert!(matches!(got, Received::Locked | Received::InOrder { lost: 0 }), "{got:?}");
+        assert!(
+            matches!(got, Received::Locked | Received::InOrder { lost: 0 }),
+            "{got:?}"
+        );
     }
     assert_eq!(ends, 3);
     let st = rx.stats();

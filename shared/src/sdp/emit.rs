@@ -132,7 +132,11 @@ impl Answer {
         if let Some(te) = self.telephone_event {
             write!(w, " {te}")?;
         }
-        write!(w, "\r\na=rtpmap:{pt} {}/8000\r\n", self.codec.encoding_name())?;
+        write!(
+            w,
+            "\r\na=rtpmap:{pt} {}/8000\r\n",
+            self.codec.encoding_name()
+        )?;
         if let Some(te) = self.telephone_event {
             write_telephone_event(w, te)?;
         }

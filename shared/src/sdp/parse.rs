@@ -103,14 +103,20 @@ fn attribute(value: &str) -> Attribute<'_> {
             name,
             value: Some(v),
         },
-        None => Attribute { name: value, value: None },
+        None => Attribute {
+            name: value,
+            value: None,
+        },
     }
 }
 
 /// Leading decimal digits of `s` as a number (`"20.0"` → 20).
 fn leading_u16(s: &str) -> Option<u16> {
     let s = s.trim();
-    let end = s.bytes().position(|c| !c.is_ascii_digit()).unwrap_or(s.len());
+    let end = s
+        .bytes()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(s.len());
     s.get(..end)?.parse().ok()
 }
 
@@ -128,7 +134,8 @@ fn parse_address(addrtype: &str, addr: &str) -> Option<IpAddr> {
 
 fn parse_connection(value: &str) -> Result<IpAddr, Error> {
     let mut it = value.split_ascii_whitespace();
-    let (Some(net), Some(addrtype), Some(addr), None) = (it.next(), it.next(), it.next(), it.next())
+    let (Some(net), Some(addrtype), Some(addr), None) =
+        (it.next(), it.next(), it.next(), it.next())
     else {
         return Err(Error::BadConnection);
     };

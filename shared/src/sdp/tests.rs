@@ -1,5 +1,8 @@
 //! SDP tests: real-world offers as transcripts, properties, round trips.
 
+// Tests may use std (house rule); its collections are fine here.
+#![allow(clippy::std_instead_of_alloc)]
+
 extern crate std;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,7 +20,9 @@ fn pt(n: u8) -> PayloadType {
 }
 
 fn crlf(s: &str) -> String {
-    s.lines().map(|l| std::format!("{}\r\n", l.trim())).collect()
+    s.lines()
+        .map(|l| std::format!("{}\r\n", l.trim()))
+        .collect()
 }
 
 fn local() -> SocketAddr {
@@ -51,7 +56,10 @@ fn sipp_default_uac_offer() {
     let body = crlf(SIPP_UAC);
     let sd = parse(body.as_bytes()).unwrap();
     let o = sd.origin.unwrap();
-    assert_eq!((o.username, o.session_id, o.session_version), ("user1", "53655765", "2353687637"));
+    assert_eq!(
+        (o.username, o.session_id, o.session_version),
+        ("user1", "53655765", "2353687637")
+    );
     assert_eq!(o.address, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     let n = negotiate(&sd, &Config::default()).unwrap();
     assert_eq!(n.codec, Codec::Pcmu);
@@ -62,7 +70,8 @@ fn sipp_default_uac_offer() {
     assert!(n.sends() && n.receives() && !n.on_hold);
     assert_eq!(
         answer_text(&n),
-        crlf("v=0
+        crlf(
+            "v=0
             o=ccedge 42 1 IN IP4 198.51.100.7
             s=ccedge
             c=IN IP4 198.51.100.7
@@ -70,7 +79,8 @@ fn sipp_default_uac_offer() {
             m=audio 30000 RTP/AVP 0
             a=rtpmap:0 PCMU/8000
             a=ptime:20
-            a=sendrecv")
+            a=sendrecv"
+        )
     );
 }
 
@@ -107,7 +117,8 @@ fn many_codec_offer_in_the_freeswitch_style() {
     assert_eq!(n.remote_ptime, Some(20));
     assert_eq!(
         answer_text(&n),
-        crlf("v=0
+        crlf(
+            "v=0
             o=ccedge 42 1 IN IP4 198.51.100.7
             s=ccedge
             c=IN IP4 198.51.100.7
@@ -117,7 +128,8 @@ fn many_codec_offer_in_the_freeswitch_style() {
             a=rtpmap:101 telephone-event/8000
             a=fmtp:101 0-15
             a=ptime:20
-            a=sendrecv")
+            a=sendrecv"
+        )
     );
 }
 
@@ -187,7 +199,10 @@ fn pcma_only_with_dynamic_lowercase_rtpmap() {
         })
     );
     let text = answer_text(&n);
-    assert!(text.contains("m=audio 30000 RTP/AVP 96 97\r\na=rtpmap:96 PCMA/8000\r\n"), "{text}");
+    assert!(
+        text.contains("m=audio 30000 RTP/AVP 96 97\r\na=rtpmap:96 PCMA/8000\r\n"),
+        "{text}"
+    );
     assert!(text.contains("a=fmtp:97 0-15\r\n"));
 }
 
@@ -321,7 +336,8 @@ fn video_and_audio_answer_rejects_video_in_place() {
     assert_eq!(n.remote.unwrap().port(), 5004);
     assert_eq!(
         answer_text(&n),
-        crlf("v=0
+        crlf(
+            "v=0
             o=ccedge 42 1 IN IP4 198.51.100.7
             s=ccedge
             c=IN IP4 198.51.100.7
@@ -334,7 +350,8 @@ fn video_and_audio_answer_rejects_video_in_place() {
             a=ptime:20
             a=sendrecv
             m=audio 0 RTP/AVP 8
-            m=image 0 udptl t38")
+            m=image 0 udptl t38"
+        )
     );
 }
 
@@ -345,7 +362,8 @@ fn rejected_and_unusable_audio() {
     assert_eq!(offer(&only_video), Err(Error::NoAudio));
     let port_zero = std::format!("{base}m=audio 0 RTP/AVP 0");
     assert_eq!(offer(&port_zero), Err(Error::NoAudio));
-    let savp = std::format!("{base}m=audio 5004 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x");
+    let savp =
+        std::format!("{base}m=audio 5004 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x");
     assert_eq!(offer(&savp), Err(Error::NoCommonProfile));
     // SRTP first, plain RTP second: the plain line is ours, the SRTP one rejected.
     let both = std::format!("{base}m=audio 5004 RTP/SAVP 0\nm=audio 5006 RTP/AVP 8");
@@ -354,7 +372,8 @@ fn rejected_and_unusable_audio() {
     assert!(answer_text(&n).contains("m=audio 0 RTP/SAVP 0\r\nm=audio 30000 RTP/AVP 8\r\n"));
     let no_conn = "v=0\nm=audio 5004 RTP/AVP 0";
     assert_eq!(offer(no_conn), Err(Error::NoConnection));
-    let unknown = std::format!("{base}m=audio 5004 RTP/AVP 0\nm=application 9 UDP/DTLS/SCTP webrtc");
+    let unknown =
+        std::format!("{base}m=audio 5004 RTP/AVP 0\nm=application 9 UDP/DTLS/SCTP webrtc");
     assert_eq!(offer(&unknown), Err(Error::UnsupportedMedia));
 }
 
@@ -364,17 +383,33 @@ fn parse_errors() {
     assert_eq!(parse(b"v=1\r\n"), Err(Error::NotSdp));
     assert_eq!(parse(b"v=0\r\n\xff\r\n"), Err(Error::NotUtf8));
     assert_eq!(parse(b"v=0\r\ngarbage\r\n"), Err(Error::Malformed));
-    assert_eq!(parse(b"v=0\r\nc=IN IP4 gw.example.com\r\n"), Err(Error::BadConnection));
-    assert_eq!(parse(b"v=0\r\nc=IN IP4 300.1.1.1\r\n"), Err(Error::BadConnection));
+    assert_eq!(
+        parse(b"v=0\r\nc=IN IP4 gw.example.com\r\n"),
+        Err(Error::BadConnection)
+    );
+    assert_eq!(
+        parse(b"v=0\r\nc=IN IP4 300.1.1.1\r\n"),
+        Err(Error::BadConnection)
+    );
     assert_eq!(parse(b"v=0\r\nc=ATM NSAP 1\r\n"), Err(Error::BadConnection));
     assert_eq!(parse(b"v=0\r\no=- 1\r\n"), Err(Error::BadOrigin));
-    assert_eq!(parse(b"v=0\r\nm=audio 70000 RTP/AVP 0\r\n"), Err(Error::BadMedia));
-    assert_eq!(parse(b"v=0\r\nm=audio 4000 RTP/AVP\r\n"), Err(Error::BadMedia));
-    assert_eq!(parse(b"v=0\r\nm=audio 4000 RTP/AVP 200\r\n"), Err(Error::BadMedia));
+    assert_eq!(
+        parse(b"v=0\r\nm=audio 70000 RTP/AVP 0\r\n"),
+        Err(Error::BadMedia)
+    );
+    assert_eq!(
+        parse(b"v=0\r\nm=audio 4000 RTP/AVP\r\n"),
+        Err(Error::BadMedia)
+    );
+    assert_eq!(
+        parse(b"v=0\r\nm=audio 4000 RTP/AVP 200\r\n"),
+        Err(Error::BadMedia)
+    );
     let five = "v=0\nm=audio 1 RTP/AVP 0\n".to_owned() + &"m=video 0 RTP/AVP 96\n".repeat(4);
     assert_eq!(parse(five.as_bytes()), Err(Error::TooManyMedia));
     // LF-only line ends, multicast TTL, port counts, decimal ptime are accepted.
-    let sd = parse(b"v=0\nc=IN IP4 224.2.1.1/127\nm=audio 4000/2 RTP/AVP 0\na=ptime:30.0\n").unwrap();
+    let sd =
+        parse(b"v=0\nc=IN IP4 224.2.1.1/127\nm=audio 4000/2 RTP/AVP 0\na=ptime:30.0\n").unwrap();
     assert_eq!(sd.connection, Some(IpAddr::V4(Ipv4Addr::new(224, 2, 1, 1))));
     assert_eq!(sd.media[0].port, 4000);
     assert_eq!(sd.media[0].ptime, Some(30));
@@ -389,12 +424,19 @@ fn formats_beyond_capacity_are_not_offered() {
     m += " 8\n";
     let sd = parse(m.as_bytes()).unwrap();
     assert_eq!(sd.media[0].formats.len(), SDP_MAX_FORMATS);
-    assert_eq!(negotiate(&sd, &Config::default()), Err(Error::NoCommonCodec));
+    assert_eq!(
+        negotiate(&sd, &Config::default()),
+        Err(Error::NoCommonCodec)
+    );
 }
 
 #[test]
 fn answer_is_small() {
-    assert!(core::mem::size_of::<Answer>() <= 96, "{}", core::mem::size_of::<Answer>());
+    assert!(
+        core::mem::size_of::<Answer>() <= 96,
+        "{}",
+        core::mem::size_of::<Answer>()
+    );
 }
 
 #[test]
@@ -417,7 +459,8 @@ fn offerless_invite_offer_then_answer_from_ack() {
     let text = core::str::from_utf8(&buf[..len]).unwrap();
     assert_eq!(
         text,
-        crlf("v=0
+        crlf(
+            "v=0
             o=ccedge 9 1 IN IP4 198.51.100.7
             s=ccedge
             c=IN IP4 198.51.100.7
@@ -428,7 +471,8 @@ fn offerless_invite_offer_then_answer_from_ack() {
             a=rtpmap:101 telephone-event/8000
             a=fmtp:101 0-15
             a=ptime:20
-            a=sendrecv")
+            a=sendrecv"
+        )
     );
     // The gateway answers PCMA-first in its ACK.
     let ack = crlf(
@@ -449,15 +493,28 @@ fn offerless_invite_offer_then_answer_from_ack() {
     assert_eq!(n.remote, Some("192.0.2.50:7000".parse().unwrap()));
     assert_eq!(n.direction, Direction::SendRecv);
     // An answer that renumbers the codec, rejects the line, or adds lines is refused.
-    let renumbered = ack.replace("RTP/AVP 8 101", "RTP/AVP 96").replace("a=rtpmap:8", "a=rtpmap:96");
-    assert_eq!(ours.accept_answer(&parse(renumbered.as_bytes()).unwrap()), Err(Error::NoCommonCodec));
+    let renumbered = ack
+        .replace("RTP/AVP 8 101", "RTP/AVP 96")
+        .replace("a=rtpmap:8", "a=rtpmap:96");
+    assert_eq!(
+        ours.accept_answer(&parse(renumbered.as_bytes()).unwrap()),
+        Err(Error::NoCommonCodec)
+    );
     let rejected = ack.replace("m=audio 7000", "m=audio 0");
-    assert_eq!(ours.accept_answer(&parse(rejected.as_bytes()).unwrap()), Err(Error::NoCommonCodec));
+    assert_eq!(
+        ours.accept_answer(&parse(rejected.as_bytes()).unwrap()),
+        Err(Error::NoCommonCodec)
+    );
     let two = std::format!("{ack}m=video 0 RTP/AVP 96\r\n");
-    assert_eq!(ours.accept_answer(&parse(two.as_bytes()).unwrap()), Err(Error::AnswerMismatch));
+    assert_eq!(
+        ours.accept_answer(&parse(two.as_bytes()).unwrap()),
+        Err(Error::AnswerMismatch)
+    );
     // The peer answering recvonly means we only send.
     let recvonly = std::format!("{ack}a=recvonly\r\n");
-    let n = ours.accept_answer(&parse(recvonly.as_bytes()).unwrap()).unwrap();
+    let n = ours
+        .accept_answer(&parse(recvonly.as_bytes()).unwrap())
+        .unwrap();
     assert_eq!(n.direction, Direction::SendOnly);
     // Config allowing no codec cannot offer.
     let none = Config {
@@ -499,25 +556,46 @@ fn sdp_line() -> impl Strategy<Value = String> {
         Just("c=IN IP6 ::".to_owned()),
         Just("c=IN IP4 0.0.0.0".to_owned()),
         Just("o=- 1 1 IN IP4 192.0.2.1".to_owned()),
-        (prop::sample::select(&["audio", "video", "image", "foo"][..]), 0u32..70000,
+        (
+            prop::sample::select(&["audio", "video", "image", "foo"][..]),
+            0u32..70000,
             prop::sample::select(&["RTP/AVP", "RTP/SAVP", "udptl", "X"][..]),
-            prop::collection::vec(0u16..140, 0..6))
+            prop::collection::vec(0u16..140, 0..6)
+        )
             .prop_map(|(k, p, pr, f)| {
                 let f: Vec<String> = f.iter().map(|x| x.to_string()).collect();
                 std::format!("m={k} {p} {pr} {}", f.join(" "))
             }),
-        (0u16..140, prop::sample::select(&["PCMU", "pcma", "telephone-event", "G729", ""][..]),
-            prop::sample::select(&["8000", "16000", "", "8000/1", "x"][..]))
+        (
+            0u16..140,
+            prop::sample::select(&["PCMU", "pcma", "telephone-event", "G729", ""][..]),
+            prop::sample::select(&["8000", "16000", "", "8000/1", "x"][..])
+        )
             .prop_map(|(p, e, r)| std::format!("a=rtpmap:{p} {e}/{r}")),
         (0u16..140, "[0-9,\\- ]{0,10}").prop_map(|(p, v)| std::format!("a=fmtp:{p} {v}")),
-        prop::sample::select(&["a=sendonly", "a=recvonly", "a=inactive", "a=sendrecv",
-            "a=ptime:20", "a=maxptime:", "a=ptime:99999999", "a=", "x", ""][..])
-            .prop_map(str::to_owned),
+        prop::sample::select(
+            &[
+                "a=sendonly",
+                "a=recvonly",
+                "a=inactive",
+                "a=sendrecv",
+                "a=ptime:20",
+                "a=maxptime:",
+                "a=ptime:99999999",
+                "a=",
+                "x",
+                ""
+            ][..]
+        )
+        .prop_map(str::to_owned),
         "[ -~]{0,30}",
     ]
 }
 
-fn check_answer_round_trip(sd: &SessionDescription<'_>, n: &Negotiated) -> Result<(), TestCaseError> {
+fn check_answer_round_trip(
+    sd: &SessionDescription<'_>,
+    n: &Negotiated,
+) -> Result<(), TestCaseError> {
     let ours = local();
     let answer = n.answer(ours, 77, 3);
     let mut buf = [0u8; 1024];
