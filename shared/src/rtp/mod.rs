@@ -9,6 +9,9 @@
 //! * [`RtpPacket`]: a checked, borrowed view over a received datagram. `parse` accepts version
 //!   2 only; it validates the CSRC list, the header extension (skipped, its length bounded by
 //!   the datagram) and the padding count (1 ..= bytes after the headers). It never panics.
+//!   It accepts exactly the datagrams `rtp-rs` 0.6 accepts and reads the same fields (a
+//!   property test uses it as the oracle); in particular a padding count equal to everything
+//!   after the headers is valid and leaves an empty payload.
 //! * [`RtpHeader`]: the fields ccedge sends (no CSRC, no extension, no padding): 12 bytes.
 //! * [`OutboundStream`]: per-call sender state (12 bytes): SSRC, sequence number, timestamp,
 //!   marker bookkeeping. The SSRC and the initial sequence number and timestamp are inputs (the

@@ -29,11 +29,22 @@
 //! | `m=audio` `RTP/AVP` with PCMU and/or PCMA (static 0/8, or any PT whose `rtpmap` is `PCMU/8000` / `PCMA/8000`, any case) | that line with our port, one codec ([`Config::prefer`]), our `ptime:20` |
 //! | … and `telephone-event/8000` | its payload type too, with `fmtp:<pt> 0-15` |
 //! | `sendrecv` / `recvonly` / `sendonly` / `inactive` | `sendrecv` / `sendonly` / `recvonly` / `inactive` |
-//! | `c=IN IP4 0.0.0.0` (old-style hold) | as above with sending removed: `recvonly` or `inactive` |
+//! | `c=IN IP4 0.0.0.0` (old-style hold; `IN IP6 ::` likewise) | as above with sending removed: `recvonly` or `inactive` |
 //! | a second audio line, video, any other line, a line with port 0 | the same media and protocol with port 0, in the offer's order (RFC 3264 §6) |
 //! | audio only over `RTP/SAVP` (or another profile) | [`Error::NoCommonProfile`] |
 //! | audio but neither PCMU nor PCMA (e.g. G.729 only) | [`Error::NoCommonCodec`] |
 //! | no usable audio line | [`Error::NoAudio`] |
+//!
+//! [`Answer`] is 56 bytes and `Copy`: the offer's other m-lines are kept as media type,
+//! protocol and first payload type (3 bytes each), enough to write them back with port 0. An
+//! offered line whose media type or protocol we do not know by name cannot be written back,
+//! so such an offer is refused with [`Error::UnsupportedMedia`].
+//!
+//! ## Offering first
+//!
+//! For an INVITE without a body, [`Offer::new`] offers PCMU and PCMA (static payload types,
+//! in [`Config::prefer`] order) and `telephone-event` as payload type 101; the answer in the
+//! ACK must have exactly that one audio line and use those numbers.
 //!
 //! Every [`Error`] maps to `488 Not Acceptable Here` in the call. The offerer's `ptime` and
 //! `maxptime` are reported in [`Negotiated`], but ccedge always sends 20 ms frames.
