@@ -56,3 +56,8 @@ pub const MAX_SCOPE_ENTRIES: usize = 8;
 pub const CALLBACK_QUEUE_CAPACITY: usize = 256;
 /// Most events one call produces before its events are only counted.
 pub const MAX_EVENTS_PER_CALL: u32 = 4096;
+
+// ---- DTMF (added by the g711/dtmf module) ---------------------------------------------------
+
+/// Most in-band DTMF keys detected and not yet polled; a further key is dropped with an error.
+pub const DTMF_INBAND_OUTPUT_MAX: usize = 4;

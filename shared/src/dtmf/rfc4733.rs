@@ -237,11 +237,12 @@ impl EventDetector {
 
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
     extern crate std;
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
     use proptest::prelude::*;
-    use std::string::ToString;
-    use std::vec::Vec;
 
     fn ev(ts: u32, seq: u16, code: u8, end: bool, duration: u16) -> TelephoneEvent {
         TelephoneEvent {

@@ -309,13 +309,14 @@ impl Law {
 
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
     extern crate std;
     use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
+    use alloc::vec::Vec;
     use audio_codec_algorithms as reference;
     use proptest::prelude::*;
-    use std::string::ToString;
-    use std::vec;
-    use std::vec::Vec;
 
     #[test]
     fn ulaw_encode_matches_reference_for_every_sample() {
