@@ -27,7 +27,7 @@
 //!    block's energy. This is the speech guard. It includes the classic second-harmonic test
 //!    and more: voice and music put energy into harmonics and formants, so a row/column pair
 //!    that happens to appear in speech never holds 80 % of the energy; DTMF together with its
-//!    own second harmonics at −6 dB or stronger fails it too. It also rejects a block that is
+//!    own second harmonics at about −6 dB or stronger fails it too. It also rejects a block that is
 //!    only partly filled with tone (at a tone's start or end), which the duration rules rely
 //!    on. Measuring the 8 second harmonics with filters of their own would double the
 //!    filter state for no extra rejection.
@@ -67,8 +67,8 @@
 //!
 //! * The frequency tolerance is ITU-T Q.24's ±1.5 % only in part (see the table): it follows
 //!   from the filter width and the purity test, and DTMF generators in phones and gateways are
-//!   crystal-accurate to well under 1 %. Off-frequency signals are rejected early (from 2 %),
-//!   stricter than Q.24's ±3.5 % rejection limit.
+//!   crystal-accurate to well under 1 %. Q.24's rejection beyond ±3.5 % is met with room to
+//!   spare: the detector already rejects from about ±2 %.
 //! * Noise: the purity test needs about 8 dB signal-to-noise ratio. Keys pressed while the
 //!   caller talks over them (talk-down) are therefore often missed, which is the price of never
 //!   taking speech for a key.
