@@ -71,3 +71,8 @@ pub const IVR_MAX_PENDING_OUTPUTS: usize = 16;
 /// Outputs one call keeps queued between drains (media commands and compact events; IVR
 /// playlists are produced on demand and never queued).
 pub const CALL_MAX_PENDING: usize = 8;
+
+// ---- DTMF (added by the g711/dtmf module) ---------------------------------------------------
+
+/// Most in-band DTMF keys detected and not yet polled; a further key is dropped with an error.
+pub const DTMF_INBAND_OUTPUT_MAX: usize = 4;
