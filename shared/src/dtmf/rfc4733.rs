@@ -25,7 +25,7 @@
 //!   (new SSRC after a re-INVITE), is followed again. The check is made lazily on the next
 //!   packet with the `now` it brings, so the detector needs no timer.
 //!
-//! The RTP sequence number and the volume are carried in [`TelephoneEvent`] for logging but
+//! The RTP sequence number and the volume are carried in [`EventPacket`] for logging but
 //! do not decide anything: RFC 4733 identifies an event by its timestamp, and a packet with
 //! the same timestamp but another event code (a broken sender) is treated as part of the
 //! event already reported.
@@ -55,7 +55,7 @@ pub const SEGMENT_SLACK: u32 = 8_000;
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct TelephoneEvent {
+pub struct EventPacket {
     /// RTP timestamp: the start of the event (its identity).
     pub rtp_timestamp: u32,
     /// RTP sequence number (informational).
@@ -147,7 +147,7 @@ impl EventDetector {
     /// # Errors
     /// [`Error::OutputPending`] if the previous digit was not polled; the packet is not
     /// consumed then and may be handed in again.
-    pub fn handle_event(&mut self, now: Instant, event: TelephoneEvent) -> Result<(), Error> {
+    pub fn handle_event(&mut self, now: Instant, event: EventPacket) -> Result<(), Error> {
         if self.pending.is_some() {
             return Err(Error::OutputPending);
         }
@@ -199,7 +199,7 @@ impl EventDetector {
     }
 
     /// Remembers a new event and reports its key.
-    fn start(&mut self, now: Instant, digit: Digit, event: TelephoneEvent) {
+    fn start(&mut self, now: Instant, digit: Digit, event: EventPacket) {
         self.last_seen = now;
         self.timestamp = event.rtp_timestamp;
         self.digit = digit;
@@ -244,8 +244,8 @@ mod tests {
     use alloc::vec::Vec;
     use proptest::prelude::*;
 
-    fn ev(ts: u32, seq: u16, code: u8, end: bool, duration: u16) -> TelephoneEvent {
-        TelephoneEvent {
+    fn ev(ts: u32, seq: u16, code: u8, end: bool, duration: u16) -> EventPacket {
+        EventPacket {
             rtp_timestamp: ts,
             seq,
             event_code: code,
@@ -261,7 +261,7 @@ mod tests {
 
     /// Feeds packets (arrival time in ms, packet) and returns what came out, in order, with
     /// the index of the packet that produced it.
-    fn run(det: &mut EventDetector, packets: &[(u64, TelephoneEvent)]) -> Vec<(usize, Digit)> {
+    fn run(det: &mut EventDetector, packets: &[(u64, EventPacket)]) -> Vec<(usize, Digit)> {
         let mut out = Vec::new();
         for (i, (t, p)) in packets.iter().enumerate() {
             det.handle_event(ms(*t), *p).unwrap();
@@ -279,7 +279,7 @@ mod tests {
         code: u8,
         t0: u64,
         updates: u16,
-    ) -> Vec<(u64, TelephoneEvent)> {
+    ) -> Vec<(u64, EventPacket)> {
         let mut v = Vec::new();
         let mut seq = seq0;
         for i in 0..=updates {
