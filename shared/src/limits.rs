@@ -56,3 +56,18 @@ pub const MAX_SCOPE_ENTRIES: usize = 8;
 pub const CALLBACK_QUEUE_CAPACITY: usize = 256;
 /// Most events one call produces before its events are only counted.
 pub const MAX_EVENTS_PER_CALL: u32 = 4096;
+
+// ---- SIP serializer and UAS dialog (sip::emit, sip::uas, sip::endpoint) ---------------------
+
+/// Largest SDP body a dialog keeps for retransmitting its 2xx, bytes.
+pub const SIP_BODY_MAX: usize = 320;
+/// Bytes of the per-dialog string arena: Call-ID, From, To, the INVITE's Vias, the remote
+/// target, a pending re-INVITE's Vias, a REFER target and the Vias of responses waiting to be
+/// sent. An INVITE whose values do not fit is refused by `Dialog::new`.
+pub const SIP_DIALOG_ARENA: usize = 576;
+/// Responses to in-dialog requests one dialog queues before the shell drains them.
+pub const SIP_DIALOG_PENDING: usize = 2;
+/// Events one dialog queues before the shell drains them.
+pub const SIP_DIALOG_EVENTS: usize = 6;
+/// A buffer of this size always holds any message `sip::uas`/`sip::endpoint` emit.
+pub const SIP_EMIT_MAX: usize = 2048;
