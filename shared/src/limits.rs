@@ -64,10 +64,10 @@ pub const SIP_BODY_MAX: usize = 320;
 /// Bytes of the per-dialog string arena: Call-ID, From, To, the INVITE's Vias, the remote
 /// target, a pending re-INVITE's Vias, a REFER target and the Vias of responses waiting to be
 /// sent. An INVITE whose values do not fit is refused by `Dialog::new`.
-pub const SIP_DIALOG_ARENA: usize = 576;
+pub const SIP_DIALOG_ARENA: usize = 544;
 /// Responses to in-dialog requests one dialog queues before the shell drains them.
 pub const SIP_DIALOG_PENDING: usize = 2;
 /// Events one dialog queues before the shell drains them.
-pub const SIP_DIALOG_EVENTS: usize = 6;
+pub const SIP_DIALOG_EVENTS: usize = 4;
 /// A buffer of this size always holds any message `sip::uas`/`sip::endpoint` emit.
 pub const SIP_EMIT_MAX: usize = 2048;

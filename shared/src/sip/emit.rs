@@ -532,26 +532,37 @@ pub fn reason_phrase(status: u16) -> &'static str {
         513 => "Message Too Large",
         600 => "Busy Everywhere",
         603 => "Decline",
-        101..=199 => "Session Progress",
-        201..=299 => "OK",
-        300..=399 => "Redirect",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
+        _ => class_phrase(status),
+    }
+}
+
+fn class_phrase(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "Session Progress",
+        2 => "OK",
+        3 => "Redirect",
+        4 => "Client Error",
+        5 => "Server Error",
         _ => "Global Failure",
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    extern crate alloc;
     extern crate std;
     use super::*;
     use crate::limits::SIP_MAX_VIAS;
+    use alloc::string::String;
+    use alloc::vec::Vec as StdVec;
     use heapless::Vec;
-    use std::string::String;
-    use std::vec::Vec as StdVec;
 
     /// Builds typical `Incoming` requests by hand for the sip tests.
-    pub(crate) fn incoming(method: Method, cseq: u32, to_tag: Option<&'static str>) -> Incoming<'static> {
+    pub(crate) fn incoming(
+        method: Method,
+        cseq: u32,
+        to_tag: Option<&'static str>,
+    ) -> Incoming<'static> {
         let mut vias: Vec<&'static str, SIP_MAX_VIAS> = Vec::new();
         let _ = vias.push("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-gw-1;rport");
         let _ = vias.push("SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK-edge-7");
@@ -575,11 +586,7 @@ pub(crate) mod tests {
             to_tag: tag,
             call_id: "a84b4c76e66710@10.0.0.1",
             cseq,
-            cseq_method: if method == Method::Ack || method == Method::Cancel {
-                Method::Invite
-            } else {
-                method
-            },
+            cseq_method: method,
             contact_uri: Some("sip:gw@10.0.0.1:5060"),
             max_forwards: Some(70),
             content_type: None,
@@ -591,7 +598,7 @@ pub(crate) mod tests {
 
     /// A minimal parse of an emitted message: (start line, headers in order, body).
     pub(crate) fn split(msg: &[u8]) -> (String, StdVec<(String, String)>, StdVec<u8>) {
-        let text = std::str::from_utf8(msg).expect("utf8");
+        let text = core::str::from_utf8(msg).expect("utf8");
         let (head, body) = text.split_once("\r\n\r\n").expect("head end");
         let mut lines = head.split("\r\n");
         let start = lines.next().unwrap().into();
@@ -613,7 +620,7 @@ pub(crate) mod tests {
         use ezk_sip_types::header::HeaderParse;
         use ezk_sip_types::msg::{Line, MessageLine, PullParser};
         let mut p = PullParser::new(msg, 0);
-        let first = std::str::from_utf8(p.next().unwrap().unwrap()).unwrap();
+        let first = core::str::from_utf8(p.next().unwrap().unwrap()).unwrap();
         let status = match MessageLine::from_str(first).expect("start line") {
             MessageLine::Response(s) => s.code.into_u16(),
             MessageLine::Request(_) => 0,
@@ -623,10 +630,10 @@ pub(crate) mod tests {
         let mut clen = None;
         for line in p.by_ref() {
             let src = Bytes::copy_from_slice(line.unwrap());
-            let s = std::str::from_utf8(&src).unwrap();
+            let s = core::str::from_utf8(&src).unwrap();
             let (_, l) = Line::parse(&src, s).expect("header line");
             let v = Bytes::copy_from_slice(l.value.as_bytes());
-            let vs = std::str::from_utf8(&v).unwrap();
+            let vs = core::str::from_utf8(&v).unwrap();
             let name = l.name.as_print_str().to_ascii_lowercase();
             match name.as_str() {
                 "via" => {
@@ -740,7 +747,10 @@ pub(crate) mod tests {
         let n = r.emit(&mut buf).unwrap();
         let (start, h, _) = split(&buf[..n]);
         assert_eq!(start, "BYE sip:gw@10.0.0.1:5060 SIP/2.0");
-        assert_eq!(h[0].1, "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKccabc.2;rport");
+        assert_eq!(
+            h[0].1,
+            "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKccabc.2;rport"
+        );
         assert_eq!(h[2].1, "<sip:+18005550100@10.0.0.2>;tag=abc");
         assert_eq!(h[5].1, "2 BYE");
         let (status, cseq, _) = oracle(&buf[..n]);
@@ -767,10 +777,10 @@ pub(crate) mod tests {
         let mut big = [0u8; 1024];
         let full = r.emit(&mut big).unwrap();
         for len in 0..full {
-            let mut small = std::vec![0u8; len];
+            let mut small = alloc::vec![0u8; len];
             assert_eq!(r.emit(&mut small), Err(BufferTooSmall), "len {len}");
         }
-        let mut exact = std::vec![0u8; full];
+        let mut exact = alloc::vec![0u8; full];
         assert_eq!(r.emit(&mut exact), Ok(full));
         assert_eq!(&exact[..], &big[..full]);
     }
@@ -801,7 +811,7 @@ pub(crate) mod tests {
             let mut r = Response::to_request(&req, status, LocalTag(tag));
             r.body = &body;
             r.extras = Extras { allow: true, accept: true, supported: true, unsupported: Some(b"100rel"), retry_after: Some(5) };
-            let mut buf = std::vec![0u8; len];
+            let mut buf = alloc::vec![0u8; len];
             if let Ok(n) = r.emit(&mut buf) {
                 let (s, c, _) = oracle(&buf[..n]);
                 proptest::prop_assert_eq!(s, status);

@@ -44,8 +44,7 @@ pub fn verdict(req: &Incoming<'_>) -> Verdict {
         }
         _ => {}
     }
-    if matches!(req.method, Method::Invite | Method::Options) && first_unsupported(req).is_some()
-    {
+    if matches!(req.method, Method::Invite | Method::Options) && first_unsupported(req).is_some() {
         return Verdict::Respond(420);
     }
     match req.method {
@@ -128,7 +127,11 @@ fn unsupported_tags<'a>(req: &Incoming<'a>) -> impl Iterator<Item = &'a str> {
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .filter(|t| !SUPPORTED_OPTION_TAGS.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .filter(|t| {
+            !SUPPORTED_OPTION_TAGS
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(t))
+        })
 }
 
 fn first_unsupported<'a>(req: &Incoming<'a>) -> Option<&'a str> {
@@ -155,13 +158,14 @@ pub fn stateless_tag(req: &Incoming<'_>) -> LocalTag {
 
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
     extern crate std;
     use super::*;
     use crate::sip::emit;
     use crate::sip::emit::tests::{incoming, oracle, split};
-    use std::string::String;
+    use alloc::string::String;
 
-    fn answer(req: &Incoming<'_>) -> Option<(String, std::vec::Vec<(String, String)>)> {
+    fn answer(req: &Incoming<'_>) -> Option<(String, alloc::vec::Vec<(String, String)>)> {
         let mut buf = [0u8; 2048];
         let n = respond_stateless(req, &mut buf)?.unwrap();
         let _ = oracle(&buf[..n]);
@@ -190,10 +194,19 @@ mod tests {
         let cases = [
             (incoming(Method::Register, 1, None), Verdict::Respond(405)),
             (incoming(Method::Other, 1, None), Verdict::Respond(501)),
-            (incoming(Method::Bye, 2, Some("ours")), Verdict::Respond(481)),
+            (
+                incoming(Method::Bye, 2, Some("ours")),
+                Verdict::Respond(481),
+            ),
             (incoming(Method::Cancel, 1, None), Verdict::Respond(481)),
-            (incoming(Method::Info, 3, Some("ours")), Verdict::Respond(481)),
-            (incoming(Method::Invite, 2, Some("ours")), Verdict::Respond(481)),
+            (
+                incoming(Method::Info, 3, Some("ours")),
+                Verdict::Respond(481),
+            ),
+            (
+                incoming(Method::Invite, 2, Some("ours")),
+                Verdict::Respond(481),
+            ),
             (incoming(Method::Ack, 1, Some("ours")), Verdict::Ignore),
             (incoming(Method::Invite, 1, None), Verdict::NewDialog),
             (incoming(Method::Options, 1, None), Verdict::Respond(200)),
@@ -207,7 +220,10 @@ mod tests {
         let mut no_tag = incoming(Method::Invite, 1, None);
         no_tag.from_tag = None;
         assert_eq!(verdict(&no_tag), Verdict::Respond(400));
-        assert_eq!(respond_stateless(&incoming(Method::Ack, 1, None), &mut [0; 64]), None);
+        assert_eq!(
+            respond_stateless(&incoming(Method::Ack, 1, None), &mut [0; 64]),
+            None
+        );
     }
 
     #[test]

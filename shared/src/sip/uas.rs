@@ -554,13 +554,7 @@ impl Dialog {
             .and_then(|()| arena.set(TO, one(invite.to), false))
             .and_then(|()| arena.set(REMOTE_TAG, one(from_tag), false))
             .and_then(|()| arena.set(TARGET, one(target), false))
-            .and_then(|()| {
-                arena.set(
-                    INVITE_VIAS,
-                    invite.vias.iter().map(|v| v.as_bytes()),
-                    true,
-                )
-            })
+            .and_then(|()| arena.set(INVITE_VIAS, invite.vias.iter().map(|v| v.as_bytes()), true))
             .map_err(|Full| Error::TooLarge)?;
         let mut d = Dialog {
             cfg,
@@ -1225,8 +1219,7 @@ impl Dialog {
         if self.pending.is_full() {
             return;
         }
-        let Some(free) = (0..SIP_DIALOG_PENDING)
-            .find(|i| self.arena.get(PENDING0 + i).is_empty())
+        let Some(free) = (0..SIP_DIALOG_PENDING).find(|i| self.arena.get(PENDING0 + i).is_empty())
         else {
             return;
         };
@@ -1256,7 +1249,13 @@ impl Dialog {
         });
     }
 
-    fn base_response<'a>(&'a self, status: u16, cseq: u32, method: &'a [u8], vias: &'a [u8]) -> emit::Response<'a> {
+    fn base_response<'a>(
+        &'a self,
+        status: u16,
+        cseq: u32,
+        method: &'a [u8],
+        vias: &'a [u8],
+    ) -> emit::Response<'a> {
         emit::Response {
             status,
             vias: Vias::Packed(vias),
