@@ -690,8 +690,10 @@ impl Dialog {
     }
 
     /// Hangs up an answered call: sends BYE (retransmitted on Timer E, given up on Timer F).
-    /// If our 2xx is not acknowledged yet, the BYE waits for the ACK or the ACK timeout
-    /// (§15). Calling it again, or after the dialog ended, does nothing.
+    /// The dialog ends (`Terminated(LocalBye)` or `Terminated(ByeTimeout)`) at most 64·T1 after
+    /// the BYE leaves. If our 2xx is not acknowledged yet, the BYE waits for the ACK or the ACK
+    /// timeout (§15), which is itself at most 64·T1 after the answer. Calling it again, or after
+    /// the dialog ended, does nothing.
     ///
     /// # Errors
     /// [`Error::InvalidState`] before the INVITE was answered (use [`Dialog::reject`]).
@@ -797,7 +799,11 @@ impl Dialog {
             if self.invite.state == TxState::Proceeding && self.invite.status == 0 {
                 self.invite.status = 100;
             }
-            if self.invite.status != 0 && self.invite.state != TxState::Terminated {
+            let live = matches!(
+                self.invite.state,
+                TxState::Proceeding | TxState::Accepted | TxState::Completed
+            );
+            if self.invite.status != 0 && live {
                 self.send |= SEND_INVITE;
             }
             return Ok(());

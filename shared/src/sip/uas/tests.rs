@@ -932,6 +932,7 @@ enum Op {
 }
 
 fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use alloc::vec;
     use proptest::prelude::*;
     let method = prop_oneof![
         Just(Method::Invite),
@@ -944,22 +945,25 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         Just(Method::Update),
         Just(Method::Other),
     ];
+    // To tags: 0 none, 1 ours, 2 foreign; ours is the common case.
+    let tag = prop_oneof![1 => Just(0u8), 4 => Just(1u8), 1 => Just(2u8)];
     prop_oneof![
-        Just(Op::Ring),
-        Just(Op::Answer),
-        (300u16..700).prop_map(Op::Reject),
-        Just(Op::Hangup),
-        Just(Op::Refer),
-        Just(Op::AnswerReinvite),
-        Just(Op::RejectReinvite),
-        (method, 0u32..6, 0u8..3).prop_map(|(m, c, t)| Op::Request(m, c, t)),
-        (
+        1 => Just(Op::Ring),
+        3 => Just(Op::Answer),
+        1 => (300u16..700).prop_map(Op::Reject),
+        3 => Just(Op::Hangup),
+        2 => Just(Op::Refer),
+        1 => Just(Op::AnswerReinvite),
+        1 => Just(Op::RejectReinvite),
+        3 => Just(Op::Request(Method::Ack, 1, 1)),
+        6 => (method, 0u32..6, tag).prop_map(|(m, c, t)| Op::Request(m, c, t)),
+        2 => (
             prop_oneof![Just(Method::Bye), Just(Method::Refer), Just(Method::Invite)],
             0u32..4,
             100u16..700
         )
             .prop_map(|(m, c, s)| Op::Response(m, c, s)),
-        (0u32..40_000).prop_map(Op::Advance),
+        4 => (0u32..40_000).prop_map(Op::Advance),
     ]
 }
 
@@ -1016,11 +1020,21 @@ proptest::proptest! {
             proptest::prop_assert!(terminated <= 1);
         }
         if let Some(t) = hangup_at {
-            let limit = t + CFG.t1.saturating_mul(64);
-            let now = h.now.max(limit);
-            h.at(now.as_millis());
+            // The BYE leaves at hangup, or (RFC 3261 §15) once our 2xx is acknowledged; the
+            // dialog ends at most 64*T1 after that (or by the ACK timeout, before it).
+            let t = t.as_millis();
+            let bye_at = h
+                .sent
+                .iter()
+                .find(|(at, s)| *at >= t && s.starts_with("BYE"))
+                .map_or(t, |(at, _)| *at);
+            let limit = bye_at + 64 * 500;
+            h.at(h.now.as_millis().max(limit));
             proptest::prop_assert_eq!(h.d.state(), DialogState::Terminated);
-            proptest::prop_assert!(h.events.iter().any(|(at, e)| matches!(e, Event::Terminated(_)) && *at <= limit.as_millis().max(t.as_millis())));
+            proptest::prop_assert!(h
+                .events
+                .iter()
+                .any(|(at, e)| matches!(e, Event::Terminated(_)) && *at <= limit));
         }
         // With no more input every dialog that ended winds down.
         let end = h.now.as_millis() + 200_000;
