@@ -1096,6 +1096,10 @@ impl Dialog {
             OutMethod::Bye => {
                 self.bye = tx;
                 self.send |= SEND_BYE;
+                if self.reinvite.state == TxState::Proceeding {
+                    // The call is ending: an unanswered re-INVITE gets 487 (§15.1.2).
+                    self.complete(now, true, 487);
+                }
             }
             OutMethod::Refer => {
                 self.refer = tx;

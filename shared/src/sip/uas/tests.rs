@@ -758,6 +758,22 @@ fn reinvite_cancelled() {
 }
 
 #[test]
+fn hangup_answers_a_pending_reinvite_with_487() {
+    let mut h = H::confirmed();
+    h.req(incoming(Method::Invite, 2, Some("ours")));
+    h.d.hangup(h.now).unwrap();
+    h.drain();
+    assert_eq!(
+        h.sent(),
+        [(0, "100 INVITE"), (0, "487 INVITE"), (0, "BYE 1")]
+    );
+    h.resp(Method::Bye, 1, 200);
+    h.req(incoming(Method::Ack, 2, Some("ours")));
+    h.at(100_000);
+    assert!(h.d.is_done());
+}
+
+#[test]
 fn reinvite_ack_timeout_ends_the_call() {
     let mut h = H::confirmed();
     h.req(incoming(Method::Invite, 2, Some("ours")));
