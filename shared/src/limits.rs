@@ -69,5 +69,7 @@ pub const SIP_DIALOG_ARENA: usize = 544;
 pub const SIP_DIALOG_PENDING: usize = 2;
 /// Events one dialog queues before the shell drains them.
 pub const SIP_DIALOG_EVENTS: usize = 4;
-/// A buffer of this size always holds any message `sip::uas`/`sip::endpoint` emit.
+/// A buffer of this size always holds any message a `sip::uas::Dialog` emits (given `Config`
+/// strings under 200 bytes each). `sip::endpoint` echoes the request, so it may need the
+/// request's size plus 512 bytes.
 pub const SIP_EMIT_MAX: usize = 2048;
