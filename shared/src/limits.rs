@@ -76,3 +76,20 @@ pub const CALL_MAX_PENDING: usize = 8;
 
 /// Most in-band DTMF keys detected and not yet polled; a further key is dropped with an error.
 pub const DTMF_INBAND_OUTPUT_MAX: usize = 4;
+
+// ---- SIP serializer and UAS dialog (sip::emit, sip::uas, sip::endpoint) ---------------------
+
+/// Largest SDP body a dialog keeps for retransmitting its 2xx, bytes.
+pub const SIP_BODY_MAX: usize = 320;
+/// Bytes of the per-dialog string arena: Call-ID, From, To, the INVITE's Vias, the remote
+/// target, a pending re-INVITE's Vias, a REFER target and the Vias of responses waiting to be
+/// sent. An INVITE whose values do not fit is refused by `Dialog::new`.
+pub const SIP_DIALOG_ARENA: usize = 544;
+/// Responses to in-dialog requests one dialog queues before the shell drains them.
+pub const SIP_DIALOG_PENDING: usize = 2;
+/// Events one dialog queues before the shell drains them.
+pub const SIP_DIALOG_EVENTS: usize = 4;
+/// A buffer of this size always holds any message a `sip::uas::Dialog` emits (given `Config`
+/// strings under 200 bytes each). `sip::endpoint` echoes the request, so it may need the
+/// request's size plus 512 bytes.
+pub const SIP_EMIT_MAX: usize = 2048;

@@ -5,6 +5,10 @@
 //! into an [`Incoming`] request (borrowed fields, no copies), and hands it either to the
 //! stateless endpoint logic (no dialog yet) or to the call's dialog.
 
+pub mod emit;
+pub mod endpoint;
+pub mod uas;
+
 use heapless::Vec;
 
 use crate::limits::SIP_MAX_VIAS;
