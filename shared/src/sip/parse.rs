@@ -885,7 +885,9 @@ pub fn salvage(datagram: &[u8]) -> Option<Incoming<'_>> {
             Field::End { .. } | Field::Unterminated => break,
         }
     }
-    let top_branch = Via::parse(vias.first()?).and_then(|v| v.branch());
+    // Leniently: the Via may be the reason for the error (e.g. `SIP/7.0/UDP`).
+    let top = vias.first()?;
+    let top_branch = top.find(';').and_then(|i| Params::new(top.get(i..)?).get("branch"));
     let from = from.unwrap_or("");
     let to = to.unwrap_or("");
     let from_na = NameAddr::parse(from);

@@ -159,6 +159,12 @@ pub struct Params<'a>(&'a str);
 pub type Param<'a> = (&'a str, Option<&'a str>);
 
 impl<'a> Params<'a> {
+    /// Wraps a raw parameter span (from its first `;`; LWS around it is fine).
+    #[must_use]
+    pub fn new(span: &'a str) -> Params<'a> {
+        Params(span)
+    }
+
     /// The raw parameter span (starting at the first `;`, or empty).
     #[must_use]
     pub fn as_str(&self) -> &'a str {
