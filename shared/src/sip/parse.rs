@@ -51,11 +51,15 @@
 mod text;
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod oracle_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
 mod rfc4475_tests;
+#[cfg(test)]
+mod unit_tests;
 
 use core::fmt;
 
