@@ -163,7 +163,10 @@ impl HeaderName {
     /// The canonical long name (`"Call-ID"`), `None` for [`HeaderName::Other`].
     #[must_use]
     pub fn as_str(self) -> Option<&'static str> {
-        NAMES.iter().find(|(k, _, _)| *k == self).map(|(_, n, _)| *n)
+        NAMES
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map(|(_, n, _)| *n)
     }
 }
 
@@ -349,8 +352,8 @@ impl<'a> Request<'a> {
         let to = h.required(HeaderName::To)?;
         let to_na = NameAddr::parse(to).ok_or(Problem::Invalid(HeaderName::To))?;
         let call_id = call_id(h.required(HeaderName::CallId)?)?;
-        let cseq = CSeq::parse(h.required(HeaderName::CSeq)?)
-            .ok_or(Problem::Invalid(HeaderName::CSeq))?;
+        let cseq =
+            CSeq::parse(h.required(HeaderName::CSeq)?).ok_or(Problem::Invalid(HeaderName::CSeq))?;
         if cseq.method != self.method_token {
             return Err(Problem::CSeqMismatch);
         }
@@ -450,10 +453,10 @@ impl<'a> Response<'a> {
         let top = Via::parse(top).ok_or(Problem::Invalid(HeaderName::Via))?;
         let from = NameAddr::parse(h.required(HeaderName::From)?)
             .ok_or(Problem::Invalid(HeaderName::From))?;
-        let to = NameAddr::parse(h.required(HeaderName::To)?)
-            .ok_or(Problem::Invalid(HeaderName::To))?;
-        let cseq = CSeq::parse(h.required(HeaderName::CSeq)?)
-            .ok_or(Problem::Invalid(HeaderName::CSeq))?;
+        let to =
+            NameAddr::parse(h.required(HeaderName::To)?).ok_or(Problem::Invalid(HeaderName::To))?;
+        let cseq =
+            CSeq::parse(h.required(HeaderName::CSeq)?).ok_or(Problem::Invalid(HeaderName::CSeq))?;
         Ok(IncomingResponse {
             status: self.status,
             top_branch: top.branch(),
@@ -649,12 +652,19 @@ fn next_field(buf: &[u8], pos: usize) -> Field {
     if buf.get(pos).is_some_and(|&b| b == b' ' || b == b'\t') {
         return Field::Bad { next };
     }
-    let Some(colon) = buf.get(pos..end).and_then(|l| l.iter().position(|&b| b == b':')) else {
+    let Some(colon) = buf
+        .get(pos..end)
+        .and_then(|l| l.iter().position(|&b| b == b':'))
+    else {
         return Field::Bad { next };
     };
     let colon = pos + colon;
     let mut name_end = colon;
-    while name_end > pos && buf.get(name_end - 1).is_some_and(|&b| b == b' ' || b == b'\t') {
+    while name_end > pos
+        && buf
+            .get(name_end - 1)
+            .is_some_and(|&b| b == b' ' || b == b'\t')
+    {
         name_end -= 1;
     }
     Field::Header {
@@ -687,7 +697,10 @@ fn words(line: &str) -> impl Iterator<Item = &str> {
 
 /// `true` for `SIP/1*DIGIT.1*DIGIT`.
 fn is_sip_version(v: &str) -> bool {
-    let Some(num) = v.get(4..).filter(|_| v.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))) else {
+    let Some(num) = v
+        .get(4..)
+        .filter(|_| v.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")))
+    else {
         return false;
     };
     num.split_once('.').is_some_and(|(a, b)| {
@@ -703,14 +716,8 @@ fn starts_with_sip(s: &str) -> bool {
 }
 
 enum StartLine<'a> {
-    Request {
-        method_token: &'a str,
-        uri: &'a str,
-    },
-    Response {
-        status: u16,
-        reason: &'a str,
-    },
+    Request { method_token: &'a str, uri: &'a str },
+    Response { status: u16, reason: &'a str },
 }
 
 /// Classifies and parses the start line. `Err(NotSip)` if it is neither.
@@ -739,7 +746,8 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, ParseError> {
     }
     let bad = ParseError::BadRequest;
     let mut w = words(line);
-    let (Some(method_token), Some(uri), Some(version), None) = (w.next(), w.next(), w.next(), w.next())
+    let (Some(method_token), Some(uri), Some(version), None) =
+        (w.next(), w.next(), w.next(), w.next())
     else {
         return Err(bad(Problem::StartLine));
     };
@@ -891,7 +899,9 @@ pub fn salvage(datagram: &[u8]) -> Option<Incoming<'_>> {
     }
     // Leniently: the Via may be the reason for the error (e.g. `SIP/7.0/UDP`).
     let top = vias.first()?;
-    let top_branch = top.find(';').and_then(|i| Params::new(top.get(i..)?).get("branch"));
+    let top_branch = top
+        .find(';')
+        .and_then(|i| Params::new(top.get(i..)?).get("branch"));
     let from = from.unwrap_or("");
     let to = to.unwrap_or("");
     let from_na = NameAddr::parse(from);

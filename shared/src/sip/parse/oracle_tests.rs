@@ -1,11 +1,12 @@
 //! Differential test: `ezk-sip-types` (an independent, allocating SIP parser) must read the same
 //! method, Call-ID, CSeq and From/To tags as ours from valid messages.
 
+extern crate alloc;
 extern crate std;
 
-use std::str::FromStr;
-use std::string::{String, ToString};
-use std::vec::Vec;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::str::FromStr;
 
 use ezk_sip_types::_private_reexport::Bytes;
 use ezk_sip_types::header::typed::{CSeq as EzkCSeq, CallID, FromTo};
@@ -30,8 +31,8 @@ fn ezk(datagram: &[u8]) -> Key {
     let msg = Bytes::copy_from_slice(datagram);
     let mut lines = PullParser::new(&msg, 0);
     let first = lines.next().unwrap().unwrap();
-    let MessageLine::Request(rl) = MessageLine::from_str(core::str::from_utf8(first).unwrap())
-        .unwrap()
+    let MessageLine::Request(rl) =
+        MessageLine::from_str(core::str::from_utf8(first).unwrap()).unwrap()
     else {
         panic!("ezk: not a request")
     };
@@ -75,15 +76,20 @@ macro_rules! rfc {
     ($dir:literal, $name:literal) => {
         (
             $name,
-            include_bytes!(concat!("../../../testdata/rfc4475/", $dir, "/", $name, ".dat"))
-                as &[u8],
+            include_bytes!(concat!(
+                "../../../testdata/rfc4475/",
+                $dir,
+                "/",
+                $name,
+                ".dat"
+            )) as &[u8],
         )
     };
 }
 
 #[test]
 fn agrees_with_ezk_sip_types() {
-    let cases: Vec<(&str, &[u8])> = std::vec![
+    let cases: Vec<(&str, &[u8])> = alloc::vec![
         ("sipp INVITE", SIPP_INVITE),
         ("BYE", BYE),
         ("OPTIONS LF", OPTIONS_LF),

@@ -2,11 +2,12 @@
 //! generated well-formed request — in any header order, case, compact or long form, with
 //! folds and odd whitespace — reads back to the values it was built from.
 
+extern crate alloc;
 extern crate std;
 
-use std::format;
-use std::string::{String, ToString};
-use std::vec::Vec;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 use proptest::prelude::*;
 
@@ -21,18 +22,45 @@ macro_rules! rfc {
 
 /// Real messages to damage: the fixtures and a spread of torture messages.
 fn corpus() -> Vec<&'static [u8]> {
-    let mut v: Vec<&'static [u8]> = std::vec![SIPP_INVITE, BYE, OPTIONS_LF, OK_BYE];
+    let mut v: Vec<&'static [u8]> = alloc::vec![SIPP_INVITE, BYE, OPTIONS_LF, OK_BYE];
     v.extend(rfc!(
         "3.1.1-valid",
-        "wsinv", "intmeth", "esc01", "escnull", "esc02", "lwsdisp", "longreq", "dblreq",
-        "semiuri", "transports", "mpart01", "unreason", "noreason"
+        "wsinv",
+        "intmeth",
+        "esc01",
+        "escnull",
+        "esc02",
+        "lwsdisp",
+        "longreq",
+        "dblreq",
+        "semiuri",
+        "transports",
+        "mpart01",
+        "unreason",
+        "noreason"
     ));
     v.extend(rfc!(
         "3.1.2-invalid",
-        "badinv01", "clerr", "ncl", "scalar02", "scalarlg", "quotbal", "ltgtruri", "baddn",
-        "badvers", "mismatch01", "bigcode"
+        "badinv01",
+        "clerr",
+        "ncl",
+        "scalar02",
+        "scalarlg",
+        "quotbal",
+        "ltgtruri",
+        "baddn",
+        "badvers",
+        "mismatch01",
+        "bigcode"
     ));
-    v.extend(rfc!("3.3-application", "insuf", "multi01", "mcl01", "bcast", "regescrt"));
+    v.extend(rfc!(
+        "3.3-application",
+        "insuf",
+        "multi01",
+        "mcl01",
+        "bcast",
+        "regescrt"
+    ));
     v
 }
 
@@ -73,7 +101,7 @@ proptest! {
 
     #[test]
     fn never_panics_on_sip_shaped_noise(
-        start in prop::sample::select(std::vec!["INVITE sip:a@b SIP/2.0\r\n", "SIP/2.0 200 OK\r\n", "\r\n"]),
+        start in prop::sample::select(alloc::vec!["INVITE sip:a@b SIP/2.0\r\n", "SIP/2.0 200 OK\r\n", "\r\n"]),
         lines in proptest::collection::vec("[a-zA-Z:;,<>\"\\\\= \t\r\n@.-]{0,40}", 0..12),
     ) {
         let mut d = String::from(start);
@@ -137,7 +165,11 @@ fn line(long: &str, compact: Option<&str>, value: &str, s: &Style, eol: &str) ->
         1 => name.to_ascii_lowercase(),
         _ => name.to_ascii_uppercase(),
     };
-    let lws = if s.fold { format!("{eol}\t ") } else { " ".to_string() };
+    let lws = if s.fold {
+        format!("{eol}\t ")
+    } else {
+        " ".to_string()
+    };
     format!(
         "{name}{}:{}{}{eol}",
         " ".repeat(s.before_colon),
@@ -164,7 +196,9 @@ struct Gen {
 fn generated() -> impl Strategy<Value = Gen> {
     let token = "[a-zA-Z0-9][a-zA-Z0-9.!%*_+`'-]{0,20}"; // no '~': it marks LWS
     (
-        prop::sample::select(std::vec!["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "X-CUSTOM"]),
+        prop::sample::select(alloc::vec![
+            "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "X-CUSTOM"
+        ]),
         (token, "@[a-z0-9.]{1,12}").prop_map(|(a, b)| format!("{a}{b}")),
         any::<u32>(),
         token,
@@ -177,7 +211,19 @@ fn generated() -> impl Strategy<Value = Gen> {
         Just((0..9).collect::<Vec<usize>>()).prop_shuffle(),
     )
         .prop_map(
-            |(method, call_id, cseq, from_tag, to_tag, branch, max_forwards, body, lf_only, styles, order)| Gen {
+            |(
+                method,
+                call_id,
+                cseq,
+                from_tag,
+                to_tag,
+                branch,
+                max_forwards,
+                body,
+                lf_only,
+                styles,
+                order,
+            )| Gen {
                 method,
                 call_id,
                 cseq,
@@ -196,15 +242,38 @@ fn generated() -> impl Strategy<Value = Gen> {
 impl Gen {
     fn render(&self) -> String {
         let eol = if self.lf_only { "\n" } else { "\r\n" };
-        let to_tag = self.to_tag.as_ref().map(|t| format!("~;~tag~=~{t}")).unwrap_or_default();
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .map(|t| format!("~;~tag~=~{t}"))
+            .unwrap_or_default();
         let lines: [(&str, Option<&str>, String); 9] = [
-            ("Via", Some("v"), format!("SIP~/~2.0~/~UDP~192.0.2.1:5060~;~branch~=~{}", self.branch)),
-            ("Via", Some("v"), "SIP/2.0/TCP~proxy.example.net;received=198.51.100.1".to_string()),
-            ("From", Some("f"), format!("\"Caller, \\\"Q\\\"\"~<sip:caller@example.com>~;tag={}", self.from_tag)),
+            (
+                "Via",
+                Some("v"),
+                format!("SIP~/~2.0~/~UDP~192.0.2.1:5060~;~branch~=~{}", self.branch),
+            ),
+            (
+                "Via",
+                Some("v"),
+                "SIP/2.0/TCP~proxy.example.net;received=198.51.100.1".to_string(),
+            ),
+            (
+                "From",
+                Some("f"),
+                format!(
+                    "\"Caller, \\\"Q\\\"\"~<sip:caller@example.com>~;tag={}",
+                    self.from_tag
+                ),
+            ),
             ("To", Some("t"), format!("<sip:ccedge@192.0.2.20>{to_tag}")),
             ("Call-ID", Some("i"), self.call_id.clone()),
             ("CSeq", None, format!("{}~{}", self.cseq, self.method)),
-            ("Contact", Some("m"), "~<sip:caller@192.0.2.1:5060;transport=udp>~;expires=60".to_string()),
+            (
+                "Contact",
+                Some("m"),
+                "~<sip:caller@192.0.2.1:5060;transport=udp>~;expires=60".to_string(),
+            ),
             ("Content-Length", Some("l"), self.body.len().to_string()),
             match self.max_forwards {
                 Some(m) => ("Max-Forwards", None, format!("{m}")),

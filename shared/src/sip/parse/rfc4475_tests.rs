@@ -1,17 +1,24 @@
 //! RFC 4475 torture messages: every message of the RFC, with the outcome a UAS should reach
 //! (per `testdata/rfc4475/verdicts.tsv`), plus the specific values the RFC calls out.
 
+extern crate alloc;
 extern crate std;
 
-use std::string::ToString;
-use std::vec::Vec;
+use alloc::string::ToString;
+use alloc::vec::Vec;
 
 use super::*;
 use crate::sip::Method;
 
 macro_rules! dat {
     ($dir:literal, $name:literal) => {
-        include_bytes!(concat!("../../../testdata/rfc4475/", $dir, "/", $name, ".dat")) as &[u8]
+        include_bytes!(concat!(
+            "../../../testdata/rfc4475/",
+            $dir,
+            "/",
+            $name,
+            ".dat"
+        )) as &[u8]
     };
 }
 
@@ -136,7 +143,11 @@ fn case(name: &str) -> &'static [u8] {
 #[test]
 fn every_verdict_row_has_a_case() {
     let tsv = include_str!("../../../testdata/rfc4475/verdicts.tsv");
-    let names: Vec<&str> = tsv.lines().skip(1).filter_map(|l| l.split('\t').next()).collect();
+    let names: Vec<&str> = tsv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').next())
+        .collect();
     assert_eq!(names.len(), 49);
     for n in &names {
         assert!(
@@ -165,7 +176,10 @@ fn every_message_gets_its_verdict() {
                     // The layer above can answer: salvage finds the top Via and the CSeq.
                     let s = salvage(d).unwrap_or_else(|| panic!("{name}: salvage"));
                     assert!(!s.vias.is_empty(), "{name}");
-                    assert!(s.cseq_method == s.method || name.starts_with("mismatch"), "{name}");
+                    assert!(
+                        s.cseq_method == s.method || name.starts_with("mismatch"),
+                        "{name}"
+                    );
                 }
             }
         }
@@ -193,7 +207,10 @@ fn reject_reasons_are_the_intended_ones() {
     assert_eq!(problem("insuf"), Req(Problem::Missing(H::From)));
     assert_eq!(problem("mcl01"), Req(Problem::ContentLength));
     assert_eq!(problem("multi01"), Req(Problem::Duplicate(H::From)));
-    assert_eq!(problem("badvers").to_string(), "Version Not Supported (SIP version not supported)");
+    assert_eq!(
+        problem("badvers").to_string(),
+        "Version Not Supported (SIP version not supported)"
+    );
     assert_eq!(problem("insuf").to_string(), "Bad Request (missing From)");
 }
 
@@ -202,7 +219,10 @@ fn wsinv_folding_and_lws() {
     let r = req(case("wsinv"));
     let i = r.to_incoming().unwrap();
     assert_eq!(i.method, Method::Invite);
-    assert_eq!(i.request_uri, "sip:vivekg@chair-dnrc.example.com;unknownparam");
+    assert_eq!(
+        i.request_uri,
+        "sip:vivekg@chair-dnrc.example.com;unknownparam"
+    );
     assert_eq!(i.call_id, "wsinv.ndaksdj@192.0.2.1");
     assert_eq!((i.cseq, i.cseq_method), (9, Method::Invite));
     assert_eq!(i.max_forwards, Some(68));
@@ -216,8 +236,14 @@ fn wsinv_folding_and_lws() {
     );
     assert_eq!(i.vias.len(), 3);
     assert_eq!(i.top_branch, Some("390skdjuw"));
-    assert_eq!(Via::parse(i.vias[1]).unwrap().branch(), Some("z9hG4bK9ikj8"));
-    assert_eq!(Via::parse(i.vias[2]).unwrap().branch(), Some("z9hG4bK30239"));
+    assert_eq!(
+        Via::parse(i.vias[1]).unwrap().branch(),
+        Some("z9hG4bK9ikj8")
+    );
+    assert_eq!(
+        Via::parse(i.vias[2]).unwrap().branch(),
+        Some("z9hG4bK30239")
+    );
     assert_eq!(Via::parse(i.vias[2]).unwrap().sent_by, "192.168.255.111");
     assert_eq!(i.contact_uri, Some("sip:jdrosen@example.com"));
     assert_eq!(i.content_type, Some("application/sdp"));
@@ -238,16 +264,25 @@ fn wsinv_folding_and_lws() {
 fn intmeth_unknown_method_and_odd_characters() {
     let i = inc(case("intmeth"));
     assert_eq!(i.method, Method::Other);
-    assert_eq!(i.method_token, "!interesting-Method0123456789_*+`.%indeed'~");
+    assert_eq!(
+        i.method_token,
+        "!interesting-Method0123456789_*+`.%indeed'~"
+    );
     assert_eq!(i.cseq_method, Method::Other);
     assert_eq!(i.cseq, 139_122_385);
     assert_eq!(i.call_id, r#"intmeth.word%ZK-!.*_+'@word`~)(><:\/"][?}{"#);
     assert_eq!(i.from_tag, Some("_token~1'+`*%!-."));
     assert_eq!(i.top_branch, Some("z9hG4bK-.!%66*_+`'~"));
-    assert_eq!(uri_user(i.request_uri), Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
+    assert_eq!(
+        uri_user(i.request_uri),
+        Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+    );
     assert_eq!(i.max_forwards, Some(255));
     let r = req(case("intmeth"));
-    assert_eq!(r.header("extensionHeader-!.%*+_`'~"), Some("\u{feff}大停電"));
+    assert_eq!(
+        r.header("extensionHeader-!.%*+_`'~"),
+        Some("\u{feff}大停電")
+    );
 }
 
 #[test]
@@ -276,15 +311,24 @@ fn esc02_escaped_method_is_unknown() {
     assert_eq!(i.top_branch, Some("z9hG4bK209%fzsnel234"));
     // C%6Fntact is some other header, not Contact.
     assert_eq!(r.fields().values("Contact").count(), 2);
-    assert_eq!(r.header("C%6Fntact"), Some("<sip:alias2@host2.example.com>"));
+    assert_eq!(
+        r.header("C%6Fntact"),
+        Some("<sip:alias2@host2.example.com>")
+    );
     assert!(i.body.is_empty());
 }
 
 #[test]
 fn lwsdisp_semiuri_transports() {
     let i = inc(case("lwsdisp"));
-    assert_eq!(NameAddr::parse(i.from).unwrap().display_name, Some("caller"));
-    assert_eq!((i.from_uri, i.from_tag), ("sip:caller@example.com", Some("323")));
+    assert_eq!(
+        NameAddr::parse(i.from).unwrap().display_name,
+        Some("caller")
+    );
+    assert_eq!(
+        (i.from_uri, i.from_tag),
+        ("sip:caller@example.com", Some("323"))
+    );
 
     let r = req(case("semiuri"));
     let i = r.to_incoming().unwrap();
@@ -294,15 +338,24 @@ fn lwsdisp_semiuri_transports() {
     // transports.dat carries 5 Via values: every transport token is accepted; whether the
     // request fits depends on SIP_MAX_VIAS.
     let r = req(case("transports"));
-    let transports: Vec<_> =
-        r.fields().values("Via").map(|v| Via::parse(v).unwrap().transport).collect();
+    let transports: Vec<_> = r
+        .fields()
+        .values("Via")
+        .map(|v| Via::parse(v).unwrap().transport)
+        .collect();
     assert_eq!(transports, ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]);
     match r.to_incoming() {
-        Ok(i) => assert_eq!((i.vias.len(), i.call_id), (5, "transports.kijh4akdnaqjkwendsasfdj")),
+        Ok(i) => assert_eq!(
+            (i.vias.len(), i.call_id),
+            (5, "transports.kijh4akdnaqjkwendsasfdj")
+        ),
         Err(e) => {
-            assert!(SIP_MAX_VIAS < 5);
+            assert!(r.fields().values("Via").count() > SIP_MAX_VIAS);
             assert_eq!(e, ParseError::BadRequest(Problem::TooManyVias));
-            assert_eq!(salvage(case("transports")).unwrap().call_id, "transports.kijh4akdnaqjkwendsasfdj");
+            assert_eq!(
+                salvage(case("transports")).unwrap().call_id,
+                "transports.kijh4akdnaqjkwendsasfdj"
+            );
         }
     }
 }
@@ -322,7 +375,10 @@ fn mpart01_body_framed_by_content_length() {
     assert_eq!(i.body.len(), 553);
     assert!(i.body.contains(&0));
     assert!(i.body.ends_with(b"--7a9cbec02ceef655--\r\n"));
-    assert_eq!(i.content_type, Some("multipart/mixed;boundary=7a9cbec02ceef655"));
+    assert_eq!(
+        i.content_type,
+        Some("multipart/mixed;boundary=7a9cbec02ceef655")
+    );
     assert_eq!(i.user_agent, Some("SIPimp.org/0.2.5 (curses)"));
     let v = Via::parse(i.vias[0]).unwrap();
     assert_eq!(v.params.get("rport"), Some(""));
@@ -342,7 +398,7 @@ fn longreq_long_values_not_truncated() {
     assert_eq!(from.tag().unwrap().len(), 155);
     assert!(from.tag().unwrap().ends_with("982424"));
     let long_user = "amazinglylongcallername".repeat(5);
-    assert_eq!(from.uri, std::format!("sip:{long_user}@example.net"));
+    assert_eq!(from.uri, alloc::format!("sip:{long_user}@example.net"));
     assert!(r.header("Call-ID").unwrap().ends_with("reallylongcallid"));
     assert_eq!(r.body().len(), 150);
     let unknown = "Unknown-LongLongLongLongLongLongLongLongLongLongLongLongLongLongLongLongLongLongLongLong-Name";
@@ -350,14 +406,14 @@ fn longreq_long_values_not_truncated() {
     match r.to_incoming() {
         // With room for 34 Vias the whole request is accepted …
         Ok(i) => {
-            assert!(SIP_MAX_VIAS >= 34);
+            assert!(i.vias.len() <= SIP_MAX_VIAS);
             assert_eq!(i.from_tag, from.tag());
             assert_eq!(i.vias.len(), 34);
         }
         // … with the configured bound it is refused with 513, and the error answer carries
         // the topmost Vias.
         Err(e) => {
-            assert!(SIP_MAX_VIAS < 34);
+            assert!(r.fields().values("Via").count() > SIP_MAX_VIAS);
             assert_eq!(e, ParseError::BadRequest(Problem::TooManyVias));
             assert_eq!(e.status(), Some(513));
             let s = salvage(LONGREQ).unwrap();
@@ -371,19 +427,26 @@ fn longreq_long_values_not_truncated() {
 
 #[test]
 fn responses_with_odd_reason_phrases() {
-    let Ok(Message::Response(r)) = parse(case("unreason")) else { panic!() };
+    let Ok(Message::Response(r)) = parse(case("unreason")) else {
+        panic!()
+    };
     assert_eq!(r.status(), 200);
     assert!(r.reason().starts_with("= 2**3 * 5**2 но сто девяносто"));
     let i = r.to_incoming_response().unwrap();
     assert_eq!((i.cseq, i.cseq_method), (35, Method::Invite));
     assert_eq!(i.to_tag, Some("2229"));
     assert_eq!(r.body().len(), 154);
-    let Ok(Message::Response(r)) = parse(case("noreason")) else { panic!() };
+    let Ok(Message::Response(r)) = parse(case("noreason")) else {
+        panic!()
+    };
     assert_eq!((r.status(), r.reason()), (100, ""));
     let i = r.to_incoming_response().unwrap();
     assert_eq!(i.top_branch, Some("z9hG4bK2398ndaoe"));
     assert_eq!(i.call_id, "noreason.asndj203insdf99223ndf");
-    assert_eq!((i.from_tag, i.to_tag), (Some("39ansfi3"), Some("902jndnke3")));
+    assert_eq!(
+        (i.from_tag, i.to_tag),
+        (Some("39ansfi3"), Some("902jndnke3"))
+    );
 }
 
 #[test]
@@ -395,10 +458,16 @@ fn tolerated_invalid_messages_expose_sane_fields() {
     let i = inc(case("badaspec"));
     assert_eq!(i.to_uri, "sip:t.watson@example.org");
     let i = inc(case("baddn"));
-    assert_eq!(NameAddr::parse(i.from).unwrap().display_name, Some("Bell, Alexander"));
+    assert_eq!(
+        NameAddr::parse(i.from).unwrap().display_name,
+        Some("Bell, Alexander")
+    );
     assert_eq!(i.from_tag, Some("43"));
     let i = inc(case("escruri"));
-    assert_eq!(i.request_uri, "sip:user@example.com?Route=%3Csip:example.com%3E");
+    assert_eq!(
+        i.request_uri,
+        "sip:user@example.com?Route=%3Csip:example.com%3E"
+    );
 }
 
 #[test]
@@ -427,22 +496,37 @@ fn salvage_fills_error_answers() {
 #[test]
 fn application_layer_fields_are_exposed() {
     let i = inc(case("bext01"));
-    assert_eq!(i.require, Some("nothingSupportsThis, nothingSupportsThisEither"));
+    assert_eq!(
+        i.require,
+        Some("nothingSupportsThis, nothingSupportsThisEither")
+    );
     assert_eq!(
         split_list(i.require.unwrap()).collect::<Vec<_>>(),
         ["nothingSupportsThis", "nothingSupportsThisEither"]
     );
-    assert_eq!(uri_scheme(inc(case("unkscm")).request_uri), Some("nobodyKnowsThisScheme"));
-    assert_eq!(uri_scheme(inc(case("novelsc")).request_uri), Some("soap.beep"));
+    assert_eq!(
+        uri_scheme(inc(case("unkscm")).request_uri),
+        Some("nobodyKnowsThisScheme")
+    );
+    assert_eq!(
+        uri_scheme(inc(case("novelsc")).request_uri),
+        Some("soap.beep")
+    );
     let i = inc(case("unksm2"));
-    assert_eq!((i.to_uri, i.from_uri), ("isbn:2983792873", "http://www.example.com"));
+    assert_eq!(
+        (i.to_uri, i.from_uri),
+        ("isbn:2983792873", "http://www.example.com")
+    );
     assert_eq!(i.contact_uri, Some("name:John_Smith"));
     let i = inc(case("invut"));
     assert_eq!(i.content_type, Some("application/unknownformat"));
     assert_eq!(i.body.len(), 40);
     assert_eq!(inc(case("regaut01")).method, Method::Register);
     assert_eq!(inc(case("zeromf")).max_forwards, Some(0));
-    assert_eq!(inc(case("cparam01")).contact_uri, Some("sip:+19725552222@gw1.example.net"));
+    assert_eq!(
+        inc(case("cparam01")).contact_uri,
+        Some("sip:+19725552222@gw1.example.net")
+    );
     assert_eq!(
         inc(case("cparam02")).contact_uri,
         Some("sip:+19725552222@gw1.example.net;unknownparam")
@@ -453,10 +537,18 @@ fn application_layer_fields_are_exposed() {
     );
     let r = req(case("sdp01"));
     assert_eq!(r.header("Accept"), Some("text/nobodyKnowsThis"));
-    assert_eq!(r.to_incoming().unwrap().content_type, Some("application/sdp"));
+    assert_eq!(
+        r.to_incoming().unwrap().content_type,
+        Some("application/sdp")
+    );
     assert_eq!(inc(case("badbranch")).top_branch, Some("z9hG4bK"));
-    let Ok(Message::Response(r)) = parse(case("bcast")) else { panic!() };
-    assert_eq!(r.fields().values("Via").nth(1), Some("SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK1saber23"));
+    let Ok(Message::Response(r)) = parse(case("bcast")) else {
+        panic!()
+    };
+    assert_eq!(
+        r.fields().values("Via").nth(1),
+        Some("SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK1saber23")
+    );
 }
 
 #[test]

@@ -245,7 +245,10 @@ impl<'a> Iterator for ParamIter<'a> {
                 }
             } else {
                 let mut e = v_start;
-                while b.get(e).is_some_and(|&c| !is_lws(c) && c != b';' && c != b',') {
+                while b
+                    .get(e)
+                    .is_some_and(|&c| !is_lws(c) && c != b';' && c != b',')
+                {
                     e += 1;
                 }
                 e
@@ -462,7 +465,10 @@ impl<'a> CSeq<'a> {
     pub fn parse(value: &'a str) -> Option<CSeq<'a>> {
         let s = trim_lws(value);
         let b = s.as_bytes();
-        let digits = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+        let digits = b
+            .iter()
+            .position(|c| !c.is_ascii_digit())
+            .unwrap_or(b.len());
         let number = parse_u32(s.get(..digits)?)?;
         let m_start = skip_lws(b, digits);
         if m_start == digits {
@@ -497,26 +503,23 @@ pub(crate) fn parse_usize(s: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    extern crate alloc;
     extern crate std;
     use super::*;
-    use std::string::ToString;
-    use std::vec::Vec;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
 
     #[test]
     fn unfolded_collapses_folds_only() {
         let v = "newfangled value\r\n continued  value";
-        assert_eq!(
-            Unfolded(v).to_string(),
-            "newfangled value continued  value"
-        );
+        assert_eq!(Unfolded(v).to_string(), "newfangled value continued  value");
         assert_eq!(Unfolded("a \r\n\t b\n c").to_string(), "a b c");
         assert_eq!(Unfolded("plain").to_string(), "plain");
     }
 
     #[test]
     fn list_split_respects_quotes_and_angles() {
-        let v: Vec<_> =
-            split_list("\"a,b\" <sip:x@y;p=1,2>;q=1 , <sip:z>,, c\r\n ,d").collect();
+        let v: Vec<_> = split_list("\"a,b\" <sip:x@y;p=1,2>;q=1 , <sip:z>,, c\r\n ,d").collect();
         assert_eq!(v, ["\"a,b\" <sip:x@y;p=1,2>;q=1", "<sip:z>", "", "c", "d"]);
         assert_eq!(split_list("  ").count(), 0);
         assert_eq!(split_list("\"open, x").collect::<Vec<_>>(), ["\"open, x"]);
@@ -529,7 +532,10 @@ mod tests {
         assert_eq!(n.uri, "sip:j@x");
         assert_eq!(n.tag(), Some("98"));
         let n = NameAddr::parse("sip:a@b ;   tag    = 1918n;x").unwrap();
-        assert_eq!((n.uri, n.tag(), n.params.get("x")), ("sip:a@b", Some("1918n"), Some("")));
+        assert_eq!(
+            (n.uri, n.tag(), n.params.get("x")),
+            ("sip:a@b", Some("1918n"), Some(""))
+        );
         let n = NameAddr::parse("caller<sip:c@e>;tag=3").unwrap();
         assert_eq!(n.display_name, Some("caller"));
         assert_eq!(NameAddr::parse("< sip:t@o >").unwrap().uri, "sip:t@o");
@@ -545,9 +551,15 @@ mod tests {
     #[test]
     fn via_forms() {
         let v = Via::parse("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
-        assert_eq!((v.transport, v.sent_by, v.branch()), ("UDP", "192.0.2.2", Some("390skdjuw")));
+        assert_eq!(
+            (v.transport, v.sent_by, v.branch()),
+            ("UDP", "192.0.2.2", Some("390skdjuw"))
+        );
         let v = Via::parse("SIP/2.0/UDP [2001:db8::1]:5060;rport;branch=z9hG4bK1").unwrap();
-        assert_eq!((v.sent_by, v.params.get("rport")), ("[2001:db8::1]:5060", Some("")));
+        assert_eq!(
+            (v.sent_by, v.params.get("rport")),
+            ("[2001:db8::1]:5060", Some(""))
+        );
         let v = Via::parse("SIP / 2.0 / UDP  h ; branch=\r\n z9hG4bK30239").unwrap();
         assert_eq!(v.branch(), Some("z9hG4bK30239"));
         assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;").is_none());
@@ -558,8 +570,17 @@ mod tests {
 
     #[test]
     fn cseq_and_numbers() {
-        assert_eq!(CSeq::parse("0009\r\n  INVITE"), Some(CSeq { number: 9, method: "INVITE" }));
-        assert_eq!(CSeq::parse("4294967295 ACK").map(|c| c.number), Some(u32::MAX));
+        assert_eq!(
+            CSeq::parse("0009\r\n  INVITE"),
+            Some(CSeq {
+                number: 9,
+                method: "INVITE"
+            })
+        );
+        assert_eq!(
+            CSeq::parse("4294967295 ACK").map(|c| c.number),
+            Some(u32::MAX)
+        );
         assert!(CSeq::parse("4294967296 ACK").is_none());
         assert!(CSeq::parse("36893488147419103232 REGISTER").is_none());
         assert!(CSeq::parse("1INVITE").is_none());
@@ -570,7 +591,10 @@ mod tests {
 
     #[test]
     fn uri_helpers() {
-        assert_eq!(uri_user("sip:user;par=u%40example.net@example.com"), Some("user;par=u%40example.net"));
+        assert_eq!(
+            uri_user("sip:user;par=u%40example.net@example.com"),
+            Some("user;par=u%40example.net")
+        );
         assert_eq!(uri_user("sip:a:pw@h"), Some("a"));
         assert_eq!(uri_user("sip:h"), None);
         assert_eq!(uri_scheme("soap.beep://h"), Some("soap.beep"));

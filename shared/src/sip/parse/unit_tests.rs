@@ -1,9 +1,10 @@
 //! Parser unit tests: typical traffic, framing, bounds, error classification.
 
+extern crate alloc;
 extern crate std;
 
-use std::format;
-use std::string::{String, ToString};
+use alloc::format;
+use alloc::string::{String, ToString};
 
 use super::fixtures::{BYE, OK_BYE, OPTIONS_LF, SIPP_INVITE};
 use super::*;
@@ -22,15 +23,31 @@ fn sipp_invite_with_sdp() {
     assert_eq!(r.uri(), "sip:4930123456@192.0.2.20:5060");
     let i = r.to_incoming().unwrap();
     assert_eq!(i.method_token, "INVITE");
-    assert_eq!(i.vias.as_slice(), ["SIP/2.0/UDP 192.0.2.10:5061;branch=z9hG4bK-3712-1-0;rport"]);
+    assert_eq!(
+        i.vias.as_slice(),
+        ["SIP/2.0/UDP 192.0.2.10:5061;branch=z9hG4bK-3712-1-0;rport"]
+    );
     assert_eq!(i.top_branch, Some("z9hG4bK-3712-1-0"));
-    assert_eq!(i.from, "\"sipp\" <sip:sipp@192.0.2.10:5061>;tag=3712SIPpTag001");
+    assert_eq!(
+        i.from,
+        "\"sipp\" <sip:sipp@192.0.2.10:5061>;tag=3712SIPpTag001"
+    );
     assert_eq!(i.from_uri, "sip:sipp@192.0.2.10:5061");
     assert_eq!(i.from_tag, Some("3712SIPpTag001"));
-    assert_eq!((i.to, i.to_uri, i.to_tag), ("<sip:4930123456@192.0.2.20:5060>", "sip:4930123456@192.0.2.20:5060", None));
+    assert_eq!(
+        (i.to, i.to_uri, i.to_tag),
+        (
+            "<sip:4930123456@192.0.2.20:5060>",
+            "sip:4930123456@192.0.2.20:5060",
+            None
+        )
+    );
     assert_eq!(i.call_id, "1-3712@192.0.2.10");
     assert_eq!((i.cseq, i.cseq_method), (1, Method::Invite));
-    assert_eq!(i.contact_uri, Some("sip:sipp@192.0.2.10:5061;transport=udp"));
+    assert_eq!(
+        i.contact_uri,
+        Some("sip:sipp@192.0.2.10:5061;transport=udp")
+    );
     assert_eq!(i.max_forwards, Some(70));
     assert_eq!(i.content_type, Some("application/sdp"));
     assert_eq!(i.user_agent, Some("sipp-load/3.7"));
@@ -49,20 +66,31 @@ fn compact_bye_and_lf_options_and_response() {
     assert_eq!(i.method, Method::Bye);
     assert_eq!(i.vias.len(), 2);
     assert_eq!(i.top_branch, Some("z9hG4bKproxy77"));
-    assert_eq!((i.from_tag, i.to_tag), (Some("3712SIPpTag001"), Some("cc-a81f")));
+    assert_eq!(
+        (i.from_tag, i.to_tag),
+        (Some("3712SIPpTag001"), Some("cc-a81f"))
+    );
     assert_eq!((i.call_id, i.cseq), ("1-3712@192.0.2.10", 2));
     assert!(i.body.is_empty());
 
     let i = req(OPTIONS_LF).to_incoming().unwrap();
-    assert_eq!((i.method, i.cseq, i.call_id), (Method::Options, 42, "ping-42@203.0.113.5"));
+    assert_eq!(
+        (i.method, i.cseq, i.call_id),
+        (Method::Options, 42, "ping-42@203.0.113.5")
+    );
     assert_eq!(i.to_uri, "sip:192.0.2.20");
 
-    let Ok(Message::Response(r)) = parse(OK_BYE) else { panic!() };
+    let Ok(Message::Response(r)) = parse(OK_BYE) else {
+        panic!()
+    };
     assert_eq!((r.status(), r.reason()), (200, "OK"));
     let i = r.to_incoming_response().unwrap();
     assert_eq!(i.top_branch, Some("z9hG4bKcc-bye-1"));
     assert_eq!((i.cseq, i.cseq_method), (1, Method::Bye));
-    assert_eq!((i.from_tag, i.to_tag), (Some("cc-a81f"), Some("3712SIPpTag001")));
+    assert_eq!(
+        (i.from_tag, i.to_tag),
+        (Some("cc-a81f"), Some("3712SIPpTag001"))
+    );
     assert_eq!(i.call_id, "1-3712@192.0.2.10");
 }
 
@@ -117,17 +145,35 @@ fn framing_errors() {
     let tail = "From: <sip:c@d>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n";
     let with = |extra: &str, end: &str| format!("{head}{tail}{extra}{end}").into_bytes();
     assert_eq!(bad(&with("", "")), R(Problem::HeadersUnterminated));
-    assert_eq!(bad(&with("No colon here\r\n", "\r\n")), R(Problem::HeaderSyntax));
-    assert_eq!(bad(&with("Bad Name: x\r\n", "\r\n")), R(Problem::HeaderSyntax));
+    assert_eq!(
+        bad(&with("No colon here\r\n", "\r\n")),
+        R(Problem::HeaderSyntax)
+    );
+    assert_eq!(
+        bad(&with("Bad Name: x\r\n", "\r\n")),
+        R(Problem::HeaderSyntax)
+    );
     let mut not_utf8 = with("X: a?\r\n", "\r\n");
     let q = not_utf8.iter().position(|&b| b == b'?').unwrap();
     not_utf8[q] = 0xff;
     assert_eq!(bad(&not_utf8), R(Problem::NotUtf8));
-    assert_eq!(bad(&with("Content-Length: 5\r\n", "\r\nabc")), R(Problem::BodyTruncated));
+    assert_eq!(
+        bad(&with("Content-Length: 5\r\n", "\r\nabc")),
+        R(Problem::BodyTruncated)
+    );
     assert_eq!(bad(&with("l: 1x\r\n", "\r\n")), R(Problem::ContentLength));
-    assert_eq!(bad(&with("l: 99999999999999999999999\r\n", "\r\n")), R(Problem::ContentLength));
-    assert_eq!(bad(&with("Max-Forwards: 9999999999\r\n", "\r\n")), R(Problem::Invalid(HeaderName::MaxForwards)));
-    assert_eq!(bad(&with("Call-ID: y\r\n", "\r\n")), R(Problem::Duplicate(HeaderName::CallId)));
+    assert_eq!(
+        bad(&with("l: 99999999999999999999999\r\n", "\r\n")),
+        R(Problem::ContentLength)
+    );
+    assert_eq!(
+        bad(&with("Max-Forwards: 9999999999\r\n", "\r\n")),
+        R(Problem::Invalid(HeaderName::MaxForwards))
+    );
+    assert_eq!(
+        bad(&with("Call-ID: y\r\n", "\r\n")),
+        R(Problem::Duplicate(HeaderName::CallId))
+    );
     let folded_first = format!("OPTIONS sip:a@b SIP/2.0\r\n x: y\r\n{tail}\r\n");
     assert_eq!(bad(folded_first.as_bytes()), R(Problem::HeaderSyntax));
     assert!(parse(&with("", "\r\n")).is_ok());
@@ -142,17 +188,38 @@ fn framing_errors() {
 fn start_line_errors() {
     use ParseError::{BadRequest as R, BadResponse as S};
     assert_eq!(bad(b"INVITE sip:a@b SIP/3.0\r\n\r\n"), R(Problem::Version));
-    assert_eq!(bad(b"INVITE sip:a@b SIP/2.0 extra\r\n\r\n"), ParseError::NotSip);
-    assert_eq!(bad(b"INVITE sip:a@b x SIP/2.0\r\n\r\n"), R(Problem::StartLine));
-    assert_eq!(bad(b"INVITE sip:a@b SIP/2.x\r\n\r\n"), R(Problem::StartLine));
-    assert_eq!(bad(b"IN(VITE sip:a@b SIP/2.0\r\n\r\n"), R(Problem::StartLine));
+    assert_eq!(
+        bad(b"INVITE sip:a@b SIP/2.0 extra\r\n\r\n"),
+        ParseError::NotSip
+    );
+    assert_eq!(
+        bad(b"INVITE sip:a@b x SIP/2.0\r\n\r\n"),
+        R(Problem::StartLine)
+    );
+    assert_eq!(
+        bad(b"INVITE sip:a@b SIP/2.x\r\n\r\n"),
+        R(Problem::StartLine)
+    );
+    assert_eq!(
+        bad(b"IN(VITE sip:a@b SIP/2.0\r\n\r\n"),
+        R(Problem::StartLine)
+    );
     assert_eq!(bad(b"INVITE SIP/2.0\r\n\r\n"), R(Problem::StartLine));
-    assert_eq!(bad(b"INVITE nocolon SIP/2.0\r\n\r\n"), R(Problem::RequestUri));
-    assert_eq!(bad(b"INVITE sip:a@b SIP/2.0"), R(Problem::HeadersUnterminated));
+    assert_eq!(
+        bad(b"INVITE nocolon SIP/2.0\r\n\r\n"),
+        R(Problem::RequestUri)
+    );
+    assert_eq!(
+        bad(b"INVITE sip:a@b SIP/2.0"),
+        R(Problem::HeadersUnterminated)
+    );
     assert_eq!(bad(b"SIP/2.0 20 OK\r\n\r\n"), S(Problem::StartLine));
     assert_eq!(bad(b"SIP/2.0 700 Huh\r\n\r\n"), S(Problem::StartLine));
     assert_eq!(bad(b"SIP/3.0 200 OK\r\n\r\n"), S(Problem::Version));
-    assert_eq!(bad(b"SIP/2.0 200 OK\r\n\r\n"), S(Problem::Missing(HeaderName::Via)));
+    assert_eq!(
+        bad(b"SIP/2.0 200 OK\r\n\r\n"),
+        S(Problem::Missing(HeaderName::Via))
+    );
     assert_eq!(R(Problem::Version).status(), Some(505));
     assert_eq!(S(Problem::Version).status(), None);
     assert_eq!(R(Problem::StartLine).reason_phrase(), "Bad Request");
@@ -163,7 +230,10 @@ fn bounds_answer_513() {
     let mut d = SIPP_INVITE.to_vec();
     d.resize(SIP_MAX_DATAGRAM + 1, b' ');
     let e = parse(&d).unwrap_err();
-    assert_eq!((e, e.status()), (ParseError::BadRequest(Problem::TooLarge), Some(513)));
+    assert_eq!(
+        (e, e.status()),
+        (ParseError::BadRequest(Problem::TooLarge), Some(513))
+    );
     assert_eq!(salvage(&d).unwrap().call_id, "1-3712@192.0.2.10");
 
     let mut d = String::from("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n");
@@ -172,7 +242,10 @@ fn bounds_answer_513() {
     }
     d.push_str("\r\n");
     let e = parse(d.as_bytes()).unwrap_err();
-    assert_eq!((e, e.status()), (ParseError::BadRequest(Problem::TooManyHeaders), Some(513)));
+    assert_eq!(
+        (e, e.status()),
+        (ParseError::BadRequest(Problem::TooManyHeaders), Some(513))
+    );
     assert_eq!(e.to_string(), "Message Too Large (too many header fields)");
 }
 
@@ -199,7 +272,10 @@ fn header_lookup_by_long_and_compact_names() {
 #[test]
 fn cseq_method_must_match() {
     let d = b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:c@d>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: x\r\nCSeq: 1 bye\r\n\r\n";
-    assert_eq!(req(d).to_incoming().unwrap_err(), ParseError::BadRequest(Problem::CSeqMismatch));
+    assert_eq!(
+        req(d).to_incoming().unwrap_err(),
+        ParseError::BadRequest(Problem::CSeqMismatch)
+    );
 }
 
 #[test]
@@ -212,7 +288,10 @@ fn contact_star_and_via_overflow() {
     let at = more.windows(9).position(|w| w == b"From: <si").unwrap();
     more.splice(at..at, b"v: SIP/2.0/UDP l\r\n".iter().copied());
     let e = req(&more).to_incoming().unwrap_err();
-    assert_eq!((e, e.status()), (ParseError::BadRequest(Problem::TooManyVias), Some(513)));
+    assert_eq!(
+        (e, e.status()),
+        (ParseError::BadRequest(Problem::TooManyVias), Some(513))
+    );
     assert_eq!(salvage(&more).unwrap().vias.len(), SIP_MAX_VIAS);
 }
 
