@@ -13,6 +13,10 @@ use heapless::Vec;
 
 use crate::limits::SIP_MAX_VIAS;
 
+pub mod parse;
+
+pub use parse::{parse, salvage, Message, ParseError, Request, Response};
+
 /// A SIP request method.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
