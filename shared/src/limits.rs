@@ -18,7 +18,7 @@ pub const SIP_MAX_DATAGRAM: usize = 8192;
 /// Most header fields one SIP message may carry; more is a 400/513-class reject.
 pub const SIP_MAX_HEADERS: usize = 64;
 /// Most Via header values kept for a response.
-pub const SIP_MAX_VIAS: usize = 4;
+pub const SIP_MAX_VIAS: usize = 8;
 /// Longest Call-ID kept in dialog state, bytes.
 pub const SIP_CALL_ID_MAX: usize = 128;
 /// Longest tag kept in dialog state, bytes.
