@@ -1,3 +1,6 @@
+// Tests may use std (house rule); the alloc-vs-std lint is about library code.
+#![allow(clippy::std_instead_of_alloc)]
+
 extern crate std;
 
 use super::*;
