@@ -380,22 +380,30 @@ fn arb_scoped() -> impl Strategy<Value = Announcement> {
         proptest::collection::vec(0usize..2, 0..2),
         proptest::collection::vec(0usize..2, 0..2),
     )
-        .prop_map(|(name, priority, audio, from, until, sites, dialled, prefixes)| {
-            let mut a = audio_ann(&std::format!("n{name}"), 1, audio);
-            a.priority = priority;
-            a.valid_from = from.map(|f| at(f * HOUR));
-            a.valid_until = until.map(|u| at(u * HOUR));
-            for s in sites {
-                let _ = a.scope.sites.push(Site::try_from(["phl", "nyc"][s]).unwrap());
-            }
-            for d in dialled {
-                let _ = a.scope.dialled.push(num(["+18005550100", "+18005550111"][d]));
-            }
-            for p in prefixes {
-                let _ = a.scope.caller_prefixes.push(num(["+1215", "+44"][p]));
-            }
-            a
-        })
+        .prop_map(
+            |(name, priority, audio, from, until, sites, dialled, prefixes)| {
+                let mut a = audio_ann(&std::format!("n{name}"), 1, audio);
+                a.priority = priority;
+                a.valid_from = from.map(|f| at(f * HOUR));
+                a.valid_until = until.map(|u| at(u * HOUR));
+                for s in sites {
+                    let _ = a
+                        .scope
+                        .sites
+                        .push(Site::try_from(["phl", "nyc"][s]).unwrap());
+                }
+                for d in dialled {
+                    let _ = a
+                        .scope
+                        .dialled
+                        .push(num(["+18005550100", "+18005550111"][d]));
+                }
+                for p in prefixes {
+                    let _ = a.scope.caller_prefixes.push(num(["+1215", "+44"][p]));
+                }
+                a
+            },
+        )
 }
 
 proptest! {

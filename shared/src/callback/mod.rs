@@ -409,11 +409,9 @@ impl CallbackQueue {
         if self.find(&req.id).is_some() {
             return Err(QueueError::IdInUse);
         }
-        let window_start = UnixMillis(
-            now_wall
-                .0
-                .saturating_sub(i64::try_from(self.config.dedup_window.as_millis()).unwrap_or(i64::MAX)),
-        );
+        let window_start = UnixMillis(now_wall.0.saturating_sub(
+            i64::try_from(self.config.dedup_window.as_millis()).unwrap_or(i64::MAX),
+        ));
         if let Some(dup) = self.live().find(|s| {
             s.entry.callback_number == req.callback_number && s.entry.requested_at > window_start
         }) {
@@ -538,7 +536,8 @@ impl CallbackQueue {
     pub fn handle_timeout(&mut self, now_wall: UnixMillis) {
         let max_age = self.config.max_age;
         for slot in self.slots.iter_mut().filter(|s| s.live()) {
-            if slot.entry.state.is_booked() && slot.entry.requested_at.saturating_add(max_age) <= now_wall
+            if slot.entry.state.is_booked()
+                && slot.entry.requested_at.saturating_add(max_age) <= now_wall
             {
                 Self::move_to(slot, State::Expired, now_wall);
             }

@@ -66,10 +66,7 @@ fn transcript_request_store_publish_accept_complete() {
     assert_eq!(q.get(&cid(1)).unwrap().state, State::Requested);
     assert_eq!(drain(&mut q), [Output::Store { id: cid(1) }]);
 
-    assert_eq!(
-        q.stored(&cid(1), true),
-        Ok(Booking::Booked { position: 1 })
-    );
+    assert_eq!(q.stored(&cid(1), true), Ok(Booking::Booked { position: 1 }));
     assert_eq!(
         drain(&mut q),
         [Output::Publish {
@@ -187,10 +184,7 @@ fn duplicates_within_window_name_the_existing_entry() {
             position: Some(2)
         }
     );
-    assert_eq!(
-        q.request(at(HOUR), req(1, 9)),
-        Err(QueueError::IdInUse)
-    );
+    assert_eq!(q.request(at(HOUR), req(1, 9)), Err(QueueError::IdInUse));
     // After the window, the same number may queue again.
     let cfg = Config {
         dedup_window: Duration::from_secs(3600),
