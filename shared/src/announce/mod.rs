@@ -51,9 +51,9 @@
 //!
 //! ## Memory
 //!
-//! One [`Announcement`] is under 1 KiB (the scope lists dominate); the whole set, with
-//! [`MAX_ANNOUNCEMENTS`] live versions, [`ANNOUNCE_RETIRED`] retired ones and its event queue,
-//! is asserted by a test to stay under 64 KiB.
+//! One [`Announcement`] is 904 bytes on x86_64 (the three scope lists dominate); the whole
+//! set, with [`MAX_ANNOUNCEMENTS`] live versions, [`ANNOUNCE_RETIRED`] retired ones, the audio
+//! table and its event queue, is 44,944 bytes. A test asserts < 1 KiB and < 64 KiB.
 
 use core::cmp::Ordering;
 use core::fmt;
