@@ -93,3 +93,28 @@ pub const SIP_DIALOG_EVENTS: usize = 4;
 /// strings under 200 bytes each). `sip::endpoint` echoes the request, so it may need the
 /// request's size plus 512 bytes.
 pub const SIP_EMIT_MAX: usize = 2048;
+
+// ---- models: announce / callback / event (added by the `announce`, `callback`, `event`
+// ---- modules; kept together at the end of the file) ---------------------------------------
+
+/// Longest site name kept in an announcement's scope (`phl`), bytes.
+pub const SITE_MAX: usize = 32;
+/// Longest language tag kept on an announcement (`en`, `pt-BR`), bytes.
+pub const LANGUAGE_MAX: usize = 16;
+/// Announcement versions kept readable after they were replaced, withdrawn or pruned, so a call
+/// that is still playing one can resolve its handle.
+pub const ANNOUNCE_RETIRED: usize = 8;
+/// Audio hashes the announcement set remembers as present in the local cache.
+pub const ANNOUNCE_AUDIO_KNOWN: usize = 2 * MAX_ANNOUNCEMENTS;
+/// Announcement events queued between two drains of `poll_output`.
+pub const ANNOUNCE_EVENT_QUEUE: usize = 2 * MAX_ANNOUNCEMENTS + 8;
+/// Default outbox capacity in events (the shell's disk store holds the payloads).
+pub const OUTBOX_CAPACITY: u64 = 100_000;
+/// Most events published and not yet PUBACKed at once (at most 64: a `u64` bitmap tracks them).
+pub const OUTBOX_MAX_IN_FLIGHT: u32 = 64;
+/// Per-node `seq` numbers reserved per durable high-water write.
+pub const SEQ_RESERVE_BLOCK: u64 = 1_000;
+/// Time checkpoints kept for the outbox retention rule.
+pub const OUTBOX_RETENTION_MARKS: usize = 16;
+/// Gap reports (`seq.skipped`) queued between two drains of the outbox's `poll_output`.
+pub const OUTBOX_SKIP_QUEUE: usize = 16;
