@@ -51,7 +51,7 @@ use crate::limits::{CALL_MAX_PENDING, G711_FRAME_BYTES};
 use crate::number::PhoneNumber;
 use crate::rtp::{self, InboundStream, PayloadType, Received, RtpPacket, TelephoneEvent};
 use crate::sdp::{self, Answer, Codec, Offer};
-use crate::sip::uas::{self, Dialog, TerminationReason};
+use crate::sip::uas::{self, BodylessDialog, TerminationReason};
 use crate::sip::{Incoming, IncomingResponse, Method};
 use crate::time::{Duration, Instant};
 
@@ -281,7 +281,10 @@ pub enum Phase {
 /// Compact queued items (the rich [`Output`] is built when polled).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Pending {
-    Media(Media),
+    MediaStart,
+    MediaRemote,
+    MediaSend(bool),
+    MediaStop,
     StopPlayback,
     Offered,
     Answered,
@@ -304,8 +307,40 @@ struct MediaState {
 /// A 200 OK prepared but not sent yet (ringing first).
 #[derive(Copy, Clone, Debug)]
 enum Deferred {
-    Answer(sdp::Negotiated),
+    Answer(MediaState),
     Offer,
+}
+
+impl MediaState {
+    const CLOSED: MediaState = MediaState {
+        law: Law::Ulaw,
+        payload_type: PayloadType::PCMU,
+        telephone_event: None,
+        remote: None,
+        sending: false,
+        latched: false,
+    };
+
+    fn from_negotiated(n: &sdp::Negotiated) -> MediaState {
+        MediaState {
+            law: match n.codec {
+                Codec::Pcmu => Law::Ulaw,
+                Codec::Pcma => Law::Alaw,
+            },
+            payload_type: n.payload_type,
+            telephone_event: n.telephone_event.map(|t| t.payload_type),
+            remote: n.remote,
+            sending: n.sends(),
+            latched: false,
+        }
+    }
+
+    fn codec(&self) -> Codec {
+        match self.law {
+            Law::Ulaw => Codec::Pcmu,
+            Law::Alaw => Codec::Pcma,
+        }
+    }
 }
 
 /// Our side of the SDP exchange, kept for re-INVITEs and offer-less INVITEs.
@@ -320,7 +355,7 @@ enum LocalSdp {
 pub struct Call {
     cfg: &'static Config,
     id: CallId,
-    dialog: Dialog,
+    dialog: BodylessDialog,
     ivr: Ivr,
     local_sdp: LocalSdp,
     local_rtp: SocketAddr,
@@ -369,14 +404,14 @@ impl Call {
         invite: &Incoming<'_>,
         announcements: &[AnnouncementInfo],
     ) -> Result<Call, Error> {
-        let dialog = Dialog::new(now, invite, cfg.sip, setup.local_tag)?;
+        let dialog = BodylessDialog::new_bodyless(now, invite, cfg.sip, setup.local_tag)?;
         let (caller, dialled) = numbers(invite);
         let mut ivr_cfg = cfg.ivr;
         ivr_cfg.transfer_available = cfg.transfer_uri.is_some();
         let ivr = Ivr::new(&ivr_cfg, caller.clone(), announcements);
         // A placeholder until the offer/answer below replaces it.
-        let placeholder = Offer::new(&cfg.sdp, setup.local_rtp, setup.session_id, 1)
-            .map_err(|_| Error::Rtp)?;
+        let placeholder =
+            Offer::new(&cfg.sdp, setup.local_rtp, setup.session_id, 1).map_err(|_| Error::Rtp)?;
         let mut call = Call {
             cfg,
             id: setup.id,
@@ -430,7 +465,7 @@ impl Call {
                 Err(_) => return self.reject(now, 488),
             };
             self.local_sdp = LocalSdp::Answer(negotiated.answer(self.local_rtp, session_id, 1));
-            self.deferred = Some(Deferred::Answer(negotiated));
+            self.deferred = Some(Deferred::Answer(MediaState::from_negotiated(&negotiated)));
         }
         if self.cfg.answer_delay.is_zero() {
             self.complete_answer(now)
@@ -450,15 +485,10 @@ impl Call {
         if self.dialog.state() != uas::DialogState::Early {
             return Ok(()); // cancelled while ringing
         }
-        let mut buf = [0u8; SDP_BUF];
-        let n = match self.local_sdp {
-            LocalSdp::Offer(offer) => offer.emit(&mut buf),
-            LocalSdp::Answer(answer) => answer.emit(&mut buf),
-        }
-        .map_err(|_| Error::Rtp)?;
-        self.dialog.answer(now, buf.get(..n).unwrap_or(&[]))?;
+        // The body is rendered from `local_sdp` whenever the 2xx is (re)transmitted.
+        self.dialog.answer(now, &[])?;
         match deferred {
-            Deferred::Answer(negotiated) => self.start_media(now, &negotiated),
+            Deferred::Answer(media) => self.start_media(now, media),
             Deferred::Offer => self.answered_at = Some(now),
         }
         Ok(())
@@ -471,32 +501,14 @@ impl Call {
         Ok(())
     }
 
-    fn start_media(&mut self, now: Instant, n: &sdp::Negotiated) {
-        let law = match n.codec {
-            Codec::Pcmu => Law::Ulaw,
-            Codec::Pcma => Law::Alaw,
-        };
-        let media = MediaState {
-            law,
-            payload_type: n.payload_type,
-            telephone_event: n.telephone_event.map(|t| t.payload_type),
-            remote: n.remote,
-            sending: n.sends(),
-            latched: false,
-        };
+    fn start_media(&mut self, now: Instant, media: MediaState) {
         self.media = Some(media);
         self.phase = Phase::Answered;
         if self.answered_at.is_none() {
             self.answered_at = Some(now);
         }
         self.push(Pending::Answered);
-        self.push(Pending::Media(Media::Start {
-            remote: media.remote,
-            codec: n.codec,
-            payload_type: media.payload_type,
-            telephone_event: media.telephone_event,
-            send: media.sending,
-        }));
+        self.push(Pending::MediaStart);
         if !self.ivr_started {
             self.ivr_started = true;
             let _ = self.ivr.handle_input(now, ivr::Input::Start);
@@ -538,10 +550,7 @@ impl Call {
     /// The negotiated codec, once answered.
     #[must_use]
     pub fn codec(&self) -> Option<Codec> {
-        self.media.map(|m| match m.law {
-            Law::Ulaw => Codec::Pcmu,
-            Law::Alaw => Codec::Pcma,
-        })
+        self.media.map(|m| m.codec())
     }
 
     /// Receive statistics of the caller's RTP.
@@ -601,7 +610,12 @@ impl Call {
     ///
     /// # Errors
     /// [`Error::Rtp`] when the datagram is not RTP or the call has no media.
-    pub fn handle_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Result<(), Error> {
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), Error> {
         self.now = now;
         let Some(media) = self.media else {
             return Err(Error::Rtp);
@@ -662,9 +676,10 @@ impl Call {
                 .ivr
                 .handle_input(now, ivr::Input::PlaybackFinished)
                 .map_err(Error::Ivr),
-            Input::BookingResult(r) => {
-                self.ivr.handle_input(now, ivr::Input::BookingResult(r)).map_err(Error::Ivr)
-            }
+            Input::BookingResult(r) => self
+                .ivr
+                .handle_input(now, ivr::Input::BookingResult(r))
+                .map_err(Error::Ivr),
             Input::Shutdown => {
                 self.hangup(now, EndReason::Shutdown);
                 Ok(())
@@ -703,8 +718,19 @@ impl Call {
     /// until `None` after every `handle_*`. The destination is where the call's requests come
     /// from (the shell keeps the gateway's address).
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if !self.dialog.wants_transmit() {
+            return None;
+        }
+        // The dialog keeps no copy of the SDP: render ours (about 250 bytes) for any 2xx.
+        let mut sdp = [0u8; SDP_BUF];
+        let n = match self.local_sdp {
+            LocalSdp::Offer(offer) => offer.emit(&mut sdp),
+            LocalSdp::Answer(answer) => answer.emit(&mut sdp),
+        }
+        .unwrap_or(0);
+        let body = sdp.get(..n).unwrap_or(&[]);
         loop {
-            match self.dialog.poll_transmit(buf)? {
+            match self.dialog.poll_transmit_with(buf, Some(body))? {
                 Ok(n) => return Some(n),
                 // A buffer of SIP_MAX_DATAGRAM always fits; a smaller one skips the datagram
                 // (the retransmission timer sends it again).
@@ -724,7 +750,7 @@ impl Call {
             // stored per call.
             match self.ivr.poll_output() {
                 Some(o) => {
-                    if let Some(out) = self.from_ivr(now, o) {
+                    if let Some(out) = self.translate_ivr(now, o) {
                         return Some(out);
                     }
                 }
@@ -779,7 +805,22 @@ impl Call {
 
     fn render(&mut self, p: Pending) -> Output {
         let event = match p {
-            Pending::Media(m) => return Output::Media(m),
+            Pending::MediaStart => {
+                let m = self.media.unwrap_or(MediaState::CLOSED);
+                return Output::Media(Media::Start {
+                    remote: m.remote,
+                    codec: m.codec(),
+                    payload_type: m.payload_type,
+                    telephone_event: m.telephone_event,
+                    send: m.sending,
+                });
+            }
+            Pending::MediaRemote => match self.media.and_then(|m| m.remote) {
+                Some(r) => return Output::Media(Media::Remote(r)),
+                None => return Output::Media(Media::Send(false)),
+            },
+            Pending::MediaSend(on) => return Output::Media(Media::Send(on)),
+            Pending::MediaStop => return Output::Media(Media::Stop),
             Pending::StopPlayback => return Output::StopPlayback,
             Pending::Offered => Event::Offered {
                 caller: self.caller.clone(),
@@ -809,7 +850,7 @@ impl Call {
         Output::Event { call_seq, event }
     }
 
-    fn from_ivr(&mut self, now: Instant, o: ivr::Output) -> Option<Output> {
+    fn translate_ivr(&mut self, now: Instant, o: ivr::Output) -> Option<Output> {
         match o {
             ivr::Output::Play(p) => Some(Output::Play(p)),
             ivr::Output::StopPlayback => Some(Output::StopPlayback),
@@ -823,7 +864,9 @@ impl Call {
                     None => false,
                 };
                 if !ok {
-                    let _ = self.ivr.handle_input(now, ivr::Input::TransferResult(false));
+                    let _ = self
+                        .ivr
+                        .handle_input(now, ivr::Input::TransferResult(false));
                 }
                 None
             }
@@ -831,16 +874,20 @@ impl Call {
                 self.hangup(now, EndReason::NodeHangup);
                 None
             }
-            ivr::Output::Event(e) => self.from_ivr_event(e),
+            ivr::Output::Event(e) => self.translate_ivr_event(e),
         }
     }
 
-    fn from_ivr_event(&mut self, e: ivr::Event) -> Option<Output> {
+    fn translate_ivr_event(&mut self, e: ivr::Event) -> Option<Output> {
         let event = match e {
             ivr::Event::AnnouncementStarted(h) => Event::AnnouncementStarted(h),
-            ivr::Event::AnnouncementCompleted { handle, interrupted } => {
-                Event::AnnouncementCompleted { handle, interrupted }
-            }
+            ivr::Event::AnnouncementCompleted {
+                handle,
+                interrupted,
+            } => Event::AnnouncementCompleted {
+                handle,
+                interrupted,
+            },
             ivr::Event::Dtmf(d) => Event::Dtmf(d),
             ivr::Event::CallbackBooked { position } => Event::CallbackBooked {
                 number: self.booking.clone()?,
@@ -874,7 +921,7 @@ impl Call {
             m.latched = true;
             if m.remote != Some(from) {
                 m.remote = Some(from);
-                self.push(Pending::Media(Media::Remote(from)));
+                self.push(Pending::MediaRemote);
             }
         }
     }
@@ -892,7 +939,7 @@ impl Call {
         }
         if self.media.is_some() {
             self.push(Pending::StopPlayback);
-            self.push(Pending::Media(Media::Stop));
+            self.push(Pending::MediaStop);
         }
         self.pump_dialog(now, None);
     }
@@ -903,7 +950,7 @@ impl Call {
         };
         let negotiated = sdp::parse(ack.body).and_then(|a| offer.accept_answer(&a));
         match negotiated {
-            Ok(n) => self.start_media(now, &n),
+            Ok(n) => self.start_media(now, MediaState::from_negotiated(&n)),
             // RFC 3261 §13.3.1.4: an unacceptable answer in the ACK ends the call with BYE.
             Err(_) => {
                 self.phase = Phase::Answered;
@@ -913,7 +960,6 @@ impl Call {
     }
 
     fn on_reinvite(&mut self, now: Instant, req: &Incoming<'_>) {
-        let mut buf = [0u8; SDP_BUF];
         let mut answer = match self.local_sdp {
             LocalSdp::Answer(a) => a,
             LocalSdp::Offer(_) => {
@@ -923,8 +969,7 @@ impl Call {
         };
         if req.body.is_empty() {
             // A session refresh without SDP: repeat our current answer.
-            let n = answer.emit(&mut buf).unwrap_or(0);
-            let _ = self.dialog.answer_reinvite(now, buf.get(..n).unwrap_or(&[]));
+            let _ = self.dialog.answer_reinvite(now, &[]);
             return;
         }
         let negotiated = match sdp::parse(req.body).and_then(|o| sdp::negotiate(&o, &self.cfg.sdp))
@@ -941,8 +986,7 @@ impl Call {
             answer.session_version.wrapping_add(1),
         );
         answer = next;
-        let n = answer.emit(&mut buf).unwrap_or(0);
-        if self.dialog.answer_reinvite(now, buf.get(..n).unwrap_or(&[])).is_err() {
+        if self.dialog.answer_reinvite(now, &[]).is_err() {
             return;
         }
         self.local_sdp = LocalSdp::Answer(answer);
@@ -953,16 +997,14 @@ impl Call {
         if negotiated.remote.is_some() && negotiated.remote != m.remote {
             m.remote = negotiated.remote;
             m.latched = false;
-            if let Some(r) = negotiated.remote {
-                self.push(Pending::Media(Media::Remote(r)));
-            }
+            self.push(Pending::MediaRemote);
         }
         let Some(m) = self.media.as_mut() else {
             return;
         };
         if sending != m.sending {
             m.sending = sending;
-            self.push(Pending::Media(Media::Send(sending)));
+            self.push(Pending::MediaSend(sending));
         }
     }
 
@@ -990,11 +1032,10 @@ impl Call {
                     if self.ivr_started && !self.ivr.is_ended() {
                         let _ = self.ivr.handle_input(now, ivr::Input::RemoteHangup);
                     }
-                    if self.media.is_some()
-                        && !self.pending.iter().any(|p| *p == Pending::Media(Media::Stop))
-                    {
+                    if self.media.is_some() && !self.hanging_up {
+                        self.hanging_up = true;
                         self.push(Pending::StopPlayback);
-                        self.push(Pending::Media(Media::Stop));
+                        self.push(Pending::MediaStop);
                     }
                 }
                 uas::Event::ReferAccepted => {
@@ -1002,7 +1043,9 @@ impl Call {
                     self.hangup_at = Some(now + self.cfg.transfer_linger);
                 }
                 uas::Event::ReferFailed(_) => {
-                    let _ = self.ivr.handle_input(now, ivr::Input::TransferResult(false));
+                    let _ = self
+                        .ivr
+                        .handle_input(now, ivr::Input::TransferResult(false));
                 }
                 uas::Event::ReferProgress(status) => {
                     if (200..300).contains(&status) {
@@ -1010,9 +1053,7 @@ impl Call {
                         self.hangup(now, EndReason::Transferred);
                     }
                 }
-                uas::Event::Confirmed
-                | uas::Event::Cancelled
-                | uas::Event::ReInviteCancelled => {}
+                uas::Event::Confirmed | uas::Event::Cancelled | uas::Event::ReInviteCancelled => {}
             }
         }
         if self.ivr.is_ended() && !self.dialog_over() && self.phase == Phase::Answered {

@@ -273,13 +273,7 @@ mod tests {
     }
 
     /// A complete event as a sender emits it: start, updates every 50 ms, three end packets.
-    fn key_press(
-        ts: u32,
-        seq0: u16,
-        code: u8,
-        t0: u64,
-        updates: u16,
-    ) -> Vec<(u64, EventPacket)> {
+    fn key_press(ts: u32, seq0: u16, code: u8, t0: u64, updates: u16) -> Vec<(u64, EventPacket)> {
         let mut v = Vec::new();
         let mut seq = seq0;
         for i in 0..=updates {

@@ -473,7 +473,7 @@ const SEND_REFER: u8 = 8;
 /// One call's SIP state: the INVITE server transaction, the dialog, re-INVITEs, and our BYE and
 /// REFER client transactions. See the module docs for the state diagram and timers.
 #[derive(Debug)]
-pub struct Dialog {
+pub struct Dialog<const BODY: usize = SIP_BODY_MAX> {
     cfg: &'static Config,
     tag: LocalTag,
     state: DialogState,
@@ -492,7 +492,7 @@ pub struct Dialog {
     send: u8,
     pending: Deque<Pending, SIP_DIALOG_PENDING>,
     events: Deque<Event, SIP_DIALOG_EVENTS>,
-    body: Vec<u8, SIP_BODY_MAX>,
+    body: Vec<u8, BODY>,
     arena: Arena,
 }
 
@@ -518,6 +518,11 @@ fn one(s: &str) -> core::iter::Once<&[u8]> {
     core::iter::once(s.as_bytes())
 }
 
+/// A dialog that keeps no copy of its SDP body: the owner hands the body in at transmit time
+/// ([`Dialog::poll_transmit_with`]), because it can re-render it from a few bytes of state.
+/// This saves [`SIP_BODY_MAX`] bytes per call.
+pub type BodylessDialog = Dialog<0>;
+
 impl Dialog {
     /// Creates the dialog for a new INVITE (no To tag) and queues 100 Trying when
     /// [`Config::send_trying`] is set. `local_tag` must be random (it is our To tag).
@@ -532,6 +537,34 @@ impl Dialog {
         cfg: &'static Config,
         local_tag: u64,
     ) -> Result<Dialog, Error> {
+        Self::build(now, invite, cfg, local_tag)
+    }
+}
+
+impl BodylessDialog {
+    /// Like [`Dialog::new`], for a dialog whose owner passes the SDP body to
+    /// [`Dialog::poll_transmit_with`] instead of to [`Dialog::answer`] (which then takes an
+    /// empty body).
+    ///
+    /// # Errors
+    /// As [`Dialog::new`].
+    pub fn new_bodyless(
+        now: Instant,
+        invite: &Incoming<'_>,
+        cfg: &'static Config,
+        local_tag: u64,
+    ) -> Result<BodylessDialog, Error> {
+        Self::build(now, invite, cfg, local_tag)
+    }
+}
+
+impl<const BODY: usize> Dialog<BODY> {
+    fn build(
+        now: Instant,
+        invite: &Incoming<'_>,
+        cfg: &'static Config,
+        local_tag: u64,
+    ) -> Result<Self, Error> {
         let _ = now;
         if invite.method != Method::Invite {
             return Err(Error::NotInvite);
@@ -556,7 +589,7 @@ impl Dialog {
             .and_then(|()| arena.set(TARGET, one(target), false))
             .and_then(|()| arena.set(INVITE_VIAS, invite.vias.iter().map(|v| v.as_bytes()), true))
             .map_err(|Full| Error::TooLarge)?;
-        let mut d = Dialog {
+        let mut d = Self {
             cfg,
             tag: LocalTag(local_tag),
             state: DialogState::Early,
@@ -980,6 +1013,24 @@ impl Dialog {
     /// dropped with `Err(BufferTooSmall)` (retransmissions will try again);
     /// [`crate::limits::SIP_EMIT_MAX`] bytes always suffice.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Result<usize, BufferTooSmall>> {
+        self.poll_transmit_with(buf, None)
+    }
+
+    /// Whether [`Dialog::poll_transmit`] has anything to write (cheap; lets an owner skip
+    /// preparing a body when nothing is pending).
+    #[must_use]
+    pub fn wants_transmit(&self) -> bool {
+        !self.pending.is_empty() || self.send != 0
+    }
+
+    /// [`Dialog::poll_transmit`] for owners that keep the SDP themselves: `body` (when `Some`)
+    /// is the body of any 2xx to an INVITE or re-INVITE written by this call, instead of the
+    /// stored one. A [`BodylessDialog`] must be drained this way.
+    pub fn poll_transmit_with(
+        &mut self,
+        buf: &mut [u8],
+        body: Option<&[u8]>,
+    ) -> Option<Result<usize, BufferTooSmall>> {
         if let Some(p) = self.pending.pop_front() {
             let slot = PENDING0 + usize::from(p.slot);
             let r = self.emit_pending(&p, slot, buf);
@@ -989,7 +1040,7 @@ impl Dialog {
         for (flag, re) in [(SEND_INVITE, false), (SEND_REINVITE, true)] {
             if self.send & flag != 0 {
                 self.send &= !flag;
-                return Some(self.emit_invite_response(re, buf));
+                return Some(self.emit_invite_response(re, buf, body));
             }
         }
         for (flag, m) in [(SEND_BYE, OutMethod::Bye), (SEND_REFER, OutMethod::Refer)] {
@@ -1307,7 +1358,12 @@ impl Dialog {
         r.emit(buf)
     }
 
-    fn emit_invite_response(&self, re: bool, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    fn emit_invite_response(
+        &self,
+        re: bool,
+        buf: &mut [u8],
+        body: Option<&[u8]>,
+    ) -> Result<usize, BufferTooSmall> {
         let (tx, vias) = if re {
             (&self.reinvite, self.arena.get(REINVITE_VIAS))
         } else {
@@ -1319,7 +1375,7 @@ impl Dialog {
         }
         if (200..300).contains(&tx.status) {
             r.extras.allow = true;
-            r.body = &self.body;
+            r.body = body.unwrap_or(&self.body);
         }
         r.emit(buf)
     }

@@ -286,7 +286,10 @@ fn contact_star_and_via_overflow() {
     assert_eq!(i.vias.len(), 4);
     let mut more = d.to_vec();
     let at = more.windows(9).position(|w| w == b"From: <si").unwrap();
-    more.splice(at..at, b"v: SIP/2.0/UDP l\r\n".iter().copied());
+    // Top up to one more Via than the limit.
+    for _ in 4..=SIP_MAX_VIAS {
+        more.splice(at..at, b"v: SIP/2.0/UDP l\r\n".iter().copied());
+    }
     let e = req(&more).to_incoming().unwrap_err();
     assert_eq!(
         (e, e.status()),
