@@ -83,5 +83,19 @@ pub mod sip;
 pub mod time;
 
 pub use ids::{AnnouncementId, CallId, CallbackId};
+
+/// An output buffer was too small for what an `emit` was to write into it. Nothing useful was
+/// written; retry with a bigger buffer (each codec documents the size that always suffices).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BufferTooSmall;
+
+impl core::fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("output buffer too small")
+    }
+}
+
+impl core::error::Error for BufferTooSmall {}
 pub use number::PhoneNumber;
 pub use time::{Duration, Instant, UnixMillis};

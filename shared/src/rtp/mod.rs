@@ -46,19 +46,7 @@ pub use inbound::{Config, InboundStats, InboundStream, Received};
 pub use outbound::{OutboundStream, SAMPLES_PER_FRAME};
 pub use packet::{Extension, RtpHeader, RtpPacket, HEADER_LEN};
 
-/// An output buffer was too small for what was to be written into it. Nothing useful was
-/// written; retry with a bigger buffer.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct BufferTooSmall;
-
-impl fmt::Display for BufferTooSmall {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("output buffer too small")
-    }
-}
-
-impl core::error::Error for BufferTooSmall {}
+pub use crate::BufferTooSmall;
 
 /// Why a datagram is not an RTP packet ccedge accepts.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -31,18 +31,7 @@ pub const ACCEPT: &str = "application/sdp";
 /// `Require`s any tag not listed here is answered 420.
 pub const SUPPORTED_OPTION_TAGS: &[&str] = &[];
 
-/// The caller's buffer cannot hold the message.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct BufferTooSmall;
-
-impl fmt::Display for BufferTooSmall {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("buffer too small for the SIP message")
-    }
-}
-
-impl core::error::Error for BufferTooSmall {}
+pub use crate::BufferTooSmall;
 
 /// A cursor over a caller's buffer. Writes past the end set a sticky overflow flag instead of
 /// panicking; [`Writer::finish`] reports it.

@@ -1,0 +1,29 @@
+//! `edge`: the tokio shell around the `shared` core — the `ccedge` daemon and CLI.
+//!
+//! ## Layout
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`config`] | the TOML + environment configuration, validated with errors that name the key |
+//! | [`agent`] | the daemon: SIP socket, call table, timers, wiring of media and storage |
+//! | [`media`] | prompts and announcement audio (WAV → 8 kHz G.711 frames) and the RTP pacer |
+//! | [`store`] | durable local storage: the callback queue and node counters (SQLite) |
+//! | [`clock`] | the one conversion between tokio time and `shared::Instant` |
+//!
+//! ## Run loop
+//!
+//! Every core machine is driven the same way: `handle_*`, drain `poll_output`, re-arm one
+//! timer from `poll_timeout` (see the `shared` crate docs). The agent owns all calls in one
+//! task, so the core needs no locks.
+//!
+//! ## Time
+//!
+//! `shared` never reads a clock. [`clock::Clock`] turns `tokio::time::Instant` into
+//! `shared::Instant` (microseconds since the agent started) and back, and gives wall-clock
+//! `UnixMillis` for event timestamps; nothing else in `edge` converts time.
+
+pub mod agent;
+pub mod clock;
+pub mod config;
+pub mod media;
+pub mod store;
