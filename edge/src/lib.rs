@@ -8,6 +8,7 @@
 //! | [`agent`] | the daemon: SIP socket, call table, timers, wiring of media and storage |
 //! | [`media`] | prompts and announcement audio (WAV → 8 kHz G.711 frames) and the RTP pacer |
 //! | [`store`] | durable local storage: the callback queue and node counters (SQLite) |
+//! | [`cli`] | the `ccedge` command line (`agent`, `config check`, technician commands) |
 //! | [`clock`] | the one conversion between tokio time and `shared::Instant` |
 //!
 //! ## Run loop
@@ -23,6 +24,7 @@
 //! `UnixMillis` for event timestamps; nothing else in `edge` converts time.
 
 pub mod agent;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod media;

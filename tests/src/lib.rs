@@ -1,15 +1,489 @@
-//! Helpers for ccedge's integration tests: locating the workspace's built binaries.
+//! Harness for ccedge's end-to-end tests: the real `ccedge` binary on ephemeral ports, sipp
+//! as the gateway, real UDP for RTP, real files for the state.
+//!
+//! * [`Agent`] writes a config file into a fresh state directory, starts the agent, reads the
+//!   SIP address it bound from its log, and kills it on drop.
+//! * [`sipp`] runs one of the scenarios in `tests/sipp/` against it.
+//! * [`RtpSink`] is the caller's media side: it receives the agent's RTP, decodes it and
+//!   measures level, pacing and loss; it can send RFC 4733 key presses back.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Path of a binary built by this workspace (`ccedge`, `firmware-sim`) in the same profile as
-/// the test binary that asks.
+use shared::dtmf::Digit;
+use shared::g711::Law;
+use shared::rtp::{PayloadType, RtpHeader, RtpPacket, Ssrc, TelephoneEvent};
+
+/// The agent binary under test: built by this crate from the same code as `ccedge`.
 #[must_use]
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test binary path");
-    dir.pop(); // deps/
-    if dir.ends_with("deps") {
-        dir.pop();
+pub fn ccedge_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ccedge-under-test"))
+}
+
+/// Whether sipp is installed (`apt-get install sip-tester`); `.ci/run` installs it.
+#[must_use]
+pub fn have_sipp() -> bool {
+    Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `ccedge-<tag>-<pid>-<n>`.
+    ///
+    /// # Panics
+    /// When the directory cannot be created.
+    #[must_use]
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ccedge-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
     }
-    dir.join(name)
+
+    /// The path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free UDP port range of `n` ports on 127.0.0.1 (probed; another process may still race).
+#[must_use]
+pub fn free_port_range(n: u16) -> (u16, u16) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let offset = (u64::from(std::process::id()) * 97 + NEXT.fetch_add(1, Ordering::Relaxed) * 211)
+        % 20_000;
+    let mut base = 30_000 + u16::try_from(offset).unwrap_or(0);
+    loop {
+        let ok = (base..base + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if ok {
+            return (base, base + n - 1);
+        }
+        base = if base > 60_000 { 30_000 } else { base + n };
+    }
+}
+
+/// Options for [`Agent::start`].
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Extra TOML appended to the generated config (e.g. `[sip]\nanswer_delay_ms = 2000`
+    /// must then not repeat a section the harness writes: use `sip_extra` for `[sip]` keys).
+    pub extra: String,
+    /// Extra lines inside `[sip]`.
+    pub sip_extra: String,
+    /// Extra lines inside `[ivr]`.
+    pub ivr_extra: String,
+    /// RTP ports to use.
+    pub rtp_ports: u16,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            extra: String::new(),
+            sip_extra: String::new(),
+            ivr_extra: String::new(),
+            rtp_ports: 200,
+        }
+    }
+}
+
+/// A running `ccedge agent`.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    /// The SIP address it listens on.
+    pub sip: SocketAddr,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Writes a config into `state_dir` and starts the agent on an ephemeral SIP port.
+    ///
+    /// # Panics
+    /// When the agent does not start within 10 s.
+    #[must_use]
+    pub fn start(state_dir: &Path, opts: &AgentOptions) -> Agent {
+        let (pmin, pmax) = free_port_range(opts.rtp_ports);
+        let config = state_dir.join("ccedge.toml");
+        let text = format!(
+            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
+            state_dir.display(),
+            opts.sip_extra,
+            state_dir.join("control.sock").display(),
+            opts.ivr_extra,
+            opts.extra,
+        );
+        std::fs::write(&config, text).expect("write config");
+        Self::spawn(state_dir, &config)
+    }
+
+    /// Starts the agent again with the same config (after [`Agent::kill9`]).
+    #[must_use]
+    pub fn restart(&self) -> Agent {
+        Self::spawn(&self.state_dir, &self.config)
+    }
+
+    fn spawn(state_dir: &Path, config: &Path) -> Agent {
+        let mut child = Command::new(ccedge_bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,edge=debug")
+            .env_remove("CCEDGE__SIP__LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ccedge");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("accepting calls") {
+                    let _ = tx.send(line.clone());
+                }
+                if std::env::var_os("CCEDGE_TEST_LOG").is_some() {
+                    eprintln!("agent: {line}");
+                }
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("agent did not start: {:?}", log.lock().map(|l| l.join("\n")))
+            });
+        let sip = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("sip="))
+            .and_then(|a| a.trim_matches('"').parse().ok())
+            .expect("sip= in the start line");
+        Agent {
+            child: Some(child),
+            sip,
+            state_dir: state_dir.to_path_buf(),
+            config: config.to_path_buf(),
+            log,
+        }
+    }
+
+    /// Everything the agent logged so far.
+    #[must_use]
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until a log line containing `needle` appears (or `timeout`).
+    #[must_use]
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGKILL, no cleanup.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    ///
+    /// # Panics
+    /// When the agent does not exit within 15 s.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let pid = libc_pid(&c);
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.code();
+            }
+            assert!(Instant::now() < end, "agent ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn libc_pid(c: &Child) -> u32 {
+    c.id()
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The outcome of one sipp run.
+#[derive(Debug)]
+pub struct SippRun {
+    /// Exit code (0: every call succeeded).
+    pub code: Option<i32>,
+    /// sipp's stdout and stderr.
+    pub output: String,
+}
+
+/// Runs `tests/sipp/<scenario>` against `target` with `-key name value` pairs and extra
+/// arguments; at most one call unless `extra` says otherwise.
+///
+/// # Panics
+/// When sipp cannot be started.
+#[must_use]
+pub fn sipp(scenario: &str, target: SocketAddr, keys: &[(&str, String)], extra: &[&str]) -> SippRun {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp").join(scenario);
+    let mut cmd = Command::new("sipp");
+    cmd.arg(target.to_string())
+        .arg("-sf")
+        .arg(&path)
+        .args(["-i", "127.0.0.1", "-p", "0", "-mp", "0"])
+        .args(["-nostdin", "-timeout", "60s", "-timeout_error"]);
+    if !extra.contains(&"-m") {
+        cmd.args(["-m", "1"]);
+    }
+    for (k, v) in keys {
+        cmd.arg("-key").arg(k).arg(v);
+    }
+    let out = cmd
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipp");
+    SippRun {
+        code: out.status.code(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// One received RTP packet.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Arrival time.
+    pub at: Instant,
+    /// Source address.
+    pub from: SocketAddr,
+    /// Payload type.
+    pub pt: u8,
+    /// Sequence number.
+    pub seq: u16,
+    /// Timestamp.
+    pub ts: u32,
+    /// Marker bit.
+    pub marker: bool,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// The caller's media endpoint: a UDP socket on 127.0.0.1 that records what arrives.
+#[derive(Debug)]
+pub struct RtpSink {
+    socket: Arc<UdpSocket>,
+    packets: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RtpSink {
+    /// Binds an ephemeral port and starts recording.
+    ///
+    /// # Panics
+    /// When no socket can be bound.
+    #[must_use]
+    pub fn new() -> RtpSink {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").expect("bind rtp sink"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let packets = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, p, st) = (Arc::clone(&socket), Arc::clone(&packets), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    if let Ok(pkt) = RtpPacket::parse(&buf[..n]) {
+                        p.lock().expect("packets").push(Received {
+                            at: Instant::now(),
+                            from,
+                            pt: pkt.payload_type().get(),
+                            seq: pkt.sequence(),
+                            ts: pkt.timestamp(),
+                            marker: pkt.marker(),
+                            payload: pkt.payload().to_vec(),
+                        });
+                    }
+                }
+            }
+        });
+        RtpSink {
+            socket,
+            packets,
+            stop,
+        }
+    }
+
+    /// The port the agent is told to send to.
+    ///
+    /// # Panics
+    /// Never in practice (the socket is bound).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.socket.local_addr().expect("addr").port()
+    }
+
+    /// What arrived so far.
+    #[must_use]
+    pub fn packets(&self) -> Vec<Received> {
+        self.packets.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Waits until at least `n` packets arrived (or `timeout`); returns how many did.
+    #[must_use]
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        let end = Instant::now() + timeout;
+        loop {
+            let got = self.packets.lock().map(|p| p.len()).unwrap_or(0);
+            if got >= n || Instant::now() >= end {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends one key press as RFC 4733 events (three updates and three end packets, 20 ms
+    /// apart) to `to`, with payload type `pt`.
+    ///
+    /// # Panics
+    /// When the socket cannot send.
+    pub fn send_digit(&self, to: SocketAddr, digit: Digit, pt: u8, ts: u32, seq: &mut u16) {
+        for (i, (end, dur)) in [(false, 160u16), (false, 320), (false, 480), (true, 640), (true, 640), (true, 640)]
+            .into_iter()
+            .enumerate()
+        {
+            let h = RtpHeader {
+                marker: i == 0,
+                payload_type: PayloadType::new(pt).expect("pt"),
+                sequence: *seq,
+                timestamp: ts,
+                ssrc: Ssrc(0xC0FFEE),
+            };
+            *seq = seq.wrapping_add(1);
+            let mut payload = [0u8; 4];
+            TelephoneEvent::for_digit(digit, end, 10, dur)
+                .expect("event")
+                .emit(&mut payload)
+                .expect("emit");
+            let mut buf = [0u8; 64];
+            let n = h.emit(&payload, &mut buf).expect("emit rtp");
+            self.socket.send_to(&buf[..n], to).expect("send dtmf");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `n` 20 ms frames of silence (keeps symmetric RTP latched here).
+    ///
+    /// # Panics
+    /// When the socket cannot send.
+    pub fn send_silence(&self, to: SocketAddr, pt: u8, n: u16, seq: &mut u16, ts: &mut u32) {
+        let law = if pt == 8 { Law::Alaw } else { Law::Ulaw };
+        for _ in 0..n {
+            let h = RtpHeader {
+                marker: false,
+                payload_type: PayloadType::new(pt).expect("pt"),
+                sequence: *seq,
+                timestamp: *ts,
+                ssrc: Ssrc(0xC0FFEE),
+            };
+            *seq = seq.wrapping_add(1);
+            *ts = ts.wrapping_add(160);
+            let mut buf = [0u8; 200];
+            let n = h.emit(&[law.silence(); 160], &mut buf).expect("emit");
+            self.socket.send_to(&buf[..n], to).expect("send");
+        }
+    }
+}
+
+impl Default for RtpSink {
+    fn default() -> Self {
+        RtpSink::new()
+    }
+}
+
+impl Drop for RtpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// RMS level in dBFS of decoded G.711 payloads (`-inf` for digital silence).
+#[must_use]
+pub fn level_dbfs(packets: &[Received], law: Law) -> f64 {
+    let mut sum = 0f64;
+    let mut n = 0usize;
+    for p in packets {
+        for &b in &p.payload {
+            let s = f64::from(law.decode_sample(b)) / 32768.0;
+            sum += s * s;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return f64::NEG_INFINITY;
+    }
+    10.0 * (sum / n as f64).log10()
+}
+
+/// Inter-arrival deviations from 20 ms, in milliseconds, sorted.
+#[must_use]
+pub fn pacing_deviation_ms(packets: &[Received]) -> Vec<f64> {
+    let mut v: Vec<f64> = packets
+        .windows(2)
+        .map(|w| ((w[1].at - w[0].at).as_secs_f64() * 1000.0 - 20.0).abs())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
 }

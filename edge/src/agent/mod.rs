@@ -1,1 +1,1026 @@
-//! (being written)
+//! The daemon: one task owns every call, the media pacer and the node's queues.
+//!
+//! ## Where things happen
+//!
+//! * a SIP datagram arrives on the SIP socket → [`Engine::on_sip`]: allowlist and rate limit
+//!   on the source address *before* parsing, then `shared::sip::parse`; requests for a known
+//!   Call-ID go to that call, others to `shared::sip::endpoint` — an acceptable INVITE becomes
+//!   a `shared::call::Call` in [`Engine::new_call`];
+//! * a call asks for audio (`call::Output::Play`) → [`Engine::drive`] expands the playlist into
+//!   pre-encoded segments ([`crate::media::prompts::PromptSet::expand`]) for the pacer;
+//! * audio becomes RTP in [`crate::media::engine::MediaEngine::tick`], every 20 ms for all
+//!   calls at once.
+//!
+//! ## Run loop
+//!
+//! `tokio::select!` over: the media tick (absolute 20 ms deadlines), the SIP socket, inbound
+//! RTP (one small receive task per call forwards datagrams over a channel), results of the
+//! store thread, the earliest call deadline, the announcement cache rescan, and shutdown.
+//! After every input to a call, [`Engine::drive`] drains its datagrams and outputs and re-arms
+//! its one deadline in a `BTreeSet` timer queue.
+//!
+//! ## Durability
+//!
+//! A callback is booked through `shared::callback::CallbackQueue`: its `Store` output is
+//! written by the store thread (SQLite, `synchronous=FULL`), and only when that commit
+//! returned does the call get `BookingResult::Booked` — the caller never hears "booked" for a
+//! callback that is not on disk.
+
+pub mod announcements;
+mod ratelimit;
+mod rtp_ports;
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use shared::announce::{self, AnnouncementSet};
+use shared::call::{self, Call, Output};
+use shared::callback::{self, Booking, CallbackQueue, QueueError};
+use shared::ids::{AnnouncementHandle, AnnouncementId, CallId, CallbackId};
+use shared::ivr::{AnnouncementInfo, BookingResult};
+use shared::number::PhoneNumber;
+use shared::sip::endpoint::{self, Verdict};
+use shared::sip::{self as sipcore, uas, Message};
+use shared::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::media::audio::Frames;
+use crate::media::engine::{Audio, MediaEngine, Session, PTIME};
+use crate::media::prompts::PromptSet;
+use crate::store::{CallbackRecord, StoreError, StoreHandle};
+
+use ratelimit::RateLimiter;
+use rtp_ports::PortPool;
+
+/// Everything the agent needs, resolved from the configuration file.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `node.id`.
+    pub node_id: String,
+    /// `node.site`.
+    pub site: String,
+    /// `node.state_dir`.
+    pub state_dir: PathBuf,
+    /// `sip.listen`.
+    pub sip_listen: SocketAddr,
+    /// `sip.allow`, as a predicate on the source address.
+    pub allow: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
+    /// Answer refused sources with 403 (else drop silently).
+    pub deny_with_403: bool,
+    /// Requests per second accepted from one source address.
+    pub rate_limit_per_source: u32,
+    /// Address written into Contact, Via and SDP (default: the listen address, or
+    /// 127.0.0.1 when listening on the unspecified address).
+    pub public_address: Option<IpAddr>,
+    /// SIP T1.
+    pub t1: StdDuration,
+    /// Ring this long before answering.
+    pub answer_delay: StdDuration,
+    /// `rtp.port_min`.
+    pub rtp_port_min: u16,
+    /// `rtp.port_max`.
+    pub rtp_port_max: u16,
+    /// Hang up answered calls whose RTP stopped this long ago.
+    pub media_timeout: Option<StdDuration>,
+    /// `ivr.transfer_uri`.
+    pub transfer_uri: Option<String>,
+    /// Prompt overrides.
+    pub prompts_dir: Option<PathBuf>,
+    /// The IVR flow's settings.
+    pub ivr: shared::ivr::Config,
+    /// Callback queue settings.
+    pub callbacks: callback::Config,
+    /// Largest announcement audio file accepted.
+    pub max_audio_bytes: u64,
+    /// Most concurrent calls (503 beyond).
+    pub max_calls: usize,
+    /// How long calls may take to end after SIGTERM.
+    pub shutdown_grace: StdDuration,
+}
+
+impl AgentConfig {
+    /// Development defaults: loopback only, state in `./ccedge-state`.
+    #[must_use]
+    pub fn development() -> AgentConfig {
+        AgentConfig {
+            node_id: "dev".into(),
+            site: "default".into(),
+            state_dir: PathBuf::from("./ccedge-state"),
+            sip_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
+            allow: Arc::new(|ip: IpAddr| ip.is_loopback()),
+            deny_with_403: false,
+            rate_limit_per_source: 200,
+            public_address: None,
+            t1: StdDuration::from_millis(500),
+            answer_delay: StdDuration::ZERO,
+            rtp_port_min: 20000,
+            rtp_port_max: 29999,
+            media_timeout: Some(StdDuration::from_secs(60)),
+            transfer_uri: None,
+            prompts_dir: None,
+            ivr: shared::ivr::Config::default(),
+            callbacks: callback::Config::default(),
+            max_audio_bytes: 16 << 20,
+            max_calls: 20_000,
+            shutdown_grace: StdDuration::from_secs(5),
+        }
+    }
+}
+
+/// Why the agent could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The SIP socket could not be bound.
+    #[error("cannot listen for SIP on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state directory or its database is unusable.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// Built-in or override prompts could not be loaded.
+    #[error("prompts: {0}")]
+    Prompts(String),
+    /// A socket failed while running.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A datagram received on a call's RTP port.
+#[derive(Debug)]
+struct RtpIn {
+    key: u64,
+    from: SocketAddr,
+    len: usize,
+    data: [u8; RTP_MAX],
+}
+
+const RTP_MAX: usize = 512;
+const SIP_BUF: usize = shared::limits::SIP_MAX_DATAGRAM;
+
+/// The store thread's answer to a callback write.
+#[derive(Debug)]
+struct Stored {
+    id: CallbackId,
+    ok: bool,
+    error: Option<String>,
+}
+
+struct CallEntry {
+    call: Box<Call>,
+    peer: SocketAddr,
+    sip_id: Box<[u8]>,
+    rtp: Arc<UdpSocket>,
+    rtp_port: u16,
+    rtp_task: tokio::task::JoinHandle<()>,
+    deadline: Option<Instant>,
+    ssrc: u32,
+    seq0: u16,
+    ts0: u32,
+    heard: Option<AnnouncementId>,
+}
+
+/// Counters for `ccedge status` and the logs.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Datagrams dropped before parsing because the source is not allowed.
+    pub sip_denied: u64,
+    /// Datagrams dropped by the per-source rate limit.
+    pub sip_rate_limited: u64,
+    /// Datagrams that were not valid SIP.
+    pub sip_malformed: u64,
+    /// Calls accepted.
+    pub calls_total: u64,
+    /// INVITEs refused with 503 (draining, no port, too many calls).
+    pub calls_refused: u64,
+    /// Callbacks durably booked.
+    pub callbacks_booked: u64,
+    /// Callback writes that failed (the caller heard "could not book").
+    pub callbacks_failed: u64,
+    /// RTP datagrams dropped because the agent fell behind.
+    pub rtp_dropped: u64,
+}
+
+/// A snapshot of the agent for the control socket and tests.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Active calls.
+    pub calls: usize,
+    /// Callbacks waiting.
+    pub callbacks_waiting: u32,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// The running agent's state (one task owns it).
+pub struct Engine {
+    cfg: AgentConfig,
+    core: &'static call::Config,
+    clock: Clock,
+    sip: Arc<UdpSocket>,
+    advertised: IpAddr,
+    calls: HashMap<u64, CallEntry>,
+    by_sip_id: HashMap<Box<[u8]>, u64>,
+    timers: BTreeSet<(Instant, u64)>,
+    media: MediaEngine,
+    prompts: Arc<PromptSet>,
+    announcements: AnnouncementSet,
+    audio: HashMap<[u8; 32], Arc<Frames>>,
+    callbacks: CallbackQueue,
+    bookings: HashMap<CallbackId, u64>,
+    store: StoreHandle,
+    ports: PortPool,
+    limiter: RateLimiter,
+    rtp_tx: mpsc::Sender<RtpIn>,
+    stored_tx: mpsc::UnboundedSender<Stored>,
+    next_key: u64,
+    next_callback: u64,
+    hasher: std::collections::hash_map::RandomState,
+    draining: bool,
+    stats: Stats,
+    snapshot: watch::Sender<Snapshot>,
+    sipbuf: Vec<u8>,
+    outs: Vec<Output>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("calls", &self.calls.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("node_id", &self.node_id)
+            .field("sip_listen", &self.sip_listen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A started agent: its SIP address and a handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound SIP address (useful with port 0).
+    pub sip_addr: SocketAddr,
+    /// Snapshots of the agent's state.
+    pub snapshot: watch::Receiver<Snapshot>,
+    /// Resolves when the agent stopped.
+    pub task: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+/// Binds the sockets, opens the store, loads prompts and the announcement cache, and starts
+/// the agent's task. It stops (after draining calls) when `shutdown` turns `true`.
+///
+/// # Errors
+/// [`AgentError`] when a socket, the store or the prompts are unusable.
+pub async fn start(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<Running, AgentError> {
+    let sip = UdpSocket::bind(cfg.sip_listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: cfg.sip_listen,
+            source,
+        })?;
+    let sip_addr = sip.local_addr()?;
+    let advertised = cfg.public_address.unwrap_or(if sip_addr.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        sip_addr.ip()
+    });
+    let prompts = PromptSet::load(cfg.prompts_dir.as_deref())
+        .map_err(|e| AgentError::Prompts(e.to_string()))?;
+    let store = crate::store::Store::open(&cfg.state_dir)?;
+    let store = StoreHandle::spawn(store);
+    let sip_cfg: &'static uas::Config = Box::leak(Box::new({
+        let contact: &'static str =
+            Box::leak(format!("sip:ccedge@{}", SocketAddr::new(advertised, sip_addr.port())).into_boxed_str());
+        let via: &'static str =
+            Box::leak(SocketAddr::new(advertised, sip_addr.port()).to_string().into_boxed_str());
+        let mut c = uas::Config::new(contact, via);
+        c.t1 = Duration::from_micros(u64::try_from(cfg.t1.as_micros()).unwrap_or(500_000));
+        c
+    }));
+    let core: &'static call::Config = Box::leak(Box::new({
+        let mut c = call::Config::new(sip_cfg);
+        c.ivr = cfg.ivr;
+        c.transfer_uri = cfg
+            .transfer_uri
+            .clone()
+            .map(|s| &*Box::leak(s.into_boxed_str()));
+        c.media_timeout = cfg.media_timeout.map(to_core_duration);
+        c.answer_delay = to_core_duration(cfg.answer_delay);
+        c
+    }));
+    let (rtp_tx, rtp_rx) = mpsc::channel(8192);
+    let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+    let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
+    let mut engine = Engine {
+        ports: PortPool::new(cfg.rtp_port_min, cfg.rtp_port_max),
+        limiter: RateLimiter::new(cfg.rate_limit_per_source),
+        callbacks: CallbackQueue::new(cfg.callbacks),
+        cfg,
+        core,
+        clock: Clock::new(),
+        sip: Arc::new(sip),
+        advertised,
+        calls: HashMap::new(),
+        by_sip_id: HashMap::new(),
+        timers: BTreeSet::new(),
+        media: MediaEngine::new(),
+        prompts: Arc::new(prompts),
+        announcements: AnnouncementSet::new(),
+        audio: HashMap::new(),
+        bookings: HashMap::new(),
+        store,
+        rtp_tx,
+        stored_tx,
+        next_key: 1,
+        next_callback: 0,
+        hasher: std::collections::hash_map::RandomState::new(),
+        draining: false,
+        stats: Stats::default(),
+        snapshot: snap_tx,
+        sipbuf: vec![0u8; SIP_BUF],
+        outs: Vec::new(),
+    };
+    engine.restore_callbacks().await?;
+    engine.load_announcements();
+    info!(
+        node = %engine.cfg.node_id,
+        site = %engine.cfg.site,
+        sip = %sip_addr,
+        rtp = %format!("{}-{}", engine.cfg.rtp_port_min, engine.cfg.rtp_port_max),
+        "ccedge agent accepting calls"
+    );
+    let task = tokio::spawn(engine.run(shutdown, rtp_rx, stored_rx));
+    Ok(Running {
+        sip_addr,
+        snapshot: snap_rx,
+        task,
+    })
+}
+
+fn to_core_duration(d: StdDuration) -> Duration {
+    Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut rtp_rx: mpsc::Receiver<RtpIn>,
+        mut stored_rx: mpsc::UnboundedReceiver<Stored>,
+    ) -> Result<(), AgentError> {
+        let sip = Arc::clone(&self.sip);
+        let mut buf = vec![0u8; SIP_BUF + 1];
+        let mut next_tick = tokio::time::Instant::now() + PTIME;
+        let mut finished = Vec::new();
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut rescan = tokio::time::interval(StdDuration::from_secs(2));
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut snap = tokio::time::interval(StdDuration::from_millis(500));
+        loop {
+            let timer = self.timers.first().map(|(t, _)| self.clock.to_tokio(*t));
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(next_tick) => {
+                    // Absolute deadlines: send what is owed when woken late (at most 5 frames;
+                    // beyond that the schedule restarts from now).
+                    let now = tokio::time::Instant::now();
+                    let mut owed = 0;
+                    while next_tick <= now && owed < 5 {
+                        self.media.tick(&mut finished);
+                        next_tick += PTIME;
+                        owed += 1;
+                    }
+                    if next_tick <= now {
+                        next_tick = now + PTIME;
+                    }
+                    let core_now = self.clock.now();
+                    for key in finished.drain(..) {
+                        if let Some(e) = self.calls.get_mut(&key) {
+                            let _ = e.call.handle_input(core_now, call::Input::PlaybackFinished);
+                            self.drive(key, core_now);
+                        }
+                    }
+                }
+                r = sip.recv_from(&mut buf) => {
+                    match r {
+                        Ok((n, from)) => self.on_sip(&buf[..n.min(SIP_BUF)], n > SIP_BUF, from),
+                        Err(e) => debug!(error = %e, "SIP receive error"),
+                    }
+                }
+                Some(pkt) = rtp_rx.recv() => {
+                    let now = self.clock.now();
+                    let key = pkt.key;
+                    if let Some(e) = self.calls.get_mut(&key) {
+                        let data = pkt.data.get(..pkt.len).unwrap_or(&[]);
+                        if e.call.handle_rtp(now, pkt.from, data).is_ok() {
+                            self.drive(key, now);
+                        }
+                    }
+                }
+                Some(s) = stored_rx.recv() => self.on_stored(s),
+                () = sleep_opt(timer) => {
+                    let now = self.clock.now();
+                    while let Some(&(t, key)) = self.timers.first() {
+                        if t > now {
+                            break;
+                        }
+                        self.timers.pop_first();
+                        if let Some(e) = self.calls.get_mut(&key) {
+                            e.deadline = None;
+                            e.call.handle_timeout(now);
+                            self.drive(key, now);
+                        }
+                    }
+                }
+                _ = rescan.tick() => self.load_announcements(),
+                _ = snap.tick() => self.publish_snapshot(),
+                r = shutdown.changed(), if !self.draining => {
+                    if r.is_err() || *shutdown.borrow() {
+                        self.begin_drain();
+                        drain_deadline = Some(tokio::time::Instant::now() + self.cfg.shutdown_grace);
+                    }
+                }
+                () = sleep_opt(drain_deadline) => {
+                    warn!(calls = self.calls.len(), "shutdown grace over; dropping the remaining calls");
+                    break;
+                }
+            }
+            if self.draining && self.calls.is_empty() {
+                break;
+            }
+        }
+        for (_, e) in self.calls.drain() {
+            e.rtp_task.abort();
+        }
+        self.publish_snapshot();
+        info!("ccedge agent stopped");
+        Ok(())
+    }
+
+    fn publish_snapshot(&self) {
+        let _ = self.snapshot.send(Snapshot {
+            calls: self.calls.len(),
+            callbacks_waiting: self.callbacks.waiting(),
+            stats: self.stats.clone(),
+        });
+    }
+
+    fn begin_drain(&mut self) {
+        info!(calls = self.calls.len(), "shutting down: ending calls");
+        self.draining = true;
+        let now = self.clock.now();
+        let keys: Vec<u64> = self.calls.keys().copied().collect();
+        for key in keys {
+            if let Some(e) = self.calls.get_mut(&key) {
+                let _ = e.call.handle_input(now, call::Input::Shutdown);
+                self.drive(key, now);
+            }
+        }
+    }
+
+    fn random(&self, salt: u64) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write_u64(salt);
+        h.write_u64(self.clock.now().as_micros());
+        h.finish()
+    }
+
+    // ---- SIP -------------------------------------------------------------------------------
+
+    fn on_sip(&mut self, data: &[u8], truncated: bool, from: SocketAddr) {
+        if !(self.cfg.allow)(from.ip()) {
+            self.stats.sip_denied += 1;
+            if self.cfg.deny_with_403 && self.limiter.allow(from.ip(), self.clock.now()) {
+                self.respond_stateless(data, 403, from);
+            }
+            return;
+        }
+        if !self.limiter.allow(from.ip(), self.clock.now()) {
+            self.stats.sip_rate_limited += 1;
+            return;
+        }
+        if truncated {
+            self.stats.sip_malformed += 1;
+            self.respond_stateless(data, 513, from);
+            return;
+        }
+        let now = self.clock.now();
+        match sipcore::parse(data) {
+            Err(e) => {
+                self.stats.sip_malformed += 1;
+                debug!(%from, error = %e, "malformed SIP datagram");
+                if let Some(status) = e.status() {
+                    self.respond_stateless(data, status, from);
+                }
+            }
+            Ok(Message::Request(r)) => match r.to_incoming() {
+                Err(e) => {
+                    self.stats.sip_malformed += 1;
+                    debug!(%from, error = %e, "bad SIP request");
+                    if let Some(status) = e.status() {
+                        self.respond_stateless(data, status, from);
+                    }
+                }
+                Ok(req) => {
+                    if let Some(&key) = self.by_sip_id.get(req.call_id.as_bytes()) {
+                        if let Some(e) = self.calls.get_mut(&key) {
+                            if let Err(err) = e.call.handle_sip_request(now, &req) {
+                                debug!(call = %e.call.id(), error = %err, "request refused by the dialog");
+                            }
+                            self.drive(key, now);
+                        }
+                        return;
+                    }
+                    match endpoint::verdict(&req) {
+                        Verdict::Ignore => {}
+                        Verdict::Respond(status) => self.send_response(&req, status, from),
+                        Verdict::NewDialog => self.new_call(now, &req, from),
+                    }
+                }
+            },
+            Ok(Message::Response(r)) => {
+                let Ok(resp) = r.to_incoming_response() else {
+                    return;
+                };
+                if let Some(&key) = self.by_sip_id.get(resp.call_id.as_bytes()) {
+                    if let Some(e) = self.calls.get_mut(&key) {
+                        let _ = e.call.handle_sip_response(now, &resp);
+                        self.drive(key, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn respond_stateless(&mut self, data: &[u8], status: u16, to: SocketAddr) {
+        if let Some(req) = sipcore::salvage(data) {
+            self.send_response(&req, status, to);
+        }
+    }
+
+    fn send_response(&mut self, req: &sipcore::Incoming<'_>, status: u16, to: SocketAddr) {
+        if let Ok(n) = endpoint::respond(req, status, &mut self.sipbuf) {
+            let _ = self.sip.try_send_to(&self.sipbuf[..n], to);
+        }
+    }
+
+    fn new_call(&mut self, now: Instant, req: &sipcore::Incoming<'_>, from: SocketAddr) {
+        if self.draining || self.calls.len() >= self.cfg.max_calls {
+            self.stats.calls_refused += 1;
+            self.send_response(req, 503, from);
+            return;
+        }
+        let Some((port, socket)) = self.ports.bind(self.bind_ip()) else {
+            warn!("no free RTP port: refusing the call with 503");
+            self.stats.calls_refused += 1;
+            self.send_response(req, 503, from);
+            return;
+        };
+        let socket = Arc::new(socket);
+        let (caller, dialled) = call::numbers(req);
+        let wall = self.clock.wall();
+        let infos: Vec<AnnouncementInfo> = self
+            .announcements
+            .select(wall, &self.cfg.site, dialled.as_ref(), caller.as_ref())
+            .iter()
+            .filter_map(|h| {
+                self.announcements.get(*h).map(|a| AnnouncementInfo {
+                    handle: *h,
+                    offer_callback: a.offer_callback,
+                })
+            })
+            .collect();
+        let key = self.next_key;
+        self.next_key += 1;
+        let setup = call::Setup {
+            id: CallId(call_id_for(wall.0, key)),
+            local_tag: self.random(key),
+            local_rtp: SocketAddr::new(self.advertised, port),
+            session_id: self.random(key ^ 0x5eed) >> 1,
+        };
+        let call = match Call::new(now, self.core, &setup, req, &infos) {
+            Ok(c) => Box::new(c),
+            Err(e) => {
+                debug!(error = %e, "INVITE cannot create a dialog");
+                self.ports.release(port);
+                let status = if matches!(e, call::Error::Sip(uas::Error::TooLarge)) {
+                    513
+                } else {
+                    400
+                };
+                self.send_response(req, status, from);
+                return;
+            }
+        };
+        self.stats.calls_total += 1;
+        let rtp_task = tokio::spawn(rtp_receive(Arc::clone(&socket), key, self.rtp_tx.clone()));
+        let r = self.random(key ^ 0xabcd);
+        let sip_id: Box<[u8]> = req.call_id.as_bytes().into();
+        debug!(call = %setup.id, caller = ?caller.as_ref().map(PhoneNumber::masked).map(|m| m.to_string()), "call offered");
+        self.by_sip_id.insert(sip_id.clone(), key);
+        self.calls.insert(
+            key,
+            CallEntry {
+                call,
+                peer: from,
+                sip_id,
+                rtp: socket,
+                rtp_port: port,
+                rtp_task,
+                deadline: None,
+                ssrc: (r >> 32) as u32,
+                seq0: (r >> 16) as u16,
+                ts0: r as u32,
+                heard: None,
+            },
+        );
+        self.drive(key, now);
+    }
+
+    fn bind_ip(&self) -> IpAddr {
+        self.sip.local_addr().map_or(self.advertised, |a| a.ip())
+    }
+
+    // ---- driving a call --------------------------------------------------------------------
+
+    /// Drains a call's datagrams and outputs, acts on them, and re-arms its deadline. Call
+    /// after every input to the call.
+    fn drive(&mut self, key: u64, now: Instant) {
+        let mut outs = std::mem::take(&mut self.outs);
+        {
+            let Some(e) = self.calls.get_mut(&key) else {
+                self.outs = outs;
+                return;
+            };
+            while let Some(n) = e.call.poll_transmit(&mut self.sipbuf) {
+                if let Err(err) = self.sip.try_send_to(&self.sipbuf[..n], e.peer) {
+                    debug!(error = %err, "SIP send failed");
+                }
+            }
+            while let Some(o) = e.call.poll_output() {
+                outs.push(o);
+            }
+        }
+        for o in outs.drain(..) {
+            self.act(key, now, o);
+        }
+        self.outs = outs;
+        let Some(e) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let next = e.call.poll_timeout();
+        if next != e.deadline {
+            if let Some(old) = e.deadline {
+                self.timers.remove(&(old, key));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, key));
+            }
+            e.deadline = next;
+        }
+        if e.call.is_done() {
+            self.remove_call(key);
+        }
+    }
+
+    fn remove_call(&mut self, key: u64) {
+        let Some(e) = self.calls.remove(&key) else {
+            return;
+        };
+        if let Some(t) = e.deadline {
+            self.timers.remove(&(t, key));
+        }
+        e.rtp_task.abort();
+        self.media.stop(key);
+        self.ports.release(e.rtp_port);
+        self.by_sip_id.remove(&e.sip_id);
+        let stats = e.call.rtp_stats();
+        debug!(call = %e.call.id(), rtp_received = stats.received, rtp_lost = stats.lost, "call removed");
+    }
+
+    fn act(&mut self, key: u64, now: Instant, o: Output) {
+        match o {
+            Output::Media(m) => self.media_command(key, m),
+            Output::Play(list) => {
+                let audio = &self.audio;
+                let ann = &self.announcements;
+                let lookup = |h: AnnouncementHandle| -> Option<Arc<Frames>> {
+                    let sha = ann.get(h)?.audio?;
+                    audio.get(&sha).cloned()
+                };
+                let segments: Vec<Arc<dyn Audio>> = self
+                    .prompts
+                    .expand(&list, &lookup)
+                    .into_iter()
+                    .map(|f| f as Arc<dyn Audio>)
+                    .collect();
+                self.media.play(key, segments);
+            }
+            Output::StopPlayback => self.media.stop_playback(key),
+            Output::BookCallback { number } => self.book(key, now, number),
+            Output::Event { call_seq, event } => self.event(key, call_seq, &event),
+        }
+    }
+
+    fn media_command(&mut self, key: u64, m: call::Media) {
+        match m {
+            call::Media::Start {
+                remote,
+                codec,
+                payload_type,
+                send,
+                ..
+            } => {
+                let Some(e) = self.calls.get(&key) else {
+                    return;
+                };
+                let law = match codec {
+                    shared::sdp::Codec::Pcmu => shared::g711::Law::Ulaw,
+                    shared::sdp::Codec::Pcma => shared::g711::Law::Alaw,
+                };
+                let session = Session::new(Arc::clone(&e.rtp), law, payload_type, e.ssrc, e.seq0, e.ts0);
+                self.media.start(key, session, remote, send);
+            }
+            call::Media::Remote(r) => self.media.set_remote(key, r),
+            call::Media::Send(on) => self.media.set_sending(key, on),
+            call::Media::Stop => {
+                if let Some(s) = self.media.stop(key) {
+                    debug!(sent = s.sent(), errors = s.send_errors(), "media stopped");
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, key: u64, call_seq: u32, event: &call::Event) {
+        let Some(e) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let call_id = e.call.id();
+        match event {
+            call::Event::AnnouncementStarted(h) => {
+                if let Some(a) = self.announcements.get(*h) {
+                    e.heard.get_or_insert_with(|| a.id.clone());
+                    info!(call = %call_id, call_seq, announcement = %a.id, version = a.version, "announcement.started");
+                }
+            }
+            call::Event::Offered { caller, dialled } => info!(
+                call = %call_id, call_seq,
+                caller = %caller.as_ref().map(|c| c.masked().to_string()).unwrap_or_else(|| "anonymous".into()),
+                dialled = %dialled.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "call.offered"
+            ),
+            call::Event::Ended { reason, duration, .. } => info!(
+                call = %call_id, call_seq, reason = reason.as_str(), duration_ms = duration.as_millis() as u64, "call.ended"
+            ),
+            other => debug!(call = %call_id, call_seq, event = ?other, "call event"),
+        }
+    }
+
+    // ---- callbacks -------------------------------------------------------------------------
+
+    fn book(&mut self, key: u64, now: Instant, number: PhoneNumber) {
+        let Some(e) = self.calls.get(&key) else {
+            return;
+        };
+        self.next_callback += 1;
+        let raw = format!("cb-{}-{:x}", e.call.id(), self.next_callback);
+        let Ok(id) = CallbackId::new(&raw) else {
+            return;
+        };
+        let req = callback::Request {
+            id: id.clone(),
+            call_id: e.call.id(),
+            callback_number: number,
+            caller: e.call.caller().cloned(),
+            dialled: e.call.dialled().cloned(),
+            announcement: e.heard.clone(),
+        };
+        let result = match self.callbacks.request(self.clock.wall(), req) {
+            Ok(_) => {
+                self.bookings.insert(id, key);
+                None
+            }
+            Err(QueueError::Full) => Some(BookingResult::QueueFull),
+            Err(QueueError::Duplicate { position, .. }) => Some(BookingResult::AlreadyBooked {
+                position: clamp_position(position.unwrap_or(1)),
+            }),
+            Err(_) => Some(BookingResult::Failed),
+        };
+        self.drain_callbacks();
+        if let Some(r) = result {
+            if let Some(e) = self.calls.get_mut(&key) {
+                let _ = e.call.handle_input(now, call::Input::BookingResult(r));
+            }
+            self.drive(key, now);
+        }
+    }
+
+    fn drain_callbacks(&mut self) {
+        while let Some(o) = self.callbacks.poll_output() {
+            match o {
+                callback::Output::Store { id } => {
+                    let Some(entry) = self.callbacks.get(&id) else {
+                        continue;
+                    };
+                    let rec = record(entry, 0);
+                    let store = self.store.clone();
+                    let tx = self.stored_tx.clone();
+                    tokio::spawn(async move {
+                        let r = store.insert_callback(rec).await;
+                        let _ = tx.send(Stored {
+                            id,
+                            ok: r.is_ok(),
+                            error: r.err().map(|e| e.to_string()),
+                        });
+                    });
+                }
+                callback::Output::Update { id, state } => {
+                    let store = self.store.clone();
+                    let at = self.clock.wall().0;
+                    tokio::spawn(async move {
+                        if let Err(e) = store
+                            .update_callback_state(id.to_string(), state.as_str().into(), at)
+                            .await
+                        {
+                            warn!(error = %e, "callback state not written");
+                        }
+                    });
+                }
+                callback::Output::Remove { id, .. } => {
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.delete_callback(id.to_string()).await {
+                            warn!(error = %e, "callback record not deleted");
+                        }
+                    });
+                }
+                // Publishing to the CRM belongs to the MQTT link; until it runs, booked
+                // callbacks stay Stored (durable, waiting) and are published on connect.
+                callback::Output::Publish { .. } => {}
+            }
+        }
+    }
+
+    fn on_stored(&mut self, s: Stored) {
+        let booking = self.callbacks.stored(&s.id, s.ok);
+        let result = match booking {
+            Ok(Booking::Booked { position }) => {
+                self.stats.callbacks_booked += 1;
+                info!(callback = %s.id, position, "callback booked (durable)");
+                BookingResult::Booked {
+                    position: clamp_position(position),
+                }
+            }
+            Ok(Booking::NotBooked) | Err(_) => {
+                self.stats.callbacks_failed += 1;
+                warn!(callback = %s.id, error = s.error.as_deref().unwrap_or("refused"), "callback could not be booked");
+                BookingResult::Failed
+            }
+        };
+        self.drain_callbacks();
+        if let Some(key) = self.bookings.remove(&s.id) {
+            let now = self.clock.now();
+            if let Some(e) = self.calls.get_mut(&key) {
+                let _ = e.call.handle_input(now, call::Input::BookingResult(result));
+                self.drive(key, now);
+            }
+        }
+    }
+
+    async fn restore_callbacks(&mut self) -> Result<(), AgentError> {
+        let records = self.store.callbacks().await?;
+        let entries: Vec<callback::Entry> = records.iter().filter_map(entry_from_record).collect();
+        let n = entries.len();
+        let report = self.callbacks.restore(entries);
+        info!(restored = n, report = ?report, "callback queue restored from disk");
+        self.drain_callbacks();
+        Ok(())
+    }
+
+    // ---- announcements ---------------------------------------------------------------------
+
+    fn load_announcements(&mut self) {
+        let loaded = announcements::load_dir(&self.cfg.state_dir, self.cfg.max_audio_bytes);
+        let wall = self.clock.wall();
+        for (path, why) in &loaded.rejected {
+            debug!(file = %path.display(), reason = %why, "announcement cache file skipped");
+        }
+        for (sha, frames) in loaded.audio {
+            if self.audio.insert(sha, frames).is_none() {
+                let _ = self
+                    .announcements
+                    .handle_input(wall, announce::Input::AudioAvailable(sha));
+            }
+        }
+        for (a, _text) in loaded.announcements {
+            let known = self
+                .announcements
+                .current(&a.id)
+                .and_then(|h| self.announcements.get(h))
+                .is_some_and(|cur| cur.version >= a.version);
+            if !known {
+                let _ = self
+                    .announcements
+                    .handle_input(wall, announce::Input::Upsert(a));
+            }
+        }
+        self.announcements.handle_timeout(wall);
+        while let Some(ev) = self.announcements.poll_output() {
+            debug!(event = ?ev, "announcement");
+        }
+    }
+}
+
+fn clamp_position(p: u32) -> u16 {
+    u16::try_from(p).unwrap_or(u16::MAX)
+}
+
+fn call_id_for(wall_ms: i64, key: u64) -> u64 {
+    // Unique per node across restarts: milliseconds since the epoch in the high bits, the
+    // call counter in the low 20 bits.
+    ((wall_ms.max(0) as u64) << 20) | (key & 0xF_FFFF)
+}
+
+fn record(e: &callback::Entry, position: u32) -> CallbackRecord {
+    CallbackRecord {
+        callback_id: e.id.to_string(),
+        call_id: e.call_id.to_string(),
+        caller: e.caller.as_ref().map(ToString::to_string),
+        callback_number: e.callback_number.to_string(),
+        dialled: e.dialled.as_ref().map(ToString::to_string),
+        announcement_id: e.announcement.as_ref().map(ToString::to_string),
+        requested_at_ms: e.requested_at.0,
+        state: e.state.as_str().into(),
+        state_at_ms: e.state_at.0,
+        position,
+    }
+}
+
+fn entry_from_record(r: &CallbackRecord) -> Option<callback::Entry> {
+    let state = [
+        callback::State::Requested,
+        callback::State::Stored,
+        callback::State::Synced,
+        callback::State::Accepted,
+        callback::State::Assigned,
+        callback::State::Completed,
+        callback::State::Cancelled,
+        callback::State::Expired,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == r.state)?;
+    Some(callback::Entry {
+        id: CallbackId::new(&r.callback_id).ok()?,
+        call_id: CallId(u64::from_str_radix(&r.call_id, 16).unwrap_or(0)),
+        callback_number: PhoneNumber::parse(&r.callback_number).ok()?,
+        caller: r.caller.as_deref().and_then(|c| PhoneNumber::parse(c).ok()),
+        dialled: r.dialled.as_deref().and_then(|c| PhoneNumber::parse(c).ok()),
+        announcement: r.announcement_id.as_deref().and_then(|a| AnnouncementId::new(a).ok()),
+        requested_at: shared::time::UnixMillis(r.requested_at_ms),
+        state,
+        state_at: shared::time::UnixMillis(r.state_at_ms),
+    })
+}
+
+async fn sleep_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Receives one call's RTP and forwards it to the agent's task. Drops packets (counted by
+/// the channel's fullness) rather than blocking when the agent falls behind.
+async fn rtp_receive(socket: Arc<UdpSocket>, key: u64, tx: mpsc::Sender<RtpIn>) {
+    loop {
+        let mut data = [0u8; RTP_MAX];
+        let Ok((len, from)) = socket.recv_from(&mut data[..]).await else {
+            return;
+        };
+        match tx.try_send(RtpIn {
+            key,
+            from,
+            len: len.min(RTP_MAX),
+            data,
+        }) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
