@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# make-prompts.sh — generates ccedge's built-in IVR prompts (edge/prompts/<key>.wav).
+#
+# Needs: bash, espeak-ng (1.51 was used), sox (14.4), awk, bc.
+#   Debian/Ubuntu: apt-get install -y espeak-ng sox bc
+#
+# Usage: deploy/prompts/make-prompts.sh [OUT_DIR]     (default: edge/prompts next to deploy/)
+#
+# Each prompt is spoken by espeak-ng (voice en-us, 165 words/min), then sox:
+#   1. trims leading and trailing silence (below -50 dBFS),
+#   2. removes rumble (high-pass 100 Hz) and resamples to 8 kHz (sox's very-high-quality rate),
+#   3. levels it: peak to -6 dBFS, a fast look-ahead compressor above -20 dBFS to tame the
+#      synthetic voice's transients, then one gain that brings the RMS to -16 dBFS unless
+#      that would push the peak above -3 dBFS (speech lands between about -16 and -19 dBFS RMS,
+#      peak exactly -3 dBFS),
+#   4. appends a short fixed pause (PAUSE_WORD after a single key/digit, PAUSE_SENTENCE after
+#      a sentence) so that prompts played back to back sound like natural speech,
+#   5. writes 8 kHz mono 8-bit G.711 mu-law WAV (half the size of 16-bit PCM; the telephone
+#      path is G.711 anyway), without dither and without comments.
+#
+# The output is deterministic: running the script twice gives byte-identical files
+# (espeak-ng is deterministic, sox runs with -R and -D). The script is idempotent: it
+# rewrites every file in OUT_DIR that it owns and touches nothing else.
+#
+# The file list below must match `PromptKey::ALL` in edge/src/media/prompts.rs (the edge
+# tests fail when a file is missing).
+set -euo pipefail
+export LC_ALL=C
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUT="${1:-$HERE/../../edge/prompts}"
+VOICE="en-us"
+SPEED=165
+PAUSE_WORD=0.12
+PAUSE_SENTENCE=0.22
+
+for tool in espeak-ng sox awk bc; do
+  command -v "$tool" >/dev/null || { echo "make-prompts: $tool is required" >&2; exit 1; }
+done
+
+mkdir -p "$OUT"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# "RMS_dB PEAK_dB" of a file.
+levels() {
+  sox "$1" -n stats 2>&1 | awk '/RMS lev dB/{r=$4} /Pk lev dB/{p=$4} END{print r, p}'
+}
+
+# make KEY PAUSE TEXT
+make() {
+  local key="$1" pause="$2" text="$3"
+  local raw="$WORK/$key.raw.wav" mid="$WORK/$key.mid.wav" lev="$WORK/$key.lev.wav"
+  espeak-ng -v "$VOICE" -s "$SPEED" -w "$raw" "$text"
+  sox -R -D "$raw" -b 16 "$mid" \
+    silence 1 0.01 -50d reverse silence 1 0.01 -50d reverse \
+    highpass 100 rate -v 8000 \
+    gain -n -6 compand 0.0005,0.03 3:-20,-20,0,-14 0 -90 0.001
+  local rms pk gain
+  read -r rms pk < <(levels "$mid")
+  gain="$(echo "a = -16 - ($rms); b = -3 - ($pk); if (a < b) a else b" | bc -l)"
+  sox -R -D "$mid" -b 16 "$lev" gain "$gain"
+  sox -R -D "$lev" --comment "" -r 8000 -c 1 -e mu-law -b 8 "$OUT/$key.wav" pad 0 "$pause"
+  printf '%-26s %6.2f s  rms %6s dBFS  peak %6s dBFS  "%s"\n' \
+    "$key.wav" "$(soxi -D "$OUT/$key.wav")" $(levels "$lev") "$text"
+}
+
+S="$PAUSE_SENTENCE"
+W="$PAUSE_WORD"
+
+make greeting                 "$S" "Thank you for calling."
+make menu_callback            "$S" "Press 1 to be called back."
+make menu_repeat              "$S" "Press 2 to hear this message again."
+make menu_agent               "$S" "Press 0 to speak to an agent."
+make callback_confirm_intro   "$S" "We will call you back at the number ending in"
+make digit_0                  "$W" "zero"
+make digit_1                  "$W" "one"
+make digit_2                  "$W" "two"
+make digit_3                  "$W" "three"
+make digit_4                  "$W" "four"
+make digit_5                  "$W" "five"
+make digit_6                  "$W" "six"
+make digit_7                  "$W" "seven"
+make digit_8                  "$W" "eight"
+make digit_9                  "$W" "nine"
+make star                     "$W" "star"
+make hash                     "$W" "hash"
+make key_a                    "$W" "A"
+make key_b                    "$W" "B"
+make key_c                    "$W" "C"
+make key_d                    "$W" "D"
+make callback_confirm_choices "$S" "Press 1 to confirm, or 2 to enter a different number."
+make enter_number             "$S" "Please enter the number we should call, followed by the hash key."
+make invalid_number           "$S" "Sorry, that number is not valid."
+make invalid_choice           "$S" "Sorry, that is not a valid choice."
+make no_input                 "$S" "Sorry, we did not receive your choice."
+make please_wait              "$S" "Please wait."
+make booked                   "$S" "Your call back is booked."
+make you_are_number           "$W" "You are number"
+make in_the_queue             "$S" "in the queue."
+make already_booked           "$S" "You already have a call back booked."
+make queue_full               "$S" "Sorry, we cannot take more call back requests now."
+make could_not_book           "$S" "Sorry, we could not book your call back."
+make transferring             "$S" "Transferring you to an agent."
+make transfer_failed          "$S" "Sorry, the transfer failed."
+make goodbye                  "$S" "Thank you. Goodbye."

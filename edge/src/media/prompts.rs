@@ -1,0 +1,863 @@
+//! The IVR's recorded prompts and how a [`Prompt`] playlist becomes audio.
+//!
+//! Every recorded prompt is one file `<key>.wav` ([`PromptKey::file_name`]). The built-in set
+//! (`edge/prompts/`, made by `deploy/prompts/make-prompts.sh`) is compiled into the binary; a
+//! site can replace any of them by putting a file of the same name in the prompts directory
+//! (`PromptSet::load`). Files are decoded once ([`crate::media::audio`]) and shared by all
+//! calls as `Arc<Frames>`.
+//!
+//! ## From [`Prompt`] to recorded pieces ([`PromptSet::expand`])
+//!
+//! | [`Prompt`] | pieces played |
+//! |---|---|
+//! | `Greeting` | `greeting` "Thank you for calling." |
+//! | `Announcement(h)` | the announcement's audio (from the caller's lookup); nothing when it has none |
+//! | `Menu { callback, transfer }` | `menu_callback` "Press 1 to be called back." (only when `callback`), `menu_repeat` "Press 2 to hear this message again.", `menu_agent` "Press 0 to speak to an agent." (only when `transfer`) |
+//! | `CallbackConfirmIntro` | `callback_confirm_intro` "We will call you back at the number ending in" |
+//! | `Digit(d)` | `digit_0` … `digit_9`, `star`, `hash`, `key_a` … `key_d` |
+//! | `Number(n)` | the decimal digits of `n`, most significant first (12 → `digit_1`, `digit_2`; 0 → `digit_0`); when it directly follows `YouAreNumber`, then also `in_the_queue` |
+//! | `CallbackConfirmChoices` | `callback_confirm_choices` "Press 1 to confirm, or 2 to enter a different number." |
+//! | `EnterNumber` | `enter_number` "Please enter the number we should call, followed by the hash key." |
+//! | `InvalidNumber` | `invalid_number` "Sorry, that number is not valid." |
+//! | `InvalidChoice` | `invalid_choice` "Sorry, that is not a valid choice." |
+//! | `NoInput` | `no_input` "Sorry, we did not receive your choice." |
+//! | `PleaseWait` | `please_wait` "Please wait." |
+//! | `Booked` | `booked` "Your call back is booked." |
+//! | `YouAreNumber` | `you_are_number` "You are number" |
+//! | `AlreadyBooked` | `already_booked` "You already have a call back booked." |
+//! | `QueueFull` | `queue_full` "Sorry, we cannot take more call back requests now." |
+//! | `CouldNotBook` | `could_not_book` "Sorry, we could not book your call back." |
+//! | `Transferring` | `transferring` "Transferring you to an agent." |
+//! | `TransferFailed` | `transfer_failed` "Sorry, the transfer failed." |
+//! | `Goodbye` | `goodbye` "Thank you. Goodbye." |
+//!
+//! So the booking confirmation `[Booked, YouAreNumber, Number(12), Goodbye]` plays "Your call
+//! back is booked. You are number one two in the queue. Thank you. Goodbye." The built-in
+//! recordings end with a short pause (0.12 s after a key, 0.22 s after a sentence) so pieces
+//! played back to back sound natural; replacement files should do the same.
+//!
+//! ## Overrides
+//!
+//! [`PromptSet::load`] starts from the built-ins and replaces each one for which the
+//! directory holds `<key>.wav` (exact, lower-case name). A replacement that cannot be read or
+//! decoded fails the load with an error naming the file, so a bad recording is caught at
+//! start-up rather than on a live call. Other entries in the directory are ignored and
+//! reported in [`PromptSet::warnings`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shared::dtmf::Digit;
+use shared::ids::AnnouncementHandle;
+use shared::ivr::Prompt;
+
+use super::audio::{AudioError, Frames, MAX_WAV_BYTES};
+
+macro_rules! prompt_keys {
+    ($($(#[doc = $doc:literal])* $variant:ident => $file:literal,)*) => {
+        /// One recorded prompt file.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum PromptKey {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl PromptKey {
+            /// Every key, in file-list order.
+            pub const ALL: &'static [PromptKey] = &[$(PromptKey::$variant,)*];
+
+            /// The file name, `<key>.wav`.
+            #[must_use]
+            pub const fn file_name(self) -> &'static str {
+                match self {
+                    $(PromptKey::$variant => concat!($file, ".wav"),)*
+                }
+            }
+
+            /// The built-in recording, compiled in from `edge/prompts/`.
+            fn builtin_wav(self) -> &'static [u8] {
+                match self {
+                    $(PromptKey::$variant => include_bytes!(concat!("../../prompts/", $file, ".wav")),)*
+                }
+            }
+        }
+    };
+}
+
+prompt_keys! {
+    /// "Thank you for calling."
+    Greeting => "greeting",
+    /// "Press 1 to be called back."
+    MenuCallback => "menu_callback",
+    /// "Press 2 to hear this message again."
+    MenuRepeat => "menu_repeat",
+    /// "Press 0 to speak to an agent."
+    MenuAgent => "menu_agent",
+    /// "We will call you back at the number ending in"
+    CallbackConfirmIntro => "callback_confirm_intro",
+    /// "zero"
+    Digit0 => "digit_0",
+    /// "one"
+    Digit1 => "digit_1",
+    /// "two"
+    Digit2 => "digit_2",
+    /// "three"
+    Digit3 => "digit_3",
+    /// "four"
+    Digit4 => "digit_4",
+    /// "five"
+    Digit5 => "digit_5",
+    /// "six"
+    Digit6 => "digit_6",
+    /// "seven"
+    Digit7 => "digit_7",
+    /// "eight"
+    Digit8 => "digit_8",
+    /// "nine"
+    Digit9 => "digit_9",
+    /// "star"
+    Star => "star",
+    /// "hash"
+    Hash => "hash",
+    /// "A"
+    KeyA => "key_a",
+    /// "B"
+    KeyB => "key_b",
+    /// "C"
+    KeyC => "key_c",
+    /// "D"
+    KeyD => "key_d",
+    /// "Press 1 to confirm, or 2 to enter a different number."
+    CallbackConfirmChoices => "callback_confirm_choices",
+    /// "Please enter the number we should call, followed by the hash key."
+    EnterNumber => "enter_number",
+    /// "Sorry, that number is not valid."
+    InvalidNumber => "invalid_number",
+    /// "Sorry, that is not a valid choice."
+    InvalidChoice => "invalid_choice",
+    /// "Sorry, we did not receive your choice."
+    NoInput => "no_input",
+    /// "Please wait."
+    PleaseWait => "please_wait",
+    /// "Your call back is booked."
+    Booked => "booked",
+    /// "You are number"
+    YouAreNumber => "you_are_number",
+    /// "in the queue."
+    InTheQueue => "in_the_queue",
+    /// "You already have a call back booked."
+    AlreadyBooked => "already_booked",
+    /// "Sorry, we cannot take more call back requests now."
+    QueueFull => "queue_full",
+    /// "Sorry, we could not book your call back."
+    CouldNotBook => "could_not_book",
+    /// "Transferring you to an agent."
+    Transferring => "transferring",
+    /// "Sorry, the transfer failed."
+    TransferFailed => "transfer_failed",
+    /// "Thank you. Goodbye."
+    Goodbye => "goodbye",
+}
+
+impl PromptKey {
+    /// The key whose file is called `name` (e.g. `"digit_7.wav"`).
+    #[must_use]
+    pub fn from_file_name(name: &str) -> Option<PromptKey> {
+        PromptKey::ALL
+            .iter()
+            .copied()
+            .find(|k| k.file_name() == name)
+    }
+
+    /// The spoken key for a keypad key.
+    #[must_use]
+    pub const fn digit(d: Digit) -> PromptKey {
+        match d {
+            Digit::D0 => PromptKey::Digit0,
+            Digit::D1 => PromptKey::Digit1,
+            Digit::D2 => PromptKey::Digit2,
+            Digit::D3 => PromptKey::Digit3,
+            Digit::D4 => PromptKey::Digit4,
+            Digit::D5 => PromptKey::Digit5,
+            Digit::D6 => PromptKey::Digit6,
+            Digit::D7 => PromptKey::Digit7,
+            Digit::D8 => PromptKey::Digit8,
+            Digit::D9 => PromptKey::Digit9,
+            Digit::Star => PromptKey::Star,
+            Digit::Hash => PromptKey::Hash,
+            Digit::A => PromptKey::KeyA,
+            Digit::B => PromptKey::KeyB,
+            Digit::C => PromptKey::KeyC,
+            Digit::D => PromptKey::KeyD,
+        }
+    }
+
+    /// The spoken decimal digit `d` (0–9; larger values say "nine").
+    const fn decimal(d: u16) -> PromptKey {
+        match d {
+            0 => PromptKey::Digit0,
+            1 => PromptKey::Digit1,
+            2 => PromptKey::Digit2,
+            3 => PromptKey::Digit3,
+            4 => PromptKey::Digit4,
+            5 => PromptKey::Digit5,
+            6 => PromptKey::Digit6,
+            7 => PromptKey::Digit7,
+            8 => PromptKey::Digit8,
+            _ => PromptKey::Digit9,
+        }
+    }
+
+    /// The recorded pieces for `prompt`, in playing order (see the module docs).
+    /// `Announcement` and `Number` are handled by [`PromptSet::expand`]; here they give
+    /// nothing and the digits respectively.
+    #[must_use]
+    pub fn pieces(prompt: Prompt) -> Vec<PromptKey> {
+        use PromptKey as K;
+        match prompt {
+            Prompt::Greeting => vec![K::Greeting],
+            Prompt::Announcement(_) => Vec::new(),
+            Prompt::Menu { callback, transfer } => {
+                let mut v = Vec::with_capacity(3);
+                if callback {
+                    v.push(K::MenuCallback);
+                }
+                v.push(K::MenuRepeat);
+                if transfer {
+                    v.push(K::MenuAgent);
+                }
+                v
+            }
+            Prompt::CallbackConfirmIntro => vec![K::CallbackConfirmIntro],
+            Prompt::Digit(d) => vec![K::digit(d)],
+            Prompt::Number(n) => {
+                let mut v = Vec::with_capacity(5);
+                let mut div = 1u16;
+                while n / div >= 10 {
+                    div *= 10;
+                }
+                while div > 0 {
+                    v.push(K::decimal(n / div % 10));
+                    div /= 10;
+                }
+                v
+            }
+            Prompt::CallbackConfirmChoices => vec![K::CallbackConfirmChoices],
+            Prompt::EnterNumber => vec![K::EnterNumber],
+            Prompt::InvalidNumber => vec![K::InvalidNumber],
+            Prompt::InvalidChoice => vec![K::InvalidChoice],
+            Prompt::NoInput => vec![K::NoInput],
+            Prompt::PleaseWait => vec![K::PleaseWait],
+            Prompt::Booked => vec![K::Booked],
+            Prompt::YouAreNumber => vec![K::YouAreNumber],
+            Prompt::AlreadyBooked => vec![K::AlreadyBooked],
+            Prompt::QueueFull => vec![K::QueueFull],
+            Prompt::CouldNotBook => vec![K::CouldNotBook],
+            Prompt::Transferring => vec![K::Transferring],
+            Prompt::TransferFailed => vec![K::TransferFailed],
+            Prompt::Goodbye => vec![K::Goodbye],
+        }
+    }
+}
+
+impl fmt::Display for PromptKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.file_name())
+    }
+}
+
+/// Why the prompt set cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptsError {
+    /// A built-in recording does not decode (a build defect).
+    #[error("built-in prompt {key}: {source}")]
+    Builtin {
+        /// Which prompt.
+        key: PromptKey,
+        /// What is wrong with it.
+        source: AudioError,
+    },
+    /// The overrides directory cannot be listed.
+    #[error("prompts directory {}: {source}", dir.display())]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An override file cannot be read.
+    #[error("prompt file {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An override file is not usable audio.
+    #[error("prompt file {}: {source}", file.display())]
+    Decode {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        source: AudioError,
+    },
+}
+
+/// Something in the overrides directory that was ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromptsWarning {
+    /// The name is not `<key>.wav` for any prompt.
+    UnknownFile(PathBuf),
+    /// A prompt's name, but not a regular file (a directory, say).
+    NotAFile(PathBuf),
+}
+
+impl fmt::Display for PromptsWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PromptsWarning::UnknownFile(p) => write!(
+                f,
+                "ignored {}: not the name of a prompt (<key>.wav, e.g. greeting.wav)",
+                p.display()
+            ),
+            PromptsWarning::NotAFile(p) => write!(f, "ignored {}: not a regular file", p.display()),
+        }
+    }
+}
+
+/// Every prompt decoded and pre-encoded; immutable after loading, cheap to share.
+#[derive(Debug, Clone)]
+pub struct PromptSet {
+    /// Indexed by `PromptKey as usize`, one entry per key.
+    frames: Vec<Arc<Frames>>,
+    overridden: Vec<PromptKey>,
+    warnings: Vec<PromptsWarning>,
+}
+
+impl PromptSet {
+    /// The built-in prompts only.
+    ///
+    /// # Errors
+    ///
+    /// [`AudioError`] when a compiled-in recording does not decode (a build defect; the
+    /// tests decode every one).
+    pub fn builtin() -> Result<PromptSet, AudioError> {
+        let frames = PromptKey::ALL
+            .iter()
+            .map(|k| Frames::from_wav(k.builtin_wav()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PromptSet {
+            frames,
+            overridden: Vec::new(),
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The built-ins, with each `<key>.wav` found in `overrides_dir` replacing its built-in.
+    /// Other directory entries are ignored and listed in [`PromptSet::warnings`] (and
+    /// logged).
+    ///
+    /// # Errors
+    ///
+    /// [`PromptsError`] naming the directory when it cannot be listed, or the file when a
+    /// replacement cannot be read, is larger than the WAV limit, or does not decode.
+    pub fn load(overrides_dir: Option<&Path>) -> Result<PromptSet, PromptsError> {
+        let mut set = PromptSet::builtin().map_err(|source| {
+            // Name the failing built-in precisely.
+            let key = PromptKey::ALL
+                .iter()
+                .copied()
+                .find(|k| Frames::from_wav(k.builtin_wav()).is_err())
+                .unwrap_or(PromptKey::Greeting);
+            PromptsError::Builtin { key, source }
+        })?;
+        let Some(dir) = overrides_dir else {
+            return Ok(set);
+        };
+        let dir_err = |source| PromptsError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut entries = std::fs::read_dir(dir)
+            .map_err(dir_err)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(dir_err)?;
+        entries.sort();
+        for path in entries {
+            let key = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(PromptKey::from_file_name);
+            let Some(key) = key else {
+                tracing::warn!(file = %path.display(), "prompts: ignoring a file that is not a prompt");
+                set.warnings.push(PromptsWarning::UnknownFile(path));
+                continue;
+            };
+            if !path.is_file() {
+                tracing::warn!(file = %path.display(), "prompts: ignoring a non-file");
+                set.warnings.push(PromptsWarning::NotAFile(path));
+                continue;
+            }
+            let frames = read_override(&path)?;
+            tracing::info!(
+                file = %path.display(),
+                seconds = frames.duration().as_secs_f32(),
+                "prompts: replacing the built-in"
+            );
+            if let Some(slot) = set.frames.get_mut(key as usize) {
+                *slot = frames;
+            }
+            set.overridden.push(key);
+        }
+        Ok(set)
+    }
+
+    /// The audio for one prompt.
+    #[must_use]
+    pub fn get(&self, key: PromptKey) -> Arc<Frames> {
+        // `frames` has one entry per key by construction; the fallback is never taken.
+        self.frames
+            .get(key as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Frames::silence(0)))
+    }
+
+    /// The prompts replaced from the overrides directory, in file-name order.
+    #[must_use]
+    pub fn overridden(&self) -> &[PromptKey] {
+        &self.overridden
+    }
+
+    /// What [`PromptSet::load`] ignored in the overrides directory.
+    #[must_use]
+    pub fn warnings(&self) -> &[PromptsWarning] {
+        &self.warnings
+    }
+
+    /// The audio segments that play `playlist`, in order (see the module docs for the
+    /// mapping). `announcement` finds an announcement's audio; an announcement without audio
+    /// is skipped.
+    #[must_use]
+    pub fn expand(
+        &self,
+        playlist: &[Prompt],
+        announcement: &dyn Fn(AnnouncementHandle) -> Option<Arc<Frames>>,
+    ) -> Vec<Arc<Frames>> {
+        let mut out = Vec::with_capacity(playlist.len() + 4);
+        let mut previous = None;
+        for &prompt in playlist {
+            match prompt {
+                Prompt::Announcement(h) => out.extend(announcement(h)),
+                p => {
+                    out.extend(PromptKey::pieces(p).into_iter().map(|k| self.get(k)));
+                    if matches!(p, Prompt::Number(_)) && previous == Some(Prompt::YouAreNumber) {
+                        out.push(self.get(PromptKey::InTheQueue));
+                    }
+                }
+            }
+            previous = Some(prompt);
+        }
+        out
+    }
+}
+
+fn read_override(path: &Path) -> Result<Arc<Frames>, PromptsError> {
+    let read_err = |source| PromptsError::Read {
+        file: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read_err)?.len();
+    if len > MAX_WAV_BYTES as u64 {
+        return Err(PromptsError::Decode {
+            file: path.to_path_buf(),
+            source: AudioError::TooLarge(usize::try_from(len).unwrap_or(usize::MAX)),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    Frames::from_wav(&bytes).map_err(|source| PromptsError::Decode {
+        file: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::audio::FRAME_BYTES;
+    use shared::g711::Law;
+
+    /// A unique scratch directory, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let p = std::env::temp_dir()
+                .join(format!("ccedge-prompts-{tag}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// An 8 kHz 16-bit mono WAV of `n` samples of a 500 Hz tone.
+    fn tone_wav(n: usize) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut cur = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+        for i in 0..n {
+            let x = (2.0 * core::f64::consts::PI * 500.0 * i as f64 / 8000.0).sin();
+            w.write_sample((x * 8000.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        cur.into_inner()
+    }
+
+    #[test]
+    fn keys_and_file_names_are_consistent() {
+        assert_eq!(PromptKey::ALL.len(), 36);
+        for (i, &k) in PromptKey::ALL.iter().enumerate() {
+            assert_eq!(k as usize, i, "ALL is in declaration order");
+            let name = k.file_name();
+            assert!(name.ends_with(".wav"));
+            assert!(name
+                .trim_end_matches(".wav")
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+            assert_eq!(PromptKey::from_file_name(name), Some(k));
+        }
+        let mut names: Vec<_> = PromptKey::ALL.iter().map(|k| k.file_name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PromptKey::ALL.len(), "file names are unique");
+        assert_eq!(PromptKey::from_file_name("Greeting.wav"), None);
+        assert_eq!(PromptKey::Digit7.to_string(), "digit_7.wav");
+    }
+
+    #[test]
+    fn every_file_in_edge_prompts_is_a_key_and_every_key_has_a_file() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        on_disk.sort();
+        let mut keys: Vec<String> = PromptKey::ALL
+            .iter()
+            .map(|k| k.file_name().to_owned())
+            .collect();
+        keys.sort();
+        assert_eq!(on_disk, keys);
+    }
+
+    #[test]
+    fn every_builtin_prompt_loads_is_audible_and_reasonably_long() {
+        let set = PromptSet::builtin().unwrap();
+        let mut total = core::time::Duration::ZERO;
+        for &k in PromptKey::ALL {
+            let f = set.get(k);
+            let secs = f.duration().as_secs_f32();
+            assert!((0.3..=8.0).contains(&secs), "{k}: {secs} s");
+            assert!(f.rms_dbfs() > -40.0, "{k}: {} dBFS", f.rms_dbfs());
+            assert!(
+                f.rms_dbfs() < -10.0,
+                "{k}: {} dBFS is too hot",
+                f.rms_dbfs()
+            );
+            for law in [Law::Ulaw, Law::Alaw] {
+                assert_eq!(f.frames(law).len(), f.len());
+                assert!(f.frames(law).iter().all(|fr| fr.len() == FRAME_BYTES));
+            }
+            total += f.duration();
+        }
+        // The whole set is about 50 s of speech.
+        assert!(total.as_secs() > 20 && total.as_secs() < 80, "{total:?}");
+        assert!(set.warnings().is_empty() && set.overridden().is_empty());
+    }
+
+    #[test]
+    fn builtin_files_stay_small() {
+        let total: usize = PromptKey::ALL.iter().map(|k| k.builtin_wav().len()).sum();
+        assert!(total < 400 * 1024, "built-in prompts take {total} bytes");
+    }
+
+    fn keys_of(set: &PromptSet, segs: &[Arc<Frames>]) -> Vec<Option<PromptKey>> {
+        segs.iter()
+            .map(|s| {
+                PromptKey::ALL
+                    .iter()
+                    .copied()
+                    .find(|&k| Arc::ptr_eq(&set.get(k), s))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn expand_maps_playlists_to_pieces() {
+        use PromptKey as K;
+        let set = PromptSet::builtin().unwrap();
+        let none = |_: AnnouncementHandle| -> Option<Arc<Frames>> { None };
+        let cases: Vec<(Vec<Prompt>, Vec<K>)> = vec![
+            (vec![Prompt::Greeting], vec![K::Greeting]),
+            (
+                vec![Prompt::Menu {
+                    callback: true,
+                    transfer: true,
+                }],
+                vec![K::MenuCallback, K::MenuRepeat, K::MenuAgent],
+            ),
+            (
+                vec![Prompt::Menu {
+                    callback: false,
+                    transfer: false,
+                }],
+                vec![K::MenuRepeat],
+            ),
+            (
+                vec![Prompt::Menu {
+                    callback: true,
+                    transfer: false,
+                }],
+                vec![K::MenuCallback, K::MenuRepeat],
+            ),
+            (
+                vec![
+                    Prompt::TransferFailed,
+                    Prompt::Menu {
+                        callback: false,
+                        transfer: true,
+                    },
+                ],
+                vec![K::TransferFailed, K::MenuRepeat, K::MenuAgent],
+            ),
+            (
+                vec![
+                    Prompt::CallbackConfirmIntro,
+                    Prompt::Digit(Digit::D0),
+                    Prompt::Digit(Digit::D1),
+                    Prompt::Digit(Digit::Star),
+                    Prompt::Digit(Digit::Hash),
+                    Prompt::CallbackConfirmChoices,
+                ],
+                vec![
+                    K::CallbackConfirmIntro,
+                    K::Digit0,
+                    K::Digit1,
+                    K::Star,
+                    K::Hash,
+                    K::CallbackConfirmChoices,
+                ],
+            ),
+            (
+                vec![
+                    Prompt::Booked,
+                    Prompt::YouAreNumber,
+                    Prompt::Number(12),
+                    Prompt::Goodbye,
+                ],
+                vec![
+                    K::Booked,
+                    K::YouAreNumber,
+                    K::Digit1,
+                    K::Digit2,
+                    K::InTheQueue,
+                    K::Goodbye,
+                ],
+            ),
+            (
+                vec![
+                    Prompt::AlreadyBooked,
+                    Prompt::YouAreNumber,
+                    Prompt::Number(0),
+                    Prompt::Goodbye,
+                ],
+                vec![
+                    K::AlreadyBooked,
+                    K::YouAreNumber,
+                    K::Digit0,
+                    K::InTheQueue,
+                    K::Goodbye,
+                ],
+            ),
+            (
+                vec![Prompt::Number(65535), Prompt::Number(307)],
+                vec![
+                    K::Digit6,
+                    K::Digit5,
+                    K::Digit5,
+                    K::Digit3,
+                    K::Digit5,
+                    K::Digit3,
+                    K::Digit0,
+                    K::Digit7,
+                ],
+            ),
+            (
+                vec![Prompt::InvalidNumber, Prompt::EnterNumber],
+                vec![K::InvalidNumber, K::EnterNumber],
+            ),
+            (
+                vec![Prompt::NoInput, Prompt::InvalidChoice],
+                vec![K::NoInput, K::InvalidChoice],
+            ),
+            (
+                vec![
+                    Prompt::PleaseWait,
+                    Prompt::QueueFull,
+                    Prompt::CouldNotBook,
+                    Prompt::Transferring,
+                ],
+                vec![
+                    K::PleaseWait,
+                    K::QueueFull,
+                    K::CouldNotBook,
+                    K::Transferring,
+                ],
+            ),
+            (vec![], vec![]),
+        ];
+        for (playlist, want) in cases {
+            let got = keys_of(&set, &set.expand(&playlist, &none));
+            let want: Vec<_> = want.into_iter().map(Some).collect();
+            assert_eq!(got, want, "{playlist:?}");
+        }
+    }
+
+    #[test]
+    fn every_keypad_key_has_its_own_prompt() {
+        let set = PromptSet::builtin().unwrap();
+        let none = |_: AnnouncementHandle| -> Option<Arc<Frames>> { None };
+        let mut seen = Vec::new();
+        for d in Digit::ALL {
+            let segs = set.expand(&[Prompt::Digit(d)], &none);
+            assert_eq!(segs.len(), 1);
+            let k = keys_of(&set, &segs)[0].unwrap();
+            assert!(!seen.contains(&k), "{d:?} shares {k}");
+            seen.push(k);
+        }
+    }
+
+    #[test]
+    fn expand_plays_announcements_from_the_lookup() {
+        let set = PromptSet::builtin().unwrap();
+        let ann = Arc::new(Frames::silence(7));
+        let ann2 = Arc::clone(&ann);
+        let lookup = move |h: AnnouncementHandle| (h.0 == 5).then(|| Arc::clone(&ann2));
+        let segs = set.expand(
+            &[
+                Prompt::Announcement(AnnouncementHandle(5)),
+                Prompt::Announcement(AnnouncementHandle(6)), // no audio: skipped
+                Prompt::Menu {
+                    callback: true,
+                    transfer: false,
+                },
+            ],
+            &lookup,
+        );
+        assert_eq!(segs.len(), 3);
+        assert!(Arc::ptr_eq(&segs[0], &ann));
+        assert!(Arc::ptr_eq(&segs[1], &set.get(PromptKey::MenuCallback)));
+        assert!(Arc::ptr_eq(&segs[2], &set.get(PromptKey::MenuRepeat)));
+    }
+
+    #[test]
+    fn load_without_a_directory_is_the_builtin_set() {
+        let a = PromptSet::load(None).unwrap();
+        let b = PromptSet::builtin().unwrap();
+        for &k in PromptKey::ALL {
+            assert_eq!(*a.get(k), *b.get(k));
+        }
+    }
+
+    #[test]
+    fn overrides_replace_builtins_and_unknown_files_are_reported() {
+        let dir = TempDir::new("ok");
+        std::fs::write(dir.0.join("greeting.wav"), tone_wav(8000)).unwrap();
+        std::fs::write(dir.0.join("digit_3.wav"), tone_wav(800)).unwrap();
+        std::fs::write(dir.0.join("README.txt"), "site prompts").unwrap();
+        std::fs::write(dir.0.join("Goodbye.WAV"), tone_wav(800)).unwrap();
+        std::fs::create_dir(dir.0.join("hash.wav")).unwrap();
+
+        let set = PromptSet::load(Some(&dir.0)).unwrap();
+        let builtin = PromptSet::builtin().unwrap();
+        assert_eq!(set.overridden(), &[PromptKey::Digit3, PromptKey::Greeting]);
+        assert_eq!(set.get(PromptKey::Greeting).len(), 50); // 1 s
+        assert_eq!(set.get(PromptKey::Digit3).len(), 5);
+        assert_ne!(
+            *set.get(PromptKey::Greeting),
+            *builtin.get(PromptKey::Greeting)
+        );
+        assert_eq!(
+            *set.get(PromptKey::Goodbye),
+            *builtin.get(PromptKey::Goodbye)
+        );
+        assert_eq!(*set.get(PromptKey::Hash), *builtin.get(PromptKey::Hash));
+        assert_eq!(
+            set.warnings(),
+            &[
+                PromptsWarning::UnknownFile(dir.0.join("Goodbye.WAV")),
+                PromptsWarning::UnknownFile(dir.0.join("README.txt")),
+                PromptsWarning::NotAFile(dir.0.join("hash.wav")),
+            ]
+        );
+        assert!(set.warnings()[0].to_string().contains("Goodbye.WAV"));
+
+        // The override is what expand plays.
+        let none = |_: AnnouncementHandle| -> Option<Arc<Frames>> { None };
+        let segs = set.expand(&[Prompt::Greeting, Prompt::Number(3)], &none);
+        assert_eq!(
+            segs.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            vec![50, 5]
+        );
+    }
+
+    #[test]
+    fn a_bad_override_fails_the_load_naming_the_file() {
+        let dir = TempDir::new("bad");
+        std::fs::write(dir.0.join("greeting.wav"), tone_wav(800)).unwrap();
+        std::fs::write(dir.0.join("menu_agent.wav"), b"this is not audio").unwrap();
+        let err = PromptSet::load(Some(&dir.0)).unwrap_err();
+        match &err {
+            PromptsError::Decode { file, source } => {
+                assert_eq!(file, &dir.0.join("menu_agent.wav"));
+                assert_eq!(*source, AudioError::NotWav);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("menu_agent.wav") && msg.contains("not a WAV file"),
+            "{msg}"
+        );
+
+        // A truncated recording is caught too.
+        let mut cut = tone_wav(800);
+        cut.truncate(cut.len() - 10);
+        std::fs::write(dir.0.join("menu_agent.wav"), cut).unwrap();
+        let msg = PromptSet::load(Some(&dir.0)).unwrap_err().to_string();
+        assert!(
+            msg.contains("menu_agent.wav") && msg.contains("truncated"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_naming_it() {
+        let dir = TempDir::new("gone");
+        let missing = dir.0.join("nope");
+        let err = PromptSet::load(Some(&missing)).unwrap_err();
+        assert!(matches!(err, PromptsError::Dir { .. }));
+        assert!(err.to_string().contains("nope"));
+    }
+}
