@@ -88,8 +88,10 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         country_code: cfg.ivr.country_code,
         ..shared::ivr::Config::default()
     };
-    ivr.no_input_timeout = shared::time::Duration::from_millis(u64::from(cfg.ivr.no_input_timeout_ms));
-    ivr.booking_timeout = shared::time::Duration::from_millis(u64::from(cfg.ivr.booking_timeout_ms));
+    ivr.no_input_timeout =
+        shared::time::Duration::from_millis(u64::from(cfg.ivr.no_input_timeout_ms));
+    ivr.booking_timeout =
+        shared::time::Duration::from_millis(u64::from(cfg.ivr.booking_timeout_ms));
     ivr.max_no_input = cfg.ivr.max_retries.max(1);
     ivr.max_invalid = cfg.ivr.max_retries.max(1);
     AgentConfig {
@@ -111,7 +113,9 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         prompts_dir: cfg.ivr.prompts_dir.clone(),
         ivr,
         callbacks: shared::callback::Config {
-            dedup_window: shared::time::Duration::from_secs(u64::from(cfg.callbacks.dedupe_window_s)),
+            dedup_window: shared::time::Duration::from_secs(u64::from(
+                cfg.callbacks.dedupe_window_s,
+            )),
             max_age: shared::time::Duration::from_secs(u64::from(cfg.callbacks.max_age_s)),
         },
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
@@ -192,8 +196,10 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

@@ -62,7 +62,11 @@
 //! only `heapless`.
 #![no_std]
 #![deny(missing_docs)]
-#![warn(clippy::std_instead_of_core)]
+#![warn(
+    clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
+    clippy::alloc_instead_of_core
+)]
 
 #[cfg(feature = "std")]
 extern crate std;

@@ -7,6 +7,9 @@
 //! * [`RtpSink`] is the caller's media side: it receives the agent's RTP, decodes it and
 //!   measures level, pacing and loss; it can send RFC 4733 key presses back.
 
+// Wall-clock timing is what these end-to-end tests measure.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -20,10 +23,19 @@ use shared::dtmf::Digit;
 use shared::g711::Law;
 use shared::rtp::{PayloadType, RtpHeader, RtpPacket, Ssrc, TelephoneEvent};
 
-/// The agent binary under test: built by this crate from the same code as `ccedge`.
+/// The agent binary under test: `ccedge-under-test`, built by this crate from the same code
+/// as `ccedge`, next to the test executable's `deps/` directory.
+///
+/// # Panics
+/// When the test executable's path is unknown.
 #[must_use]
 pub fn ccedge_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ccedge-under-test"))
+    let mut dir = std::env::current_exe().expect("test executable path");
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("ccedge-under-test")
 }
 
 /// Whether sipp is installed (`apt-get install sip-tester`); `.ci/run` installs it.
@@ -76,8 +88,8 @@ impl Drop for TempDir {
 #[must_use]
 pub fn free_port_range(n: u16) -> (u16, u16) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let offset = (u64::from(std::process::id()) * 97 + NEXT.fetch_add(1, Ordering::Relaxed) * 211)
-        % 20_000;
+    let offset =
+        (u64::from(std::process::id()) * 97 + NEXT.fetch_add(1, Ordering::Relaxed) * 211) % 20_000;
     let mut base = 30_000 + u16::try_from(offset).unwrap_or(0);
     loop {
         let ok = (base..base + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
@@ -184,7 +196,10 @@ impl Agent {
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| {
                 let _ = child.kill();
-                panic!("agent did not start: {:?}", log.lock().map(|l| l.join("\n")))
+                panic!(
+                    "agent did not start: {:?}",
+                    log.lock().map(|l| l.join("\n"))
+                )
             });
         let sip = line
             .split_whitespace()
@@ -234,7 +249,10 @@ impl Agent {
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
         let pid = libc_pid(&c);
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
         let end = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(s)) = c.try_wait() {
@@ -271,8 +289,15 @@ pub struct SippRun {
 /// # Panics
 /// When sipp cannot be started.
 #[must_use]
-pub fn sipp(scenario: &str, target: SocketAddr, keys: &[(&str, String)], extra: &[&str]) -> SippRun {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sipp").join(scenario);
+pub fn sipp(
+    scenario: &str,
+    target: SocketAddr,
+    keys: &[(&str, String)],
+    extra: &[&str],
+) -> SippRun {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(scenario);
     let mut cmd = Command::new("sipp");
     cmd.arg(target.to_string())
         .arg("-sf")
@@ -400,9 +425,16 @@ impl RtpSink {
     /// # Panics
     /// When the socket cannot send.
     pub fn send_digit(&self, to: SocketAddr, digit: Digit, pt: u8, ts: u32, seq: &mut u16) {
-        for (i, (end, dur)) in [(false, 160u16), (false, 320), (false, 480), (true, 640), (true, 640), (true, 640)]
-            .into_iter()
-            .enumerate()
+        for (i, (end, dur)) in [
+            (false, 160u16),
+            (false, 320),
+            (false, 480),
+            (true, 640),
+            (true, 640),
+            (true, 640),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let h = RtpHeader {
                 marker: i == 0,

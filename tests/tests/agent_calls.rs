@@ -1,6 +1,8 @@
 //! `ccedge agent` answering real calls: sipp as the gateway, real UDP for RTP, the real
 //! binary and its real SQLite store.
 
+#![allow(clippy::disallowed_methods)] // the tests time real sockets
+
 use std::time::{Duration, Instant};
 
 use ccedge_tests::{
@@ -81,7 +83,12 @@ fn no_common_codec_is_refused_with_488() {
     }
     let dir = TempDir::new("488");
     let agent = Agent::start(dir.path(), &AgentOptions::default());
-    let run = sipp("no_codec.xml", agent.sip, &[("rtpport", "40000".into())], &[]);
+    let run = sipp(
+        "no_codec.xml",
+        agent.sip,
+        &[("rtpport", "40000".into())],
+        &[],
+    );
     assert_eq!(run.code, Some(0), "sipp expected 488:\n{}", run.output);
 }
 
@@ -97,8 +104,16 @@ fn cancel_while_ringing_gets_487() {
     };
     let agent = Agent::start(dir.path(), &opts);
     let run = sipp("cancel.xml", agent.sip, &[("rtpport", "40000".into())], &[]);
-    assert_eq!(run.code, Some(0), "sipp expected 200 + 487:\n{}", run.output);
-    assert!(agent.wait_log("reason=\"abandoned\"", Duration::from_secs(5)) || agent.wait_log("abandoned", Duration::from_secs(1)));
+    assert_eq!(
+        run.code,
+        Some(0),
+        "sipp expected 200 + 487:\n{}",
+        run.output
+    );
+    assert!(
+        agent.wait_log("reason=\"abandoned\"", Duration::from_secs(5))
+            || agent.wait_log("abandoned", Duration::from_secs(1))
+    );
 }
 
 #[test]
@@ -138,16 +153,40 @@ fn barge_in_one_then_one_books_a_callback_and_the_agent_hangs_up() {
     let dir = TempDir::new("book");
     let agent = Agent::start(dir.path(), &AgentOptions::default());
     let sink = RtpSink::new();
-    let run = sipp(
-        "book.xml",
-        agent.sip,
-        &[
-            ("rtpport", sink.port().to_string()),
-            ("dtmf1", "/usr/share/sip-tester/dtmf_2833_1.pcap".into()),
-        ],
-        &[],
+    let (target, port) = (agent.sip, sink.port());
+    let sipp_thread = std::thread::spawn(move || {
+        sipp(
+            "book.xml",
+            target,
+            &[
+                ("rtpport", port.to_string()),
+                ("dtmf1", "/usr/share/sip-tester/dtmf_2833_1.pcap".into()),
+            ],
+            &[],
+        )
+    });
+    // The greeting reaches us first; that tells us the agent's RTP port.
+    assert!(
+        sink.wait_for(5, Duration::from_secs(5)) >= 5,
+        "no greeting RTP"
     );
-    assert_eq!(run.code, Some(0), "sipp expected the agent's BYE:\n{}", run.output);
+    let agent_rtp = sink.packets()[0].from;
+    // sipp's captured "1" barges in; then we confirm with our own "1" once the capture's
+    // stream has been silent long enough for the agent to take our stream (relock 500 ms).
+    assert!(
+        agent.wait_log("Dtmf(D1)", Duration::from_secs(5)),
+        "first key not seen"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let (mut seq, ts) = (100u16, 123_456u32);
+    sink.send_digit(agent_rtp, Digit::D1, 101, ts, &mut seq);
+    let run = sipp_thread.join().expect("sipp thread");
+    assert_eq!(
+        run.code,
+        Some(0),
+        "sipp expected the agent's BYE:\n{}",
+        run.output
+    );
     assert!(
         agent.wait_log("callback booked (durable)", Duration::from_secs(2)),
         "{}",
@@ -172,9 +211,17 @@ fn rfc4733_keys_from_our_own_rtp_reach_the_ivr() {
     let target = agent.sip;
     let port = sink.port();
     let sipp_thread = std::thread::spawn(move || {
-        sipp("listen.xml", target, &[("rtpport", port.to_string())], &["-d", "4000"])
+        sipp(
+            "listen.xml",
+            target,
+            &[("rtpport", port.to_string())],
+            &["-d", "4000"],
+        )
     });
-    assert!(sink.wait_for(10, Duration::from_secs(5)) >= 10, "no RTP from the agent");
+    assert!(
+        sink.wait_for(10, Duration::from_secs(5)) >= 10,
+        "no RTP from the agent"
+    );
     let agent_rtp = sink.packets()[0].from;
     let (mut seq, mut ts) = (1u16, 8000u32);
     sink.send_silence(agent_rtp, 0, 5, &mut seq, &mut ts);

@@ -129,7 +129,10 @@ pub fn decode(json: &[u8]) -> Result<(Announcement, Option<String>), WireError> 
             .map_err(|_| field("language", "too long"))?;
     }
     if a.audio.is_none() && !a.has_text {
-        return Err(field("audio_sha256", "an announcement needs audio_sha256 or text"));
+        return Err(field(
+            "audio_sha256",
+            "an announcement needs audio_sha256 or text",
+        ));
     }
     Ok((a, w.text))
 }
@@ -147,7 +150,11 @@ fn scope(w: &ScopeWire) -> Result<Scope, WireError> {
     }
     for (list, name, out) in [
         (&w.dialled, "scope.dialled", &mut s.dialled),
-        (&w.caller_prefixes, "scope.caller_prefixes", &mut s.caller_prefixes),
+        (
+            &w.caller_prefixes,
+            "scope.caller_prefixes",
+            &mut s.caller_prefixes,
+        ),
     ] {
         for n in list {
             let p = PhoneNumber::parse(n).map_err(|e| field(name, format!("`{n}`: {e}")))?;
@@ -230,7 +237,8 @@ pub fn load_dir(state_dir: &Path, max_audio_bytes: u64) -> Loaded {
         };
         match std::fs::metadata(&path) {
             Ok(m) if m.len() > max_audio_bytes => {
-                out.rejected.push((path, format!("larger than {max_audio_bytes} bytes")));
+                out.rejected
+                    .push((path, format!("larger than {max_audio_bytes} bytes")));
                 continue;
             }
             Err(e) => {
@@ -301,7 +309,10 @@ mod tests {
             a.valid_from,
             Some(UnixMillis::parse_rfc3339("2026-11-23T06:00:00Z").unwrap())
         );
-        assert_eq!(hex(&a.audio.unwrap()), "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08");
+        assert_eq!(
+            hex(&a.audio.unwrap()),
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
         assert!(a.has_text && a.offer_callback);
         assert!(text.unwrap().contains("Philadelphia"));
     }
@@ -312,11 +323,26 @@ mod tests {
             ("not json", "not an Announcement"),
             (r#"{"id":"a","version":1}"#, "audio_sha256"),
             (r#"{"id":"a/b","version":1,"text":"x"}"#, "`id`"),
-            (r#"{"id":"a","version":1,"text":"x","valid_from":"yesterday"}"#, "valid_from"),
-            (r#"{"id":"a","version":1,"audio_sha256":"abc"}"#, "audio_sha256"),
-            (r#"{"id":"a","version":1,"text":"x","scope":{"dialled":["+1x"]}}"#, "scope.dialled"),
-            (r#"{"id":"a","version":1,"text":"x","colour":"red"}"#, "unknown field"),
-            (r#"{"id":"a","version":-1,"text":"x"}"#, "not an Announcement"),
+            (
+                r#"{"id":"a","version":1,"text":"x","valid_from":"yesterday"}"#,
+                "valid_from",
+            ),
+            (
+                r#"{"id":"a","version":1,"audio_sha256":"abc"}"#,
+                "audio_sha256",
+            ),
+            (
+                r#"{"id":"a","version":1,"text":"x","scope":{"dialled":["+1x"]}}"#,
+                "scope.dialled",
+            ),
+            (
+                r#"{"id":"a","version":1,"text":"x","colour":"red"}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"id":"a","version":-1,"text":"x"}"#,
+                "not an Announcement",
+            ),
         ];
         for (doc, want) in cases {
             let e = decode(doc.as_bytes()).unwrap_err().to_string();

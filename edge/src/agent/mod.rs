@@ -60,7 +60,7 @@ use ratelimit::RateLimiter;
 use rtp_ports::PortPool;
 
 /// Everything the agent needs, resolved from the configuration file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// `node.id`.
     pub node_id: String,
@@ -287,7 +287,10 @@ pub struct Running {
 ///
 /// # Errors
 /// [`AgentError`] when a socket, the store or the prompts are unusable.
-pub async fn start(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<Running, AgentError> {
+pub async fn start(
+    cfg: AgentConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Running, AgentError> {
     let sip = UdpSocket::bind(cfg.sip_listen)
         .await
         .map_err(|source| AgentError::Bind {
@@ -295,20 +298,30 @@ pub async fn start(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<
             source,
         })?;
     let sip_addr = sip.local_addr()?;
-    let advertised = cfg.public_address.unwrap_or(if sip_addr.ip().is_unspecified() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        sip_addr.ip()
-    });
+    let advertised = cfg
+        .public_address
+        .unwrap_or(if sip_addr.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            sip_addr.ip()
+        });
     let prompts = PromptSet::load(cfg.prompts_dir.as_deref())
         .map_err(|e| AgentError::Prompts(e.to_string()))?;
     let store = crate::store::Store::open(&cfg.state_dir)?;
     let store = StoreHandle::spawn(store);
     let sip_cfg: &'static uas::Config = Box::leak(Box::new({
-        let contact: &'static str =
-            Box::leak(format!("sip:ccedge@{}", SocketAddr::new(advertised, sip_addr.port())).into_boxed_str());
-        let via: &'static str =
-            Box::leak(SocketAddr::new(advertised, sip_addr.port()).to_string().into_boxed_str());
+        let contact: &'static str = Box::leak(
+            format!(
+                "sip:ccedge@{}",
+                SocketAddr::new(advertised, sip_addr.port())
+            )
+            .into_boxed_str(),
+        );
+        let via: &'static str = Box::leak(
+            SocketAddr::new(advertised, sip_addr.port())
+                .to_string()
+                .into_boxed_str(),
+        );
         let mut c = uas::Config::new(contact, via);
         c.t1 = Duration::from_micros(u64::try_from(cfg.t1.as_micros()).unwrap_or(500_000));
         c
@@ -754,7 +767,8 @@ impl Engine {
                     shared::sdp::Codec::Pcmu => shared::g711::Law::Ulaw,
                     shared::sdp::Codec::Pcma => shared::g711::Law::Alaw,
                 };
-                let session = Session::new(Arc::clone(&e.rtp), law, payload_type, e.ssrc, e.seq0, e.ts0);
+                let session =
+                    Session::new(Arc::clone(&e.rtp), law, payload_type, e.ssrc, e.seq0, e.ts0);
                 self.media.start(key, session, remote, send);
             }
             call::Media::Remote(r) => self.media.set_remote(key, r),
@@ -785,7 +799,9 @@ impl Engine {
                 dialled = %dialled.as_ref().map(ToString::to_string).unwrap_or_default(),
                 "call.offered"
             ),
-            call::Event::Ended { reason, duration, .. } => info!(
+            call::Event::Ended {
+                reason, duration, ..
+            } => info!(
                 call = %call_id, call_seq, reason = reason.as_str(), duration_ms = duration.as_millis() as u64, "call.ended"
             ),
             other => debug!(call = %call_id, call_seq, event = ?other, "call event"),
@@ -990,8 +1006,14 @@ fn entry_from_record(r: &CallbackRecord) -> Option<callback::Entry> {
         call_id: CallId(u64::from_str_radix(&r.call_id, 16).unwrap_or(0)),
         callback_number: PhoneNumber::parse(&r.callback_number).ok()?,
         caller: r.caller.as_deref().and_then(|c| PhoneNumber::parse(c).ok()),
-        dialled: r.dialled.as_deref().and_then(|c| PhoneNumber::parse(c).ok()),
-        announcement: r.announcement_id.as_deref().and_then(|a| AnnouncementId::new(a).ok()),
+        dialled: r
+            .dialled
+            .as_deref()
+            .and_then(|c| PhoneNumber::parse(c).ok()),
+        announcement: r
+            .announcement_id
+            .as_deref()
+            .and_then(|a| AnnouncementId::new(a).ok()),
         requested_at: shared::time::UnixMillis(r.requested_at_ms),
         state,
         state_at: shared::time::UnixMillis(r.state_at_ms),

@@ -77,7 +77,10 @@ mod tests {
         assert_eq!(allowed, 20, "burst of twice the rate");
         assert!(r.allow(other, t0), "other sources are unaffected");
         assert!(!r.allow(ip, t0));
-        assert!(r.allow(ip, Instant::from_millis(1100)), "one token after 100 ms at 10/s");
+        assert!(
+            r.allow(ip, Instant::from_millis(1100)),
+            "one token after 100 ms at 10/s"
+        );
         assert!(!r.allow(ip, Instant::from_millis(1100)));
     }
 

@@ -37,7 +37,11 @@ impl PortPool {
         let span = u32::from(self.max - self.min) + 1;
         for _ in 0..span {
             let port = self.next;
-            self.next = if self.next >= self.max { self.min } else { self.next + 1 };
+            self.next = if self.next >= self.max {
+                self.min
+            } else {
+                self.next + 1
+            };
             if self.used.contains(&port) {
                 continue;
             }
@@ -76,7 +80,12 @@ mod tests {
     async fn hands_out_distinct_ports_and_skips_busy_ones() {
         // Find three consecutive free ports, occupy the middle one from outside.
         let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let base = probe.local_addr().unwrap().port().saturating_sub(3000).max(20000);
+        let base = probe
+            .local_addr()
+            .unwrap()
+            .port()
+            .saturating_sub(3000)
+            .max(20000);
         drop(probe);
         let busy = std::net::UdpSocket::bind(("127.0.0.1", base + 1));
         let mut pool = PortPool::new(base, base + 2);

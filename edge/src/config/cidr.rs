@@ -37,7 +37,9 @@ const MAPPED_PREFIX: u128 = 0xffff_u128 << 32;
 const MAPPED_MASK: u128 = !0_u128 << 32;
 
 fn mask4(len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(len.min(32)))
+        .unwrap_or(0)
 }
 
 fn mask6(len: u8) -> u128 {

@@ -127,11 +127,7 @@ pub(super) fn build(path: Option<&Path>, env: &EnvOverrides) -> Result<Config, C
         if let Err(e) = std::fs::File::open(path) {
             return Err(ConfigError::new("", format!("cannot read the file: {e}")));
         }
-        builder = builder.add_source(
-            File::from(path)
-                .format(FileFormat::Toml)
-                .required(true),
-        );
+        builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
     }
     let raw = builder
         .add_source(env.clone())
@@ -190,7 +186,10 @@ fn unknown_field(m: &str) -> Option<(String, String)> {
     let message = if tail.is_empty() {
         "unknown key".to_owned()
     } else {
-        format!("unknown key ({})", tail.replace("there are no fields", "none expected"))
+        format!(
+            "unknown key ({})",
+            tail.replace("there are no fields", "none expected")
+        )
     };
     Some((name.to_owned(), message))
 }

@@ -119,7 +119,13 @@ impl MediaEngine {
     }
 
     /// Adds (or replaces) the session of call `key`.
-    pub fn start(&mut self, key: u64, mut session: Session, remote: Option<SocketAddr>, send: bool) {
+    pub fn start(
+        &mut self,
+        key: u64,
+        mut session: Session,
+        remote: Option<SocketAddr>,
+        send: bool,
+    ) {
         session.remote = remote;
         session.sending = send;
         self.sessions.insert(key, session);

@@ -6,6 +6,14 @@
 //! * [`prompts`] — the built-in prompt recordings (compiled in), site overrides from the
 //!   prompts directory, and [`prompts::PromptSet::expand`], which turns an IVR playlist into
 //!   the sequence of segments a call plays.
+//! * [`engine`] — the RTP pacer: one 20 ms timer sends the next frame of every call.
 
 pub mod audio;
+pub mod engine;
 pub mod prompts;
+
+impl engine::Audio for audio::Frames {
+    fn frames(&self, law: shared::g711::Law) -> &[[u8; engine::FRAME]] {
+        audio::Frames::frames(self, law)
+    }
+}

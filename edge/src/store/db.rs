@@ -296,7 +296,10 @@ impl Store {
     /// per record, in order, each exactly as [`Store::insert_callback`] would have given it.
     /// If the shared transaction fails, each record is retried in its own transaction, so a
     /// record is reported `Ok` only when its own row is committed.
-    pub fn insert_callbacks(&mut self, recs: &[CallbackRecord]) -> Vec<Result<Inserted, StoreError>> {
+    pub fn insert_callbacks(
+        &mut self,
+        recs: &[CallbackRecord],
+    ) -> Vec<Result<Inserted, StoreError>> {
         if let [only] = recs {
             return vec![self.insert_callback(only)];
         }

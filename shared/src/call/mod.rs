@@ -630,7 +630,13 @@ impl Call {
         }
         match self.inbound.on_packet(now, &packet.header(), &self.cfg.rtp) {
             Received::Duplicate | Received::Jump | Received::OtherSsrc => return Ok(()),
-            Received::Locked | Received::InOrder { .. } | Received::Late | Received::Resynced => {}
+            // A new source took over (first packet, or a relock after silence): follow it.
+            Received::Locked => {
+                if let Some(m) = self.media.as_mut() {
+                    m.latched = false;
+                }
+            }
+            Received::InOrder { .. } | Received::Late | Received::Resynced => {}
         }
         self.last_rtp = Some(now);
         self.latch(from);
@@ -914,6 +920,10 @@ impl Call {
     }
 
     fn latch(&mut self, from: SocketAddr) {
+        // A source that cannot be sent to (port 0, unspecified address) is never latched.
+        if from.port() == 0 || from.ip().is_unspecified() {
+            return;
+        }
         let Some(m) = self.media.as_mut() else {
             return;
         };
