@@ -1,11 +1,11 @@
 //! [`Store`]: the blocking SQLite store. Every write is its own durable transaction unless
 //! said otherwise; see the module docs for the pragmas.
 
+use core::time::Duration;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -157,6 +157,12 @@ impl Store {
         self.write_transactions
     }
 
+    /// The raw connection, for tests that inspect pragmas or plant bad data.
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     fn err(&self, e: &rusqlite::Error) -> StoreError {
         StoreError::from_sqlite(&self.path, e)
     }
@@ -296,7 +302,10 @@ impl Store {
     /// per record, in order, each exactly as [`Store::insert_callback`] would have given it.
     /// If the shared transaction fails, each record is retried in its own transaction, so a
     /// record is reported `Ok` only when its own row is committed.
-    pub fn insert_callbacks(&mut self, recs: &[CallbackRecord]) -> Vec<Result<Inserted, StoreError>> {
+    pub fn insert_callbacks(
+        &mut self,
+        recs: &[CallbackRecord],
+    ) -> Vec<Result<Inserted, StoreError>> {
         if let [only] = recs {
             return vec![self.insert_callback(only)];
         }
