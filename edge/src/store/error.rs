@@ -159,7 +159,7 @@ impl StoreError {
         match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => StoreError::DiskFull { path },
             Some(libc::EROFS | libc::EACCES | libc::EPERM) => StoreError::ReadOnly { path, detail },
-            Some(libc::ENOENT | libc::ENOTDIR | libc::EISDIR) => {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::EISDIR | libc::EEXIST) => {
                 StoreError::CannotOpen { path, detail }
             }
             _ => StoreError::Io { path, detail },

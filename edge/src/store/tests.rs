@@ -196,6 +196,8 @@ fn a_state_dir_that_cannot_be_created_is_a_clear_error() {
     let err = Store::open(&state).unwrap_err();
     assert!(matches!(err, StoreError::CannotOpen { .. }), "{err:?}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
+    let err = Store::open(&file).unwrap_err();
+    assert!(matches!(err, StoreError::CannotOpen { .. }), "{err:?}");
 }
 
 #[test]
