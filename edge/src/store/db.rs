@@ -1,11 +1,11 @@
 //! [`Store`]: the blocking SQLite store. Every write is its own durable transaction unless
 //! said otherwise; see the module docs for the pragmas.
 
+use core::time::Duration;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -155,6 +155,12 @@ impl Store {
     #[must_use]
     pub fn write_transactions(&self) -> u64 {
         self.write_transactions
+    }
+
+    /// The raw connection, for tests that inspect pragmas or plant bad data.
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     fn err(&self, e: &rusqlite::Error) -> StoreError {

@@ -117,7 +117,10 @@ impl StoreError {
         let path = path.to_path_buf();
         match e {
             rusqlite::Error::SqliteFailure(fe, _) => {
-                let detail = format!("{e} (SQLite code {})", fe.extended_code);
+                let detail = match io_step(fe.extended_code) {
+                    Some(step) => format!("{e}: {step} failed (SQLite code {})", fe.extended_code),
+                    None => format!("{e} (SQLite code {})", fe.extended_code),
+                };
                 match fe.code {
                     ErrorCode::DiskFull => StoreError::DiskFull { path },
                     ErrorCode::SystemIoFailure => StoreError::Io { path, detail },
@@ -156,10 +159,30 @@ impl StoreError {
         match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => StoreError::DiskFull { path },
             Some(libc::EROFS | libc::EACCES | libc::EPERM) => StoreError::ReadOnly { path, detail },
-            Some(libc::ENOENT | libc::ENOTDIR | libc::EISDIR) => {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::EISDIR | libc::EEXIST) => {
                 StoreError::CannotOpen { path, detail }
             }
             _ => StoreError::Io { path, detail },
         }
     }
+}
+
+/// Which file operation an extended SQLITE_IOERR code names, for messages a technician can
+/// act on.
+fn io_step(extended_code: i32) -> Option<&'static str> {
+    use rusqlite::ffi;
+    Some(match extended_code {
+        ffi::SQLITE_IOERR_READ | ffi::SQLITE_IOERR_SHORT_READ => "read",
+        ffi::SQLITE_IOERR_WRITE => "write",
+        ffi::SQLITE_IOERR_FSYNC => "fsync",
+        ffi::SQLITE_IOERR_DIR_FSYNC => "directory fsync",
+        ffi::SQLITE_IOERR_TRUNCATE => "truncate",
+        ffi::SQLITE_IOERR_FSTAT => "fstat",
+        ffi::SQLITE_IOERR_DELETE => "delete",
+        ffi::SQLITE_IOERR_SHMOPEN | ffi::SQLITE_IOERR_SHMSIZE | ffi::SQLITE_IOERR_SHMMAP => {
+            "shared-memory file"
+        }
+        ffi::SQLITE_IOERR_LOCK | ffi::SQLITE_IOERR_UNLOCK | ffi::SQLITE_IOERR_RDLOCK => "lock",
+        _ => return None,
+    })
 }

@@ -1,10 +1,14 @@
 //! [`StoreHandle`]: the async face of [`Store`], which runs on one dedicated thread so the
 //! agent's event loop never waits for an `fsync`.
 
+extern crate alloc;
+
+use alloc::sync::Arc;
 use core::fmt;
+use core::panic::AssertUnwindSafe;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Arc};
+use std::panic::catch_unwind;
+use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
