@@ -44,7 +44,10 @@
 //! start-up rather than on a live call. Other entries in the directory are ignored and
 //! reported in [`PromptSet::warnings`].
 
-use std::fmt;
+// `edge` is a std crate: `Arc` comes from std like everything else here.
+#![allow(clippy::std_instead_of_alloc)]
+
+use core::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -491,8 +494,8 @@ mod tests {
     struct TempDir(PathBuf);
     impl TempDir {
         fn new(tag: &str) -> TempDir {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            static N: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             let p = std::env::temp_dir()
                 .join(format!("ccedge-prompts-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&p);
