@@ -10,9 +10,9 @@
 //!   is checked as `192.0.2.7`. So an IPv4 prefix matches an IPv4 peer however the socket
 //!   spells it. IPv6 prefixes never match IPv4 peers (`::/0` is "any IPv6", not "anything").
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::str::FromStr;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
@@ -37,7 +37,9 @@ const MAPPED_PREFIX: u128 = 0xffff_u128 << 32;
 const MAPPED_MASK: u128 = !0_u128 << 32;
 
 fn mask4(len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(len.min(32)))
+        .unwrap_or(0)
 }
 
 fn mask6(len: u8) -> u128 {

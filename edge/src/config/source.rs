@@ -1,7 +1,7 @@
 //! Reading the sources with the `config` crate, and turning its errors into [`ConfigError`]s
 //! that name the key.
 
-use std::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use config::{File, FileFormat, Map, Source, Value, ValueKind};
@@ -127,11 +127,7 @@ pub(super) fn build(path: Option<&Path>, env: &EnvOverrides) -> Result<Config, C
         if let Err(e) = std::fs::File::open(path) {
             return Err(ConfigError::new("", format!("cannot read the file: {e}")));
         }
-        builder = builder.add_source(
-            File::from(path)
-                .format(FileFormat::Toml)
-                .required(true),
-        );
+        builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
     }
     let raw = builder
         .add_source(env.clone())
@@ -173,7 +169,13 @@ fn split_error(e: config::ConfigError) -> (String, String) {
             let (inner, message) = split_error(*error);
             (join_key(key.unwrap_or_default(), inner), message)
         }
-        config::ConfigError::Message(m) => unknown_field(&m).unwrap_or((String::new(), m)),
+        config::ConfigError::Message(m) => unknown_field(&m).unwrap_or_else(|| {
+            let m = match m.strip_prefix("invalid type: ") {
+                Some(rest) => format!("wrong type: found {rest}"),
+                None => m,
+            };
+            (String::new(), m)
+        }),
         config::ConfigError::NotFound(key) => (key, "missing".to_owned()),
         config::ConfigError::FileParse { cause, .. } => {
             (String::new(), format!("not valid TOML: {cause}"))
@@ -190,7 +192,10 @@ fn unknown_field(m: &str) -> Option<(String, String)> {
     let message = if tail.is_empty() {
         "unknown key".to_owned()
     } else {
-        format!("unknown key ({})", tail.replace("there are no fields", "none expected"))
+        format!(
+            "unknown key ({})",
+            tail.replace("there are no fields", "none expected")
+        )
     };
     Some((name.to_owned(), message))
 }

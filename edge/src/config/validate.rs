@@ -13,7 +13,7 @@ fn fail(key: &str, message: impl Into<String>) -> Check {
     Err(ConfigError::new(key, message))
 }
 
-fn range<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, min: T, max: T) -> Check {
+fn range<T: PartialOrd + core::fmt::Display + Copy>(key: &str, v: T, min: T, max: T) -> Check {
     if v < min || v > max {
         return fail(key, format!("{v} is out of range (allowed {min}..={max})"));
     }
@@ -100,7 +100,10 @@ fn transfer_uri(key: &str, uri: &str) -> Check {
     if uri.len() > SIP_URI_MAX {
         return bad("too long");
     }
-    if uri.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>') {
+    if uri
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+    {
         return bad("it contains spaces, control characters or angle brackets");
     }
     let Some((scheme, rest)) = uri.split_once(':') else {
@@ -254,8 +257,12 @@ impl Config {
             }
         }
         match (&m.cert_file, &m.key_file) {
-            (Some(_), None) => return fail("mqtt.key_file", "is required when mqtt.cert_file is set"),
-            (None, Some(_)) => return fail("mqtt.cert_file", "is required when mqtt.key_file is set"),
+            (Some(_), None) => {
+                return fail("mqtt.key_file", "is required when mqtt.cert_file is set")
+            }
+            (None, Some(_)) => {
+                return fail("mqtt.cert_file", "is required when mqtt.key_file is set")
+            }
             _ => {}
         }
         range("mqtt.keepalive_s", m.keepalive_s, 5, 3_600)?;
@@ -342,7 +349,12 @@ impl Config {
         let c = &self.callbacks;
         let max = u16::try_from(CALLBACK_QUEUE_CAPACITY).unwrap_or(u16::MAX);
         range("callbacks.capacity", c.capacity, 1, max)?;
-        range("callbacks.dedupe_window_s", c.dedupe_window_s, 0, 30 * 86_400)?;
+        range(
+            "callbacks.dedupe_window_s",
+            c.dedupe_window_s,
+            0,
+            30 * 86_400,
+        )?;
         range("callbacks.max_age_s", c.max_age_s, 60, 30 * 86_400)
     }
 
@@ -384,9 +396,7 @@ impl Config {
             w.push("sip.allow is empty: every SIP request will be refused".to_owned());
         }
         if self.mqtt.password.is_some() && !self.mqtt.url.tls() {
-            w.push(
-                "mqtt.password is sent in clear text over mqtt://; use mqtts://".to_owned(),
-            );
+            w.push("mqtt.password is sent in clear text over mqtt://; use mqtts://".to_owned());
         }
         w
     }

@@ -1,9 +1,9 @@
 //! Typed configuration values that parse from strings: the broker URL, secrets, the
 //! announcement signing key and the small keyword enums.
 
-use std::fmt;
-use std::net::IpAddr;
-use std::str::FromStr;
+use core::fmt;
+use core::net::IpAddr;
+use core::str::FromStr;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
@@ -214,8 +214,9 @@ impl FromStr for MqttUrl {
             let (addr, after) = v6
                 .split_once(']')
                 .ok_or_else(|| err("unclosed `[` around an IPv6 address"))?;
-            let addr: std::net::Ipv6Addr =
-                addr.parse().map_err(|_| err("not an IPv6 address in `[…]`"))?;
+            let addr: core::net::Ipv6Addr = addr
+                .parse()
+                .map_err(|_| err("not an IPv6 address in `[…]`"))?;
             let port = match after {
                 "" => None,
                 p => Some(
@@ -330,10 +331,10 @@ pub struct SigningKey(pub [u8; 32]);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigningKeyError {
     /// Not base64.
-    #[error("is not base64 (expected the 32-byte Ed25519 public key in standard base64, 44 characters)")]
+    #[error("not base64: expected the CRM's 32-byte Ed25519 public key in standard base64 (44 characters)")]
     NotBase64,
     /// Decoded, but not 32 bytes.
-    #[error("decodes to {0} bytes; an Ed25519 public key is 32")]
+    #[error("decodes to {0} bytes: expected the CRM's 32-byte Ed25519 public key in standard base64 (44 characters)")]
     WrongLength(usize),
 }
 
@@ -374,7 +375,7 @@ fn b64_value(c: u8) -> Option<u32> {
 pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let body = s.trim_end_matches('=');
     let pad = s.len() - body.len();
-    if pad > 2 || (pad > 0 && s.len() % 4 != 0) || body.len() % 4 == 1 {
+    if pad > 2 || (pad > 0 && !s.len().is_multiple_of(4)) || body.len() % 4 == 1 {
         return None;
     }
     let mut out = Vec::with_capacity(body.len() * 3 / 4);
