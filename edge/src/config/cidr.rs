@@ -10,9 +10,9 @@
 //!   is checked as `192.0.2.7`. So an IPv4 prefix matches an IPv4 peer however the socket
 //!   spells it. IPv6 prefixes never match IPv4 peers (`::/0` is "any IPv6", not "anything").
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::str::FromStr;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};

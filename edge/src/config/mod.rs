@@ -33,10 +33,10 @@ mod values;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::time::Duration;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -473,7 +473,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl core::error::Error for ConfigError {}
 
 /// Loads the configuration: defaults, then `path` (when given), then `CCEDGE__…` variables
 /// from the process environment; then validates it.

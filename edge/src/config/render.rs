@@ -1,7 +1,7 @@
 //! The configuration as TOML, for `ccedge config check`. Secrets are already redacted by
 //! their `Serialize` impl; this only writes the document.
 
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! Reading the sources with the `config` crate, and turning its errors into [`ConfigError`]s
 //! that name the key.
 
-use std::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use config::{File, FileFormat, Map, Source, Value, ValueKind};
@@ -169,7 +169,13 @@ fn split_error(e: config::ConfigError) -> (String, String) {
             let (inner, message) = split_error(*error);
             (join_key(key.unwrap_or_default(), inner), message)
         }
-        config::ConfigError::Message(m) => unknown_field(&m).unwrap_or((String::new(), m)),
+        config::ConfigError::Message(m) => unknown_field(&m).unwrap_or_else(|| {
+            let m = match m.strip_prefix("invalid type: ") {
+                Some(rest) => format!("wrong type: found {rest}"),
+                None => m,
+            };
+            (String::new(), m)
+        }),
         config::ConfigError::NotFound(key) => (key, "missing".to_owned()),
         config::ConfigError::FileParse { cause, .. } => {
             (String::new(), format!("not valid TOML: {cause}"))

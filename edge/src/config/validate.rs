@@ -13,7 +13,7 @@ fn fail(key: &str, message: impl Into<String>) -> Check {
     Err(ConfigError::new(key, message))
 }
 
-fn range<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, min: T, max: T) -> Check {
+fn range<T: PartialOrd + core::fmt::Display + Copy>(key: &str, v: T, min: T, max: T) -> Check {
     if v < min || v > max {
         return fail(key, format!("{v} is out of range (allowed {min}..={max})"));
     }

@@ -1,9 +1,9 @@
 //! Typed configuration values that parse from strings: the broker URL, secrets, the
 //! announcement signing key and the small keyword enums.
 
-use std::fmt;
-use std::net::IpAddr;
-use std::str::FromStr;
+use core::fmt;
+use core::net::IpAddr;
+use core::str::FromStr;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
@@ -214,7 +214,7 @@ impl FromStr for MqttUrl {
             let (addr, after) = v6
                 .split_once(']')
                 .ok_or_else(|| err("unclosed `[` around an IPv6 address"))?;
-            let addr: std::net::Ipv6Addr = addr
+            let addr: core::net::Ipv6Addr = addr
                 .parse()
                 .map_err(|_| err("not an IPv6 address in `[…]`"))?;
             let port = match after {
@@ -331,12 +331,10 @@ pub struct SigningKey(pub [u8; 32]);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigningKeyError {
     /// Not base64.
-    #[error(
-        "is not base64 (expected the 32-byte Ed25519 public key in standard base64, 44 characters)"
-    )]
+    #[error("not base64: expected the CRM's 32-byte Ed25519 public key in standard base64 (44 characters)")]
     NotBase64,
     /// Decoded, but not 32 bytes.
-    #[error("decodes to {0} bytes; an Ed25519 public key is 32")]
+    #[error("decodes to {0} bytes: expected the CRM's 32-byte Ed25519 public key in standard base64 (44 characters)")]
     WrongLength(usize),
 }
 
