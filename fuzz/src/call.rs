@@ -333,6 +333,7 @@ struct SentRequest {
 
 struct Driver {
     call: Call,
+    trace: bool,
     now: Instant,
     gw_cseq: u32,
     invite_cseq: u32,
@@ -432,6 +433,7 @@ impl Driver {
         assert_eq!(call.sip_call_id(), CALL_ID.as_bytes());
         let mut d = Driver {
             call,
+            trace: std::env::var_os("CCEDGE_FUZZ_TRACE").is_some(),
             now: Instant::ZERO,
             gw_cseq: 1,
             invite_cseq: 1,
@@ -461,6 +463,10 @@ impl Driver {
                 datagrams <= MAX_DATAGRAMS_PER_OP,
                 "more than {MAX_DATAGRAMS_PER_OP} datagrams after {what}"
             );
+            if self.trace {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                eprintln!("  sent: {}", text.lines().next().unwrap_or_default());
+            }
             self.check_sent(&buf[..n]);
         }
         let mut outputs = 0;
@@ -471,8 +477,24 @@ impl Driver {
                 "more than {MAX_OUTPUTS_PER_OP} outputs after {what}: {:?}",
                 self.outputs
             );
+            if self.trace {
+                eprintln!("  out: {out:?}");
+            }
             self.check_output(&out, what);
             self.outputs.push(out);
+        }
+        self.trace_state(what);
+    }
+
+    fn trace_state(&self, what: &str) {
+        if self.trace {
+            eprintln!(
+                "{:?} {what}: phase {:?}, next deadline {:?}, done {}",
+                self.now,
+                self.call.phase(),
+                self.call.poll_timeout(),
+                self.call.is_done()
+            );
         }
     }
 
@@ -527,13 +549,33 @@ impl Driver {
                     self.media_stopped = true;
                 }
             }
-            Output::Play(_) | Output::StopPlayback | Output::BookCallback { .. } => {}
+            Output::Play(_) | Output::BookCallback { .. } => {
+                assert!(
+                    !self.media_stopped,
+                    "{out:?} after Media::Stop ({what})"
+                );
+            }
+            Output::StopPlayback => {}
         }
     }
 
     fn fire_due(&mut self) {
         if self.call.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.call.handle_timeout(self.now);
+            self.timeout();
+        }
+    }
+
+    /// Fires the call's timer at `now`; its next deadline must then lie in the future, or a
+    /// shell re-arming from `poll_timeout` would spin.
+    fn timeout(&mut self) {
+        self.call.handle_timeout(self.now);
+        if let Some(t) = self.call.poll_timeout() {
+            assert!(
+                t > self.now,
+                "deadline {t:?} not after {:?} right after handle_timeout (phase {:?}): the timer would spin",
+                self.now,
+                self.call.phase()
+            );
         }
     }
 
@@ -583,7 +625,7 @@ impl Driver {
             Op::FireTimer => {
                 if let Some(t) = self.call.poll_timeout() {
                     self.now = self.now.max(t);
-                    self.call.handle_timeout(self.now);
+                    self.timeout();
                 }
             }
             Op::PlaybackFinished => {
@@ -771,7 +813,7 @@ impl Driver {
                 );
             };
             self.now = self.now.max(t);
-            self.call.handle_timeout(self.now);
+            self.timeout();
             self.drain("a timer after shutdown");
         }
         assert!(

@@ -1,10 +1,8 @@
 //! `shared::dtmf::rfc4733::EventDetector` (stateful) and
 //! `shared::dtmf::goertzel::InbandDetector`.
 
-use std::collections::HashSet;
-
 use shared::dtmf::goertzel::{InbandDetector, BLOCK_LEN, PRESS_BLOCKS};
-use shared::dtmf::rfc4733::{EventDetector, EventPacket};
+use shared::dtmf::rfc4733::{EventDetector, EventPacket, EVENT_TIMEOUT};
 use shared::dtmf::Digit;
 use shared::limits::DTMF_INBAND_OUTPUT_MAX;
 use shared::time::{Duration, Instant};
@@ -57,28 +55,43 @@ pub fn check_rfc4733_bytes(data: &[u8]) {
     check_rfc4733(&decode_arrivals(data));
 }
 
-/// Feeds the packets in order; every key press is reported at most once per packet, is the
-/// packet's key, duplicates report nothing, and there are no more presses than distinct
-/// timestamps.
+/// Feeds the packets in order: every key press is reported at most once per packet and is
+/// the packet's key; a key reported from a packet without the E bit is held; a duplicate
+/// handed in again at once reports nothing; and an event is not reported twice by packets of
+/// its own timestamp unless [`EVENT_TIMEOUT`] of silence separated them.
 pub fn check_rfc4733(arrivals: &[Arrival]) {
     let mut det = EventDetector::new();
     let mut now = Instant::ZERO;
-    let mut reported = 0usize;
-    let mut stamps = HashSet::new();
+    // Timestamp of the latest report, and whether every DTMF packet since carried it.
+    let mut last_report: Option<u32> = None;
+    let mut only_same_since = false;
+    let mut previous_dtmf: Option<Instant> = None;
     for a in arrivals {
         now += Duration::from_millis(u64::from(a.delta_ms));
         det.handle_event(now, a.packet)
             .expect("no output is left pending: we poll after every packet");
         let digit = Digit::from_event_code(a.packet.event_code);
-        if digit.is_some() {
-            stamps.insert(a.packet.rtp_timestamp);
-        }
-        if let Some(d) = det.poll_output() {
-            assert_eq!(Some(d), digit, "reported key is not the packet's key");
-            reported += 1;
-            if !a.packet.end {
-                // A key reported from a packet without the E bit is held down now.
-                assert_eq!(det.held(now), Some(d), "reported key is not held");
+        let ts = a.packet.rtp_timestamp;
+        match det.poll_output() {
+            Some(d) => {
+                assert_eq!(Some(d), digit, "reported key is not the packet's key");
+                if !a.packet.end {
+                    assert_eq!(det.held(now), Some(d), "reported key is not held");
+                }
+                if last_report == Some(ts) && only_same_since {
+                    let gap = now.saturating_duration_since(previous_dtmf.unwrap_or(now));
+                    assert!(
+                        gap >= EVENT_TIMEOUT,
+                        "timestamp {ts} reported again after only {gap:?} without another event"
+                    );
+                }
+                last_report = Some(ts);
+                only_same_since = true;
+            }
+            None => {
+                if digit.is_some() && last_report != Some(ts) {
+                    only_same_since = false;
+                }
             }
         }
         assert_eq!(det.poll_output(), None, "two keys from one packet");
@@ -86,12 +99,10 @@ pub fn check_rfc4733(arrivals: &[Arrival]) {
             det.handle_event(now, a.packet).expect("drained");
             assert_eq!(det.poll_output(), None, "a duplicate packet reported a key again");
         }
+        if digit.is_some() {
+            previous_dtmf = Some(now);
+        }
     }
-    assert!(
-        reported <= stamps.len(),
-        "{reported} keys from {} distinct event timestamps",
-        stamps.len()
-    );
 }
 
 /// Decodes the `goertzel` input: byte 0 picks the frame size, the rest is 16-bit
