@@ -350,20 +350,18 @@ struct Driver {
     outputs: Vec<Output>,
 }
 
+/// A request from the gateway; `headers` are extra header lines (each ending in CRLF), e.g.
+/// Content-Type.
 fn request_text(
     method: &str,
     cseq: u32,
     to_tag: Option<&str>,
     from_tag: &str,
     branch: &str,
-    content_type: Option<&str>,
-    extra: &str,
+    headers: &str,
     body: &[u8],
 ) -> Vec<u8> {
     let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
-    let ct = content_type
-        .map(|c| format!("Content-Type: {c}\r\n"))
-        .unwrap_or_default();
     let mut v = format!(
         "{method} sip:+18005550100@192.0.2.10 SIP/2.0\r\n\
          Via: SIP/2.0/UDP {GW};branch=z9hG4bK{branch}\r\n\
@@ -373,12 +371,17 @@ fn request_text(
          Call-ID: {CALL_ID}\r\n\
          CSeq: {cseq} {method}\r\n\
          Contact: <sip:gw@{GW}>\r\n\
-         {extra}{ct}Content-Length: {}\r\n\r\n",
+         {headers}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     v.extend_from_slice(body);
     v
+}
+
+fn content_type(ct: Option<&str>) -> String {
+    ct.map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default()
 }
 
 /// Samples of a DTMF key's two tones at about -10 dBm0 each.
@@ -420,9 +423,19 @@ impl Driver {
             InviteBody::None => (None, Vec::new()),
             InviteBody::TextPlain => (Some("text/plain"), b"hello".to_vec()),
         };
-        let invite = request_text("INVITE", 1, None, FROM_TAG, "inv1", ct, "", &body);
-        let anns = &script.announcements
-            [..script.announcements.len().min(IVR_MAX_ANNOUNCEMENTS_PER_CALL)];
+        let invite = request_text(
+            "INVITE",
+            1,
+            None,
+            FROM_TAG,
+            "inv1",
+            &content_type(ct),
+            &body,
+        );
+        let anns = &script.announcements[..script
+            .announcements
+            .len()
+            .min(IVR_MAX_ANNOUNCEMENTS_PER_CALL)];
         let call = {
             let Ok(Message::Request(r)) = sip::parse(&invite) else {
                 panic!("the fixed INVITE parses")
@@ -533,7 +546,10 @@ impl Driver {
                     self.outputs
                 );
                 if *call_seq == 1 {
-                    assert!(matches!(event, Event::Offered { .. }), "first event {event:?}");
+                    assert!(
+                        matches!(event, Event::Offered { .. }),
+                        "first event {event:?}"
+                    );
                 }
                 self.next_seq += 1;
                 if matches!(event, Event::Ended { .. }) {
@@ -550,10 +566,7 @@ impl Driver {
                 }
             }
             Output::Play(_) | Output::BookCallback { .. } => {
-                assert!(
-                    !self.media_stopped,
-                    "{out:?} after Media::Stop ({what})"
-                );
+                assert!(!self.media_stopped, "{out:?} after Media::Stop ({what})");
             }
             Output::StopPlayback => {}
         }
@@ -688,8 +701,7 @@ impl Driver {
             to_tag,
             from_tag,
             &branch,
-            ct,
-            extra,
+            &format!("{extra}{}", content_type(ct)),
             &bytes,
         );
         if method == Method::ReInvite {

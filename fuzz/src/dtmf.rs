@@ -97,7 +97,11 @@ pub fn check_rfc4733(arrivals: &[Arrival]) {
         assert_eq!(det.poll_output(), None, "two keys from one packet");
         if a.duplicate {
             det.handle_event(now, a.packet).expect("drained");
-            assert_eq!(det.poll_output(), None, "a duplicate packet reported a key again");
+            assert_eq!(
+                det.poll_output(),
+                None,
+                "a duplicate packet reported a key again"
+            );
         }
         if digit.is_some() {
             previous_dtmf = Some(now);

@@ -67,9 +67,8 @@ fn check_offer(sd: &SessionDescription<'_>, cfg: &Config) {
         return;
     };
     // The chosen payload type is one the offer listed on a usable audio line.
-    let usable = |m: &&sdp::Media<'_>| {
-        m.kind == MediaKind::Audio && m.proto == Proto::RtpAvp && m.port != 0
-    };
+    let usable =
+        |m: &&sdp::Media<'_>| m.kind == MediaKind::Audio && m.proto == Proto::RtpAvp && m.port != 0;
     let line = sd
         .media
         .iter()
@@ -87,7 +86,10 @@ fn check_offer(sd: &SessionDescription<'_>, cfg: &Config) {
         assert_eq!(n.codec, Codec::Pcma);
     }
     if let Some(te) = n.telephone_event {
-        assert!(cfg.telephone_event, "telephone-event negotiated but not allowed");
+        assert!(
+            cfg.telephone_event,
+            "telephone-event negotiated but not allowed"
+        );
         assert!(line.formats.contains(&te.payload_type), "te PT not offered");
         assert_ne!(te.payload_type, n.payload_type);
         assert_ne!(te.events, 0);
@@ -104,7 +106,10 @@ fn check_offer(sd: &SessionDescription<'_>, cfg: &Config) {
     let len = answer.emit(&mut buf).expect("an answer fits 1 KiB");
     let text = &buf[..len];
     let parsed = sdp::parse(text).unwrap_or_else(|e| {
-        panic!("our answer does not parse ({e:?}): {}", String::from_utf8_lossy(text))
+        panic!(
+            "our answer does not parse ({e:?}): {}",
+            String::from_utf8_lossy(text)
+        )
     });
     assert_eq!(
         parsed.media.len(),
@@ -116,7 +121,10 @@ fn check_offer(sd: &SessionDescription<'_>, cfg: &Config) {
     assert_eq!(open.len(), 1, "exactly one accepted line");
     assert_eq!(open[0].port, local().port());
     let again = sdp::negotiate(&parsed, cfg).unwrap_or_else(|e| {
-        panic!("our answer does not negotiate ({e:?}): {}", String::from_utf8_lossy(text))
+        panic!(
+            "our answer does not negotiate ({e:?}): {}",
+            String::from_utf8_lossy(text)
+        )
     });
     assert_eq!(again.codec, n.codec);
     assert_eq!(again.payload_type, n.payload_type);

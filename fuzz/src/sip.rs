@@ -6,7 +6,10 @@ use shared::sip::{self, Message, Method, ParseError};
 use crate::within;
 
 fn inside(data: &[u8], s: &str, what: &str) {
-    assert!(within(data, s.as_bytes()), "{what} {s:?} is not borrowed from the datagram");
+    assert!(
+        within(data, s.as_bytes()),
+        "{what} {s:?} is not borrowed from the datagram"
+    );
 }
 
 /// Parses `data` as one SIP datagram and checks what the views promise.
@@ -25,24 +28,28 @@ pub fn check(data: &[u8]) {
         assert!(s.body.is_empty());
     }
     match parsed {
-        Err(e) => {
-            match e {
-                ParseError::NotSip => assert_eq!(e.status(), None),
-                ParseError::BadResponse(_) => assert_eq!(e.status(), None),
-                ParseError::BadRequest(_) => {
-                    let s = e.status().expect("a bad request is answered");
-                    assert!(matches!(s, 400 | 505 | 513), "status {s}");
-                    assert!(!e.reason_phrase().is_empty());
-                }
+        Err(e) => match e {
+            ParseError::NotSip => assert_eq!(e.status(), None),
+            ParseError::BadResponse(_) => assert_eq!(e.status(), None),
+            ParseError::BadRequest(_) => {
+                let s = e.status().expect("a bad request is answered");
+                assert!(matches!(s, 400 | 505 | 513), "status {s}");
+                assert!(!e.reason_phrase().is_empty());
             }
-        }
+        },
         Ok(Message::Request(r)) => {
-            assert!(data.len() <= SIP_MAX_DATAGRAM, "oversized datagram accepted");
+            assert!(
+                data.len() <= SIP_MAX_DATAGRAM,
+                "oversized datagram accepted"
+            );
             assert!(!r.method_token().is_empty());
             inside(data, r.method_token(), "method");
             inside(data, r.uri(), "Request-URI");
             assert_eq!(r.method(), Method::from_token(r.method_token().as_bytes()));
-            assert!(within(data, r.body()), "body not borrowed from the datagram");
+            assert!(
+                within(data, r.body()),
+                "body not borrowed from the datagram"
+            );
             for h in r.fields().as_slice() {
                 inside(data, h.name, "header name");
                 inside(data, h.value, "header value");
@@ -87,7 +94,10 @@ pub fn check(data: &[u8]) {
             }
         }
         Ok(Message::Response(r)) => {
-            assert!(data.len() <= SIP_MAX_DATAGRAM, "oversized datagram accepted");
+            assert!(
+                data.len() <= SIP_MAX_DATAGRAM,
+                "oversized datagram accepted"
+            );
             assert!((100..=699).contains(&r.status()), "status {}", r.status());
             inside(data, r.reason(), "reason");
             assert!(within(data, r.body()));
@@ -115,7 +125,11 @@ pub fn check(data: &[u8]) {
 fn check_content_length(cl: Option<&str>, body: &[u8]) {
     if let Some(v) = cl {
         if let Ok(n) = v.trim().parse::<usize>() {
-            assert_eq!(body.len(), n, "body length differs from Content-Length {v:?}");
+            assert_eq!(
+                body.len(),
+                n,
+                "body length differs from Content-Length {v:?}"
+            );
         }
     }
 }
