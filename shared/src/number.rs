@@ -137,7 +137,8 @@ impl fmt::Display for Masked<'_> {
         if d.len() <= 6 {
             return write!(f, "+{}", "•".repeat_str(d.len()));
         }
-        let head = &d[..4.min(d.len() - 4)];
+        // Keep at most the first 4 digits, and always hide at least 3.
+        let head = &d[..4.min(d.len() - 7)];
         let tail = &d[d.len() - 4..];
         f.write_str("+")?;
         f.write_str(head)?;
@@ -218,6 +219,10 @@ mod tests {
         assert_eq!(format!("{n:?}"), "PhoneNumber(+1215•••0123)");
         let short = PhoneNumber::parse("+112").unwrap();
         assert_eq!(format!("{}", short.masked()), "+•••");
+        let seven = PhoneNumber::parse("+1234567").unwrap();
+        assert_eq!(format!("{}", seven.masked()), "+•••4567");
+        let eight = PhoneNumber::parse("+12345678").unwrap();
+        assert_eq!(format!("{}", eight.masked()), "+1•••5678");
     }
 
     #[test]

@@ -620,7 +620,7 @@ impl Call {
         let Some(media) = self.media else {
             return Err(Error::Rtp);
         };
-        if self.phase != Phase::Answered {
+        if self.phase != Phase::Answered || self.hanging_up {
             return Err(Error::Rtp);
         }
         let packet = RtpPacket::parse(datagram).map_err(|_| Error::Rtp)?;
@@ -786,8 +786,11 @@ impl Call {
         }
         consider(self.hangup_at);
         consider(self.answer_at);
-        if let (Some(limit), Some(last), Phase::Answered) =
-            (self.cfg.media_timeout, self.last_rtp, self.phase)
+        // Same condition as handle_timeout: no media deadline while on hold (a deadline that
+        // handle_timeout would not act on would make the shell's timer spin).
+        let holding = self.media.is_some_and(|m| !m.sending);
+        if let (Some(limit), Some(last), Phase::Answered, false) =
+            (self.cfg.media_timeout, self.last_rtp, self.phase, holding)
         {
             consider(Some(last + limit));
         }
@@ -942,6 +945,10 @@ impl Call {
         }
         self.hanging_up = true;
         self.end_reason.get_or_insert(reason);
+        // The flow is over for the IVR too: no prompt or timer may follow the hang-up.
+        if self.ivr_started && !self.ivr.is_ended() {
+            let _ = self.ivr.handle_input(now, ivr::Input::RemoteHangup);
+        }
         if self.dialog.state() == uas::DialogState::Early {
             let _ = self.dialog.reject(now, 480);
         } else {

@@ -723,3 +723,86 @@ fn numbers_come_from_from_and_to() {
     assert_eq!(uri_number("tel:+4420"), PhoneNumber::parse("+4420").ok());
     assert_eq!(uri_number("http://x"), None);
 }
+
+fn answered_and_acked(cfg: &'static Config) -> (Call, String) {
+    let mut call = new_call(cfg, &std_offer(), &[]);
+    let _ = drain_sip(&mut call);
+    let _ = drain(&mut call);
+    let tag = to_tag(&mut call);
+    with_req(&request("ACK", 1, Some(&tag), "a", ""), |r| {
+        call.handle_sip_request(Instant::from_millis(20), r)
+    })
+    .unwrap();
+    (call, tag)
+}
+
+// Regression (fuzz call_sequence): RTP after the node hung up must not re-latch media.
+#[test]
+fn no_media_commands_after_the_node_hangs_up() {
+    let cfg = cfg_with(|_| {});
+    let (mut call, _) = answered_and_acked(cfg);
+    call.handle_input(Instant::from_millis(100), Input::Shutdown)
+        .unwrap();
+    let outs = drain(&mut call);
+    assert!(outs.contains(&Output::Media(Media::Stop)));
+    let nat: SocketAddr = "198.51.100.7:61000".parse().unwrap();
+    let mut out = OutboundStream::new(Ssrc(9), 1, 0, PayloadType::PCMU);
+    let mut buf = [0u8; 200];
+    let n = out.next_packet_header(true).emit(&[0xFF; 160], &mut buf).unwrap();
+    assert_eq!(
+        call.handle_rtp(Instant::from_millis(120), nat, &buf[..n]),
+        Err(Error::Rtp)
+    );
+    assert!(drain(&mut call).is_empty());
+}
+
+// Regression (fuzz call_sequence): the IVR stops with the node's hang-up.
+#[test]
+fn no_prompts_after_the_node_hangs_up() {
+    let cfg = cfg_with(|_| {});
+    let (mut call, _) = answered_and_acked(cfg);
+    call.handle_input(Instant::from_millis(100), Input::Shutdown)
+        .unwrap();
+    let _ = drain(&mut call);
+    let _ = call.handle_input(Instant::from_millis(200), Input::PlaybackFinished);
+    let outs = drain(&mut call);
+    assert!(
+        !outs.iter().any(|o| matches!(o, Output::Play(_))),
+        "{outs:?}"
+    );
+    // And no IVR timer keeps firing afterwards.
+    let mut now = Instant::from_millis(200);
+    for _ in 0..50 {
+        let Some(t) = call.poll_timeout() else { break };
+        assert!(t > now || t == now, "deadline in the past");
+        now = t;
+        call.handle_timeout(now);
+        assert!(!drain(&mut call).iter().any(|o| matches!(o, Output::Play(_))));
+    }
+}
+
+// Regression (fuzz call_sequence): on hold, the media timeout must not leave a deadline in
+// the past (the shell's timer would spin).
+#[test]
+fn hold_never_leaves_a_past_deadline() {
+    let cfg = cfg_with(|c| c.media_timeout = Some(Duration::from_secs(5)));
+    let (mut call, tag) = answered_and_acked(cfg);
+    let mut out = OutboundStream::new(Ssrc(3), 1, 0, PayloadType::PCMU);
+    let mut buf = [0u8; 200];
+    let n = out.next_packet_header(true).emit(&[0xFF; 160], &mut buf).unwrap();
+    call.handle_rtp(Instant::from_millis(100), gw_rtp(), &buf[..n]).unwrap();
+    let hold = std_offer().replace("a=ptime:20\r\n", "a=ptime:20\r\na=sendonly\r\n");
+    with_req(&request("INVITE", 2, Some(&tag), "h", &hold), |r| {
+        call.handle_sip_request(Instant::from_millis(200), r)
+    })
+    .unwrap();
+    let _ = drain_sip(&mut call);
+    let _ = drain(&mut call);
+    let now = Instant::from_millis(30_000);
+    call.handle_timeout(now);
+    let _ = drain_sip(&mut call);
+    let _ = drain(&mut call);
+    if let Some(t) = call.poll_timeout() {
+        assert!(t > now, "deadline {t:?} not after {now:?}");
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Benchmark: the agent's CPU and memory with N concurrent announcement calls from sipp.
+#
+#   bench/agent-calls.sh [CALLS] [CALL_SECONDS]      (defaults: 200 calls of 30 s)
+#
+# Starts a release `ccedge agent` on loopback with a fresh state dir, lets sipp place CALLS
+# calls at 50 calls/s that each listen for CALL_SECONDS, and samples the agent's
+# /proc/<pid>/stat (utime+stime) and /proc/<pid>/status (VmRSS) while all calls are up.
+# Prints one JSON line with the figures; docs/BENCHMARKS.md explains them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CALLS=${1:-200}
+SECS=${2:-30}
+command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)" >&2; exit 1; }
+cargo build --release -q -p edge
+STATE=$(mktemp -d)
+trap 'kill $AGENT 2>/dev/null || true; rm -rf "$STATE"' EXIT
+PORT_MIN=$(( 30000 + RANDOM % 20000 ))
+cat > "$STATE/ccedge.toml" <<TOML
+[node]
+id = "bench"
+site = "bench"
+state_dir = "$STATE"
+[sip]
+listen = "127.0.0.1:0"
+allow = ["127.0.0.0/8"]
+rate_limit_per_source = 0
+[rtp]
+port_min = $PORT_MIN
+port_max = $(( PORT_MIN + CALLS * 2 + 100 ))
+[log]
+level = "warn"
+TOML
+RUST_LOG=info target/release/ccedge agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
+AGENT=$!
+for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
+SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2)
+ticks() { awk '{print $14+$15}' "/proc/$AGENT/stat"; }
+rss_kb() { awk '/VmRSS/{print $2}' "/proc/$AGENT/status"; }
+HZ=$(getconf CLK_TCK)
+IDLE_RSS=$(rss_kb)
+sipp "$SIP" -sf bench/listen_media_port.xml -i 127.0.0.1 -m "$CALLS" -l "$CALLS" -r 50 \
+  -d $(( SECS * 1000 )) -nostdin -timeout $(( SECS + 60 ))s -rtp_echo >/dev/null 2>"$STATE/sipp.err" &
+SIPP=$!
+# All calls are up after CALLS/50 s; measure over the middle of the hold time.
+RAMP=$(( CALLS / 50 + 2 ))
+WINDOW=$(( SECS - RAMP - 4 ))
+[ "$WINDOW" -ge 5 ] || { echo "CALL_SECONDS too short for $CALLS calls" >&2; exit 1; }
+sleep "$RAMP"
+T0=$(ticks); W0=$(date +%s.%N)
+sleep "$WINDOW"
+T1=$(ticks); W1=$(date +%s.%N)
+RSS=$(rss_kb)
+wait $SIPP || { echo "sipp reported failed calls:" >&2; tail -5 "$STATE/sipp.err" >&2; }
+python3 - "$CALLS" "$T0" "$T1" "$W0" "$W1" "$HZ" "$IDLE_RSS" "$RSS" <<'PY'
+import json, sys
+calls, t0, t1, w0, w1, hz, idle, rss = sys.argv[1:]
+calls = int(calls); cpu_s = (float(t1) - float(t0)) / int(hz); wall = float(w1) - float(w0)
+core_pct = 100 * cpu_s / wall
+print(json.dumps({
+  "calls": calls, "window_s": round(wall, 2), "agent_cpu_s": round(cpu_s, 3),
+  "agent_core_percent": round(core_pct, 2),
+  "core_percent_per_call": round(core_pct / calls, 4),
+  "cpu_ms_per_call_second": round(1000 * cpu_s / (calls * wall), 4),
+  "idle_rss_kb": int(idle), "rss_kb": int(rss),
+  "rss_kb_per_call": round((int(rss) - int(idle)) / calls, 1),
+}))
+PY
