@@ -380,6 +380,9 @@ pub struct Call {
     hanging_up: bool,
     deferred: Option<Deferred>,
     answer_at: Option<Instant>,
+    /// Set while a booking is with the shell: `call.ended` waits for its outcome (so
+    /// `callback.requested` never follows `call.ended`), at most until this deadline.
+    booking_deadline: Option<Instant>,
     now: Instant,
 }
 
@@ -440,6 +443,7 @@ impl Call {
             hanging_up: false,
             deferred: None,
             answer_at: None,
+            booking_deadline: None,
             now,
         };
         call.push(Pending::Offered);
@@ -682,10 +686,12 @@ impl Call {
                 .ivr
                 .handle_input(now, ivr::Input::PlaybackFinished)
                 .map_err(Error::Ivr),
-            Input::BookingResult(r) => self
-                .ivr
-                .handle_input(now, ivr::Input::BookingResult(r))
-                .map_err(Error::Ivr),
+            Input::BookingResult(r) => {
+                self.booking_deadline = None;
+                self.ivr
+                    .handle_input(now, ivr::Input::BookingResult(r))
+                    .map_err(Error::Ivr)
+            }
             Input::Shutdown => {
                 self.hangup(now, EndReason::Shutdown);
                 Ok(())
@@ -704,6 +710,9 @@ impl Call {
         }
         if self.ivr_started && !self.ivr.is_ended() {
             self.ivr.handle_timeout(now);
+        }
+        if self.booking_deadline.is_some_and(|t| t <= now) {
+            self.booking_deadline = None;
         }
         if self.hangup_at.is_some_and(|t| t <= now) {
             self.hangup_at = None;
@@ -761,7 +770,11 @@ impl Call {
                     }
                 }
                 None => {
-                    if self.end_reason.is_some() && !self.ended_emitted && self.dialog_over() {
+                    if self.end_reason.is_some()
+                        && !self.ended_emitted
+                        && self.dialog_over()
+                        && self.booking_deadline.is_none()
+                    {
                         self.ended_emitted = true;
                         let reason = self.end_reason.unwrap_or(EndReason::Error);
                         return Some(self.render(Pending::Ended(reason)));
@@ -786,6 +799,7 @@ impl Call {
         }
         consider(self.hangup_at);
         consider(self.answer_at);
+        consider(self.booking_deadline);
         // Same condition as handle_timeout: no media deadline while on hold (a deadline that
         // handle_timeout would not act on would make the shell's timer spin).
         let holding = self.media.is_some_and(|m| !m.sending);
@@ -865,6 +879,8 @@ impl Call {
             ivr::Output::StopPlayback => Some(Output::StopPlayback),
             ivr::Output::BookCallback { number } => {
                 self.booking = Some(number.clone());
+                self.booking_deadline =
+                    Some(now + self.cfg.ivr.booking_timeout + Duration::from_secs(1));
                 Some(Output::BookCallback { number })
             }
             ivr::Output::Transfer => {

@@ -806,3 +806,69 @@ fn hold_never_leaves_a_past_deadline() {
         assert!(t > now, "deadline {t:?} not after {now:?}");
     }
 }
+
+// Regression (firmware-sim seed 55): the caller hangs up while the booking is being written;
+// the booking's event must still come before call.ended.
+#[test]
+fn call_ended_waits_for_a_booking_in_flight() {
+    let cfg = cfg_with(|_| {});
+    let (mut call, tag) = answered_and_acked(cfg);
+    let mut now = Instant::from_millis(1_000);
+    for (digit, ts, seq) in [(Digit::D1, 8000u32, 100u16), (Digit::D1, 16000, 200)] {
+        for p in dtmf_packets(digit, ts, seq) {
+            now += Duration::from_millis(20);
+            call.handle_rtp(now, gw_rtp(), &p).unwrap();
+        }
+    }
+    let outs = drain(&mut call);
+    assert!(outs.iter().any(|o| matches!(o, Output::BookCallback { .. })));
+    // BYE before the store answers.
+    with_req(&request("BYE", 2, Some(&tag), "b", ""), |r| call.handle_sip_request(now, r))
+        .unwrap();
+    let evs = events(&drain(&mut call));
+    assert!(
+        !evs.iter().any(|(_, e)| matches!(e, Event::Ended { .. })),
+        "call.ended must wait: {evs:?}"
+    );
+    call.handle_input(now, Input::BookingResult(BookingResult::Booked { position: 2 }))
+        .unwrap();
+    let evs = events(&drain(&mut call));
+    let kinds: Vec<_> = evs
+        .iter()
+        .map(|(_, e)| match e {
+            Event::CallbackBooked { .. } => "booked",
+            Event::Ended { .. } => "ended",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k != "other").collect::<Vec<_>>(), [&"booked", &"ended"]);
+}
+
+#[test]
+fn a_booking_that_never_answers_does_not_keep_the_call_forever() {
+    let cfg = cfg_with(|_| {});
+    let (mut call, tag) = answered_and_acked(cfg);
+    let mut now = Instant::from_millis(1_000);
+    for (digit, ts, seq) in [(Digit::D1, 8000u32, 100u16), (Digit::D1, 16000, 200)] {
+        for p in dtmf_packets(digit, ts, seq) {
+            now += Duration::from_millis(20);
+            call.handle_rtp(now, gw_rtp(), &p).unwrap();
+        }
+    }
+    let _ = drain(&mut call);
+    with_req(&request("BYE", 2, Some(&tag), "b", ""), |r| call.handle_sip_request(now, r))
+        .unwrap();
+    let _ = drain_sip(&mut call);
+    let mut ended = false;
+    for _ in 0..100 {
+        let Some(t) = call.poll_timeout() else { break };
+        now = t;
+        call.handle_timeout(now);
+        let _ = drain_sip(&mut call);
+        ended |= events(&drain(&mut call))
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Ended { .. }));
+    }
+    assert!(ended, "call.ended after the booking deadline");
+    assert!(call.is_done());
+}
