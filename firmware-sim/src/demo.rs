@@ -1,0 +1,5 @@
+//! `firmware-sim demo`: placeholder.
+use std::process::ExitCode;
+pub(crate) fn main() -> ExitCode {
+    ExitCode::SUCCESS
+}
