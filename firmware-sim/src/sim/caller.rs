@@ -71,6 +71,8 @@ pub(crate) struct CallLog {
     pub(crate) booked_position: Option<u16>,
     pub(crate) already_booked: bool,
     pub(crate) ended_by: &'static str,
+    /// Keys of a number are being logged into the last note.
+    keying: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +124,8 @@ struct GwCall {
     invalid_done: bool,
     bad_done: bool,
     log: CallLog,
+    /// Audio that arrived before the 200 OK (heard once the call is answered).
+    early: Option<Playlist>,
     /// When the call stops being tracked.
     forget_at: Option<Instant>,
 }
@@ -203,6 +207,7 @@ impl Gateways {
             invalid_done: false,
             bad_done: false,
             log,
+            early: None,
             forget_at: None,
         };
         self.by_sip.insert(c.uac.call_id.clone(), idx);
@@ -266,6 +271,16 @@ impl Gateways {
                     return;
                 };
                 self.on_sip(ctx, idx, &data);
+                let early = self.calls.get_mut(&idx).and_then(|c| {
+                    if c.phase == Phase::Answered {
+                        c.early.take()
+                    } else {
+                        None
+                    }
+                });
+                if let Some(pl) = early {
+                    self.on_heard(ctx, idx, &pl);
+                }
             }
             Msg::Audio(pl) => {
                 if let Some(&idx) = self.by_rtp.get(&to) {
@@ -427,7 +442,6 @@ impl Gateways {
             Phase::Answered => {
                 ctx.stats.caller_hangups += 1;
                 c.log.ended_by = "caller";
-                c.log.notes.push("hung up".into());
                 let bye = c.uac.bye();
                 c.act_gen += 1;
                 c.keys.clear();
@@ -545,7 +559,7 @@ impl Gateways {
                 }
                 if on {
                     ctx.stats.holds += 1;
-                    c.log.notes.push("put the call on hold".into());
+                    c.log.notes.push("hold".into());
                 }
                 c.on_hold = on;
                 let re = c.uac.reinvite(on);
@@ -643,7 +657,13 @@ impl Gateways {
             return;
         };
         ctx.stats.keys_pressed += 1;
-        c.log.notes.push(format!("pressed {}", d.as_char()));
+        if c.log.keying {
+            if let Some(last) = c.log.notes.last_mut() {
+                last.push(d.as_char());
+            }
+        } else {
+            c.log.notes.push(format!("pressed {}", d.as_char()));
+        }
         let Some(pt) = PayloadType::new(101) else {
             return;
         };
@@ -684,6 +704,10 @@ impl Gateways {
         let Some(c) = self.calls.get_mut(&idx) else {
             return;
         };
+        if c.phase == Phase::Calling && !c.dead {
+            c.early = Some(pl.clone());
+            return;
+        }
         if c.phase != Phase::Answered || c.dead {
             return;
         }
@@ -696,9 +720,9 @@ impl Gateways {
         let len_ms: u64 = pl.len() as u64 * 1_500;
         // Notes for the log.
         if let Some(Prompt::Announcement(_)) = first {
-            c.log.notes.push("heard the announcement".into());
+            c.log.notes.push("announcement".into());
         } else if first == Some(Prompt::Greeting) {
-            c.log.notes.push("heard the greeting".into());
+            c.log.notes.push("greeting".into());
         }
         if has(Prompt::Booked) {
             let pos = pl.iter().find_map(|p| match p {
@@ -708,14 +732,29 @@ impl Gateways {
             c.log.booked_position = pos;
             c.log
                 .notes
-                .push(format!("heard: callback booked, position {}", pos.unwrap_or(0)));
+                .push(format!("BOOKED, position {}", pos.unwrap_or(0)));
         }
         if has(Prompt::AlreadyBooked) {
             c.log.already_booked = true;
-            c.log.notes.push("heard: already booked".into());
+            c.log.notes.push("ALREADY BOOKED".into());
         }
         if has(Prompt::CouldNotBook) || has(Prompt::QueueFull) {
-            c.log.notes.push("heard: could not book".into());
+            c.log.notes.push("could not book".into());
+        }
+        if has(Prompt::InvalidNumber) {
+            c.log.notes.push("invalid number".into());
+        }
+        if has(Prompt::InvalidChoice) {
+            c.log.notes.push("invalid choice".into());
+        }
+        if pl.iter().any(|p| matches!(p, Prompt::Menu { .. })) && !has(Prompt::NoInput) {
+            c.log.notes.push("menu".into());
+        }
+        if has(Prompt::NoInput) {
+            c.log.notes.push("no key".into());
+        }
+        if has(Prompt::CallbackConfirmChoices) {
+            c.log.notes.push("number read back".into());
         }
         let mut plan_keys: Option<(Duration, Vec<Digit>)> = None;
         let menu = pl.iter().find_map(|p| match p {
@@ -759,6 +798,10 @@ impl Gateways {
             }
         }
         if let Some((d, keys)) = plan_keys {
+            c.log.keying = keys.len() > 1;
+            if c.log.keying {
+                c.log.notes.push("keyed ".into());
+            }
             c.keys = keys.into();
             ctx.after(
                 d,

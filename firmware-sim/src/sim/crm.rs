@@ -111,7 +111,12 @@ impl Broker {
             let d = Self::hop(ctx);
             ctx.after(d, Ev::ToNode { conn, msg: ack });
         }
-        let d = Self::hop(ctx);
+        // The CRM's consumer may lag: what the broker holds for it is lost if it dies.
+        let d = if ctx.rng.chance(0.2) {
+            ctx.ms(5, 400)
+        } else {
+            Self::hop(ctx)
+        };
         ctx.after(
             d,
             Ev::BrokerToCrm {

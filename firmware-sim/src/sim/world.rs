@@ -163,7 +163,7 @@ impl World {
         self.ctx.net.sip_loss = 0.0;
         self.ctx.net.rtp_loss = 0.0;
         self.ctx.net.duplicate = 0.0;
-        if !self.broker.up {
+        if !self.broker.up && self.scripted.is_none() {
             self.ctx.after(Duration::from_millis(1), Ev::BrokerUp);
         }
     }
@@ -413,6 +413,7 @@ impl World {
     }
 
     fn churn(&mut self) {
+        self.crm.bgen = self.broker.gen;
         let ctx = &mut self.ctx;
         if let Some(a) = self.demo_announcement.take() {
             let id = a.id.as_str().to_string();
@@ -506,7 +507,9 @@ fn describe(ev: &Ev) -> String {
         }
         other => {
             let _ = write!(s, "{other:?}");
-            s.truncate(160);
+            if let Some((i, _)) = s.char_indices().nth(160) {
+                s.truncate(i);
+            }
         }
     }
     s
