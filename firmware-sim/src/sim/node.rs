@@ -721,6 +721,18 @@ impl Node {
         }
         e.armed = None;
         e.call.handle_timeout(ctx.now);
+        let again = e.call.poll_timeout();
+        if again.is_some_and(|t| t <= ctx.now) {
+            // The shell would spin: the deadline it was given is still due after
+            // handle_timeout.
+            ctx.oracle.checks += 1;
+            fail!(
+                "call {key}: poll_timeout() still returns {:?} (now {:?}) after handle_timeout: the shell would busy-loop; call state: {:?}",
+                again,
+                ctx.now,
+                e.call
+            );
+        }
         self.drive(ctx, key)
     }
 

@@ -783,7 +783,7 @@ impl Call {
         if let (Some(limit), Some(last), Phase::Answered) =
             (self.cfg.media_timeout, self.last_rtp, self.phase)
         {
-            consider(Some(last + limit));
+            consider(self.media.filter(|m| m.sending).map(|_| last + limit));
         }
         t
     }
