@@ -27,7 +27,7 @@ fn plan(n: u64, intent: Intent) -> Plan {
     Plan {
         caller: Some(format!("121555501{n:02}")),
         dialled: DIALLED[0].to_string(),
-        offer: if n % 5 == 0 {
+        offer: if n.is_multiple_of(5) {
             Offer::PcmaOnly
         } else {
             Offer::Standard
@@ -187,19 +187,25 @@ fn report(out: &ScenarioOutcome) -> (String, Vec<String>) {
         .filter(|l| l.final_status == Some(487))
         .count();
     if cancelled != 1 {
-        problems.push(format!("{cancelled} calls cancelled while ringing, expected 1"));
+        problems.push(format!(
+            "{cancelled} calls cancelled while ringing, expected 1"
+        ));
     }
     if booked < 5 {
         problems.push(format!("only {booked} callbacks booked"));
     }
-    if !out.logs.values().any(|l| l.notes.iter().any(|n| n.contains("announcement"))) {
+    if !out
+        .logs
+        .values()
+        .any(|l| l.notes.iter().any(|n| n.contains("announcement")))
+    {
         problems.push("nobody heard the announcement".into());
     }
     // Events at the CRM: seq 1..=max with no gap and nothing skipped.
     let seqs: Vec<u64> = out.received.iter().map(|e| e.seq).collect();
     let max = seqs.last().copied().unwrap_or(0);
     let contiguous = seqs.iter().copied().eq(1..=max);
-    let mut by_type: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let mut by_type: alloc::collections::BTreeMap<&str, u64> = alloc::collections::BTreeMap::new();
     for e in &out.received {
         *by_type.entry(e.kind.type_str()).or_default() += 1;
     }
@@ -233,7 +239,9 @@ fn report(out: &ScenarioOutcome) -> (String, Vec<String>) {
     let offered = by_type.get("call.offered").copied().unwrap_or(0);
     let ended = by_type.get("call.ended").copied().unwrap_or(0);
     if offered != 20 || ended != 20 {
-        problems.push(format!("{offered} call.offered and {ended} call.ended, expected 20 each"));
+        problems.push(format!(
+            "{offered} call.offered and {ended} call.ended, expected 20 each"
+        ));
     }
     let cb_events = out
         .received

@@ -48,6 +48,9 @@ enum Command {
         /// Print every step (large).
         #[arg(long)]
         trace: bool,
+        /// Count the documented, not yet fixed core bugs instead of failing on them.
+        #[arg(long)]
+        allow_known_bugs: bool,
     },
 }
 
@@ -61,10 +64,12 @@ fn main() -> ExitCode {
             calls,
             json,
             trace,
+            allow_known_bugs,
         } => {
             let mut cfg = sim::Config::new(seed, calls);
             cfg.steps = steps;
             cfg.trace = trace;
+            cfg.allow_known_bugs = allow_known_bugs;
             match sim::run(&cfg) {
                 Ok(summary) => {
                     if json {
@@ -93,10 +98,15 @@ fn main() -> ExitCode {
                     }
                     eprintln!("{f}");
                     eprintln!(
-                        "reproduce with: firmware-sim sim --seed {} --calls {}{}",
+                        "reproduce with: firmware-sim sim --seed {} --calls {}{}{}",
                         f.seed,
                         calls,
-                        steps.map(|s| format!(" --steps {s}")).unwrap_or_default()
+                        steps.map(|s| format!(" --steps {s}")).unwrap_or_default(),
+                        if allow_known_bugs {
+                            " --allow-known-bugs"
+                        } else {
+                            ""
+                        }
                     );
                     ExitCode::FAILURE
                 }

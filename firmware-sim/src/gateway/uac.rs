@@ -103,9 +103,13 @@ impl UacCall {
         }
     }
 
-    fn from_value(&self) -> String {
+    fn header_from(&self) -> String {
         match &self.caller {
-            Some(c) => format!("<sip:+{c}@{}>;tag={}", host_of(&self.local_sip), self.from_tag),
+            Some(c) => format!(
+                "<sip:+{c}@{}>;tag={}",
+                host_of(&self.local_sip),
+                self.from_tag
+            ),
             None => format!(
                 "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}",
                 self.from_tag
@@ -154,7 +158,7 @@ impl UacCall {
             self.dialled,
             host_of(&self.remote_sip),
             self.local_sip,
-            self.from_value(),
+            self.header_from(),
             self.to_value(),
             self.call_id,
             self.local_sip
@@ -296,7 +300,11 @@ impl UacCall {
             self.state = UacState::Terminated;
             vec![response_to(&headers, 200, "OK")]
         } else if first.starts_with("OPTIONS ") || first.starts_with("REFER ") {
-            vec![response_to(&headers, if first.starts_with("REFER") { 202 } else { 200 }, "OK")]
+            vec![response_to(
+                &headers,
+                if first.starts_with("REFER") { 202 } else { 200 },
+                "OK",
+            )]
         } else {
             Vec::new()
         }

@@ -415,9 +415,7 @@ impl Gateways {
             Duration::from_secs(45),
             Ev::Gw {
                 call: idx,
-                timer: GwTimer::Silence {
-                    gen: c.silence_gen,
-                },
+                timer: GwTimer::Silence { gen: c.silence_gen },
             },
         );
     }
@@ -630,8 +628,7 @@ impl Gateways {
 
     fn media_ts(c: &GwCall, now: Instant) -> u32 {
         let since = c.answered_at.map_or(Duration::ZERO, |a| now - a);
-        c.ts_base
-            .wrapping_add((since.as_micros() / 125) as u32)
+        c.ts_base.wrapping_add((since.as_micros() / 125) as u32)
     }
 
     fn send_audio(ctx: &mut Ctx, c: &mut GwCall) {

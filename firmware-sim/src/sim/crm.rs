@@ -32,6 +32,8 @@ pub(crate) enum Up {
 }
 
 /// CRM or broker → node.
+// Messages are moved once through the agenda; boxing the announcement would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(crate) enum Down {
     /// PUBACK for an event.
@@ -97,7 +99,7 @@ impl Broker {
     }
 
     /// A message from the node arrives.
-    pub(crate) fn from_node(&mut self, ctx: &mut Ctx, conn: u64, msg: Up) {
+    pub(crate) fn on_node_msg(&mut self, ctx: &mut Ctx, conn: u64, msg: Up) {
         if !self.up || self.node_conn != Some(conn) {
             ctx.stats.broker_messages_lost += 1;
             return;
@@ -127,7 +129,7 @@ impl Broker {
     }
 
     /// A message from the CRM arrives: keep retained ones, forward to the node.
-    pub(crate) fn from_crm(&mut self, ctx: &mut Ctx, bgen: u64, msg: Down) {
+    pub(crate) fn on_crm_msg(&mut self, ctx: &mut Ctx, bgen: u64, msg: Down) {
         if !self.up || bgen != self.gen {
             ctx.stats.broker_messages_lost += 1;
             return;
@@ -209,8 +211,14 @@ impl Crm {
                 self.received.insert(ev.seq, ev);
                 self.advance();
             }
-            Up::Callback { entry, .. } => {
+            Up::Callback { entry, position } => {
                 let id = entry.id.as_str().to_string();
+                ctx.oracle.checks += 1;
+                if position == 0 {
+                    return Err(super::oracle::Violation(format!(
+                        "callback {id} published with position 0 (waiting entries rank from 1)"
+                    )));
+                }
                 ctx.oracle.crm_callback(&id, entry.call_id.0)?;
                 self.callbacks_received.insert(id.clone());
                 match self.callbacks.get(&id) {

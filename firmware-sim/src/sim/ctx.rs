@@ -129,7 +129,8 @@ impl Ctx {
             1
         };
         for _ in 0..copies {
-            let delay = self.net.base_delay_ms * 1000 + self.rng.below(self.net.jitter_ms * 1000 + 1);
+            let delay =
+                self.net.base_delay_ms * 1000 + self.rng.below(self.net.jitter_ms * 1000 + 1);
             let at = t + Duration::from_micros(delay);
             let p = Packet {
                 from,

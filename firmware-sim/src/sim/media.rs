@@ -55,7 +55,10 @@ mod tests {
     fn announcements_last_5_to_20_seconds_and_digits_are_short() {
         for v in 1..200 {
             let d = announcement_length("outage-3", v);
-            assert!(d >= Duration::from_secs(5) && d <= Duration::from_secs(20), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(5) && d <= Duration::from_secs(20),
+                "{d:?}"
+            );
         }
         assert_eq!(
             prompt_length(&Prompt::Digit(shared::dtmf::Digit::D1), |_| Duration::ZERO),

@@ -188,9 +188,9 @@ impl Node {
                 && l.outbox.is_empty()
                 && l.inflight.is_empty()
                 && l.bookings.is_empty()
-                && l.queue
-                    .iter()
-                    .all(|e| e.state != callback::State::Stored && e.state != callback::State::Requested)
+                && l.queue.iter().all(|e| {
+                    e.state != callback::State::Stored && e.state != callback::State::Requested
+                })
         })
     }
 
@@ -432,7 +432,9 @@ impl Node {
         }
         let key = (u64::from(self.disk.boot) << 32) | live.next_call;
         live.next_call += 1;
-        let span = u16::try_from(self.params.max_calls * 4).unwrap_or(40_000).min(40_000);
+        let span = u16::try_from(self.params.max_calls * 4)
+            .unwrap_or(40_000)
+            .min(40_000);
         let port = RTP_BASE + (live.next_port - RTP_BASE) % span;
         live.next_port = RTP_BASE + (live.next_port - RTP_BASE + 2) % span;
         let setup = Setup {
@@ -518,7 +520,8 @@ impl Node {
         if t != e.armed {
             e.armed = t;
             if let Some(at) = t {
-                ctx.sched.at(at.max(ctx.now), Ev::CallTimer { epoch, key, at });
+                ctx.sched
+                    .at(at.max(ctx.now), Ev::CallTimer { epoch, key, at });
             }
         }
         Ok(())
@@ -629,7 +632,9 @@ impl Node {
                 callback_id: e
                     .and_then(|e| e.booking.as_deref())
                     .and_then(|b| CallbackId::new(b).ok())
-                    .unwrap_or_else(|| CallbackId::new("unknown").unwrap_or_else(|_| unreachable_cb())),
+                    .unwrap_or_else(|| {
+                        CallbackId::new("unknown").unwrap_or_else(|_| unreachable_cb())
+                    }),
                 position: u32::from(*position),
             },
             call::Event::Transferred { target } => EventKind::CallTransferred {
@@ -709,7 +714,13 @@ impl Node {
     // ---- timers and media ---------------------------------------------------------------------
 
     /// A call's timer fired.
-    pub(crate) fn on_call_timer(&mut self, ctx: &mut Ctx, epoch: u32, key: u64, at: Instant) -> Check {
+    pub(crate) fn on_call_timer(
+        &mut self,
+        ctx: &mut Ctx,
+        epoch: u32,
+        key: u64,
+        at: Instant,
+    ) -> Check {
         if epoch != self.epoch {
             return Ok(());
         }
@@ -737,7 +748,13 @@ impl Node {
     }
 
     /// A playlist played to its end.
-    pub(crate) fn on_playback_done(&mut self, ctx: &mut Ctx, epoch: u32, key: u64, gen: u32) -> Check {
+    pub(crate) fn on_playback_done(
+        &mut self,
+        ctx: &mut Ctx,
+        epoch: u32,
+        key: u64,
+        gen: u32,
+    ) -> Check {
         if epoch != self.epoch {
             return Ok(());
         }
@@ -752,8 +769,18 @@ impl Node {
     }
 
     /// An RTP datagram arrives on `port`.
-    pub(crate) fn on_rtp(&mut self, ctx: &mut Ctx, port: u16, from: SocketAddr, data: &[u8]) -> Check {
-        let Some(key) = self.live.as_ref().and_then(|l| l.by_port.get(&port).copied()) else {
+    pub(crate) fn on_rtp(
+        &mut self,
+        ctx: &mut Ctx,
+        port: u16,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Check {
+        let Some(key) = self
+            .live
+            .as_ref()
+            .and_then(|l| l.by_port.get(&port).copied())
+        else {
             return Ok(());
         };
         if let Some(e) = self.live.as_mut().and_then(|l| l.calls.get_mut(&key)) {
@@ -785,7 +812,13 @@ impl Node {
     }
 
     /// A write finished.
-    pub(crate) fn on_disk_done(&mut self, ctx: &mut Ctx, epoch: u32, op: DiskOp, ok: bool) -> Check {
+    pub(crate) fn on_disk_done(
+        &mut self,
+        ctx: &mut Ctx,
+        epoch: u32,
+        op: DiskOp,
+        ok: bool,
+    ) -> Check {
         if epoch != self.epoch {
             return Ok(());
         }
@@ -794,7 +827,9 @@ impl Node {
         };
         // Writes complete in the order they were started per kind; find this one.
         let found = live.inflight.iter().find_map(|(k, v)| match (v, &op) {
-            (DiskOp::StoreCallback { id: a, .. }, DiskOp::StoreCallback { id: b, .. }) if a == b => {
+            (DiskOp::StoreCallback { id: a, .. }, DiskOp::StoreCallback { id: b, .. })
+                if a == b =>
+            {
                 Some(*k)
             }
             (DiskOp::SeqMark(a), DiskOp::SeqMark(b)) if a == b => Some(*k),
@@ -815,8 +850,7 @@ impl Node {
             }
             DiskOp::StoreCallback { id, entry } => {
                 if ok {
-                    ctx.oracle
-                        .disk_written(&id, &entry, &self.disk.callbacks)?;
+                    ctx.oracle.disk_written(&id, &entry, &self.disk.callbacks)?;
                     self.disk.callbacks.insert(id.clone(), entry.clone());
                     if self.params.inject == Some(Inject::DuplicateCallback) && !self.injected {
                         self.injected = true;

@@ -65,7 +65,19 @@ pub(crate) struct Oracle {
     crm_callbacks: BTreeMap<String, u64>,
     /// Checks performed.
     pub(crate) checks: u64,
+    /// Tolerate the documented core bugs in [`KNOWN_CORE_BUGS`] (count them instead).
+    pub(crate) allow_known: bool,
+    /// How often each tolerated core bug happened.
+    pub(crate) known: BTreeMap<&'static str, u64>,
 }
+
+/// Core bugs the simulator found that are not fixed yet; `--allow-known-bugs` counts them
+/// instead of failing. Each entry: (name, symptom).
+pub(crate) const KNOWN_CORE_BUGS: [(&str, &str); 1] = [(
+    "callback-after-ended",
+    "a caller hangs up while the callback store is in flight; the late BookingResult makes \
+     the call emit callback.requested after call.ended (call.ended must be last)",
+)];
 
 impl Oracle {
     /// A call emitted an event.
@@ -73,6 +85,11 @@ impl Oracle {
         self.checks += 1;
         let rec = self.calls.entry(call).or_default();
         if rec.ended_emitted {
+            if self.allow_known && kind == "callback.requested" {
+                *self.known.entry(KNOWN_CORE_BUGS[0].0).or_default() += 1;
+                rec.emitted = call_seq;
+                return Ok(());
+            }
             fail!("call {call}: event {kind} (call_seq {call_seq}) after call.ended");
         }
         if call_seq != rec.emitted + 1 {
@@ -149,7 +166,10 @@ impl Oracle {
     pub(crate) fn crm_event(&mut self, ev: &CallEvent) -> Check {
         self.checks += 1;
         let Some(i) = self.issued.get(&ev.seq) else {
-            fail!("the CRM received seq {} which the node never issued", ev.seq);
+            fail!(
+                "the CRM received seq {} which the node never issued",
+                ev.seq
+            );
         };
         let got = Issued {
             call: ev.call_id.map(|c| c.0),
@@ -356,7 +376,7 @@ impl Oracle {
                 );
             }
         }
-        for (&seq, _) in received {
+        for &seq in received.keys() {
             if is_skipped(seq) {
                 fail!("seq {seq} was delivered but also reported skipped");
             }
@@ -400,14 +420,19 @@ impl Oracle {
                         if !s.is_some_and(is_skipped) {
                             fail!("call {call}: call_seq {cs} (seq {s:?}) missing at the CRM and not reported skipped");
                         }
-                        if s.is_some_and(|s| self.issued.get(&s).is_some_and(|i| i.kind == "call.ended")) {
+                        if s.is_some_and(|s| {
+                            self.issued.get(&s).is_some_and(|i| i.kind == "call.ended")
+                        }) {
                             ends += 1;
                         }
                     }
                 }
             }
             if k != evs.len() {
-                fail!("call {call}: the CRM holds events beyond call_seq {}", rec.issued_upto);
+                fail!(
+                    "call {call}: the CRM holds events beyond call_seq {}",
+                    rec.issued_upto
+                );
             }
             if !rec.cut {
                 if !rec.ended_emitted {

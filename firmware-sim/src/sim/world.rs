@@ -23,13 +23,15 @@ impl World {
             pending_max: 20_000,
             inject: cfg.inject,
         };
+        let mut oracle = Oracle::default();
+        oracle.allow_known = cfg.allow_known_bugs;
         let ctx = Ctx {
             now: Instant::ZERO,
             step: 0,
             sched: Sched::default(),
             rng,
             net: prof.net,
-            oracle: Oracle::default(),
+            oracle,
             stats: Stats::default(),
             trace: 0xcbf2_9ce4_8422_2325,
             verbose: cfg.trace,
@@ -78,7 +80,12 @@ impl World {
             }
             self.ctx.trace = h;
             if self.ctx.verbose {
-                println!("{:>9} {:>12.6} {}", self.ctx.step, t.as_micros() as f64 / 1e6, describe(&ev));
+                println!(
+                    "{:>9} {:>12.6} {}",
+                    self.ctx.step,
+                    t.as_micros() as f64 / 1e6,
+                    describe(&ev)
+                );
             }
             self.dispatch(ev).map_err(|v| self.fail(v))?;
             self.check_step().map_err(|v| self.fail(v))?;
@@ -88,7 +95,7 @@ impl World {
                 if placed_all || out_of_steps {
                     self.heal();
                 }
-            } else if self.ctx.step % 64 == 0 && self.drained() {
+            } else if self.ctx.step.is_multiple_of(64) && self.drained() {
                 break;
             } else if self.ctx.now > self.heal_deadline {
                 return Err(self.fail(Violation(format!(
@@ -122,6 +129,7 @@ impl World {
             callbacks_at_crm: self.crm.callbacks_received.len(),
             events_by_type: self.crm.by_type.clone(),
             max_seq: self.ctx.oracle.max_seq(),
+            known_core_bugs: self.ctx.oracle.known.clone(),
             trace_hash: format!("{:016x}", self.ctx.trace),
         })
     }
@@ -147,7 +155,10 @@ impl World {
         ctx.after(d, Ev::JunkTick);
         ctx.sched.at(Instant::ZERO, Ev::AnnChurn);
         ctx.sched.at(Instant::from_millis(1), Ev::AnnChurn);
-        let c = Duration::from_micros(ctx.rng.exp_micros(self.prof.crash_mean_s.saturating_mul(1_000_000)));
+        let c = Duration::from_micros(
+            ctx.rng
+                .exp_micros(self.prof.crash_mean_s.saturating_mul(1_000_000)),
+        );
         ctx.after(c, Ev::NodeCrash);
         let b = Duration::from_micros(
             ctx.rng
@@ -182,7 +193,7 @@ impl World {
         if self.ctx.sched.len() > 5_000_000 {
             oracle::fail!("the agenda holds {} happenings", self.ctx.sched.len());
         }
-        if self.ctx.step % 4_096 == 0 {
+        if self.ctx.step.is_multiple_of(4_096) {
             self.ctx
                 .oracle
                 .booked_present(&self.node.disk.callbacks, self.node.queue())?;
@@ -231,7 +242,8 @@ impl World {
                     let down = ctx.ms(2_000, 20_000);
                     ctx.after(down, Ev::NodeRestart);
                     let next = Duration::from_micros(
-                        ctx.rng.exp_micros(self.prof.crash_mean_s.saturating_mul(1_000_000)),
+                        ctx.rng
+                            .exp_micros(self.prof.crash_mean_s.saturating_mul(1_000_000)),
                     );
                     ctx.after(down + next, Ev::NodeCrash);
                 }
@@ -245,7 +257,7 @@ impl World {
             Ev::NodeConnLost { epoch, conn } => self.node.on_conn_lost(ctx, epoch, conn),
             Ev::NodeStatusTick { epoch } => self.node.on_status_tick(ctx, epoch),
             Ev::NodeAnnTimer { epoch } => self.node.on_ann_timer(ctx, epoch),
-            Ev::ToBroker { conn, msg } => self.broker.from_node(ctx, conn, msg),
+            Ev::ToBroker { conn, msg } => self.broker.on_node_msg(ctx, conn, msg),
             Ev::ToNode { conn, msg } => self.node.on_broker(ctx, conn, msg)?,
             Ev::BrokerToCrm { bgen, msg } => {
                 if self.broker.up && self.broker.gen == bgen {
@@ -255,7 +267,7 @@ impl World {
                     ctx.stats.broker_messages_lost += 1;
                 }
             }
-            Ev::CrmToBroker { bgen, msg } => self.broker.from_crm(ctx, bgen, msg),
+            Ev::CrmToBroker { bgen, msg } => self.broker.on_crm_msg(ctx, bgen, msg),
             Ev::BrokerDown => {
                 if !self.healing && self.broker.up {
                     ctx.stats.broker_outages += 1;
@@ -277,10 +289,10 @@ impl World {
                     self.broker.up = true;
                     self.crm.bgen = self.broker.gen;
                     if !self.healing && self.scripted.is_none() {
-                        let next = Duration::from_micros(
-                            ctx.rng
-                                .exp_micros(self.prof.broker_outage_mean_s.saturating_mul(1_000_000)),
-                        );
+                        let next =
+                            Duration::from_micros(ctx.rng.exp_micros(
+                                self.prof.broker_outage_mean_s.saturating_mul(1_000_000),
+                            ));
                         ctx.after(next, Ev::BrokerDown);
                     }
                 }
@@ -327,6 +339,7 @@ impl World {
         let idx = self.gws.next_idx;
         let answer_delay = self.prof.answer_delay_ms;
         let r = &mut self.ctx.rng;
+        // A few callers call again soon (their callback may still be waiting).
         let (caller, keyed) = if r.chance(0.05) && !self.numbers.is_empty() {
             let i = r.below(self.numbers.len() as u64) as usize;
             let (c, k) = self.numbers[i].clone();
@@ -334,12 +347,10 @@ impl World {
         } else {
             let c = format!("1215{:07}", 1_000_000 + idx % 9_000_000);
             let k = format!("44{:010}", 2_000_000_000 + idx);
-            if self.numbers.len() < 2_000 {
-                self.numbers.push((c.clone(), k.clone()));
-            } else {
-                let i = r.below(2_000) as usize;
-                self.numbers[i] = (c.clone(), k.clone());
+            if self.numbers.len() >= 40 {
+                self.numbers.remove(0);
             }
+            self.numbers.push((c.clone(), k.clone()));
             (Some(c), k)
         };
         let caller = if r.chance(0.08) { None } else { caller };
