@@ -103,7 +103,8 @@ struct CallEntry {
 /// The in-memory part of the node (gone at a crash).
 #[derive(Debug)]
 struct Live {
-    calls: BTreeMap<u64, CallEntry>,
+    /// Boxed: a `Call` is about 2 KiB and the map's nodes should move pointers.
+    calls: BTreeMap<u64, Box<CallEntry>>,
     by_sip: BTreeMap<Vec<u8>, u64>,
     by_port: BTreeMap<u16, u64>,
     next_call: u64,
@@ -133,6 +134,8 @@ pub(crate) struct Node {
     cfg: &'static call::Config,
     outbox_cfg: outbox::Config,
     injected: bool,
+    /// Scratch buffer for outgoing SIP (reused: no 8 KiB zeroing per call).
+    buf: Vec<u8>,
 }
 
 fn sip_cfg() -> &'static uas::Config {
@@ -156,6 +159,7 @@ impl Node {
                 ..outbox::Config::default()
             },
             injected: false,
+            buf: vec![0; SIP_MAX_DATAGRAM],
         }
     }
 
@@ -391,8 +395,8 @@ impl Node {
     }
 
     fn respond(&mut self, ctx: &mut Ctx, to: SocketAddr, inc: &Incoming<'_>, status: u16) {
-        let mut buf = [0u8; SIP_MAX_DATAGRAM];
-        if let Ok(n) = endpoint::respond(inc, status, &mut buf) {
+        let buf = &mut self.buf;
+        if let Ok(n) = endpoint::respond(inc, status, buf) {
             ctx.stats.node_stateless_replies += 1;
             ctx.send(NODE_SIP, to, Msg::Sip(buf[..n].to_vec()));
         }
@@ -453,7 +457,7 @@ impl Node {
                 }
                 live.calls.insert(
                     key,
-                    CallEntry {
+                    Box::new(CallEntry {
                         call,
                         sip_id,
                         gw: from,
@@ -463,7 +467,7 @@ impl Node {
                         media: MediaPath::default(),
                         anns,
                         booking: None,
-                    },
+                    }),
                 );
                 self.drive(ctx, key)
             }
@@ -476,15 +480,15 @@ impl Node {
 
     /// Drains a call's datagrams and outputs, re-arms its timer, drops it when done.
     fn drive(&mut self, ctx: &mut Ctx, key: u64) -> Check {
-        let mut buf = [0u8; SIP_MAX_DATAGRAM];
         loop {
+            let buf = &mut self.buf;
             let Some(live) = self.live.as_mut() else {
                 return Ok(());
             };
             let Some(e) = live.calls.get_mut(&key) else {
                 return Ok(());
             };
-            while let Some(n) = e.call.poll_transmit(&mut buf) {
+            while let Some(n) = e.call.poll_transmit(buf) {
                 ctx.send(NODE_SIP, e.gw, Msg::Sip(buf[..n].to_vec()));
             }
             let mut outs = Vec::new();

@@ -61,6 +61,8 @@ pub(crate) struct Oracle {
     told: BTreeMap<String, u64>,
     /// Callback ids the CRM finished (completed or cancelled).
     crm_final: BTreeSet<String>,
+    /// Told "booked" and not finished by the CRM: must be on disk and in the queue.
+    open: BTreeSet<String>,
     /// Callback ids the CRM received, with the call that booked each.
     crm_callbacks: BTreeMap<String, u64>,
     /// Checks performed.
@@ -261,6 +263,9 @@ impl Oracle {
             }
             if let Some(id) = self.booking_of.get(&call) {
                 self.told.insert(id.clone(), call);
+                if !self.crm_final.contains(id) {
+                    self.open.insert(id.clone());
+                }
             }
         }
         if pl.contains(&Prompt::AlreadyBooked) && !self.already_ok.contains(&call) {
@@ -281,6 +286,7 @@ impl Oracle {
     /// The CRM finishes `id` (completed or cancelled).
     pub(crate) fn crm_finished(&mut self, id: &str) {
         self.crm_final.insert(id.to_string());
+        self.open.remove(id);
     }
 
     /// Every booked callback the CRM has not finished: is it on disk (and in the queue)?
@@ -289,11 +295,8 @@ impl Oracle {
         disk: &BTreeMap<String, Entry>,
         queue: Option<&CallbackQueue>,
     ) -> Check {
-        for id in self.told.keys() {
+        for id in &self.open {
             self.checks += 1;
-            if self.crm_final.contains(id) {
-                continue;
-            }
             if !disk.contains_key(id) {
                 fail!("booked callback {id} lost: not on disk");
             }

@@ -152,10 +152,11 @@ impl Ev {
     }
 }
 
-/// The agenda: a map from (time, order of scheduling) to the happening.
+/// The agenda: a map from (time, order of scheduling) to the happening. Happenings are boxed
+/// so the map's nodes move pointers, not kilobyte-sized values.
 #[derive(Debug, Default)]
 pub(crate) struct Sched {
-    queue: BTreeMap<(Instant, u64), Ev>,
+    queue: BTreeMap<(Instant, u64), Box<Ev>>,
     counter: u64,
 }
 
@@ -163,7 +164,7 @@ impl Sched {
     /// Schedules `ev` at `at`.
     pub(crate) fn at(&mut self, at: Instant, ev: Ev) {
         self.counter += 1;
-        self.queue.insert((at, self.counter), ev);
+        self.queue.insert((at, self.counter), Box::new(ev));
     }
 
     /// Schedules `ev` `after` from `now`.
@@ -173,7 +174,7 @@ impl Sched {
 
     /// The earliest happening, removed from the agenda.
     pub(crate) fn pop(&mut self) -> Option<(Instant, Ev)> {
-        self.queue.pop_first().map(|((t, _), ev)| (t, ev))
+        self.queue.pop_first().map(|((t, _), ev)| (t, *ev))
     }
 
     /// Happenings waiting.

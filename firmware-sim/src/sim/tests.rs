@@ -108,3 +108,24 @@ fn the_oracle_refuses_events_out_of_order_or_after_the_end() {
     o.event_emitted(1, 2, "call.ended").unwrap();
     assert!(o.event_emitted(1, 3, "dtmf").is_err());
 }
+
+/// Documents core bug `callback-after-ended` (see `oracle::KNOWN_CORE_BUGS`): seed 55 with
+/// 150 calls reproduces it. When this test fails because the run passes, the core is fixed:
+/// remove the entry from `KNOWN_CORE_BUGS` and this test.
+#[test]
+fn known_core_bug_callback_after_ended_reproduces() {
+    let strict = Config::new(55, 150);
+    let f = run(&strict).expect_err("seed 55 reproduces the known core bug");
+    assert!(
+        f.message.contains("callback.requested") && f.message.contains("after call.ended"),
+        "{f}"
+    );
+    let s = run(&small(55, 150)).unwrap_or_else(|f| panic!("{f}"));
+    assert!(
+        s.known_core_bugs
+            .get("callback-after-ended")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+}
