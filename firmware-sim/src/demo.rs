@@ -155,8 +155,20 @@ fn report(out: &ScenarioOutcome) -> (String, Vec<String>) {
     for (idx, log) in &out.logs {
         let mut notes: Vec<String> = Vec::new();
         for n in &log.notes {
-            if notes.last() != Some(n) && !n.is_empty() {
-                notes.push(n.clone());
+            // Keyed callback numbers are personal data: mask the middle like caller numbers.
+            let n = match n.strip_prefix("keyed ") {
+                Some(k) if k.len() > 9 => {
+                    let tail = k.get(k.len() - 5..).unwrap_or("");
+                    format!(
+                        "keyed {}{}{tail}",
+                        k.get(..4).unwrap_or(""),
+                        "•".repeat(k.len() - 9)
+                    )
+                }
+                _ => n.clone(),
+            };
+            if notes.last() != Some(&n) && !n.is_empty() {
+                notes.push(n);
             }
         }
         let mut line = notes.join(", ");
@@ -172,8 +184,8 @@ fn report(out: &ScenarioOutcome) -> (String, Vec<String>) {
             booked += 1;
             positions.push(p);
         }
-        if line.len() > 118 {
-            line.truncate(115);
+        if line.chars().count() > 118 {
+            line = line.chars().take(115).collect();
             line.push_str("...");
         }
         let _ = writeln!(o, "{:>2}  {:<14}  {line}", idx + 1, masked(&log.caller));
