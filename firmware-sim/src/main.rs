@@ -1,12 +1,20 @@
 //! `firmware-sim`: ccedge's simulated gateway and CRM, deterministic simulator and demo.
 //!
 //! ## Layout
-//! `main.rs` parses the command line; `demo.rs` runs the `shared` core's call flow on a
-//! virtual clock.
+//! `main.rs` parses the command line; [`sim`] is the deterministic simulation of a whole
+//! node's core (`firmware-sim sim --seed S`); `demo.rs` runs a short, readable scripted
+//! scenario on the same machinery; [`gateway`] holds the text-based SIP user agent the
+//! simulated gateways use.
 //!
 //! ## Run loop and time
-//! Everything here runs on virtual time: `now` starts at zero and jumps to the next deadline
-//! that the core reports through `poll_timeout`, so a simulated minute takes microseconds.
+//! Everything here runs on virtual time: `now` starts at zero and jumps to the next happening
+//! on the simulator's agenda, so a simulated hour takes a second or two.
+
+extern crate alloc;
+
+mod demo;
+mod gateway;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -21,19 +29,88 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a demonstration of the core on virtual time.
+    /// Run a short scripted scenario of the core on virtual time and say what happened.
     Demo,
+    /// Deterministic simulation of a node's core with faults; a failing seed reproduces.
+    Sim {
+        /// The seed: the same seed gives the same run, byte for byte.
+        #[arg(long)]
+        seed: u64,
+        /// Stop placing calls after this many steps, then heal and drain.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Calls to place.
+        #[arg(long, default_value_t = 10_000)]
+        calls: u64,
+        /// Print one JSON document instead of the text summary.
+        #[arg(long)]
+        json: bool,
+        /// Print every step (large).
+        #[arg(long)]
+        trace: bool,
+        /// Count the documented, not yet fixed core bugs instead of failing on them.
+        #[arg(long)]
+        allow_known_bugs: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo => {
-            println!(
-                "firmware-sim demo: ccedge core {}",
-                env!("CARGO_PKG_VERSION")
-            );
-            ExitCode::SUCCESS
+        Command::Demo => demo::main(),
+        Command::Sim {
+            seed,
+            steps,
+            calls,
+            json,
+            trace,
+            allow_known_bugs,
+        } => {
+            let mut cfg = sim::Config::new(seed, calls);
+            cfg.steps = steps;
+            cfg.trace = trace;
+            cfg.allow_known_bugs = allow_known_bugs;
+            match sim::run(&cfg) {
+                Ok(summary) => {
+                    if json {
+                        match serde_json::to_string_pretty(&summary) {
+                            Ok(s) => println!("{s}"),
+                            Err(e) => {
+                                eprintln!("firmware-sim: cannot render JSON: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    } else {
+                        print!("{}", sim::render(&summary));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(f) => {
+                    if json {
+                        let doc = serde_json::json!({
+                            "seed": f.seed,
+                            "ok": false,
+                            "step": f.step,
+                            "time_s": f.at.as_micros() as f64 / 1e6,
+                            "violation": f.message,
+                        });
+                        println!("{doc}");
+                    }
+                    eprintln!("{f}");
+                    eprintln!(
+                        "reproduce with: firmware-sim sim --seed {} --calls {}{}{}",
+                        f.seed,
+                        calls,
+                        steps.map(|s| format!(" --steps {s}")).unwrap_or_default(),
+                        if allow_known_bugs {
+                            " --allow-known-bugs"
+                        } else {
+                            ""
+                        }
+                    );
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

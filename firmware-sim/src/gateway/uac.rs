@@ -5,11 +5,11 @@
 //! of its own, so the simulated gateway is an independent check on ccedge's SIP parser and
 //! serializer rather than a mirror of them.
 
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 
 /// What the simulated caller offers in SDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offer {
+pub(crate) enum Offer {
     /// PCMU, PCMA and telephone-event.
     Standard,
     /// PCMA and telephone-event only.
@@ -20,7 +20,7 @@ pub enum Offer {
 
 /// Where the UAC is in its call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UacState {
+pub(crate) enum UacState {
     /// INVITE sent, no final response yet.
     Calling,
     /// 200 OK received and ACKed.
@@ -33,38 +33,45 @@ pub enum UacState {
 
 /// One call from the gateway's side.
 #[derive(Debug, Clone)]
-pub struct UacCall {
+pub(crate) struct UacCall {
     /// The Call-ID.
-    pub call_id: String,
+    pub(crate) call_id: String,
     from_tag: String,
     /// The agent's To tag, once known.
-    pub to_tag: Option<String>,
+    pub(crate) to_tag: Option<String>,
     invite_branch: String,
     branch_seq: u32,
     cseq: u32,
     /// Where the UAC says it is (`host:port` of its SIP side).
-    pub local_sip: String,
+    pub(crate) local_sip: String,
     /// The agent's SIP address (`host:port`).
-    pub remote_sip: String,
+    pub(crate) remote_sip: String,
     /// The UAC's RTP port, put into the offer.
-    pub rtp_port: u16,
+    pub(crate) rtp_port: u16,
     /// Caller number (E.164 without `+`), or `None` for an anonymous caller.
-    pub caller: Option<String>,
+    pub(crate) caller: Option<String>,
     /// Dialled number (E.164 without `+`).
-    pub dialled: String,
+    pub(crate) dialled: String,
     offer: Offer,
     /// State of the call.
-    pub state: UacState,
+    pub(crate) state: UacState,
     /// Every status code received, in order (for transcripts and checks).
-    pub statuses: Vec<u16>,
+    pub(crate) statuses: Vec<u16>,
     /// The agent's SDP answer: (payload type chosen, the agent's RTP port).
-    pub answer: Option<(u8, u16)>,
+    pub(crate) answer: Option<(u8, u16)>,
+    /// The last response received: status, CSeq number and CSeq method.
+    pub(crate) last_response: Option<(u16, u32, String)>,
+    /// Branch and CSeq of the latest re-INVITE.
+    reinvite: Option<(String, u32)>,
+    reinvite_hold: bool,
+    /// Version of our SDP `o=` line (bumped by every re-INVITE).
+    sdp_version: u32,
 }
 
 impl UacCall {
     /// A new call; `n` makes Call-ID, tag and branch unique.
     #[must_use]
-    pub fn new(
+    pub(crate) fn new(
         n: u64,
         local_sip: &str,
         remote_sip: &str,
@@ -89,12 +96,20 @@ impl UacCall {
             state: UacState::Calling,
             statuses: Vec::new(),
             answer: None,
+            last_response: None,
+            reinvite: None,
+            reinvite_hold: false,
+            sdp_version: 1,
         }
     }
 
-    fn from_value(&self) -> String {
+    fn header_from(&self) -> String {
         match &self.caller {
-            Some(c) => format!("<sip:+{c}@{}>;tag={}", host_of(&self.local_sip), self.from_tag),
+            Some(c) => format!(
+                "<sip:+{c}@{}>;tag={}",
+                host_of(&self.local_sip),
+                self.from_tag
+            ),
             None => format!(
                 "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}",
                 self.from_tag
@@ -111,6 +126,10 @@ impl UacCall {
     }
 
     fn sdp(&self) -> String {
+        self.sdp_with(false)
+    }
+
+    fn sdp_with(&self, sendonly: bool) -> String {
         let host = host_of(&self.local_sip);
         let (fmts, maps) = match self.offer {
             Offer::Standard => (
@@ -124,8 +143,10 @@ impl UacCall {
             Offer::G729Only => ("18", "a=rtpmap:18 G729/8000\r\n"),
         };
         format!(
-            "v=0\r\no=gw 1 1 IN IP4 {host}\r\ns=call\r\nc=IN IP4 {host}\r\nt=0 0\r\nm=audio {} RTP/AVP {fmts}\r\n{maps}a=ptime:20\r\na=sendrecv\r\n",
-            self.rtp_port
+            "v=0\r\no=gw 1 {} IN IP4 {host}\r\ns=call\r\nc=IN IP4 {host}\r\nt=0 0\r\nm=audio {} RTP/AVP {fmts}\r\n{maps}a=ptime:20\r\na={}\r\n",
+            self.sdp_version,
+            self.rtp_port,
+            if sendonly { "sendonly" } else { "sendrecv" }
         )
     }
 
@@ -137,7 +158,7 @@ impl UacCall {
             self.dialled,
             host_of(&self.remote_sip),
             self.local_sip,
-            self.from_value(),
+            self.header_from(),
             self.to_value(),
             self.call_id,
             self.local_sip
@@ -156,14 +177,14 @@ impl UacCall {
     }
 
     /// The initial INVITE (call again to retransmit: same branch and CSeq).
-    pub fn invite(&mut self) -> Vec<u8> {
+    pub(crate) fn invite(&mut self) -> Vec<u8> {
         let sdp = self.sdp();
         let branch = self.invite_branch.clone();
         self.request("INVITE", 1, &branch, Some(&sdp))
     }
 
     /// CANCEL for the pending INVITE.
-    pub fn cancel(&mut self) -> Vec<u8> {
+    pub(crate) fn cancel(&mut self) -> Vec<u8> {
         let branch = self.invite_branch.clone();
         let saved = self.to_tag.take();
         let out = self.request("CANCEL", 1, &branch, None);
@@ -172,7 +193,7 @@ impl UacCall {
     }
 
     /// BYE from the caller's side.
-    pub fn bye(&mut self) -> Vec<u8> {
+    pub(crate) fn bye(&mut self) -> Vec<u8> {
         self.cseq += 1;
         self.branch_seq += 1;
         let branch = format!("{}b{}", self.invite_branch, self.branch_seq);
@@ -180,19 +201,44 @@ impl UacCall {
         self.request("BYE", self.cseq, &branch, None)
     }
 
-    fn ack(&mut self, for_2xx: bool) -> Vec<u8> {
+    /// A re-INVITE putting the call on hold (`hold`: `a=sendonly`) or taking it off hold
+    /// (`a=sendrecv`). Call [`UacCall::reinvite_again`] to retransmit it.
+    pub(crate) fn reinvite(&mut self, hold: bool) -> Vec<u8> {
+        self.cseq += 1;
+        self.branch_seq += 1;
+        self.sdp_version += 1;
+        let branch = format!("{}r{}", self.invite_branch, self.branch_seq);
+        self.reinvite = Some((branch, self.cseq));
+        self.reinvite_hold = hold;
+        self.reinvite_again()
+    }
+
+    /// The latest re-INVITE again (same branch and CSeq), for retransmission.
+    pub(crate) fn reinvite_again(&mut self) -> Vec<u8> {
+        let Some((branch, cseq)) = self.reinvite.clone() else {
+            return Vec::new();
+        };
+        let sdp = self.sdp_with(self.reinvite_hold);
+        self.request("INVITE", cseq, &branch, Some(&sdp))
+    }
+
+    fn ack(&mut self, for_2xx: bool, cseq: u32) -> Vec<u8> {
         let branch = if for_2xx {
             self.branch_seq += 1;
             format!("{}a{}", self.invite_branch, self.branch_seq)
-        } else {
+        } else if cseq == 1 {
             self.invite_branch.clone()
+        } else {
+            self.reinvite
+                .as_ref()
+                .map_or_else(|| self.invite_branch.clone(), |(b, _)| b.clone())
         };
-        self.request("ACK", 1, &branch, None)
+        self.request("ACK", cseq, &branch, None)
     }
 
     /// Handles one datagram from the agent; returns the datagrams to send back.
-    pub fn on_datagram(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
-        let Ok(text) = std::str::from_utf8(data) else {
+    pub(crate) fn on_datagram(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+        let Ok(text) = core::str::from_utf8(data) else {
             return Vec::new();
         };
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
@@ -211,9 +257,22 @@ impl UacCall {
         if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
             let status: u16 = rest.get(..3).and_then(|s| s.parse().ok()).unwrap_or(0);
             let cseq = get("CSeq").unwrap_or("");
+            let mut cseq_parts = cseq.split_whitespace();
+            let cseq_num: u32 = cseq_parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let cseq_method = cseq_parts.next().unwrap_or("").to_string();
             self.statuses.push(status);
-            if !cseq.ends_with("INVITE") {
+            let is_invite = cseq_method == "INVITE";
+            self.last_response = Some((status, cseq_num, cseq_method));
+            if !is_invite {
                 return Vec::new();
+            }
+            if cseq_num != 1 {
+                // A response to our re-INVITE: acknowledge final responses.
+                return match status {
+                    200..=299 => vec![self.ack(true, cseq_num)],
+                    300..=699 => vec![self.ack(false, cseq_num)],
+                    _ => Vec::new(),
+                };
             }
             if let Some(tag) = get("To").and_then(|t| t.split(";tag=").nth(1)) {
                 let tag = tag.split(';').next().unwrap_or(tag);
@@ -227,11 +286,13 @@ impl UacCall {
                     if self.state == UacState::Calling {
                         self.state = UacState::Confirmed;
                     }
-                    vec![self.ack(true)]
+                    vec![self.ack(true, 1)]
                 }
                 300..=699 => {
-                    self.state = UacState::Rejected(status);
-                    vec![self.ack(false)]
+                    if self.state == UacState::Calling {
+                        self.state = UacState::Rejected(status);
+                    }
+                    vec![self.ack(false, 1)]
                 }
                 _ => Vec::new(),
             }
@@ -239,11 +300,27 @@ impl UacCall {
             self.state = UacState::Terminated;
             vec![response_to(&headers, 200, "OK")]
         } else if first.starts_with("OPTIONS ") || first.starts_with("REFER ") {
-            vec![response_to(&headers, if first.starts_with("REFER") { 202 } else { 200 }, "OK")]
+            vec![response_to(
+                &headers,
+                if first.starts_with("REFER") { 202 } else { 200 },
+                "OK",
+            )]
         } else {
             Vec::new()
         }
     }
+}
+
+/// The Call-ID of a SIP message, read as plain text (`None` when there is none).
+#[must_use]
+pub(crate) fn call_id_of(data: &[u8]) -> Option<&str> {
+    let text = core::str::from_utf8(data).ok()?;
+    let head = text.split("\r\n\r\n").next()?;
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        let n = n.trim();
+        (n.eq_ignore_ascii_case("Call-ID") || n == "i").then(|| v.trim())
+    })
 }
 
 /// The `(payload type, port)` of the first audio line of an SDP answer.

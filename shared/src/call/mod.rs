@@ -806,7 +806,7 @@ impl Call {
         if let (Some(limit), Some(last), Phase::Answered, false) =
             (self.cfg.media_timeout, self.last_rtp, self.phase, holding)
         {
-            consider(Some(last + limit));
+            consider(self.media.filter(|m| m.sending).map(|_| last + limit));
         }
         t
     }
