@@ -806,7 +806,7 @@ impl Call {
         if let (Some(limit), Some(last), Phase::Answered, false) =
             (self.cfg.media_timeout, self.last_rtp, self.phase, holding)
         {
-            consider(self.media.filter(|m| m.sending).map(|_| last + limit));
+            consider(Some(last + limit));
         }
         t
     }

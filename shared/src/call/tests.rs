@@ -748,7 +748,10 @@ fn no_media_commands_after_the_node_hangs_up() {
     let nat: SocketAddr = "198.51.100.7:61000".parse().unwrap();
     let mut out = OutboundStream::new(Ssrc(9), 1, 0, PayloadType::PCMU);
     let mut buf = [0u8; 200];
-    let n = out.next_packet_header(true).emit(&[0xFF; 160], &mut buf).unwrap();
+    let n = out
+        .next_packet_header(true)
+        .emit(&[0xFF; 160], &mut buf)
+        .unwrap();
     assert_eq!(
         call.handle_rtp(Instant::from_millis(120), nat, &buf[..n]),
         Err(Error::Rtp)
@@ -777,7 +780,9 @@ fn no_prompts_after_the_node_hangs_up() {
         assert!(t > now || t == now, "deadline in the past");
         now = t;
         call.handle_timeout(now);
-        assert!(!drain(&mut call).iter().any(|o| matches!(o, Output::Play(_))));
+        assert!(!drain(&mut call)
+            .iter()
+            .any(|o| matches!(o, Output::Play(_))));
     }
 }
 
@@ -789,8 +794,12 @@ fn hold_never_leaves_a_past_deadline() {
     let (mut call, tag) = answered_and_acked(cfg);
     let mut out = OutboundStream::new(Ssrc(3), 1, 0, PayloadType::PCMU);
     let mut buf = [0u8; 200];
-    let n = out.next_packet_header(true).emit(&[0xFF; 160], &mut buf).unwrap();
-    call.handle_rtp(Instant::from_millis(100), gw_rtp(), &buf[..n]).unwrap();
+    let n = out
+        .next_packet_header(true)
+        .emit(&[0xFF; 160], &mut buf)
+        .unwrap();
+    call.handle_rtp(Instant::from_millis(100), gw_rtp(), &buf[..n])
+        .unwrap();
     let hold = std_offer().replace("a=ptime:20\r\n", "a=ptime:20\r\na=sendonly\r\n");
     with_req(&request("INVITE", 2, Some(&tag), "h", &hold), |r| {
         call.handle_sip_request(Instant::from_millis(200), r)
@@ -821,17 +830,24 @@ fn call_ended_waits_for_a_booking_in_flight() {
         }
     }
     let outs = drain(&mut call);
-    assert!(outs.iter().any(|o| matches!(o, Output::BookCallback { .. })));
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::BookCallback { .. })));
     // BYE before the store answers.
-    with_req(&request("BYE", 2, Some(&tag), "b", ""), |r| call.handle_sip_request(now, r))
-        .unwrap();
+    with_req(&request("BYE", 2, Some(&tag), "b", ""), |r| {
+        call.handle_sip_request(now, r)
+    })
+    .unwrap();
     let evs = events(&drain(&mut call));
     assert!(
         !evs.iter().any(|(_, e)| matches!(e, Event::Ended { .. })),
         "call.ended must wait: {evs:?}"
     );
-    call.handle_input(now, Input::BookingResult(BookingResult::Booked { position: 2 }))
-        .unwrap();
+    call.handle_input(
+        now,
+        Input::BookingResult(BookingResult::Booked { position: 2 }),
+    )
+    .unwrap();
     let evs = events(&drain(&mut call));
     let kinds: Vec<_> = evs
         .iter()
@@ -841,7 +857,10 @@ fn call_ended_waits_for_a_booking_in_flight() {
             _ => "other",
         })
         .collect();
-    assert_eq!(kinds.iter().filter(|k| **k != "other").collect::<Vec<_>>(), [&"booked", &"ended"]);
+    assert_eq!(
+        kinds.iter().filter(|k| **k != "other").collect::<Vec<_>>(),
+        [&"booked", &"ended"]
+    );
 }
 
 #[test]
@@ -856,8 +875,10 @@ fn a_booking_that_never_answers_does_not_keep_the_call_forever() {
         }
     }
     let _ = drain(&mut call);
-    with_req(&request("BYE", 2, Some(&tag), "b", ""), |r| call.handle_sip_request(now, r))
-        .unwrap();
+    with_req(&request("BYE", 2, Some(&tag), "b", ""), |r| {
+        call.handle_sip_request(now, r)
+    })
+    .unwrap();
     let _ = drain_sip(&mut call);
     let mut ended = false;
     for _ in 0..100 {
