@@ -904,6 +904,12 @@ impl Call {
     }
 
     fn translate_ivr_event(&mut self, e: ivr::Event) -> Option<Output> {
+        // `call.ended` is always the last event of a call: an outcome that arrives later (a
+        // booking whose write outlived the booking deadline) is not a call event any more.
+        // The callback itself is in the queue and reaches the CRM as a CallbackRequest.
+        if self.ended_emitted {
+            return None;
+        }
         let event = match e {
             ivr::Event::AnnouncementStarted(h) => Event::AnnouncementStarted(h),
             ivr::Event::AnnouncementCompleted {
