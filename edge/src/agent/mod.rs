@@ -180,7 +180,8 @@ struct CallEntry {
     call: Box<Call>,
     peer: SocketAddr,
     sip_id: Box<[u8]>,
-    rtp: Arc<UdpSocket>,
+    /// The sending clone of the RTP socket, until the media session takes it.
+    rtp: Option<std::net::UdpSocket>,
     rtp_port: u16,
     rtp_task: tokio::task::JoinHandle<()>,
     deadline: Option<Instant>,
@@ -599,13 +600,26 @@ impl Engine {
             self.send_response(req, 503, from);
             return;
         }
-        let Some((port, socket)) = self.ports.bind(self.bind_ip()) else {
+        let Some((port, std_socket)) = self.ports.bind(self.bind_ip()) else {
             warn!("no free RTP port: refusing the call with 503");
             self.stats.calls_refused += 1;
             self.send_response(req, 503, from);
             return;
         };
-        let socket = Arc::new(socket);
+        // One fd twice: the receive task reads through tokio, the pacer sends on the clone.
+        let (recv_socket, send_socket) = match std_socket
+            .try_clone()
+            .and_then(|send| UdpSocket::from_std(std_socket).map(|recv| (recv, send)))
+        {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "RTP socket setup failed: refusing the call with 503");
+                self.ports.release(port);
+                self.stats.calls_refused += 1;
+                self.send_response(req, 503, from);
+                return;
+            }
+        };
         let (caller, dialled) = call::numbers(req);
         let wall = self.clock.wall();
         let infos: Vec<AnnouncementInfo> = self
@@ -642,7 +656,7 @@ impl Engine {
             }
         };
         self.stats.calls_total += 1;
-        let rtp_task = tokio::spawn(rtp_receive(Arc::clone(&socket), key, self.rtp_tx.clone()));
+        let rtp_task = tokio::spawn(rtp_receive(recv_socket, key, self.rtp_tx.clone()));
         let r = self.random(key ^ 0xabcd);
         let sip_id: Box<[u8]> = req.call_id.as_bytes().into();
         debug!(call = %setup.id, caller = ?caller.as_ref().map(PhoneNumber::masked).map(|m| m.to_string()), "call offered");
@@ -653,7 +667,7 @@ impl Engine {
                 call,
                 peer: from,
                 sip_id,
-                rtp: socket,
+                rtp: Some(send_socket),
                 rtp_port: port,
                 rtp_task,
                 deadline: None,
@@ -760,15 +774,18 @@ impl Engine {
                 send,
                 ..
             } => {
-                let Some(e) = self.calls.get(&key) else {
+                let Some(e) = self.calls.get_mut(&key) else {
+                    return;
+                };
+                // The session takes the sending socket (a call starts its media once).
+                let Some(socket) = e.rtp.take() else {
                     return;
                 };
                 let law = match codec {
                     shared::sdp::Codec::Pcmu => shared::g711::Law::Ulaw,
                     shared::sdp::Codec::Pcma => shared::g711::Law::Alaw,
                 };
-                let session =
-                    Session::new(Arc::clone(&e.rtp), law, payload_type, e.ssrc, e.seq0, e.ts0);
+                let session = Session::new(socket, law, payload_type, e.ssrc, e.seq0, e.ts0);
                 self.media.start(key, session, remote, send);
             }
             call::Media::Remote(r) => self.media.set_remote(key, r),
@@ -1029,7 +1046,7 @@ async fn sleep_opt(t: Option<tokio::time::Instant>) {
 
 /// Receives one call's RTP and forwards it to the agent's task. Drops packets (counted by
 /// the channel's fullness) rather than blocking when the agent falls behind.
-async fn rtp_receive(socket: Arc<UdpSocket>, key: u64, tx: mpsc::Sender<RtpIn>) {
+async fn rtp_receive(socket: UdpSocket, key: u64, tx: mpsc::Sender<RtpIn>) {
     loop {
         let mut data = [0u8; RTP_MAX];
         let Ok((len, from)) = socket.recv_from(&mut data[..]).await else {

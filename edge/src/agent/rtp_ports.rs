@@ -7,8 +7,6 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::net::UdpSocket;
-
 /// The pool of RTP ports.
 #[derive(Debug)]
 pub(crate) struct PortPool {
@@ -29,8 +27,8 @@ impl PortPool {
         }
     }
 
-    /// Binds the next free port on `ip`; `None` when every port is in use.
-    pub(crate) fn bind(&mut self, ip: IpAddr) -> Option<(u16, UdpSocket)> {
+    /// Binds the next free port on `ip` (non-blocking); `None` when every port is in use.
+    pub(crate) fn bind(&mut self, ip: IpAddr) -> Option<(u16, std::net::UdpSocket)> {
         if self.max < self.min {
             return None;
         }
@@ -51,11 +49,8 @@ impl PortPool {
             if std_sock.set_nonblocking(true).is_err() {
                 continue;
             }
-            let Ok(sock) = UdpSocket::from_std(std_sock) else {
-                continue;
-            };
             self.used.insert(port);
-            return Some((port, sock));
+            return Some((port, std_sock));
         }
         None
     }
@@ -76,8 +71,8 @@ impl PortPool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn hands_out_distinct_ports_and_skips_busy_ones() {
+    #[test]
+    fn hands_out_distinct_ports_and_skips_busy_ones() {
         // Find three consecutive free ports, occupy the middle one from outside.
         let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let base = probe

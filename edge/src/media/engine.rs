@@ -17,7 +17,10 @@ use std::sync::Arc;
 
 use shared::g711::Law;
 use shared::rtp::{OutboundStream, PayloadType, Ssrc};
-use tokio::net::UdpSocket;
+
+/// The sending side of a call's RTP socket: a non-blocking `std` socket (a clone of the one
+/// the receive task reads), so a send is one `sendto` with no readiness bookkeeping.
+pub type SendSocket = std::net::UdpSocket;
 
 /// Bytes of one 20 ms G.711 frame.
 pub const FRAME: usize = 160;
@@ -33,7 +36,7 @@ pub trait Audio: Send + Sync + std::fmt::Debug {
 /// One call's sending side.
 #[derive(Debug)]
 pub struct Session {
-    socket: Arc<UdpSocket>,
+    socket: SendSocket,
     remote: Option<SocketAddr>,
     law: Law,
     stream: OutboundStream,
@@ -53,7 +56,7 @@ impl Session {
     /// A session sending `law` with `payload_type` from `socket`.
     #[must_use]
     pub fn new(
-        socket: Arc<UdpSocket>,
+        socket: SendSocket,
         law: Law,
         payload_type: PayloadType,
         ssrc: u32,
@@ -196,7 +199,7 @@ impl MediaEngine {
                     let header = s.stream.next_packet_header(s.talkspurt);
                     s.talkspurt = false;
                     if let Ok(n) = header.emit(frame, buf) {
-                        match s.socket.try_send_to(&buf[..n], remote) {
+                        match s.socket.send_to(&buf[..n], remote) {
                             Ok(_) => s.sent += 1,
                             Err(_) => s.send_errors += 1,
                         }
@@ -245,10 +248,11 @@ mod tests {
         }
     }
 
-    async fn pair() -> (Arc<UdpSocket>, UdpSocket) {
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        (Arc::new(a), b)
+    async fn pair() -> (SendSocket, tokio::net::UdpSocket) {
+        let a = SendSocket::bind("127.0.0.1:0").unwrap();
+        a.set_nonblocking(true).unwrap();
+        let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        (a, b)
     }
 
     #[tokio::test]
