@@ -4,4 +4,4 @@
 //! small text handling, so what the simulator sends and checks does not go through the core's
 //! SIP parser and serializer.
 
-pub(crate) mod uac;
+pub mod uac;

@@ -9,7 +9,7 @@ use core::fmt::Write as _;
 
 /// What the simulated caller offers in SDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Offer {
+pub enum Offer {
     /// PCMU, PCMA and telephone-event.
     Standard,
     /// PCMA and telephone-event only.
@@ -20,7 +20,7 @@ pub(crate) enum Offer {
 
 /// Where the UAC is in its call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UacState {
+pub enum UacState {
     /// INVITE sent, no final response yet.
     Calling,
     /// 200 OK received and ACKed.
@@ -33,34 +33,34 @@ pub(crate) enum UacState {
 
 /// One call from the gateway's side.
 #[derive(Debug, Clone)]
-pub(crate) struct UacCall {
+pub struct UacCall {
     /// The Call-ID.
-    pub(crate) call_id: String,
+    pub call_id: String,
     from_tag: String,
     /// The agent's To tag, once known.
-    pub(crate) to_tag: Option<String>,
+    pub to_tag: Option<String>,
     invite_branch: String,
     branch_seq: u32,
     cseq: u32,
     /// Where the UAC says it is (`host:port` of its SIP side).
-    pub(crate) local_sip: String,
+    pub local_sip: String,
     /// The agent's SIP address (`host:port`).
-    pub(crate) remote_sip: String,
+    pub remote_sip: String,
     /// The UAC's RTP port, put into the offer.
-    pub(crate) rtp_port: u16,
+    pub rtp_port: u16,
     /// Caller number (E.164 without `+`), or `None` for an anonymous caller.
-    pub(crate) caller: Option<String>,
+    pub caller: Option<String>,
     /// Dialled number (E.164 without `+`).
-    pub(crate) dialled: String,
+    pub dialled: String,
     offer: Offer,
     /// State of the call.
-    pub(crate) state: UacState,
+    pub state: UacState,
     /// Every status code received, in order (for transcripts and checks).
-    pub(crate) statuses: Vec<u16>,
+    pub statuses: Vec<u16>,
     /// The agent's SDP answer: (payload type chosen, the agent's RTP port).
-    pub(crate) answer: Option<(u8, u16)>,
+    pub answer: Option<(u8, u16)>,
     /// The last response received: status, CSeq number and CSeq method.
-    pub(crate) last_response: Option<(u16, u32, String)>,
+    pub last_response: Option<(u16, u32, String)>,
     /// Branch and CSeq of the latest re-INVITE.
     reinvite: Option<(String, u32)>,
     reinvite_hold: bool,
@@ -71,7 +71,7 @@ pub(crate) struct UacCall {
 impl UacCall {
     /// A new call; `n` makes Call-ID, tag and branch unique.
     #[must_use]
-    pub(crate) fn new(
+    pub fn new(
         n: u64,
         local_sip: &str,
         remote_sip: &str,
@@ -177,14 +177,14 @@ impl UacCall {
     }
 
     /// The initial INVITE (call again to retransmit: same branch and CSeq).
-    pub(crate) fn invite(&mut self) -> Vec<u8> {
+    pub fn invite(&mut self) -> Vec<u8> {
         let sdp = self.sdp();
         let branch = self.invite_branch.clone();
         self.request("INVITE", 1, &branch, Some(&sdp))
     }
 
     /// CANCEL for the pending INVITE.
-    pub(crate) fn cancel(&mut self) -> Vec<u8> {
+    pub fn cancel(&mut self) -> Vec<u8> {
         let branch = self.invite_branch.clone();
         let saved = self.to_tag.take();
         let out = self.request("CANCEL", 1, &branch, None);
@@ -193,7 +193,7 @@ impl UacCall {
     }
 
     /// BYE from the caller's side.
-    pub(crate) fn bye(&mut self) -> Vec<u8> {
+    pub fn bye(&mut self) -> Vec<u8> {
         self.cseq += 1;
         self.branch_seq += 1;
         let branch = format!("{}b{}", self.invite_branch, self.branch_seq);
@@ -203,7 +203,7 @@ impl UacCall {
 
     /// A re-INVITE putting the call on hold (`hold`: `a=sendonly`) or taking it off hold
     /// (`a=sendrecv`). Call [`UacCall::reinvite_again`] to retransmit it.
-    pub(crate) fn reinvite(&mut self, hold: bool) -> Vec<u8> {
+    pub fn reinvite(&mut self, hold: bool) -> Vec<u8> {
         self.cseq += 1;
         self.branch_seq += 1;
         self.sdp_version += 1;
@@ -214,7 +214,7 @@ impl UacCall {
     }
 
     /// The latest re-INVITE again (same branch and CSeq), for retransmission.
-    pub(crate) fn reinvite_again(&mut self) -> Vec<u8> {
+    pub fn reinvite_again(&mut self) -> Vec<u8> {
         let Some((branch, cseq)) = self.reinvite.clone() else {
             return Vec::new();
         };
@@ -237,7 +237,7 @@ impl UacCall {
     }
 
     /// Handles one datagram from the agent; returns the datagrams to send back.
-    pub(crate) fn on_datagram(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
+    pub fn on_datagram(&mut self, data: &[u8]) -> Vec<Vec<u8>> {
         let Ok(text) = core::str::from_utf8(data) else {
             return Vec::new();
         };
@@ -313,7 +313,7 @@ impl UacCall {
 
 /// The Call-ID of a SIP message, read as plain text (`None` when there is none).
 #[must_use]
-pub(crate) fn call_id_of(data: &[u8]) -> Option<&str> {
+pub fn call_id_of(data: &[u8]) -> Option<&str> {
     let text = core::str::from_utf8(data).ok()?;
     let head = text.split("\r\n\r\n").next()?;
     head.split("\r\n").skip(1).find_map(|l| {
