@@ -24,12 +24,17 @@ state_dir = "$STATE"
 [sip]
 listen = "127.0.0.1:0"
 allow = ["127.0.0.0/8"]
-rate_limit_per_source = 0
+rate_limit_per_source = 100000
 [rtp]
 port_min = $PORT_MIN
 port_max = $(( PORT_MIN + CALLS * 2 + 100 ))
+[ivr]
+# Callers in this benchmark never press a key: keep them listening instead of ending the
+# call after the no-input retries.
+no_input_timeout_ms = 60000
+max_retries = 9
 [log]
-level = "warn"
+level = "info"
 TOML
 RUST_LOG=info target/release/ccedge agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
 AGENT=$!
@@ -47,9 +52,11 @@ RAMP=$(( CALLS / 50 + 2 ))
 WINDOW=$(( SECS - RAMP - 4 ))
 [ "$WINDOW" -ge 5 ] || { echo "CALL_SECONDS too short for $CALLS calls" >&2; exit 1; }
 sleep "$RAMP"
-T0=$(ticks); W0=$(date +%s.%N)
+active() { echo $(( $(grep -c 'call.offered' "$STATE/agent.log") - $(grep -c 'call.ended' "$STATE/agent.log") )); }
+A0=$(active); T0=$(ticks); W0=$(date +%s.%N)
 sleep "$WINDOW"
-T1=$(ticks); W1=$(date +%s.%N)
+T1=$(ticks); W1=$(date +%s.%N); A1=$(active)
+echo "active calls at window start/end: $A0 / $A1" >&2
 RSS=$(rss_kb)
 wait $SIPP || { echo "sipp reported failed calls:" >&2; tail -5 "$STATE/sipp.err" >&2; }
 python3 - "$CALLS" "$T0" "$T1" "$W0" "$W1" "$HZ" "$IDLE_RSS" "$RSS" <<'PY'

@@ -20,7 +20,8 @@ struct Gateway {
 impl Gateway {
     fn new() -> Gateway {
         let sip = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        sip.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        sip.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
         Gateway {
             sip,
             calls: BTreeMap::new(),
@@ -133,7 +134,10 @@ fn kill9_in_a_burst_of_bookings_loses_and_duplicates_nothing() {
     let unique: BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(unique.len(), ids.len(), "no duplicate rows: {ids:?}");
     for id in &confirmed {
-        assert!(unique.contains(id.as_str()), "booked {id} lost; on disk: {ids:?}");
+        assert!(
+            unique.contains(id.as_str()),
+            "booked {id} lost; on disk: {ids:?}"
+        );
     }
     let numbers: BTreeSet<&str> = rows.iter().map(|r| r.callback_number.as_str()).collect();
     assert_eq!(numbers.len(), rows.len(), "one callback per caller");
