@@ -405,14 +405,7 @@ fn rfc4733_digit_barges_in_and_books_a_callback() {
 #[test]
 fn caller_bye_mid_prompt_stops_media_and_ends_the_call() {
     let cfg = cfg_with(|_| {});
-    let mut call = new_call(cfg, &std_offer(), &[]);
-    let _ = drain_sip(&mut call);
-    let _ = drain(&mut call);
-    let tag = to_tag(&mut call);
-    with_req(&request("ACK", 1, Some(&tag), "a", ""), |r| {
-        call.handle_sip_request(Instant::from_millis(20), r)
-    })
-    .unwrap();
+    let (mut call, tag) = answered_and_acked(cfg);
     let now = Instant::from_millis(2_000);
     with_req(&request("BYE", 2, Some(&tag), "b", ""), |r| {
         call.handle_sip_request(now, r)
@@ -519,14 +512,7 @@ fn offerless_invite_gets_our_offer_and_media_starts_on_ack() {
 #[test]
 fn hold_reinvite_stops_sending_and_unhold_resumes() {
     let cfg = cfg_with(|_| {});
-    let mut call = new_call(cfg, &std_offer(), &[]);
-    let _ = drain_sip(&mut call);
-    let _ = drain(&mut call);
-    let tag = to_tag(&mut call);
-    with_req(&request("ACK", 1, Some(&tag), "a", ""), |r| {
-        call.handle_sip_request(Instant::from_millis(20), r)
-    })
-    .unwrap();
+    let (mut call, tag) = answered_and_acked(cfg);
     let hold = std_offer().replace("a=ptime:20\r\n", "a=ptime:20\r\na=sendonly\r\n");
     with_req(&request("INVITE", 2, Some(&tag), "h", &hold), |r| {
         call.handle_sip_request(Instant::from_millis(1_000), r)
@@ -641,14 +627,7 @@ fn inband_dtmf_is_used_without_telephone_event() {
 #[test]
 fn media_timeout_hangs_up_a_silent_call() {
     let cfg = cfg_with(|c| c.media_timeout = Some(Duration::from_secs(10)));
-    let mut call = new_call(cfg, &std_offer(), &[]);
-    let _ = drain_sip(&mut call);
-    let _ = drain(&mut call);
-    let tag = to_tag(&mut call);
-    with_req(&request("ACK", 1, Some(&tag), "a", ""), |r| {
-        call.handle_sip_request(Instant::from_millis(20), r)
-    })
-    .unwrap();
+    let (mut call, _tag) = answered_and_acked(cfg);
     let mut out = OutboundStream::new(Ssrc(3), 1, 0, PayloadType::PCMU);
     let mut buf = [0u8; 200];
     let n = out
@@ -722,6 +701,16 @@ fn numbers_come_from_from_and_to() {
     assert_eq!(uri_number("sip:anonymous@anonymous.invalid"), None);
     assert_eq!(uri_number("tel:+4420"), PhoneNumber::parse("+4420").ok());
     assert_eq!(uri_number("http://x"), None);
+}
+
+/// "1" (call back) then "1" (confirm the caller ID), 20 ms per packet from `now`.
+fn press_one_one(call: &mut Call, now: &mut Instant) {
+    for (digit, ts, seq) in [(Digit::D1, 8000u32, 100u16), (Digit::D1, 16000, 200)] {
+        for p in dtmf_packets(digit, ts, seq) {
+            *now += Duration::from_millis(20);
+            call.handle_rtp(*now, gw_rtp(), &p).unwrap();
+        }
+    }
 }
 
 fn answered_and_acked(cfg: &'static Config) -> (Call, String) {
@@ -823,12 +812,7 @@ fn call_ended_waits_for_a_booking_in_flight() {
     let cfg = cfg_with(|_| {});
     let (mut call, tag) = answered_and_acked(cfg);
     let mut now = Instant::from_millis(1_000);
-    for (digit, ts, seq) in [(Digit::D1, 8000u32, 100u16), (Digit::D1, 16000, 200)] {
-        for p in dtmf_packets(digit, ts, seq) {
-            now += Duration::from_millis(20);
-            call.handle_rtp(now, gw_rtp(), &p).unwrap();
-        }
-    }
+    press_one_one(&mut call, &mut now);
     let outs = drain(&mut call);
     assert!(outs
         .iter()
@@ -868,12 +852,7 @@ fn a_booking_that_never_answers_does_not_keep_the_call_forever() {
     let cfg = cfg_with(|_| {});
     let (mut call, tag) = answered_and_acked(cfg);
     let mut now = Instant::from_millis(1_000);
-    for (digit, ts, seq) in [(Digit::D1, 8000u32, 100u16), (Digit::D1, 16000, 200)] {
-        for p in dtmf_packets(digit, ts, seq) {
-            now += Duration::from_millis(20);
-            call.handle_rtp(now, gw_rtp(), &p).unwrap();
-        }
-    }
+    press_one_one(&mut call, &mut now);
     let _ = drain(&mut call);
     with_req(&request("BYE", 2, Some(&tag), "b", ""), |r| {
         call.handle_sip_request(now, r)
