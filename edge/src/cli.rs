@@ -171,7 +171,7 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
             }
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        tokio::spawn(watchdog());
+        tokio::spawn(watchdog(running.snapshot.clone()));
         tokio::spawn(async move {
             wait_for_signal().await;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -209,14 +209,23 @@ async fn wait_for_signal() {
     }
 }
 
-/// Pings the systemd watchdog at half its period when `WatchdogSec` is set.
-async fn watchdog() {
+/// Pings the systemd watchdog at half its period when `WatchdogSec` is set, but only while
+/// the agent's engine loop is alive: it publishes a snapshot every 500 ms, and a tick that saw
+/// no new snapshot sends no ping (so a stuck engine gets the service restarted).
+async fn watchdog(mut snapshot: tokio::sync::watch::Receiver<agent::Snapshot>) {
     let Some(period) = sd_notify::watchdog_enabled() else {
         return;
     };
     let mut tick = tokio::time::interval(period / 2);
     loop {
         tick.tick().await;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        match snapshot.has_changed() {
+            Ok(true) => {
+                snapshot.borrow_and_update();
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            Ok(false) => {}
+            Err(_) => return,
+        }
     }
 }
