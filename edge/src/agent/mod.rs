@@ -166,6 +166,8 @@ struct RtpIn {
 }
 
 const RTP_MAX: usize = 512;
+/// Inbound RTP datagrams handled per wake-up of the agent's task, at most.
+const RTP_BATCH: usize = 256;
 const SIP_BUF: usize = shared::limits::SIP_MAX_DATAGRAM;
 
 /// The store thread's answer to a callback write.
@@ -406,11 +408,24 @@ impl Engine {
         let mut rescan = tokio::time::interval(StdDuration::from_secs(2));
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut snap = tokio::time::interval(StdDuration::from_millis(500));
+        // The two busy timers are pinned once and re-armed in place, so a loop turn does not
+        // create and drop timer entries.
+        let tick_sleep = tokio::time::sleep_until(next_tick);
+        tokio::pin!(tick_sleep);
+        let call_sleep = tokio::time::sleep_until(next_tick);
+        tokio::pin!(call_sleep);
+        let mut armed: Option<tokio::time::Instant> = None;
         loop {
             let timer = self.timers.first().map(|(t, _)| self.clock.to_tokio(*t));
+            if timer != armed {
+                if let Some(t) = timer {
+                    call_sleep.as_mut().reset(t);
+                }
+                armed = timer;
+            }
             tokio::select! {
                 biased;
-                () = tokio::time::sleep_until(next_tick) => {
+                () = &mut tick_sleep => {
                     // Absolute deadlines: send what is owed when woken late (at most 5 frames;
                     // beyond that the schedule restarts from now).
                     let now = tokio::time::Instant::now();
@@ -423,6 +438,7 @@ impl Engine {
                     if next_tick <= now {
                         next_tick = now + PTIME;
                     }
+                    tick_sleep.as_mut().reset(next_tick);
                     let core_now = self.clock.now();
                     for key in finished.drain(..) {
                         if let Some(e) = self.calls.get_mut(&key) {
@@ -438,17 +454,18 @@ impl Engine {
                     }
                 }
                 Some(pkt) = rtp_rx.recv() => {
+                    // Take whatever else has queued up in the same wake-up (bounded, so SIP
+                    // and the pacer are never starved): one loop turn per batch, not per packet.
                     let now = self.clock.now();
-                    let key = pkt.key;
-                    if let Some(e) = self.calls.get_mut(&key) {
-                        let data = pkt.data.get(..pkt.len).unwrap_or(&[]);
-                        if e.call.handle_rtp(now, pkt.from, data).is_ok() {
-                            self.drive(key, now);
-                        }
+                    self.on_rtp(now, &pkt);
+                    for _ in 0..RTP_BATCH {
+                        let Ok(pkt) = rtp_rx.try_recv() else { break };
+                        self.on_rtp(now, &pkt);
                     }
                 }
                 Some(s) = stored_rx.recv() => self.on_stored(s),
-                () = sleep_opt(timer) => {
+                () = &mut call_sleep, if armed.is_some() => {
+                    armed = None;
                     let now = self.clock.now();
                     while let Some(&(t, key)) = self.timers.first() {
                         if t > now {
@@ -485,6 +502,15 @@ impl Engine {
         self.publish_snapshot();
         info!("ccedge agent stopped");
         Ok(())
+    }
+
+    fn on_rtp(&mut self, now: Instant, pkt: &RtpIn) {
+        if let Some(e) = self.calls.get_mut(&pkt.key) {
+            let data = pkt.data.get(..pkt.len).unwrap_or(&[]);
+            if e.call.handle_rtp(now, pkt.from, data).is_ok() {
+                self.drive(pkt.key, now);
+            }
+        }
     }
 
     fn publish_snapshot(&self) {
