@@ -216,8 +216,14 @@ pub fn audio_dir(state_dir: &Path) -> PathBuf {
 }
 
 /// Reads every announcement and audio file of the cache. Missing directories are empty.
+/// Audio whose hash `known` already holds is neither read nor decoded again (the cache is
+/// rescanned every few seconds; decoding and resampling is the expensive part).
 #[must_use]
-pub fn load_dir(state_dir: &Path, max_audio_bytes: u64) -> Loaded {
+pub fn load_dir(
+    state_dir: &Path,
+    max_audio_bytes: u64,
+    known: &dyn Fn(&[u8; 32]) -> bool,
+) -> Loaded {
     let mut out = Loaded::default();
     for path in files(&announcements_dir(state_dir), "json") {
         match std::fs::read(&path) {
@@ -235,6 +241,9 @@ pub fn load_dir(state_dir: &Path, max_audio_bytes: u64) -> Loaded {
                 .push((path, "audio file name is not a SHA-256".into()));
             continue;
         };
+        if known(&expected) {
+            continue;
+        }
         match std::fs::metadata(&path) {
             Ok(m) if m.len() > max_audio_bytes => {
                 out.rejected
@@ -356,5 +365,59 @@ mod tests {
         assert_eq!(parse_sha256(&hex(&d)), Some(d));
         assert_eq!(parse_sha256("zz"), None);
         assert_eq!(parse_sha256(&"g".repeat(64)), None);
+    }
+
+    fn wav_bytes() -> Vec<u8> {
+        let mut cur = std::io::Cursor::new(Vec::new());
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+        for i in 0..1600i32 {
+            w.write_sample(((i * 37) % 2000 - 1000) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        cur.into_inner()
+    }
+
+    #[test]
+    fn load_dir_verifies_hashes_skips_known_audio_and_reports_bad_files() {
+        let dir = std::env::temp_dir().join(format!("ccedge-ann-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(announcements_dir(&dir)).unwrap();
+        std::fs::create_dir_all(audio_dir(&dir)).unwrap();
+        let wav = wav_bytes();
+        let good = sha256(&wav);
+        std::fs::write(audio_dir(&dir).join(format!("{}.wav", hex(&good))), &wav).unwrap();
+        // Right name shape, wrong content; and a name that is not a hash.
+        let other = sha256(b"other");
+        std::fs::write(audio_dir(&dir).join(format!("{}.wav", hex(&other))), &wav).unwrap();
+        std::fs::write(audio_dir(&dir).join("greeting.wav"), &wav).unwrap();
+        std::fs::write(announcements_dir(&dir).join("a.json"), DOC).unwrap();
+        std::fs::write(announcements_dir(&dir).join("junk.json"), b"\x00not json").unwrap();
+
+        let loaded = load_dir(&dir, 1 << 20, &|_| false);
+        assert_eq!(loaded.announcements.len(), 1);
+        assert_eq!(loaded.audio.len(), 1);
+        assert!(loaded.audio.contains_key(&good));
+        let reasons: Vec<String> = loaded.rejected.iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(loaded.rejected.len(), 3, "{reasons:?}");
+        assert!(reasons.iter().any(|r| r.contains("does not match")));
+        assert!(reasons.iter().any(|r| r.contains("not a SHA-256")));
+        assert!(reasons.iter().any(|r| r.contains("not an Announcement")));
+
+        // Known audio is not read again; oversized audio is refused.
+        let again = load_dir(&dir, 1 << 20, &|h| *h == good);
+        assert!(again.audio.is_empty());
+        let small = load_dir(&dir, 100, &|_| false);
+        assert!(small.audio.is_empty());
+        assert!(small
+            .rejected
+            .iter()
+            .any(|(_, r)| r.contains("larger than")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

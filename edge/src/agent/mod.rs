@@ -975,7 +975,10 @@ impl Engine {
     // ---- announcements ---------------------------------------------------------------------
 
     fn load_announcements(&mut self) {
-        let loaded = announcements::load_dir(&self.cfg.state_dir, self.cfg.max_audio_bytes);
+        let audio = &self.audio;
+        let loaded = announcements::load_dir(&self.cfg.state_dir, self.cfg.max_audio_bytes, &|h| {
+            audio.contains_key(h)
+        });
         let wall = self.clock.wall();
         for (path, why) in &loaded.rejected {
             debug!(file = %path.display(), reason = %why, "announcement cache file skipped");

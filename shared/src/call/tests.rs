@@ -628,14 +628,7 @@ fn inband_dtmf_is_used_without_telephone_event() {
 fn media_timeout_hangs_up_a_silent_call() {
     let cfg = cfg_with(|c| c.media_timeout = Some(Duration::from_secs(10)));
     let (mut call, _tag) = answered_and_acked(cfg);
-    let mut out = OutboundStream::new(Ssrc(3), 1, 0, PayloadType::PCMU);
-    let mut buf = [0u8; 200];
-    let n = out
-        .next_packet_header(true)
-        .emit(&[0xFF; 160], &mut buf)
-        .unwrap();
-    call.handle_rtp(Instant::from_millis(100), gw_rtp(), &buf[..n])
-        .unwrap();
+    send_silence_frame(&mut call, Instant::from_millis(100));
     let _ = drain(&mut call);
     // Keep the IVR from ending the call first: its no-input timers need a finished prompt.
     let deadline = call.poll_timeout().unwrap();
@@ -701,6 +694,17 @@ fn numbers_come_from_from_and_to() {
     assert_eq!(uri_number("sip:anonymous@anonymous.invalid"), None);
     assert_eq!(uri_number("tel:+4420"), PhoneNumber::parse("+4420").ok());
     assert_eq!(uri_number("http://x"), None);
+}
+
+/// One 20 ms PCMU frame of silence from the gateway's RTP address.
+fn send_silence_frame(call: &mut Call, now: Instant) {
+    let mut out = OutboundStream::new(Ssrc(3), 1, 0, PayloadType::PCMU);
+    let mut buf = [0u8; 200];
+    let n = out
+        .next_packet_header(true)
+        .emit(&[0xFF; 160], &mut buf)
+        .unwrap();
+    call.handle_rtp(now, gw_rtp(), &buf[..n]).unwrap();
 }
 
 /// "1" (call back) then "1" (confirm the caller ID), 20 ms per packet from `now`.
@@ -781,14 +785,7 @@ fn no_prompts_after_the_node_hangs_up() {
 fn hold_never_leaves_a_past_deadline() {
     let cfg = cfg_with(|c| c.media_timeout = Some(Duration::from_secs(5)));
     let (mut call, tag) = answered_and_acked(cfg);
-    let mut out = OutboundStream::new(Ssrc(3), 1, 0, PayloadType::PCMU);
-    let mut buf = [0u8; 200];
-    let n = out
-        .next_packet_header(true)
-        .emit(&[0xFF; 160], &mut buf)
-        .unwrap();
-    call.handle_rtp(Instant::from_millis(100), gw_rtp(), &buf[..n])
-        .unwrap();
+    send_silence_frame(&mut call, Instant::from_millis(100));
     let hold = std_offer().replace("a=ptime:20\r\n", "a=ptime:20\r\na=sendonly\r\n");
     with_req(&request("INVITE", 2, Some(&tag), "h", &hold), |r| {
         call.handle_sip_request(Instant::from_millis(200), r)
