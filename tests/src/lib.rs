@@ -145,10 +145,19 @@ impl Agent {
     /// When the agent does not start within 10 s.
     #[must_use]
     pub fn start(state_dir: &Path, opts: &AgentOptions) -> Agent {
+        Self::start_with_allow(state_dir, opts, "127.0.0.0/8")
+    }
+
+    /// Like [`Agent::start`] with `sip.allow = [allow]`.
+    ///
+    /// # Panics
+    /// When the agent does not start within 20 s.
+    #[must_use]
+    pub fn start_with_allow(state_dir: &Path, opts: &AgentOptions, allow: &str) -> Agent {
         let (pmin, pmax) = free_port_range(opts.rtp_ports);
         let config = state_dir.join("ccedge.toml");
         let text = format!(
-            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
+            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"{allow}\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
             state_dir.display(),
             opts.sip_extra,
             state_dir.join("control.sock").display(),
