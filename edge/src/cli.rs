@@ -121,6 +121,25 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
         max_calls: 20_000,
         shutdown_grace: Duration::from_secs(5),
+        link: Some(link_config(cfg)),
+    }
+}
+
+/// Builds the CRM link's settings from the validated configuration.
+#[must_use]
+pub fn link_config(cfg: &Config) -> crate::link::LinkConfig {
+    crate::link::LinkConfig {
+        mqtt: cfg.mqtt.clone(),
+        client_id: cfg.mqtt_client_id(),
+        node_id: cfg.node.id.clone(),
+        site: cfg.node.site.clone(),
+        state_dir: cfg.node.state_dir.clone(),
+        speech_command: cfg.ivr.speech_command.clone(),
+        max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
+        outbox: shared::event::outbox::Config::default(),
+        status_interval: Duration::from_secs(30),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: crate::clock::wall_now(),
     }
 }
 

@@ -42,12 +42,18 @@ impl Clock {
     /// Wall-clock time for event timestamps.
     #[must_use]
     pub fn wall(&self) -> UnixMillis {
-        #[allow(clippy::disallowed_methods)] // the one wall-clock read of the agent
-        let d = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        UnixMillis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        wall_now()
     }
+}
+
+/// Wall-clock time now (the one wall-clock read of the agent).
+#[must_use]
+pub fn wall_now() -> UnixMillis {
+    #[allow(clippy::disallowed_methods)] // the one wall-clock read of the agent
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    UnixMillis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Default for Clock {

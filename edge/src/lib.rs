@@ -7,6 +7,7 @@
 //! | [`config`] | the TOML + environment configuration, validated with errors that name the key |
 //! | [`agent`] | the daemon: SIP socket, call table, timers, wiring of media and storage |
 //! | [`media`] | prompts and announcement audio (WAV → 8 kHz G.711 frames) and the RTP pacer |
+//! | [`link`] | the CRM link over MQTT: announcements in, events and callbacks out, presence |
 //! | [`store`] | durable local storage: the callback queue and node counters (SQLite) |
 //! | [`cli`] | the `ccedge` command line (`agent`, `config check`, technician commands) |
 //! | [`clock`] | the one conversion between tokio time and `shared::Instant` |
@@ -27,5 +28,6 @@ pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod link;
 pub mod media;
 pub mod store;

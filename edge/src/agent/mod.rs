@@ -29,6 +29,7 @@
 pub mod announcements;
 mod ratelimit;
 mod rtp_ports;
+pub mod view;
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -58,6 +59,7 @@ use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
 use ratelimit::RateLimiter;
 use rtp_ports::PortPool;
+pub use view::{AnnouncementView, CallView, CallbackView, Command, Snapshot, Stats};
 
 /// Everything the agent needs, resolved from the configuration file.
 #[derive(Clone)]
@@ -103,6 +105,8 @@ pub struct AgentConfig {
     pub max_calls: usize,
     /// How long calls may take to end after SIGTERM.
     pub shutdown_grace: StdDuration,
+    /// The CRM link over MQTT (`None`: no link, events and callbacks stay local).
+    pub link: Option<crate::link::LinkConfig>,
 }
 
 impl AgentConfig {
@@ -130,6 +134,7 @@ impl AgentConfig {
             max_audio_bytes: 16 << 20,
             max_calls: 20_000,
             shutdown_grace: StdDuration::from_secs(5),
+            link: None,
         }
     }
 }
@@ -193,38 +198,6 @@ struct CallEntry {
     heard: Option<AnnouncementId>,
 }
 
-/// Counters for `ccedge status` and the logs.
-#[derive(Debug, Default, Clone)]
-pub struct Stats {
-    /// Datagrams dropped before parsing because the source is not allowed.
-    pub sip_denied: u64,
-    /// Datagrams dropped by the per-source rate limit.
-    pub sip_rate_limited: u64,
-    /// Datagrams that were not valid SIP.
-    pub sip_malformed: u64,
-    /// Calls accepted.
-    pub calls_total: u64,
-    /// INVITEs refused with 503 (draining, no port, too many calls).
-    pub calls_refused: u64,
-    /// Callbacks durably booked.
-    pub callbacks_booked: u64,
-    /// Callback writes that failed (the caller heard "could not book").
-    pub callbacks_failed: u64,
-    /// RTP datagrams dropped because the agent fell behind.
-    pub rtp_dropped: u64,
-}
-
-/// A snapshot of the agent for the control socket and tests.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Active calls.
-    pub calls: usize,
-    /// Callbacks waiting.
-    pub callbacks_waiting: u32,
-    /// Counters.
-    pub stats: Stats,
-}
-
 /// The running agent's state (one task owns it).
 pub struct Engine {
     cfg: AgentConfig,
@@ -283,6 +256,12 @@ pub struct Running {
     pub snapshot: watch::Receiver<Snapshot>,
     /// Resolves when the agent stopped.
     pub task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    /// Requests for the engine (control socket).
+    pub commands: mpsc::Sender<Command>,
+    /// The CRM link's state (a default, disconnected status when there is no link).
+    pub link_status: watch::Receiver<crate::link::LinkStatus>,
+    /// Every call event as published to the CRM (JSON), for `ccedge events tail`.
+    pub events: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 /// Binds the sockets, opens the store, loads prompts and the announcement cache, and starts
@@ -381,11 +360,17 @@ pub async fn start(
         rtp = %format!("{}-{}", engine.cfg.rtp_port_min, engine.cfg.rtp_port_max),
         "ccedge agent accepting calls"
     );
+    let (commands, _command_rx) = mpsc::channel(64);
+    let (_link_status_tx, link_status) = watch::channel(crate::link::LinkStatus::default());
+    let (events, _) = tokio::sync::broadcast::channel(1024);
     let task = tokio::spawn(engine.run(shutdown, rtp_rx, stored_rx));
     Ok(Running {
         sip_addr,
         snapshot: snap_rx,
         task,
+        commands,
+        link_status,
+        events,
     })
 }
 
@@ -518,6 +503,7 @@ impl Engine {
             calls: self.calls.len(),
             callbacks_waiting: self.callbacks.waiting(),
             stats: self.stats.clone(),
+            ..Snapshot::default()
         });
     }
 

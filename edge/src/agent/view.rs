@@ -1,0 +1,133 @@
+//! What the engine shows the outside: the periodic [`Snapshot`] (cheap, every 500 ms and on
+//! change) and answers to [`Command`]s from the control socket (built on request, so a node
+//! with thousands of calls pays for a call list only when a technician asks).
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+/// Counters for `ccedge status` and the logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Datagrams dropped before parsing because the source is not allowed.
+    pub sip_denied: u64,
+    /// Datagrams dropped by the per-source rate limit.
+    pub sip_rate_limited: u64,
+    /// Datagrams that were not valid SIP.
+    pub sip_malformed: u64,
+    /// Calls accepted.
+    pub calls_total: u64,
+    /// INVITEs refused with 503 (draining, no port, too many calls).
+    pub calls_refused: u64,
+    /// Callbacks durably booked.
+    pub callbacks_booked: u64,
+    /// Callback writes that failed (the caller heard "could not book").
+    pub callbacks_failed: u64,
+    /// RTP datagrams dropped because the agent fell behind.
+    pub rtp_dropped: u64,
+}
+
+/// One announcement as the node holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnnouncementView {
+    /// Id.
+    pub id: String,
+    /// Version.
+    pub version: u32,
+    /// `active`, `scheduled`, `pending`, `unplayable` or `expired`.
+    pub state: &'static str,
+    /// Higher plays first.
+    pub priority: i32,
+    /// Scope: sites (empty = everywhere).
+    pub sites: Vec<String>,
+    /// Scope: dialled numbers.
+    pub dialled: Vec<String>,
+    /// Scope: caller prefixes.
+    pub caller_prefixes: Vec<String>,
+    /// Hex SHA-256 of its audio, when it has audio.
+    pub audio_sha256: Option<String>,
+    /// Whether that audio is held locally.
+    pub audio_present: bool,
+    /// Valid from (Unix ms), when bounded.
+    pub valid_from_ms: Option<i64>,
+    /// Valid until (Unix ms), when bounded.
+    pub valid_until_ms: Option<i64>,
+}
+
+/// A snapshot of the agent for the control socket, the status topic and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Active calls.
+    pub calls: usize,
+    /// Callbacks waiting.
+    pub callbacks_waiting: u32,
+    /// Counters.
+    pub stats: Stats,
+    /// The bound SIP address.
+    pub sip_addr: Option<SocketAddr>,
+    /// Started at, Unix ms.
+    pub started_at_ms: i64,
+    /// Every announcement held, in id order.
+    pub announcements: Vec<AnnouncementView>,
+    /// Draining for shutdown.
+    pub draining: bool,
+}
+
+/// One active call for `ccedge calls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallView {
+    /// The call id (hex).
+    pub call_id: String,
+    /// Caller number (E.164), unmasked: the CLI masks it unless `--reveal`.
+    pub caller: Option<String>,
+    /// Dialled number.
+    pub dialled: Option<String>,
+    /// The call's state (`ringing`, `answered`, `announcing`, `menu`, `ending`, …).
+    pub state: String,
+    /// Since the INVITE, ms.
+    pub age_ms: u64,
+    /// `PCMU` / `PCMA` once answered.
+    pub codec: Option<&'static str>,
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+}
+
+/// One entry of the local callback queue for `ccedge callbacks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallbackView {
+    /// Id.
+    pub callback_id: String,
+    /// The number to call back (E.164), unmasked: the CLI masks it unless `--reveal`.
+    pub callback_number: String,
+    /// Caller number.
+    pub caller: Option<String>,
+    /// Dialled number.
+    pub dialled: Option<String>,
+    /// Requested at, Unix ms.
+    pub requested_at_ms: i64,
+    /// Sync state: `requested`, `stored`, `synced`, `accepted`, `assigned`, …
+    pub state: &'static str,
+    /// Position in the queue (waiting entries).
+    pub position: Option<u32>,
+    /// The announcement the caller heard.
+    pub announcement_id: Option<String>,
+}
+
+/// A request from the control socket to the engine; the answer comes back on the oneshot.
+#[derive(Debug)]
+pub enum Command {
+    /// The active calls.
+    Calls(oneshot::Sender<Vec<CallView>>),
+    /// The callback queue.
+    Callbacks(oneshot::Sender<Vec<CallbackView>>),
+    /// Cancel a waiting callback (`ccedge callbacks cancel ID`).
+    CancelCallback {
+        /// The callback id.
+        id: String,
+        /// `Ok` when cancelled, else why not.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}

@@ -1,0 +1,188 @@
+//! The CRM link over MQTT (INTERFACES.md §5): announcements and audio in, call events and
+//! callback requests out, presence on the retained status topic.
+//!
+//! The link runs as its own task beside the agent's engine; the two talk only through
+//! channels, so a slow or absent broker never stalls a call:
+//!
+//! ```text
+//!   engine ──ToLink::Event / ToLink::Callback──▶ link ──PUBLISH──▶ broker ──▶ CRM
+//!   engine ◀──FromLink::AnnouncementsChanged ─── link ◀──retained announcements/audio──
+//!          ◀──FromLink::CallbackSynced / CallbackState / Connected
+//! ```
+//!
+//! (This file is the interface between the engine and the link; the implementation lives in
+//! the submodules.)
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use shared::callback::CrmState;
+use shared::event::EventKind;
+use shared::ids::CallId;
+use shared::time::UnixMillis;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::config;
+
+/// Everything the link needs, resolved from the configuration.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The `[mqtt]` section (URL, prefix, credentials, TLS files, keep-alive, payload limit).
+    pub mqtt: config::Mqtt,
+    /// The MQTT client id (`mqtt.client_id` or `ccedge-{site}-{node}`).
+    pub client_id: String,
+    /// `node.id`.
+    pub node_id: String,
+    /// `node.site`.
+    pub site: String,
+    /// `node.state_dir`: the announcement and audio cache lives under it.
+    pub state_dir: PathBuf,
+    /// `ivr.speech_command`: renders `text` announcements to WAV on stdout.
+    pub speech_command: Option<String>,
+    /// Largest announcement audio accepted (`announcements.max_audio_bytes`).
+    pub max_audio_bytes: u64,
+    /// The event outbox's bounds (capacity, retention of PUBACKed but unacknowledged events).
+    pub outbox: shared::event::outbox::Config,
+    /// How often the retained status is refreshed when nothing changed.
+    pub status_interval: Duration,
+    /// The agent's version string for the status message.
+    pub version: String,
+    /// When the agent started (status `started_at`).
+    pub started_at: UnixMillis,
+}
+
+/// A call event as the engine hands it over; the link gives it its `seq`, `event_id`, `node`
+/// and `site`, writes it to the durable outbox and then publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    /// The call (`None` for node-level events).
+    pub call_id: Option<CallId>,
+    /// Order within the call.
+    pub call_seq: u32,
+    /// When it happened.
+    pub at: UnixMillis,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The CallbackRequest payload (INTERFACES.md §5), built by the engine from a durably booked
+/// callback; `node` and `site` are filled in by the link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallbackRequest {
+    /// The callback's id.
+    pub callback_id: String,
+    /// `node.id`.
+    pub node: String,
+    /// `node.site`.
+    pub site: String,
+    /// The call that booked it (hex).
+    pub call_id: String,
+    /// RFC 3339.
+    pub requested_at: String,
+    /// Caller number (E.164) when presented.
+    pub caller: Option<String>,
+    /// The number to call back (E.164).
+    pub callback_number: String,
+    /// Dialled number (E.164) when known.
+    pub dialled: Option<String>,
+    /// The announcement the caller heard, when any.
+    pub announcement_id: Option<String>,
+    /// Position in the node's queue.
+    pub position: u32,
+}
+
+/// Work for the link, from the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToLink {
+    /// A call event: sequence, store durably, publish on `…/events`.
+    Event(PendingEvent),
+    /// Publish a booked callback on `…/callbacks`; answer with [`FromLink::CallbackSynced`]
+    /// on PUBACK.
+    Callback(Box<CallbackRequest>),
+}
+
+/// News for the engine, from the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromLink {
+    /// The announcement cache on disk changed (a new, changed or withdrawn announcement, or
+    /// new audio): reload it now.
+    AnnouncementsChanged,
+    /// The broker PUBACKed this callback's CallbackRequest.
+    CallbackSynced(String),
+    /// The CRM reported a callback's state on `…/callbacks/{id}/state`.
+    CallbackState {
+        /// The callback.
+        id: String,
+        /// Its state at the CRM.
+        state: CrmState,
+        /// When (the message's `at`, or the arrival time).
+        at: UnixMillis,
+    },
+    /// A (re)connection to the broker: publish again every callback the CRM has not accepted.
+    Connected,
+}
+
+/// The link's state for `ccedge status`, `ccedge doctor` and the status topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LinkStatus {
+    /// Connected to the broker now.
+    pub connected: bool,
+    /// Since when (connected or disconnected), Unix milliseconds.
+    pub since_ms: i64,
+    /// The last connection error, when any.
+    pub last_error: Option<String>,
+    /// Events held in the outbox (not yet acknowledged by the CRM).
+    pub outbox_depth: u64,
+    /// Events dropped from a full outbox or by retention.
+    pub outbox_dropped: u64,
+    /// The last `seq` issued.
+    pub last_seq: u64,
+    /// The highest `seq` the CRM acknowledged.
+    pub acked_seq: u64,
+    /// Events published (including replays).
+    pub events_published: u64,
+    /// Incoming messages rejected (junk, wrong schema, older version, bad hash, too large).
+    pub rejected: u64,
+    /// The last rejection's reason.
+    pub last_rejection: Option<String>,
+}
+
+/// A running link.
+#[derive(Debug)]
+pub struct LinkHandle {
+    /// Work for the link. Dropping every sender ends the link (after a last flush).
+    pub tx: mpsc::UnboundedSender<ToLink>,
+    /// The link's state.
+    pub status: watch::Receiver<LinkStatus>,
+    /// Every event as published (its JSON), for `ccedge events tail`.
+    pub events: broadcast::Sender<Arc<str>>,
+    /// Ends when the link stopped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the link task: connects (and keeps reconnecting with jittered backoff) to
+/// `mqtt.url`, subscribes to the announcement, audio, ack, replay and callback-state topics,
+/// and publishes what the engine sends. `snapshot` gives the announcement states for the
+/// retained status; `to_engine` carries [`FromLink`] news.
+#[must_use]
+pub fn spawn(
+    cfg: LinkConfig,
+    store: crate::store::StoreHandle,
+    snapshot: watch::Receiver<crate::agent::Snapshot>,
+    to_engine: mpsc::UnboundedSender<FromLink>,
+) -> LinkHandle {
+    // Placeholder until the MQTT client lands: accepts work and holds nothing.
+    let _ = (cfg, store, snapshot, to_engine);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_status_tx, status) = watch::channel(LinkStatus::default());
+    let (events, _) = broadcast::channel(1024);
+    let task = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    LinkHandle {
+        tx,
+        status,
+        events,
+        task,
+    }
+}
