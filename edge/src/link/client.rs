@@ -264,20 +264,20 @@ async fn drive(mut el: EventLoop, epoch: u64, tx: mpsc::Sender<(u64, ConnMsg)>) 
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckMsg {
     upto_seq: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReplayMsg {
     from_seq: u64,
     to_seq: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateMsg {
     state: String,
@@ -512,7 +512,9 @@ impl Link {
                     Err(reason) => self.reject(format!("callback {}: {reason}", clip(id))),
                 }
             }
-            Inbound::Other => tracing::debug!(topic = %clip(topic), "message on an unexpected topic"),
+            Inbound::Other => {
+                tracing::debug!(topic = %clip(topic), "message on an unexpected topic")
+            }
         }
     }
 
@@ -583,7 +585,8 @@ impl Link {
         if self.submit(self.topics.status(), true, payload, Tag::Status) {
             self.published_states = Some(status::announcement_states(&snap));
         }
-        self.status_due = Some(TokioInstant::now() + self.cfg.status_interval.max(Duration::from_secs(1)));
+        self.status_due =
+            Some(TokioInstant::now() + self.cfg.status_interval.max(Duration::from_secs(1)));
     }
 
     /// Queues one QoS 1 publish on the current connection; a failure drops the connection.
@@ -648,8 +651,12 @@ impl Link {
                 return;
             }
             for (seq, json) in list {
-                if !self.submit(self.topics.events(), false, json.as_bytes().to_vec(), Tag::Event(seq))
-                {
+                if !self.submit(
+                    self.topics.events(),
+                    false,
+                    json.as_bytes().to_vec(),
+                    Tag::Event(seq),
+                ) {
                     return;
                 }
                 self.status.events_published = self.status.events_published.saturating_add(1);
@@ -735,7 +742,10 @@ mod tests {
     fn backoff_grows_with_jitter_to_the_cap() {
         let mut b = Backoff::new();
         let first = b.delay();
-        assert!(first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN, "{first:?}");
+        assert!(
+            first >= BACKOFF_MIN / 2 && first <= BACKOFF_MIN,
+            "{first:?}"
+        );
         let mut last = first;
         for _ in 0..20 {
             last = b.delay();
@@ -748,7 +758,12 @@ mod tests {
 
     #[test]
     fn control_messages_are_checked() {
-        assert_eq!(control::<AckMsg>("a", br#"{"upto_seq":7}"#).unwrap().upto_seq, 7);
+        assert_eq!(
+            control::<AckMsg>("a", br#"{"upto_seq":7}"#)
+                .unwrap()
+                .upto_seq,
+            7
+        );
         for bad in [
             &b"junk"[..],
             br#"{"upto_seq":-1}"#,
@@ -759,7 +774,9 @@ mod tests {
             assert!(control::<AckMsg>("a", bad).is_err());
         }
         let big = format!(r#"{{"upto_seq":1{}}}"#, " ".repeat(MAX_CONTROL_BYTES));
-        assert!(control::<AckMsg>("a", big.as_bytes()).unwrap_err().contains("larger"));
+        assert!(control::<AckMsg>("a", big.as_bytes())
+            .unwrap_err()
+            .contains("larger"));
         let r = control::<ReplayMsg>("r", br#"{"from_seq":3,"to_seq":9}"#).unwrap();
         assert_eq!((r.from_seq, r.to_seq), (3, 9));
         let s = control::<StateMsg>("s", br#"{"state":"accepted","note":"hi"}"#).unwrap();

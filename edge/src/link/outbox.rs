@@ -79,9 +79,21 @@ pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &Pendi
         at: rfc3339(ev.at),
         kind: &ev.kind,
     };
+    let mut v = match serde_json::to_value(&env) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, seq, "event not serializable");
+            serde_json::Value::Null
+        }
+    };
+    // A key is its character on the wire ("5", "*", "#"), not the Rust variant name.
+    if let EventKind::Dtmf { digit } = &ev.kind {
+        if let Some(d) = v.get_mut("data").and_then(|d| d.get_mut("digit")) {
+            *d = serde_json::Value::String(digit.as_char().to_string());
+        }
+    }
     // Serializing plain data to a String cannot fail; keep a valid document if it ever did.
-    serde_json::to_string(&env).unwrap_or_else(|e| {
-        tracing::error!(error = %e, seq, "event not serializable");
+    serde_json::to_string(&v).ok().filter(|_| !v.is_null()).unwrap_or_else(|| {
         format!(r#"{{"event_id":"{event_id}","node":"{node}","site":"{site}","seq":{seq},"call_id":null,"call_seq":0,"at":"{}","type":"{}","data":{{}}}}"#, rfc3339(ev.at), ev.kind.type_str())
     })
 }
@@ -317,10 +329,7 @@ impl Events {
 
     /// Carries out the outbox's store work; `seq.skipped` requests join the waiting events.
     async fn drain_outputs(&mut self) {
-        loop {
-            let Some(o) = self.loaded.as_mut().and_then(|l| l.outbox.poll_output()) else {
-                break;
-            };
+        while let Some(o) = self.loaded.as_mut().and_then(|l| l.outbox.poll_output()) {
             match o {
                 Output::Delete { below } => self.delete_below(below).await,
                 Output::Skipped { from, to, reason } => self.waiting.push_back(PendingEvent {
@@ -412,10 +421,7 @@ impl Events {
         now: Instant,
     ) -> Result<Vec<(u64, Arc<str>)>, StoreError> {
         let mut out: Vec<(u64, Arc<str>)> = Vec::new();
-        loop {
-            let Some(l) = self.loaded.as_mut() else {
-                break;
-            };
+        while let Some(l) = self.loaded.as_mut() {
             let mut seqs = Vec::new();
             while out.len() + seqs.len() < max {
                 match l.outbox.poll_publish() {
@@ -557,10 +563,15 @@ mod tests {
         assert_eq!(v["seq"], 18234);
         assert_eq!(v["at"], "2026-11-23T06:01:02.345Z");
         assert_eq!(v["type"], "seq.skipped");
-        assert_eq!(v["data"], serde_json::json!({"from":3,"to":9,"reason":"restart"}));
-        let none = PendingEvent { call_id: None, ..ev };
-        let v: serde_json::Value =
-            serde_json::from_str(&render("n", "s", 1, 1, &none)).unwrap();
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"from":3,"to":9,"reason":"restart"})
+        );
+        let none = PendingEvent {
+            call_id: None,
+            ..ev
+        };
+        let v: serde_json::Value = serde_json::from_str(&render("n", "s", 1, 1, &none)).unwrap();
         assert!(v["call_id"].is_null());
     }
 

@@ -12,10 +12,8 @@ pub(crate) struct Topics {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Inbound<'a> {
     /// `P/announcements/{id}`.
-    #[cfg(test)]
     Announcement(&'a str),
     /// `P/audio/{sha256}`.
-    #[cfg(test)]
     Audio(&'a str),
     /// `P/nodes/{site}/{node}/events/ack`.
     Ack,
@@ -68,11 +66,13 @@ impl Topics {
     }
 
     /// `P/announcements/{id}`.
+    #[cfg(test)]
     pub(crate) fn announcement(&self, id: &str) -> String {
         format!("{}/announcements/{id}", self.prefix)
     }
 
     /// `P/audio/{sha256}`.
+    #[cfg(test)]
     pub(crate) fn audio(&self, sha256_hex: &str) -> String {
         format!("{}/audio/{sha256_hex}", self.prefix)
     }
@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(t.events(), "ccedge/v1/nodes/phl/pi-001/events");
         assert_eq!(t.callbacks(), "ccedge/v1/nodes/phl/pi-001/callbacks");
         assert_eq!(t.filters()[0], "ccedge/v1/announcements/+");
-        assert_eq!(t.filters()[4], "ccedge/v1/nodes/phl/pi-001/callbacks/+/state");
+        assert_eq!(
+            t.filters()[4],
+            "ccedge/v1/nodes/phl/pi-001/callbacks/+/state"
+        );
         assert_eq!(
             t.classify("ccedge/v1/announcements/outage-1"),
             Inbound::Announcement("outage-1")

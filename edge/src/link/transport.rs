@@ -157,7 +157,10 @@ mod tests {
             ..crate::config::Mqtt::default()
         };
         let e = tls(&m).unwrap_err().to_string();
-        assert!(e.contains("mqtt.ca_file") && e.contains("/nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("mqtt.ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
         m.ca_file = Some("/etc/hostname".into());
         m.cert_file = Some("/nonexistent/cert.pem".into());
         m.key_file = Some("/nonexistent/key.pem".into());

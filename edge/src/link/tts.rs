@@ -162,10 +162,7 @@ pub(crate) fn fix_streamed_wav(mut wav: Vec<u8>) -> Vec<u8> {
             }
             return wav;
         }
-        let Some(next) = body
-            .checked_add(size)
-            .and_then(|n| n.checked_add(size & 1))
-        else {
+        let Some(next) = body.checked_add(size).and_then(|n| n.checked_add(size & 1)) else {
             return wav;
         };
         pos = next;
@@ -204,12 +201,20 @@ mod tests {
         assert!(crate::media::audio::decode_wav(&raw).is_err());
         let fixed = fix_streamed_wav(raw.clone());
         assert_eq!(fixed.len(), raw.len());
-        assert_eq!(&fixed[4..8], &(u32::try_from(raw.len() - 8).unwrap()).to_le_bytes());
+        assert_eq!(
+            &fixed[4..8],
+            &(u32::try_from(raw.len() - 8).unwrap()).to_le_bytes()
+        );
         assert_eq!(&fixed[40..44], &16000u32.to_le_bytes());
         let pcm = crate::media::audio::decode_wav(&fixed).unwrap();
         assert_eq!(pcm.len(), 8000);
         // Not a WAV, or too short: unchanged, no panic.
-        for junk in [Vec::new(), b"RIFF".to_vec(), vec![0u8; 100], raw[..30].to_vec()] {
+        for junk in [
+            Vec::new(),
+            b"RIFF".to_vec(),
+            vec![0u8; 100],
+            raw[..30].to_vec(),
+        ] {
             assert_eq!(fix_streamed_wav(junk.clone()), junk);
         }
     }
