@@ -246,6 +246,27 @@ async fn sleep_until_opt(t: Option<TokioInstant>) {
     }
 }
 
+/// Runs [`drive`] in its own task so that a panic inside the MQTT client (for example in
+/// its TLS set-up) becomes a lost connection, retried with backoff, instead of a link that
+/// waits forever. Aborting this task aborts the inner one.
+async fn drive_guarded(el: EventLoop, epoch: u64, tx: mpsc::Sender<(u64, ConnMsg)>) {
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut inner = AbortOnDrop(tokio::spawn(drive(el, epoch, tx.clone())));
+    if let Err(e) = (&mut inner.0).await {
+        if e.is_panic() {
+            tracing::error!("the MQTT client panicked");
+            let _ = tx
+                .send((epoch, ConnMsg::Lost("the MQTT client panicked".into())))
+                .await;
+        }
+    }
+}
+
 /// Polls one connection's event loop and forwards everything, until it fails or the link
 /// drops it.
 async fn drive(mut el: EventLoop, epoch: u64, tx: mpsc::Sender<(u64, ConnMsg)>) {
@@ -374,7 +395,7 @@ impl Link {
         };
         tracing::debug!(url = %self.cfg.mqtt.url, epoch = self.epoch, "connecting");
         let (client, el) = AsyncClient::new(opts, usize::from(transport::INFLIGHT) + 32);
-        let task = tokio::spawn(drive(el, self.epoch, self.conn_tx.clone()));
+        let task = tokio::spawn(drive_guarded(el, self.epoch, self.conn_tx.clone()));
         self.conn = Some(Conn {
             epoch: self.epoch,
             client,

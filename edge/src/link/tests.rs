@@ -1008,3 +1008,151 @@ async fn an_unreadable_ca_file_is_a_clear_error_and_no_panic() {
     node.wait_status("sequenced", |s| s.last_seq == 1).await;
     node.stop().await;
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn make_pki(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ccedge test CA",
+    ]);
+    openssl(dir, &ca);
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        let (key, csr, crt, ext) = (
+            format!("{who}.key"),
+            format!("{who}.csr"),
+            format!("{who}.crt"),
+            format!("{who}.ext"),
+        );
+        let subj = format!("/CN={who}");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+    // Mosquitto started as root drops to its own user: let it read the (test) keys.
+    for f in ["server.key", "server.crt", "ca.crt"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn mqtts_with_a_ca_file_and_a_client_certificate() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed: skipped");
+        return;
+    }
+    let pki = TempDir::new("pki");
+    make_pki(pki.path());
+    // One broker: TLS with required client certificates for the node, plain TCP for the CRM.
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let p = |f: &str| pki.path().join(f).display().to_string();
+    let conf = pki.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+             listener {plain_port} 127.0.0.1\n\
+             listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+             require_certificate true\n",
+            p("ca.crt"),
+            p("server.crt"),
+            p("server.key")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto runs");
+    let _broker = Broker {
+        port: plain_port,
+        dir: TempDir::new("tlsbroker"),
+        child: Some(child),
+    };
+    for port in [plain_port, tls_port] {
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("mosquitto listening", || TcpStream::connect(&addr).is_ok()).await;
+    }
+    let t = topics();
+    let mut crm = Crm::connect(plain_port, &[t.events()]).await;
+    let dir = TempDir::new("tlsnode");
+    let mut cfg = config(tls_port, dir.path());
+    cfg.mqtt.url = format!("mqtts://127.0.0.1:{tls_port}").parse().unwrap();
+    cfg.mqtt.ca_file = Some(pki.path().join("ca.crt"));
+    cfg.mqtt.cert_file = Some(pki.path().join("client.crt"));
+    cfg.mqtt.key_file = Some(pki.path().join("client.key"));
+    let node = Node::start(cfg.clone());
+    node.wait_status("connected over TLS", |s| s.connected)
+        .await;
+    node.event(1, 1);
+    let m = crm.next_on(&t.events()).await;
+    assert_eq!(m.json()["seq"], 1);
+    node.stop().await;
+
+    // Without the client certificate the broker refuses: an error, no panic, retried.
+    cfg.mqtt.cert_file = None;
+    cfg.mqtt.key_file = None;
+    let node = Node::start(cfg);
+    node.wait_status("refused", |s| !s.connected && s.last_error.is_some())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!node.status().connected);
+    node.stop().await;
+}
