@@ -1156,3 +1156,60 @@ async fn mqtts_with_a_ca_file_and_a_client_certificate() {
     assert!(!node.status().connected);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_outbox_drops_the_oldest_counts_them_and_replay_reports_the_hole() {
+    let port = free_port();
+    let dir = TempDir::new("full");
+    let mut cfg = config(port, dir.path());
+    cfg.outbox.capacity = 5;
+    let node = Node::start(cfg);
+    for i in 1..=8u32 {
+        node.event(9, i);
+    }
+    node.wait_status("bounded", |s| {
+        s.last_seq == 8 && s.outbox_depth == 5 && s.outbox_dropped == 3
+    })
+    .await;
+    assert_eq!(node.outbox_len().await, 5);
+    let broker = Broker::start_on(port).await;
+    let t = topics();
+    let mut crm = Crm::connect(broker.port, &[t.events()]).await;
+    node.wait_status("connected", |s| s.connected).await;
+    // Whatever arrived before the CRM subscribed is asked for again (repeatedly: a replay
+    // may itself append a seq.skipped that pushes the next-oldest event out).
+    let mut events = BTreeSet::new();
+    let mut skipped = Vec::new();
+    let accounted = |events: &BTreeSet<u64>, skipped: &Vec<(u64, u64)>| {
+        (1..=8).all(|s| events.contains(&s) || skipped.iter().any(|&(a, b)| a <= s && s <= b))
+    };
+    let give_up = tokio::time::Instant::now() + WAIT;
+    while !accounted(&events, &skipped) {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "{events:?} {skipped:?}"
+        );
+        crm.publish(&t.events_replay(), false, r#"{"from_seq":1,"to_seq":8}"#)
+            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, crm.rx.recv()).await {
+            if m.topic != t.events() {
+                continue;
+            }
+            let v = m.json();
+            if v["type"] == "seq.skipped" {
+                assert_eq!(v["data"]["reason"], "unavailable");
+                skipped.push((
+                    v["data"]["from"].as_u64().unwrap(),
+                    v["data"]["to"].as_u64().unwrap(),
+                ));
+            } else {
+                events.insert(v["seq"].as_u64().unwrap());
+            }
+        }
+    }
+    // The dropped ones never come; the first report covers exactly them.
+    assert!(!events.contains(&1) && !events.contains(&2) && !events.contains(&3));
+    assert_eq!(skipped[0], (1, 3));
+    node.stop().await;
+}
