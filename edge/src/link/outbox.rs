@@ -79,19 +79,13 @@ pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &Pendi
         at: rfc3339(ev.at),
         kind: &ev.kind,
     };
-    let mut v = match serde_json::to_value(&env) {
+    let v = match serde_json::to_value(&env) {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, seq, "event not serializable");
             serde_json::Value::Null
         }
     };
-    // A key is its character on the wire ("5", "*", "#"), not the Rust variant name.
-    if let EventKind::Dtmf { digit } = &ev.kind {
-        if let Some(d) = v.get_mut("data").and_then(|d| d.get_mut("digit")) {
-            *d = serde_json::Value::String(digit.as_char().to_string());
-        }
-    }
     // Serializing plain data to a String cannot fail; keep a valid document if it ever did.
     serde_json::to_string(&v).ok().filter(|_| !v.is_null()).unwrap_or_else(|| {
         format!(r#"{{"event_id":"{event_id}","node":"{node}","site":"{site}","seq":{seq},"call_id":null,"call_seq":0,"at":"{}","type":"{}","data":{{}}}}"#, rfc3339(ev.at), ev.kind.type_str())
