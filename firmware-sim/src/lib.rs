@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+pub mod crm;
 mod demo;
 pub mod gateway;
 mod sim;
@@ -29,8 +30,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a short scripted scenario of the core on virtual time and say what happened.
-    Demo,
+    /// Everything on one machine: an in-process MQTT broker, the agent, a CRM pushing an
+    /// outage announcement, a gateway placing calls; prints what happened.
+    Demo {
+        /// Instead, the scripted scenario of the core alone on virtual time.
+        #[arg(long = "virtual")]
+        virtual_time: bool,
+        /// Calls the gateway places.
+        #[arg(long, default_value_t = 20)]
+        calls: u32,
+    },
+    /// The simulated CRM: publish announcements, watch events and callbacks.
+    Crm(Box<crm::cli::CrmArgs>),
     /// Deterministic simulation of a node's core with faults; a failing seed reproduces.
     Sim {
         /// The seed: the same seed gives the same run, byte for byte.
@@ -59,7 +70,11 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo => demo::main(),
+        Command::Demo {
+            virtual_time: true, ..
+        } => demo::main_virtual(),
+        Command::Demo { calls, .. } => demo::main(calls),
+        Command::Crm(args) => crm::cli::main(*args),
         Command::Sim {
             seed,
             steps,
