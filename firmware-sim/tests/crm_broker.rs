@@ -298,10 +298,10 @@ fn watch_acks_the_contiguous_prefix_asks_for_a_gap_and_counts_a_duplicate() {
         let mut sent_three = false;
         let end = tokio::time::Instant::now() + Duration::from_secs(8);
         while acks.last() != Some(&4) || accepted.is_empty() {
-            let ev = tokio::time::timeout_at(end, el.poll())
-                .await
-                .unwrap_or_else(|_| panic!("acks {acks:?} replays {replays:?} accepted {accepted:?}"))
-                .expect("node connection");
+            let Ok(ev) = tokio::time::timeout_at(end, el.poll()).await else {
+                panic!("acks {acks:?} replays {replays:?} accepted {accepted:?}");
+            };
+            let ev = ev.expect("node connection");
             let Event::Incoming(Packet::Publish(p)) = ev else {
                 continue;
             };

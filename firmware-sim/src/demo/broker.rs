@@ -53,7 +53,7 @@ pub(crate) fn start() -> Result<SocketAddr, String> {
         let mut broker = Broker::new(config(addr));
         let thread = std::thread::Builder::new()
             .name("demo-broker".to_owned())
-            .spawn(move || broker.start())
+            .spawn(move || broker.start().map_err(|e| e.to_string()))
             .map_err(|e| format!("cannot start the broker thread: {e}"))?;
         for _ in 0..250 {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {

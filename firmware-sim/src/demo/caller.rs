@@ -311,7 +311,11 @@ async fn sip_until(
 }
 
 /// Places one call to `agent` and follows its script; never panics, reports what failed.
-pub(crate) async fn place(plan: CallPlan, agent: SocketAddr, expected: Arc<Expected>) -> CallResult {
+pub(crate) async fn place(
+    plan: CallPlan,
+    agent: SocketAddr,
+    expected: Arc<Expected>,
+) -> CallResult {
     let started = Instant::now();
     let mut r = CallResult {
         plan: plan.clone(),
@@ -372,12 +376,7 @@ async fn run(
         |u| u.state != UacState::Calling,
     )
     .await?;
-    r.status = uac
-        .statuses
-        .iter()
-        .rev()
-        .copied()
-        .find(|s| *s >= 200);
+    r.status = uac.statuses.iter().rev().copied().find(|s| *s >= 200);
     if !answered || uac.state != UacState::Confirmed {
         return Err(match uac.state {
             UacState::Rejected(s) => format!("refused with {s}"),
@@ -530,7 +529,10 @@ mod tests {
         let f = e.frames(Law::Ulaw);
         let mut pos = 0;
         assert!(advance(f, &mut pos, &f[0]));
-        assert!(!advance(f, &mut pos, &[0u8; FRAME]), "silence is not the announcement");
+        assert!(
+            !advance(f, &mut pos, &[0u8; FRAME]),
+            "silence is not the announcement"
+        );
         assert!(advance(f, &mut pos, &f[2]), "frame 1 lost");
         assert!(!advance(f, &mut pos, &f[0]), "not again from the start");
         assert!(advance(f, &mut pos, &f[3]));
