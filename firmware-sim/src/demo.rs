@@ -461,11 +461,16 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
             ms(percentile(&setups, 1.0))
         ),
     );
-    let heard = results.iter().filter(|r| r.heard_all()).count();
+    let heard = results.iter().filter(|r| r.heard_it()).count();
+    let missed: usize = results
+        .iter()
+        .filter(|r| r.answered)
+        .map(|r| r.expected.saturating_sub(r.heard))
+        .sum();
     check(
         heard == n && n > 0,
         format!(
-            "announcement heard: {heard}/{n} callers got all {} frames of the chime bit-exact, in order",
+            "announcement heard: {heard}/{n} callers got the chime's {} frames bit-exact and in order ({missed} frames missed in all)",
             expected.len()
         ),
     );
@@ -711,7 +716,7 @@ fn report_calls(results: &[CallResult], say: &mut dyn FnMut(&str)) {
             r.setup.map_or_else(|| "-".to_owned(), ms),
             r.heard,
             r.expected,
-            if r.heard_all() { "heard" } else { "MISSED" },
+            if r.heard_it() { "heard" } else { "MISSED" },
         );
         say(&line);
     }
@@ -732,6 +737,31 @@ mod tests {
         assert_eq!(
             edge::media::audio::decode_wav(&wav).expect("agent decodes"),
             pcm
+        );
+    }
+
+    /// The whole demo, as `firmware-sim demo` runs it (about 20 s).
+    #[test]
+    #[ignore = "needs the MQTT link (edge/src/link) from main; run with --ignored"]
+    fn the_demo_passes_every_check_and_fits_on_a_screen() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut text = String::new();
+        let failed = rt
+            .block_on(run(20, &mut |l: &str| {
+                text.push_str(l);
+                text.push('\n');
+            }))
+            .expect("demo starts");
+        assert!(failed.is_empty(), "{failed:?}\n{text}");
+        assert!(text.contains("demo: OK"), "{text}");
+        assert!(text.lines().count() < 50, "{text}");
+        assert!(
+            !text.contains("+12155550"),
+            "caller numbers are masked:\n{text}"
         );
     }
 

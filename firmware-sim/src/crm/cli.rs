@@ -438,3 +438,66 @@ pub fn render_summary(s: &Summary) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn lines_mask_numbers_and_flag_gaps_and_duplicates() {
+        let ev = Seen::Event {
+            node: "phl/pi-1".into(),
+            seq: 7,
+            kind: "call.ended".into(),
+            event_id: "e7".into(),
+            verdict: watch::Verdict::Duplicate,
+            missing: vec![(3, 4), (6, 6)],
+            payload: json!({"call_id": "0123456789abcdef"}),
+        };
+        assert_eq!(
+            render_line(&ev).as_deref(),
+            Some("event    phl/pi-1 seq 7 call.ended call 0123456789ab  DUPLICATE  GAP: missing 3..=4, 6")
+        );
+        let cb = Seen::Callback {
+            node: "phl/pi-1".into(),
+            callback_id: "cb1".into(),
+            duplicate: false,
+            payload: json!({"callback_number": "+12155550123", "position": 4}),
+        };
+        let line = render_line(&cb).unwrap_or_default();
+        assert!(
+            line.starts_with("callback phl/pi-1 cb1 call back +1215"),
+            "{line}"
+        );
+        assert!(!line.contains("5550123"), "{line}");
+        assert!(line.ends_with("position 4"), "{line}");
+    }
+
+    #[test]
+    fn the_summary_names_what_is_missing() {
+        let t0 = tokio::time::Instant::now().into_std();
+        let mut t = watch::Tracker::new(TrackerConfig::default());
+        t.on_event(t0, "phl/a", 10, "a");
+        t.on_event(t0, "phl/a", 12, "c");
+        t.on_event(t0, "phl/a", 12, "c");
+        let nodes = t.summary();
+        let s = Summary {
+            messages: 3,
+            missing: t.missing_total(),
+            duplicates: 1,
+            nodes,
+        };
+        let text = render_summary(&s);
+        assert!(
+            text.starts_with(
+                "summary: 3 messages from 1 node(s); 1 event(s) missing, 1 duplicate(s)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("seq 10..=12, contiguous up to 10, 1 went missing, MISSING 11;"),
+            "{text}"
+        );
+    }
+}

