@@ -37,6 +37,7 @@ enum CrmAction {
     /// retained on P/announcements/{id} (or withdraw it).
     Announce(AnnounceArgs),
     /// Follow every node's events, callback requests and status; report gaps and duplicates.
+    /// Exits 1 when events are still missing at the end.
     Watch(WatchArgs),
 }
 

@@ -338,6 +338,27 @@ impl Tracker {
         out
     }
 
+    /// The acknowledgements still owed (ignoring the rate limit); call once when stopping.
+    pub fn flush(&mut self, now: Instant) -> Vec<Action> {
+        if !self.cfg.ack {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (node, t) in &mut self.nodes {
+            let upto = t.upto.unwrap_or(0);
+            if upto > t.acked {
+                t.acked = upto;
+                t.acks_sent += 1;
+                t.last_ack = Some(now);
+                out.push(Action::Ack {
+                    node: node.clone(),
+                    upto_seq: upto,
+                });
+            }
+        }
+        out
+    }
+
     /// Every node's tallies, by `site/node`.
     #[must_use]
     pub fn summary(&self) -> Vec<NodeSummary> {
@@ -686,6 +707,11 @@ where
         }
     }
     // Final acknowledgements (ignoring the rate limit) go out before disconnecting.
+    for a in tracker.flush(now()) {
+        let (topic, payload) = action_message(&cfg.prefix, &a);
+        let _ = client.try_publish(topic, QoS::AtLeastOnce, false, payload);
+        report(&Seen::Sent(a));
+    }
     let _ = client.try_disconnect();
     let flush = async {
         loop {
