@@ -2,13 +2,16 @@
 //!
 //! ## Layout
 //! [`main`] parses the command line (the `firmware-sim` binary is just that); [`sim`] is the deterministic simulation of a whole
-//! node's core (`firmware-sim sim --seed S`); `demo.rs` runs a short, readable scripted
-//! scenario on the same machinery; [`gateway`] holds the text-based SIP user agent the
-//! simulated gateways use.
+//! node's core (`firmware-sim sim --seed S`); [`crm`] is the simulated CRM on a real broker
+//! (`firmware-sim crm`); `demo.rs` runs the real agent with an in-process broker, the CRM and
+//! a gateway (`firmware-sim demo`; `--virtual` runs a scripted scenario on the simulator's
+//! machinery instead); [`gateway`] holds the text-based SIP user agent the simulated gateways
+//! use.
 //!
 //! ## Run loop and time
-//! Everything here runs on virtual time: `now` starts at zero and jumps to the next happening
-//! on the simulator's agenda, so a simulated hour takes a second or two.
+//! The simulator runs on virtual time: `now` starts at zero and jumps to the next happening
+//! on the simulator's agenda, so a simulated hour takes a second or two. `crm` and `demo` run
+//! on tokio in real time.
 
 extern crate alloc;
 
