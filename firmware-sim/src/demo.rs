@@ -742,7 +742,6 @@ mod tests {
 
     /// The whole demo, as `firmware-sim demo` runs it (about 20 s).
     #[test]
-    #[ignore = "needs the MQTT link (edge/src/link) from main; run with --ignored"]
     fn the_demo_passes_every_check_and_fits_on_a_screen() {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
