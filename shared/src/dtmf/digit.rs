@@ -86,24 +86,6 @@ impl fmt::Display for Digit {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_and_chars_round_trip() {
-        for (i, d) in Digit::ALL.iter().enumerate() {
-            assert_eq!(Digit::from_event_code(i as u8), Some(*d));
-            assert_eq!(d.event_code() as usize, i);
-            assert_eq!(Digit::from_char(d.as_char()), Some(*d));
-        }
-        assert_eq!(Digit::from_event_code(16), None);
-        assert_eq!(Digit::from_char('x'), None);
-        assert_eq!(Digit::D7.decimal(), Some(7));
-        assert_eq!(Digit::Hash.decimal(), None);
-    }
-}
-
 /// On the wire a key is its character: `"5"`, `"*"`, `"#"`, `"A"`.
 #[cfg(feature = "serde")]
 impl serde::Serialize for Digit {
@@ -133,3 +115,22 @@ impl<'de> serde::Deserialize<'de> for Digit {
         d.deserialize_str(V)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_chars_round_trip() {
+        for (i, d) in Digit::ALL.iter().enumerate() {
+            assert_eq!(Digit::from_event_code(i as u8), Some(*d));
+            assert_eq!(d.event_code() as usize, i);
+            assert_eq!(Digit::from_char(d.as_char()), Some(*d));
+        }
+        assert_eq!(Digit::from_event_code(16), None);
+        assert_eq!(Digit::from_char('x'), None);
+        assert_eq!(Digit::D7.decimal(), Some(7));
+        assert_eq!(Digit::Hash.decimal(), None);
+    }
+}
+
