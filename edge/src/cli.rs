@@ -262,6 +262,23 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
     };
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Signals are caught from before the agent starts, so a SIGTERM right after start
+        // drains instead of killing the process.
+        let signals = Signals::new();
+        tokio::spawn(async move {
+            let Ok(mut signals) = signals else {
+                // No signal handling: run until killed (keep the stop sender alive).
+                let _keep = stop_tx;
+                std::future::pending::<()>().await;
+                return;
+            };
+            signals.next().await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            let _ = stop_tx.send(true);
+            // A second signal stops at once.
+            signals.next().await;
+            std::process::exit(1);
+        });
         // Bound first, so a second agent on the same socket stops before binding SIP.
         let control_listener = match control::ControlListener::bind(&cfg.control_socket()).await {
             Ok(l) => l,
@@ -295,14 +312,6 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
         });
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tokio::spawn(watchdog(running.snapshot.clone()));
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            let _ = stop_tx.send(true);
-            // A second signal stops at once.
-            wait_for_signal().await;
-            std::process::exit(1);
-        });
         let result = running.task.await;
         // The socket stays up while calls drain, and goes (file removed) once they have.
         let _ = control_stop.send(true);
@@ -321,18 +330,26 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, registered when built.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

@@ -21,7 +21,9 @@
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+/// The JSON value type of reply data and streamed events (re-exported so clients need no
+/// JSON crate of their own; it parses with `str::parse`).
+pub use serde_json::Value;
 
 /// The protocol version this agent and CLI speak.
 pub const VERSION: u64 = 1;

@@ -481,3 +481,281 @@ fn event_line(json: &str, reveal: bool) -> Option<String> {
     line.push('\n');
     Some(line)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead as _, BufReader as StdBufReader, Write as _};
+    use std::os::unix::net::UnixStream as StdUnixStream;
+
+    use tokio::sync::{mpsc, watch};
+
+    use super::*;
+    use crate::agent::Snapshot;
+    use crate::control::client;
+    use crate::link::LinkStatus;
+
+    struct Fixture {
+        dir: PathBuf,
+        path: PathBuf,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<()>,
+        events: broadcast::Sender<Arc<str>>,
+        _snapshot: watch::Sender<Snapshot>,
+        _link: watch::Sender<LinkStatus>,
+    }
+
+    /// A server on a fresh socket; `engine` gets the command receiver (dropped: no engine).
+    async fn start(tag: &str, engine: impl FnOnce(mpsc::Receiver<Command>)) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("ccedge-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("run").join("control.sock");
+        let (snap_tx, snapshot) = watch::channel(Snapshot {
+            calls: 2,
+            callbacks_waiting: 1,
+            ..Snapshot::default()
+        });
+        let (link_tx, link_status) = watch::channel(LinkStatus {
+            last_error: Some("connection refused".into()),
+            outbox_depth: 7,
+            ..LinkStatus::default()
+        });
+        let (commands, rx) = mpsc::channel(8);
+        engine(rx);
+        let (events, _) = broadcast::channel(16);
+        let (stop, shutdown) = watch::channel(false);
+        let ctx = ControlContext {
+            node_id: "pi-001".into(),
+            site: "phl".into(),
+            version: "0.0.0-test".into(),
+            mqtt_url: "mqtt://127.0.0.1:1".into(),
+            sip_addr: "127.0.0.1:5060".parse().unwrap(),
+            started_at: crate::clock::wall_now(),
+            snapshot,
+            commands,
+            link_status,
+            events: events.clone(),
+            shutdown,
+        };
+        let task = crate::control::serve(&path, ctx).await.unwrap();
+        Fixture {
+            dir,
+            path,
+            stop,
+            task,
+            events,
+            _snapshot: snap_tx,
+            _link: link_tx,
+        }
+    }
+
+    impl Fixture {
+        async fn ask(&self, req: Request) -> Result<serde_json::Value, client::ClientError> {
+            let path = self.path.clone();
+            tokio::task::spawn_blocking(move || client::request(&path, &req))
+                .await
+                .unwrap()
+        }
+
+        async fn raw(&self, bytes: Vec<u8>) -> String {
+            let path = self.path.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut s = StdUnixStream::connect(&path).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                // A huge request is cut off by the server: a failed write is expected.
+                let _ = s.write_all(&bytes);
+                let mut line = String::new();
+                let _ = StdBufReader::new(s).read_line(&mut line);
+                line
+            })
+            .await
+            .unwrap()
+        }
+
+        async fn finish(self) {
+            self.stop.send(true).unwrap();
+            self.task.await.unwrap();
+            assert!(!self.path.exists(), "socket file left behind");
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn status_reads_the_snapshot_and_link_and_the_socket_is_0660() {
+        let f = start("status", drop).await;
+        let mode = std::fs::metadata(&f.path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let data = f.ask(Request::Status).await.unwrap();
+        let s: StatusData = serde_json::from_value(data).unwrap();
+        assert_eq!((s.node_id.as_str(), s.site.as_str()), ("pi-001", "phl"));
+        assert_eq!(s.active_calls, 2);
+        assert_eq!(s.callbacks_waiting, 1);
+        assert_eq!(s.outbox_backlog, 7);
+        assert_eq!(s.sip_listen, "127.0.0.1:5060");
+        assert_eq!(s.mqtt.last_error.as_deref(), Some("connection refused"));
+        f.finish().await;
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_does_not_answer_is_an_error_reply() {
+        let f = start("noengine", drop).await;
+        match f.ask(Request::Calls { reveal: false }).await {
+            Err(client::ClientError::Agent(msg)) => {
+                assert!(msg.contains("did not answer"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // And the server still answers.
+        assert!(f.ask(Request::Status).await.is_ok());
+        f.finish().await;
+    }
+
+    #[tokio::test]
+    async fn calls_are_masked_unless_revealed_and_cancel_reports_the_engine_answer() {
+        let f = start("engine", |mut rx| {
+            tokio::spawn(async move {
+                while let Some(cmd) = rx.recv().await {
+                    match cmd {
+                        Command::Calls(reply) => {
+                            let _ = reply.send(vec![CallView {
+                                call_id: "00ab".into(),
+                                caller: Some("+12155550123".into()),
+                                dialled: Some("+18005550100".into()),
+                                state: "menu".into(),
+                                age_ms: 1500,
+                                codec: Some("PCMU"),
+                                packets_sent: 75,
+                                packets_received: 70,
+                            }]);
+                        }
+                        Command::Callbacks(reply) => {
+                            let _ = reply.send(Vec::new());
+                        }
+                        Command::CancelCallback { id, reply } => {
+                            let _ = reply.send(if id == "cb-1" {
+                                Ok(())
+                            } else {
+                                Err(format!("no waiting callback {id}"))
+                            });
+                        }
+                    }
+                }
+            });
+        })
+        .await;
+        let masked = f.ask(Request::Calls { reveal: false }).await.unwrap();
+        let rows: Vec<CallRow> = serde_json::from_value(masked).unwrap();
+        assert_eq!(rows[0].caller.as_deref(), Some("+1215•••0123"));
+        assert_eq!(rows[0].dialled.as_deref(), Some("+18005550100"));
+        let shown = f.ask(Request::Calls { reveal: true }).await.unwrap();
+        assert_eq!(shown[0]["caller"], "+12155550123");
+        let ok = f
+            .ask(Request::CancelCallback { id: "cb-1".into() })
+            .await
+            .unwrap();
+        assert_eq!(ok["cancelled"], true);
+        match f.ask(Request::CancelCallback { id: "cb-9".into() }).await {
+            Err(client::ClientError::Agent(msg)) => assert!(msg.contains("cb-9"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        f.finish().await;
+    }
+
+    #[tokio::test]
+    async fn garbage_huge_and_wrong_version_get_error_replies_and_the_server_goes_on() {
+        let f = start("garbage", drop).await;
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"GET / HTTP/1.0\r\n\r\n".to_vec(), "not JSON"),
+            (b"{\"v\":9,\"cmd\":\"status\"}\n".to_vec(), "version 9"),
+            (
+                b"{\"v\":1,\"cmd\":\"rm -rf\"}\n".to_vec(),
+                "unknown command",
+            ),
+            (vec![b'{'; 1024 * 1024], "too large"),
+            (vec![0xff, 0xfe, b'\n'], "not JSON"),
+        ];
+        for (bytes, want) in cases {
+            let line = f.raw(bytes).await;
+            let reply: protocol::Reply = serde_json::from_str(&line).unwrap();
+            assert!(!reply.ok);
+            let err = reply.error.unwrap_or_default();
+            assert!(err.contains(want), "{want}: {err}");
+            assert!(f.ask(Request::Status).await.is_ok());
+        }
+        f.finish().await;
+    }
+
+    #[tokio::test]
+    async fn events_tail_streams_masked_events_until_stopped() {
+        let f = start("tail", drop).await;
+        let path = f.path.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut s = client::EventStream::open(&path, false).unwrap();
+            let first = s.next_item().unwrap();
+            let end = s.next_item().unwrap();
+            (first, end)
+        });
+        // Publish until the subscriber is there.
+        for _ in 0..200 {
+            if f.events.receiver_count() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        f.events
+            .send(Arc::from(
+                r#"{"seq":1,"type":"call.offered","call_id":"ab","data":{"caller":"+12155550123"}}"#,
+            ))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (stop, task, dir, sock) = (f.stop, f.task, f.dir, f.path);
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        let (first, end) = reader.await.unwrap();
+        match first {
+            Some(client::StreamItem::Event(ev)) => {
+                assert_eq!(ev["type"], "call.offered");
+                assert_eq!(ev["data"]["caller"], "+1215•••0123");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(end, None);
+        assert!(!sock.exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_but_a_live_agent_or_a_plain_file_is_not() {
+        let f = start("stale", drop).await;
+        // A second agent on the same path fails clearly.
+        let err = ControlListener::bind(&f.path).await.unwrap_err();
+        assert!(matches!(err, ControlError::InUse { .. }), "{err}");
+        let (dir, path) = (f.dir.clone(), f.path.clone());
+        f.finish().await;
+        // A socket nobody listens on (an agent killed with -9) is replaced.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(stale);
+        assert!(path.exists());
+        let l = ControlListener::bind(&path).await.unwrap();
+        drop(l);
+        assert!(!path.exists());
+        // A regular file is never removed.
+        std::fs::write(&path, "precious").unwrap();
+        let err = ControlListener::bind(&path).await.unwrap_err();
+        assert!(matches!(err, ControlError::NotASocket { .. }), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_is_dropped_without_blocking_others() {
+        let f = start("idle", drop).await;
+        let path = f.path.clone();
+        let idle: Vec<StdUnixStream> = (0..MAX_CLIENTS - 1)
+            .map(|_| StdUnixStream::connect(&path).unwrap())
+            .collect();
+        assert!(f.ask(Request::Status).await.is_ok());
+        drop(idle);
+        f.finish().await;
+    }
+}
