@@ -217,8 +217,14 @@ pub fn link_config(cfg: &Config) -> crate::link::LinkConfig {
         state_dir: cfg.node.state_dir.clone(),
         speech_command: cfg.ivr.speech_command.clone(),
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
-        outbox: shared::event::outbox::Config::default(),
-        status_interval: Duration::from_secs(30),
+        outbox: shared::event::outbox::Config {
+            capacity: cfg.mqtt.outbox_capacity,
+            retention: (cfg.mqtt.outbox_retention_h > 0).then(|| {
+                shared::time::Duration::from_secs(u64::from(cfg.mqtt.outbox_retention_h) * 3600)
+            }),
+            ..shared::event::outbox::Config::default()
+        },
+        status_interval: Duration::from_secs(u64::from(cfg.mqtt.status_interval_s)),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: crate::clock::wall_now(),
     }

@@ -10,6 +10,7 @@
 // Wall-clock timing is what these end-to-end tests measure.
 #![allow(clippy::disallowed_methods)]
 
+pub mod broker;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -112,6 +113,9 @@ pub struct AgentOptions {
     pub ivr_extra: String,
     /// RTP ports to use.
     pub rtp_ports: u16,
+    /// `mqtt.url` (default: a closed port, so the agent runs offline and never touches a
+    /// broker another test or the machine runs).
+    pub mqtt_url: String,
 }
 
 impl Default for AgentOptions {
@@ -121,6 +125,7 @@ impl Default for AgentOptions {
             sip_extra: String::new(),
             ivr_extra: String::new(),
             rtp_ports: 200,
+            mqtt_url: "mqtt://127.0.0.1:1".into(),
         }
     }
 }
@@ -157,9 +162,10 @@ impl Agent {
         let (pmin, pmax) = free_port_range(opts.rtp_ports);
         let config = state_dir.join("ccedge.toml");
         let text = format!(
-            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"{allow}\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
+            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"{allow}\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"{}\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
             state_dir.display(),
             opts.sip_extra,
+            opts.mqtt_url,
             state_dir.join("control.sock").display(),
             opts.ivr_extra,
             opts.extra,
