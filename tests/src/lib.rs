@@ -581,65 +581,6 @@ pub fn free_tcp_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// A Mosquitto broker on a free port, started by the test and killed on drop.
-#[derive(Debug)]
-pub struct TestBroker {
-    child: Child,
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-}
-
-impl TestBroker {
-    /// Starts `/usr/sbin/mosquitto -p PORT` and waits until it accepts connections; `None`
-    /// when Mosquitto is not installed.
-    ///
-    /// # Panics
-    /// When it is installed but does not come up within 5 s.
-    #[must_use]
-    pub fn start() -> Option<TestBroker> {
-        let bin = Path::new("/usr/sbin/mosquitto");
-        if !bin.exists() {
-            return None;
-        }
-        for _ in 0..5 {
-            let port = free_tcp_port();
-            let mut child = Command::new(bin)
-                .args(["-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn mosquitto");
-            let end = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < end {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(TestBroker { child, port });
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost a race for the port: try another
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("mosquitto did not start");
-    }
-
-    /// `mqtt://127.0.0.1:PORT`.
-    #[must_use]
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A config file for `ccedge` in `dir` (state in `dir`, SIP on an ephemeral loopback port,
 /// a free RTP range, the control socket `dir/control.sock`) with `mqtt.url = mqtt_url`.
 ///

@@ -12,9 +12,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ccedge_tests::broker::{have_mosquitto, Mosquitto};
 use ccedge_tests::{
     ccedge_bin, ccedge_cli, free_tcp_port, write_config, Agent, AgentOptions, CallGateway, CliRun,
-    RtpSink, TempDir, TestBroker,
+    RtpSink, TempDir,
 };
 use edge::control::protocol::Value;
 use shared::dtmf::Digit;
@@ -326,10 +327,11 @@ fn doctor_fails_while_the_broker_is_down_and_passes_when_it_is_up() {
     assert_eq!(broker["ok"], false);
     assert!(broker["fix"].as_str().is_some_and(|f| !f.is_empty()));
 
-    let Some(broker) = TestBroker::start() else {
+    if !have_mosquitto() {
         eprintln!("mosquitto not installed: skipping the passing half");
         return;
-    };
+    }
+    let broker = Mosquitto::start(dir.path());
     let config = write_config(dir.path(), &broker.url());
     let up = cli(&["doctor", "--json"], &config);
     let report: Value = up.stdout.parse().expect("json");
@@ -500,14 +502,54 @@ fn callbacks_lists_a_booked_callback_and_cancel_removes_it() {
 }
 
 #[test]
+fn events_tail_keeps_following_until_the_agent_stops() {
+    let dir = TempDir::new("ctl-tail-stop");
+    let mut agent = Agent::start(dir.path(), &AgentOptions::default());
+    let mut tail = Command::new(ccedge_bin())
+        .args(["events", "tail", "--config"])
+        .arg(&agent.config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        tail.try_wait().unwrap().is_none(),
+        "events tail exited early"
+    );
+    assert_eq!(agent.terminate(), Some(0));
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = tail.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "events tail outlived the agent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    tail.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("the agent closed the event stream"), "{err}");
+}
+
+#[test]
+#[ignore = "needs the MQTT link (lands with issue #5): events reach `events tail` as the link publishes them"]
 fn events_tail_follows_call_events_one_json_per_line() {
     let dir = TempDir::new("ctl-events");
-    let broker = TestBroker::start();
+    let broker = have_mosquitto().then(|| Mosquitto::start(dir.path()));
     let config = write_config(
         dir.path(),
         &broker
             .as_ref()
-            .map_or_else(|| "mqtt://127.0.0.1:1".to_owned(), TestBroker::url),
+            .map_or_else(|| "mqtt://127.0.0.1:1".to_owned(), Mosquitto::url),
     );
     let agent = Agent::start_with_config(dir.path(), &config);
     let mut tail = Command::new(ccedge_bin())
