@@ -85,7 +85,6 @@ fn wait_status(crm: &Crm, id: &str, want: Option<(u64, &str)>) -> bool {
 }
 
 #[test]
-#[ignore = "needs the MQTT link (lands with issue #5)"]
 fn a_retained_announcement_is_heard_replaced_by_a_newer_version_and_withdrawn() {
     if skip() {
         return;
@@ -262,7 +261,6 @@ fn assert_envelopes(by_seq: &BTreeMap<u64, BTreeSet<String>>) {
 }
 
 #[test]
-#[ignore = "needs the MQTT link (lands with issue #5)"]
 fn a_broker_killed_mid_traffic_loses_no_event_after_a_replay() {
     if skip() {
         return;
@@ -302,7 +300,6 @@ fn a_broker_killed_mid_traffic_loses_no_event_after_a_replay() {
 }
 
 #[test]
-#[ignore = "needs the MQTT link (lands with issue #5)"]
 fn an_agent_killed_and_restarted_neither_loses_nor_renumbers_events() {
     if skip() {
         return;
@@ -353,7 +350,6 @@ fn an_agent_killed_and_restarted_neither_loses_nor_renumbers_events() {
 }
 
 #[test]
-#[ignore = "needs the MQTT link (lands with issue #5)"]
 fn a_booked_callback_reaches_the_crm_and_its_state_comes_back() {
     if skip() {
         return;
