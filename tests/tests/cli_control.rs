@@ -541,7 +541,6 @@ fn events_tail_keeps_following_until_the_agent_stops() {
 }
 
 #[test]
-#[ignore = "needs the MQTT link (lands with issue #5): events reach `events tail` as the link publishes them"]
 fn events_tail_follows_call_events_one_json_per_line() {
     let dir = TempDir::new("ctl-events");
     let broker = have_mosquitto().then(|| Mosquitto::start(dir.path()));
