@@ -111,9 +111,13 @@ fn send(
     stream
         .set_write_timeout(Some(REPLY_TIMEOUT))
         .map_err(io_err)?;
-    stream
-        .write_all(request.to_line().as_bytes())
-        .map_err(io_err)?;
+    match stream.write_all(request.to_line().as_bytes()) {
+        Ok(()) => {}
+        // The agent may refuse a peer (wrong uid, too many clients) with an error line and
+        // close before reading the request: the reply is still there to read.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(io_err(e)),
+    }
     Ok(stream)
 }
 
