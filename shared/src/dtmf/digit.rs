@@ -133,4 +133,3 @@ mod tests {
         assert_eq!(Digit::Hash.decimal(), None);
     }
 }
-
