@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::agent::{self, AgentConfig};
 use crate::config::{self, Config};
+use crate::control;
 
 /// Exit code of a bad configuration (INTERFACES.md §2).
 pub const EXIT_CONFIG: u8 = 2;
@@ -36,11 +37,78 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Node id, site, version, MQTT state, active calls, queue depths.
+    /// Node id, site, version, uptime, SIP address, MQTT state, calls, queue depths.
     Status {
-        /// One JSON document on stdout.
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The active calls (caller numbers masked unless --reveal).
+    Calls {
+        #[command(flatten)]
+        common: Common,
+        /// Show caller numbers unmasked (personal data: only when needed).
         #[arg(long)]
-        json: bool,
+        reveal: bool,
+    },
+    /// The local callback queue and each entry's sync state; `callbacks cancel ID` cancels one.
+    Callbacks {
+        #[command(flatten)]
+        common: Common,
+        /// Show numbers unmasked (personal data: only when needed).
+        #[arg(long)]
+        reveal: bool,
+        #[command(subcommand)]
+        action: Option<CallbacksCommand>,
+    },
+    /// Active and scheduled announcements: version, scope, audio hash, audio held locally.
+    Announcements {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Call events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Check the installation (config, ports, state dir, broker, TLS files, clock, prompts);
+    /// exit 0 when all pass, 1 when any fails. Works with or without a running agent.
+    Doctor {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Options every technician command takes.
+#[derive(Debug, Clone, Args)]
+struct Common {
+    /// One JSON document on stdout, stable field names (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    /// The agent's configuration file: it names the control socket (`control.socket`, else
+    /// `<node.state_dir>/control.sock`). Default: /etc/ccedge/ccedge.toml when it exists,
+    /// else the built-in defaults; `CCEDGE__…` variables apply either way.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CallbacksCommand {
+    /// Cancel a waiting callback.
+    Cancel {
+        /// The callback id (from `ccedge callbacks`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Follow call events as they are produced (Ctrl-C to stop); `--json`: one event per line.
+    Tail {
+        #[command(flatten)]
+        common: Common,
+        /// Show numbers unmasked (personal data: only when needed).
+        #[arg(long)]
+        reveal: bool,
     },
 }
 
@@ -71,10 +139,23 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Status { .. } => {
-            eprintln!("ccedge: no agent running");
-            ExitCode::from(EXIT_NO_AGENT)
-        }
+        Command::Status { common } => technician::status(&common),
+        Command::Calls { common, reveal } => technician::calls(&common, reveal),
+        Command::Callbacks {
+            common,
+            reveal,
+            action: None,
+        } => technician::callbacks(&common, reveal),
+        Command::Callbacks {
+            common,
+            action: Some(CallbacksCommand::Cancel { id }),
+            ..
+        } => technician::cancel_callback(&common, id),
+        Command::Announcements { common } => technician::announcements(&common),
+        Command::Events {
+            command: EventsCommand::Tail { common, reveal },
+        } => technician::events_tail(&common, reveal),
+        Command::Doctor { common } => technician::doctor(&common),
     }
 }
 
@@ -136,8 +217,14 @@ pub fn link_config(cfg: &Config) -> crate::link::LinkConfig {
         state_dir: cfg.node.state_dir.clone(),
         speech_command: cfg.ivr.speech_command.clone(),
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
-        outbox: shared::event::outbox::Config::default(),
-        status_interval: Duration::from_secs(30),
+        outbox: shared::event::outbox::Config {
+            capacity: cfg.mqtt.outbox_capacity,
+            retention: (cfg.mqtt.outbox_retention_h > 0).then(|| {
+                shared::time::Duration::from_secs(u64::from(cfg.mqtt.outbox_retention_h) * 3600)
+            }),
+            ..shared::event::outbox::Config::default()
+        },
+        status_interval: Duration::from_secs(u64::from(cfg.mqtt.status_interval_s)),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: crate::clock::wall_now(),
     }
@@ -181,6 +268,32 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
     };
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Signals are caught from before the agent starts, so a SIGTERM right after start
+        // drains instead of killing the process.
+        let signals = Signals::new();
+        tokio::spawn(async move {
+            let Ok(mut signals) = signals else {
+                // No signal handling: run until killed (keep the stop sender alive).
+                let _keep = stop_tx;
+                std::future::pending::<()>().await;
+                return;
+            };
+            signals.next().await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            let _ = stop_tx.send(true);
+            // A second signal stops at once.
+            signals.next().await;
+            std::process::exit(1);
+        });
+        // Bound first, so a second agent on the same socket stops before binding SIP.
+        let control_listener = match control::ControlListener::bind(&cfg.control_socket()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "control socket unusable");
+                eprintln!("ccedge: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let running = match agent::start(agent_config(&cfg), stop_rx).await {
             Ok(r) => r,
             Err(e) => {
@@ -189,17 +302,27 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
+        let control_task = control_listener.serve(control::ControlContext {
+            node_id: cfg.node.id.clone(),
+            site: cfg.node.site.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            mqtt_url: cfg.mqtt.url.to_string(),
+            sip_addr: running.sip_addr,
+            started_at: crate::clock::wall_now(),
+            snapshot: running.snapshot.clone(),
+            commands: running.commands.clone(),
+            link_status: running.link_status.clone(),
+            events: running.events.clone(),
+            shutdown: control_stop_rx,
+        });
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tokio::spawn(watchdog(running.snapshot.clone()));
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            let _ = stop_tx.send(true);
-            // A second signal stops at once.
-            wait_for_signal().await;
-            std::process::exit(1);
-        });
-        match running.task.await {
+        let result = running.task.await;
+        // The socket stays up while calls drain, and goes (file removed) once they have.
+        let _ = control_stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
+        match result {
             Ok(Ok(())) => ExitCode::SUCCESS,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "agent failed");
@@ -213,18 +336,26 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, registered when built.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
@@ -245,6 +376,181 @@ async fn watchdog(mut snapshot: tokio::sync::watch::Receiver<agent::Snapshot>) {
             }
             Ok(false) => {}
             Err(_) => return,
+        }
+    }
+}
+
+/// The technician commands: each finds the control socket from the configuration, asks the
+/// agent, and prints a table or (`--json`) one JSON document.
+mod technician {
+    use std::io::Write as _;
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use super::{Common, EXIT_CONFIG, EXIT_NO_AGENT};
+    use crate::config;
+    use crate::control::client::{self, ClientError, EventStream, StreamItem};
+    use crate::control::protocol::{
+        AnnouncementRow, CallRow, CallbackRow, CancelData, Request, StatusData,
+    };
+    use crate::control::{doctor as checks, render};
+
+    /// The configuration file used when `--config` is not given and this file exists.
+    const DEFAULT_CONFIG: &str = "/etc/ccedge/ccedge.toml";
+
+    fn config_path(common: &Common) -> Option<PathBuf> {
+        common.config.clone().or_else(|| {
+            let p = PathBuf::from(DEFAULT_CONFIG);
+            p.is_file().then_some(p)
+        })
+    }
+
+    /// The control socket, or the exit code after printing the config error.
+    fn socket(common: &Common) -> Result<PathBuf, ExitCode> {
+        match config::load(config_path(common).as_deref()) {
+            Ok(cfg) => Ok(cfg.control_socket()),
+            Err(e) => {
+                eprintln!("ccedge: {e}");
+                Err(ExitCode::from(EXIT_CONFIG))
+            }
+        }
+    }
+
+    fn failed(e: &ClientError) -> ExitCode {
+        match e {
+            ClientError::NoAgent { path } => {
+                eprintln!(
+                    "ccedge: no agent running (control socket {})",
+                    path.display()
+                );
+                ExitCode::from(EXIT_NO_AGENT)
+            }
+            other => {
+                eprintln!("ccedge: {other}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Prints to stdout; a closed stdout (`| head`) is not an error worth a panic.
+    fn out(text: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    }
+
+    fn json<T: Serialize>(value: &T) -> String {
+        let mut s = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_owned());
+        s.push('\n');
+        s
+    }
+
+    /// Asks for `T` and prints it with `table` (or as JSON).
+    fn show<T: DeserializeOwned + Serialize>(
+        common: &Common,
+        request: &Request,
+        table: impl FnOnce(&T) -> String,
+    ) -> ExitCode {
+        let path = match socket(common) {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        match client::request_as::<T>(&path, request) {
+            Ok(data) => {
+                out(&if common.json {
+                    json(&data)
+                } else {
+                    table(&data)
+                });
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed(&e),
+        }
+    }
+
+    pub(super) fn status(common: &Common) -> ExitCode {
+        show::<StatusData>(common, &Request::Status, render::status)
+    }
+
+    pub(super) fn calls(common: &Common, reveal: bool) -> ExitCode {
+        show::<Vec<CallRow>>(common, &Request::Calls { reveal }, |r| render::calls(r))
+    }
+
+    pub(super) fn callbacks(common: &Common, reveal: bool) -> ExitCode {
+        show::<Vec<CallbackRow>>(common, &Request::Callbacks { reveal }, |r| {
+            render::callbacks(r)
+        })
+    }
+
+    pub(super) fn cancel_callback(common: &Common, id: String) -> ExitCode {
+        show::<CancelData>(common, &Request::CancelCallback { id }, |d| {
+            format!("callback {} cancelled\n", d.callback_id)
+        })
+    }
+
+    pub(super) fn announcements(common: &Common) -> ExitCode {
+        show::<Vec<AnnouncementRow>>(common, &Request::Announcements, |r| {
+            render::announcements(r)
+        })
+    }
+
+    pub(super) fn events_tail(common: &Common, reveal: bool) -> ExitCode {
+        let path = match socket(common) {
+            Ok(p) => p,
+            Err(code) => return code,
+        };
+        let mut stream = match EventStream::open(&path, reveal) {
+            Ok(s) => s,
+            Err(e) => return failed(&e),
+        };
+        loop {
+            match stream.next_item() {
+                Ok(Some(StreamItem::Event(ev))) => {
+                    let line = if common.json {
+                        ev.to_string()
+                    } else {
+                        render::event(&ev)
+                    };
+                    let mut stdout = std::io::stdout().lock();
+                    if writeln!(stdout, "{line}")
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        return ExitCode::SUCCESS;
+                    }
+                }
+                Ok(Some(StreamItem::Lagged(n))) => {
+                    eprintln!("ccedge: {n} events skipped (this terminal read too slowly)");
+                }
+                Ok(None) => {
+                    eprintln!("ccedge: the agent closed the event stream (it stopped)");
+                    return ExitCode::SUCCESS;
+                }
+                Err(e) => return failed(&e),
+            }
+        }
+    }
+
+    pub(super) fn doctor(common: &Common) -> ExitCode {
+        let path = config_path(common);
+        let report = checks::run(path.as_deref().map(Path::new));
+        if common.json {
+            out(&json(&report));
+        } else {
+            let mut text = String::new();
+            for c in &report.checks {
+                text.push_str(&c.line());
+                text.push('\n');
+            }
+            out(&text);
+        }
+        if report.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | [`link`] | the CRM link over MQTT: announcements in, events and callbacks out, presence |
 //! | [`store`] | durable local storage: the callback queue and node counters (SQLite) |
 //! | [`cli`] | the `ccedge` command line (`agent`, `config check`, technician commands) |
+//! | [`control`] | the control socket (agent side) and the technician commands' client, tables and `doctor` |
 //! | [`clock`] | the one conversion between tokio time and `shared::Instant` |
 //!
 //! ## Run loop
@@ -28,6 +29,7 @@ pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod link;
 pub mod media;
 pub mod store;

@@ -2,16 +2,20 @@
 //!
 //! ## Layout
 //! [`main`] parses the command line (the `firmware-sim` binary is just that); [`sim`] is the deterministic simulation of a whole
-//! node's core (`firmware-sim sim --seed S`); `demo.rs` runs a short, readable scripted
-//! scenario on the same machinery; [`gateway`] holds the text-based SIP user agent the
-//! simulated gateways use.
+//! node's core (`firmware-sim sim --seed S`); [`crm`] is the simulated CRM on a real broker
+//! (`firmware-sim crm`); `demo.rs` runs the real agent with an in-process broker, the CRM and
+//! a gateway (`firmware-sim demo`; `--virtual` runs a scripted scenario on the simulator's
+//! machinery instead); [`gateway`] holds the text-based SIP user agent the simulated gateways
+//! use.
 //!
 //! ## Run loop and time
-//! Everything here runs on virtual time: `now` starts at zero and jumps to the next happening
-//! on the simulator's agenda, so a simulated hour takes a second or two.
+//! The simulator runs on virtual time: `now` starts at zero and jumps to the next happening
+//! on the simulator's agenda, so a simulated hour takes a second or two. `crm` and `demo` run
+//! on tokio in real time.
 
 extern crate alloc;
 
+pub mod crm;
 mod demo;
 pub mod gateway;
 mod sim;
@@ -29,8 +33,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a short scripted scenario of the core on virtual time and say what happened.
-    Demo,
+    /// Everything on one machine: an in-process MQTT broker, the agent, a CRM pushing an
+    /// outage announcement, a gateway placing calls; prints what happened.
+    Demo {
+        /// Instead, the scripted scenario of the core alone on virtual time.
+        #[arg(long = "virtual")]
+        virtual_time: bool,
+        /// Calls the gateway places.
+        #[arg(long, default_value_t = 20)]
+        calls: u32,
+    },
+    /// The simulated CRM: publish announcements, watch events and callbacks.
+    Crm(Box<crm::cli::CrmArgs>),
     /// Deterministic simulation of a node's core with faults; a failing seed reproduces.
     Sim {
         /// The seed: the same seed gives the same run, byte for byte.
@@ -59,7 +73,11 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo => demo::main(),
+        Command::Demo {
+            virtual_time: true, ..
+        } => demo::main_virtual(),
+        Command::Demo { calls, .. } => demo::main(calls),
+        Command::Crm(args) => crm::cli::main(*args),
         Command::Sim {
             seed,
             steps,

@@ -70,12 +70,14 @@ fn check_offer(sd: &SessionDescription<'_>, cfg: &Config) {
     // audio line.
     let usable =
         |m: &&sdp::Media<'_>| m.kind == MediaKind::Audio && m.proto == Proto::RtpAvp && m.port != 0;
+    // The answer uses the line negotiate reports: a usable audio line that lists the chosen
+    // PT (and the telephone-event PT). Earlier lines may list the same PT and still have been
+    // passed over, e.g. when their rtpmap for it is malformed.
     let line = sd
         .media
-        .iter()
+        .get(n.media_index())
         .filter(usable)
-        .find(|m| {
-            // Several lines may list the PT; the chosen one also lists the telephone-event PT.
+        .filter(|m| {
             m.formats.contains(&n.payload_type)
                 && n.telephone_event
                     .is_none_or(|te| m.formats.contains(&te.payload_type))

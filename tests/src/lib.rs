@@ -10,6 +10,7 @@
 // Wall-clock timing is what these end-to-end tests measure.
 #![allow(clippy::disallowed_methods)]
 
+pub mod broker;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -112,6 +113,9 @@ pub struct AgentOptions {
     pub ivr_extra: String,
     /// RTP ports to use.
     pub rtp_ports: u16,
+    /// `mqtt.url` (default: a closed port, so the agent runs offline and never touches a
+    /// broker another test or the machine runs).
+    pub mqtt_url: String,
 }
 
 impl Default for AgentOptions {
@@ -121,6 +125,7 @@ impl Default for AgentOptions {
             sip_extra: String::new(),
             ivr_extra: String::new(),
             rtp_ports: 200,
+            mqtt_url: "mqtt://127.0.0.1:1".into(),
         }
     }
 }
@@ -157,9 +162,10 @@ impl Agent {
         let (pmin, pmax) = free_port_range(opts.rtp_ports);
         let config = state_dir.join("ccedge.toml");
         let text = format!(
-            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"{allow}\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
+            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"{allow}\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"{}\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
             state_dir.display(),
             opts.sip_extra,
+            opts.mqtt_url,
             state_dir.join("control.sock").display(),
             opts.ivr_extra,
             opts.extra,
@@ -527,4 +533,175 @@ pub fn pacing_deviation_ms(packets: &[Received]) -> Vec<f64> {
         .collect();
     v.sort_by(f64::total_cmp);
     v
+}
+
+// ───────────────────────────────────────────────────────────────────────────────────────────
+// Control socket and technician CLI helpers (tests/tests/cli_control.rs).
+// ───────────────────────────────────────────────────────────────────────────────────────────
+
+/// What one `ccedge` command printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct CliRun {
+    /// Exit code.
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `ccedge-under-test ARGS` to completion (no `CCEDGE__…` variables inherited).
+///
+/// # Panics
+/// When the binary cannot be run.
+#[must_use]
+pub fn ccedge_cli(args: &[&str]) -> CliRun {
+    let mut cmd = Command::new(ccedge_bin());
+    cmd.args(args).stdin(Stdio::null());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("CCEDGE__") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.output().expect("run ccedge");
+    CliRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (nothing listens on it).
+///
+/// # Panics
+/// When no socket can be bound.
+#[must_use]
+pub fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A config file for `ccedge` in `dir` (state in `dir`, SIP on an ephemeral loopback port,
+/// a free RTP range, the control socket `dir/control.sock`) with `mqtt.url = mqtt_url`.
+///
+/// # Panics
+/// When the file cannot be written.
+#[must_use]
+pub fn write_config(dir: &Path, mqtt_url: &str) -> PathBuf {
+    let (pmin, pmax) = free_port_range(20);
+    let config = dir.join("ccedge.toml");
+    let text = format!(
+        "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{dir}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"{mqtt_url}\"\n\n[control]\nsocket = \"{sock}\"\n",
+        dir = dir.display(),
+        sock = dir.join("control.sock").display(),
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+impl Agent {
+    /// Starts the agent with the config written by [`write_config`] (e.g. pointing at a
+    /// [`TestBroker`]).
+    ///
+    /// # Panics
+    /// When the agent does not start within 20 s.
+    #[must_use]
+    pub fn start_with_config(state_dir: &Path, config: &Path) -> Agent {
+        Self::spawn(state_dir, config)
+    }
+
+    /// The control socket the harness configures: `state_dir/control.sock`.
+    #[must_use]
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join("control.sock")
+    }
+}
+
+/// A gateway placing calls at the agent from one SIP socket, with firmware-sim's UAC.
+#[derive(Debug)]
+pub struct CallGateway {
+    sip: UdpSocket,
+    calls: std::collections::BTreeMap<String, firmware_sim::gateway::uac::UacCall>,
+}
+
+impl CallGateway {
+    /// Binds an ephemeral SIP port on 127.0.0.1.
+    ///
+    /// # Panics
+    /// When no socket can be bound.
+    #[must_use]
+    pub fn new() -> CallGateway {
+        let sip = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sip.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        CallGateway {
+            sip,
+            calls: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Sends an INVITE from `caller` (E.164 digits) to `+18005550100`, offering RTP on
+    /// `rtp_port`.
+    ///
+    /// # Panics
+    /// When the INVITE cannot be sent.
+    pub fn place(&mut self, agent: SocketAddr, n: u64, caller: &str, rtp_port: u16) {
+        use firmware_sim::gateway::uac::{Offer, UacCall};
+        let local = self.sip.local_addr().expect("addr").to_string();
+        let mut c = UacCall::new(
+            n,
+            &local,
+            &agent.to_string(),
+            rtp_port,
+            Some(caller),
+            "18005550100",
+            Offer::Standard,
+        );
+        self.sip.send_to(&c.invite(), agent).expect("send INVITE");
+        self.calls.insert(c.call_id.clone(), c);
+    }
+
+    /// Reads and answers the agent's SIP for `d`.
+    pub fn pump(&mut self, agent: SocketAddr, d: Duration) {
+        let end = Instant::now() + d;
+        let mut buf = [0u8; 8192];
+        while Instant::now() < end {
+            let Ok((n, _)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let Some(id) = firmware_sim::gateway::uac::call_id_of(&buf[..n]).map(str::to_string)
+            else {
+                continue;
+            };
+            if let Some(c) = self.calls.get_mut(&id) {
+                for reply in c.on_datagram(&buf[..n]) {
+                    let _ = self.sip.send_to(&reply, agent);
+                }
+            }
+        }
+    }
+
+    /// Pumps until `n` calls are answered (or `timeout`); returns each answered call's
+    /// agent-side RTP port.
+    pub fn wait_answered(&mut self, agent: SocketAddr, n: usize, timeout: Duration) -> Vec<u16> {
+        let end = Instant::now() + timeout;
+        loop {
+            let ports: Vec<u16> = self
+                .calls
+                .values()
+                .filter(|c| c.state == firmware_sim::gateway::uac::UacState::Confirmed)
+                .filter_map(|c| c.answer.map(|(_, port)| port))
+                .collect();
+            if ports.len() >= n || Instant::now() >= end {
+                return ports;
+            }
+            self.pump(agent, Duration::from_millis(50));
+        }
+    }
+}
+
+impl Default for CallGateway {
+    fn default() -> Self {
+        CallGateway::new()
+    }
 }

@@ -41,6 +41,7 @@ use std::time::Duration as StdDuration;
 use shared::announce::{self, AnnouncementSet};
 use shared::call::{self, Call, Output};
 use shared::callback::{self, Booking, CallbackQueue, QueueError};
+use shared::event::EventKind;
 use shared::ids::{AnnouncementHandle, AnnouncementId, CallId, CallbackId};
 use shared::ivr::{AnnouncementInfo, BookingResult};
 use shared::number::PhoneNumber;
@@ -57,6 +58,7 @@ use crate::media::engine::{Audio, MediaEngine, Session, PTIME};
 use crate::media::prompts::PromptSet;
 use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
+use crate::link::{self, CallbackRequest, FromLink, PendingEvent, ToLink};
 use ratelimit::RateLimiter;
 use rtp_ports::PortPool;
 pub use view::{AnnouncementView, CallView, CallbackView, Command, Snapshot, Stats};
@@ -195,7 +197,10 @@ struct CallEntry {
     ssrc: u32,
     seq0: u16,
     ts0: u32,
-    heard: Option<AnnouncementId>,
+    /// Announcements this call started: handle → (id, version), for their events.
+    heard: Vec<(AnnouncementHandle, AnnouncementId, u32)>,
+    /// The callback this call booked (for `callback.requested`).
+    booked: Option<CallbackId>,
 }
 
 /// The running agent's state (one task owns it).
@@ -225,6 +230,12 @@ pub struct Engine {
     draining: bool,
     stats: Stats,
     snapshot: watch::Sender<Snapshot>,
+    /// The announcements as shown in snapshots (rebuilt when the set changes).
+    ann_views: Vec<AnnouncementView>,
+    sip_addr: SocketAddr,
+    started_at: shared::time::UnixMillis,
+    /// Work for the CRM link (None: no link configured).
+    to_link: Option<mpsc::UnboundedSender<ToLink>>,
     sipbuf: Vec<u8>,
     outs: Vec<Output>,
 }
@@ -322,6 +333,12 @@ pub async fn start(
     let (rtp_tx, rtp_rx) = mpsc::channel(8192);
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
+    let (from_link_tx, from_link_rx) = mpsc::unbounded_channel();
+    let link = cfg
+        .link
+        .clone()
+        .map(|lc| link::spawn(lc, store.clone(), snap_rx.clone(), from_link_tx));
+    let started_at = crate::clock::wall_now();
     let mut engine = Engine {
         ports: PortPool::new(cfg.rtp_port_min, cfg.rtp_port_max),
         limiter: RateLimiter::new(cfg.rate_limit_per_source),
@@ -348,6 +365,10 @@ pub async fn start(
         draining: false,
         stats: Stats::default(),
         snapshot: snap_tx,
+        ann_views: Vec::new(),
+        sip_addr,
+        started_at,
+        to_link: link.as_ref().map(|l| l.tx.clone()),
         sipbuf: vec![0u8; SIP_BUF],
         outs: Vec::new(),
     };
@@ -360,10 +381,26 @@ pub async fn start(
         rtp = %format!("{}-{}", engine.cfg.rtp_port_min, engine.cfg.rtp_port_max),
         "ccedge agent accepting calls"
     );
-    let (commands, _command_rx) = mpsc::channel(64);
-    let (_link_status_tx, link_status) = watch::channel(crate::link::LinkStatus::default());
-    let (events, _) = tokio::sync::broadcast::channel(1024);
-    let task = tokio::spawn(engine.run(shutdown, rtp_rx, stored_rx));
+    let (commands, command_rx) = mpsc::channel(64);
+    let (link_status, events, link_task) = match link {
+        Some(l) => (l.status, l.events, Some(l.task)),
+        None => (
+            watch::channel(crate::link::LinkStatus::default()).1,
+            tokio::sync::broadcast::channel(16).0,
+            None,
+        ),
+    };
+    engine.publish_snapshot();
+    let task = tokio::spawn(engine.run(
+        shutdown,
+        Inputs {
+            rtp: rtp_rx,
+            stored: stored_rx,
+            commands: command_rx,
+            from_link: from_link_rx,
+            link_task,
+        },
+    ));
     Ok(Running {
         sip_addr,
         snapshot: snap_rx,
@@ -378,13 +415,28 @@ fn to_core_duration(d: StdDuration) -> Duration {
     Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// The engine task's input channels.
+struct Inputs {
+    rtp: mpsc::Receiver<RtpIn>,
+    stored: mpsc::UnboundedReceiver<Stored>,
+    commands: mpsc::Receiver<Command>,
+    from_link: mpsc::UnboundedReceiver<FromLink>,
+    link_task: Option<tokio::task::JoinHandle<()>>,
+}
+
 impl Engine {
     async fn run(
         mut self,
         mut shutdown: watch::Receiver<bool>,
-        mut rtp_rx: mpsc::Receiver<RtpIn>,
-        mut stored_rx: mpsc::UnboundedReceiver<Stored>,
+        inputs: Inputs,
     ) -> Result<(), AgentError> {
+        let Inputs {
+            rtp: mut rtp_rx,
+            stored: mut stored_rx,
+            commands: mut command_rx,
+            from_link: mut from_link_rx,
+            link_task,
+        } = inputs;
         let sip = Arc::clone(&self.sip);
         let mut buf = vec![0u8; SIP_BUF + 1];
         let mut next_tick = tokio::time::Instant::now() + PTIME;
@@ -449,6 +501,8 @@ impl Engine {
                     }
                 }
                 Some(s) = stored_rx.recv() => self.on_stored(s),
+                Some(m) = from_link_rx.recv() => self.on_link(m),
+                Some(c) = command_rx.recv() => self.on_command(c),
                 () = &mut call_sleep, if armed.is_some() => {
                     armed = None;
                     let now = self.clock.now();
@@ -465,7 +519,14 @@ impl Engine {
                     }
                 }
                 _ = rescan.tick() => self.load_announcements(),
-                _ = snap.tick() => self.publish_snapshot(),
+                _ = snap.tick() => {
+                    self.announcements.handle_timeout(self.clock.wall());
+                    while let Some(ev) = self.announcements.poll_output() {
+                        debug!(event = ?ev, "announcement");
+                    }
+                    self.refresh_views();
+                    self.publish_snapshot();
+                }
                 r = shutdown.changed(), if !self.draining => {
                     if r.is_err() || *shutdown.borrow() {
                         self.begin_drain();
@@ -485,6 +546,16 @@ impl Engine {
             e.rtp_task.abort();
         }
         self.publish_snapshot();
+        // Closing the link's channel makes it flush what it can, say offline and stop.
+        self.to_link = None;
+        if let Some(t) = link_task {
+            if tokio::time::timeout(StdDuration::from_secs(3), t)
+                .await
+                .is_err()
+            {
+                warn!("the CRM link did not stop in time");
+            }
+        }
         info!("ccedge agent stopped");
         Ok(())
     }
@@ -503,7 +574,10 @@ impl Engine {
             calls: self.calls.len(),
             callbacks_waiting: self.callbacks.waiting(),
             stats: self.stats.clone(),
-            ..Snapshot::default()
+            sip_addr: Some(self.sip_addr),
+            started_at_ms: self.started_at.0,
+            announcements: self.ann_views.clone(),
+            draining: self.draining,
         });
     }
 
@@ -686,7 +760,8 @@ impl Engine {
                 ssrc: (r >> 32) as u32,
                 seq0: (r >> 16) as u16,
                 ts0: r as u32,
-                heard: None,
+                heard: Vec::new(),
+                booked: None,
             },
         );
         self.drive(key, now);
@@ -815,25 +890,89 @@ impl Engine {
             return;
         };
         let call_id = e.call.id();
-        match event {
-            call::Event::AnnouncementStarted(h) => {
-                if let Some(a) = self.announcements.get(*h) {
-                    e.heard.get_or_insert_with(|| a.id.clone());
-                    info!(call = %call_id, call_seq, announcement = %a.id, version = a.version, "announcement.started");
+        let kind = match event {
+            call::Event::Offered { caller, dialled } => {
+                info!(
+                    call = %call_id, call_seq,
+                    caller = %caller.as_ref().map(|c| c.masked().to_string()).unwrap_or_else(|| "anonymous".into()),
+                    dialled = %dialled.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    "call.offered"
+                );
+                EventKind::CallOffered {
+                    caller: caller.clone(),
+                    dialled: dialled.clone(),
                 }
             }
-            call::Event::Offered { caller, dialled } => info!(
-                call = %call_id, call_seq,
-                caller = %caller.as_ref().map(|c| c.masked().to_string()).unwrap_or_else(|| "anonymous".into()),
-                dialled = %dialled.as_ref().map(ToString::to_string).unwrap_or_default(),
-                "call.offered"
-            ),
+            call::Event::Answered { codec } => EventKind::CallAnswered { codec: *codec },
+            call::Event::AnnouncementStarted(h) => {
+                let Some(a) = self.announcements.get(*h) else {
+                    return;
+                };
+                info!(call = %call_id, call_seq, announcement = %a.id, version = a.version, "announcement.started");
+                if !e.heard.iter().any(|(x, _, _)| x == h) {
+                    e.heard.push((*h, a.id.clone(), a.version));
+                }
+                EventKind::AnnouncementStarted {
+                    announcement_id: a.id.clone(),
+                    version: a.version,
+                }
+            }
+            call::Event::AnnouncementCompleted {
+                handle,
+                interrupted,
+            } => {
+                let Some((_, id, version)) = e.heard.iter().find(|(x, _, _)| x == handle) else {
+                    return;
+                };
+                EventKind::AnnouncementCompleted {
+                    announcement_id: id.clone(),
+                    version: *version,
+                    interrupted: *interrupted,
+                }
+            }
+            call::Event::Dtmf(d) => EventKind::Dtmf { digit: *d },
+            call::Event::CallbackBooked { position, .. } => {
+                let Some(id) = e.booked.clone() else {
+                    return;
+                };
+                EventKind::CallbackRequested {
+                    callback_id: id,
+                    position: u32::from(*position),
+                }
+            }
+            call::Event::Transferred { target } => EventKind::CallTransferred {
+                target: shared::event::TransferTarget::try_from(*target).unwrap_or_default(),
+            },
             call::Event::Ended {
-                reason, duration, ..
-            } => info!(
-                call = %call_id, call_seq, reason = reason.as_str(), duration_ms = duration.as_millis() as u64, "call.ended"
-            ),
-            other => debug!(call = %call_id, call_seq, event = ?other, "call event"),
+                reason,
+                duration,
+                answered,
+            } => {
+                info!(
+                    call = %call_id, call_seq, reason = reason.as_str(), duration_ms = duration.as_millis() as u64, "call.ended"
+                );
+                EventKind::CallEnded {
+                    reason: *reason,
+                    duration_ms: duration.as_millis() as u64,
+                    answered_ms: answered.as_millis() as u64,
+                }
+            }
+        };
+        if !matches!(
+            kind,
+            EventKind::CallOffered { .. }
+                | EventKind::AnnouncementStarted { .. }
+                | EventKind::CallEnded { .. }
+        ) {
+            debug!(call = %call_id, call_seq, event = ?event, "call event");
+        }
+        if let Some(tx) = &self.to_link {
+            let _ = tx.send(ToLink::Event(PendingEvent {
+                call_id: Some(call_id),
+                call_seq,
+                at: self.clock.wall(),
+                kind,
+            }));
         }
     }
 
@@ -854,7 +993,7 @@ impl Engine {
             callback_number: number,
             caller: e.call.caller().cloned(),
             dialled: e.call.dialled().cloned(),
-            announcement: e.heard.clone(),
+            announcement: e.heard.first().map(|(_, id, _)| id.clone()),
         };
         let result = match self.callbacks.request(self.clock.wall(), req) {
             Ok(_) => {
@@ -915,9 +1054,26 @@ impl Engine {
                         }
                     });
                 }
-                // Publishing to the CRM belongs to the MQTT link; until it runs, booked
-                // callbacks stay Stored (durable, waiting) and are published on connect.
-                callback::Output::Publish { .. } => {}
+                // Without a link, booked callbacks stay Stored (durable, waiting); with one,
+                // they are published and become Synced on PUBACK.
+                callback::Output::Publish { id, position } => {
+                    let (Some(tx), Some(entry)) = (&self.to_link, self.callbacks.get(&id)) else {
+                        continue;
+                    };
+                    let req = CallbackRequest {
+                        callback_id: entry.id.to_string(),
+                        node: self.cfg.node_id.clone(),
+                        site: self.cfg.site.clone(),
+                        call_id: entry.call_id.to_string(),
+                        requested_at: rfc3339(entry.requested_at),
+                        caller: entry.caller.as_ref().map(ToString::to_string),
+                        callback_number: entry.callback_number.to_string(),
+                        dialled: entry.dialled.as_ref().map(ToString::to_string),
+                        announcement_id: entry.announcement.as_ref().map(ToString::to_string),
+                        position,
+                    };
+                    let _ = tx.send(ToLink::Callback(Box::new(req)));
+                }
             }
         }
     }
@@ -942,6 +1098,9 @@ impl Engine {
         if let Some(key) = self.bookings.remove(&s.id) {
             let now = self.clock.now();
             if let Some(e) = self.calls.get_mut(&key) {
+                if matches!(result, BookingResult::Booked { .. }) {
+                    e.booked = Some(s.id.clone());
+                }
                 let _ = e.call.handle_input(now, call::Input::BookingResult(result));
                 self.drive(key, now);
             }
@@ -956,6 +1115,133 @@ impl Engine {
         info!(restored = n, report = ?report, "callback queue restored from disk");
         self.drain_callbacks();
         Ok(())
+    }
+
+    // ---- the CRM link and the control socket ----------------------------------------------
+
+    fn on_link(&mut self, m: FromLink) {
+        match m {
+            FromLink::AnnouncementsChanged => self.load_announcements(),
+            FromLink::Connected => self.callbacks.resync(),
+            FromLink::CallbackSynced(id) => {
+                if let Ok(id) = CallbackId::new(&id) {
+                    if let Err(e) = self.callbacks.synced(&id) {
+                        debug!(callback = %id, error = %e, "PUBACK for a callback not waiting for one");
+                    }
+                }
+            }
+            FromLink::CallbackState { id, state, at } => match CallbackId::new(&id) {
+                Ok(cid) => match self.callbacks.crm_state(&cid, state, at) {
+                    Ok(()) => {
+                        info!(callback = %cid, state = state.state().as_str(), "callback state from the CRM")
+                    }
+                    Err(e) => {
+                        warn!(callback = %cid, error = %e, "callback state from the CRM refused")
+                    }
+                },
+                Err(_) => warn!(callback = %id, "callback state for an invalid id"),
+            },
+        }
+        self.drain_callbacks();
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Calls(reply) => {
+                let now = self.clock.now();
+                let list = self
+                    .calls
+                    .iter()
+                    .map(|(key, e)| {
+                        let stats = e.call.rtp_stats();
+                        let sent = self.media.session(*key).map_or(0, |s| s.sent());
+                        CallView {
+                            call_id: e.call.id().to_string(),
+                            caller: e.call.caller().map(ToString::to_string),
+                            dialled: e.call.dialled().map(ToString::to_string),
+                            state: phase_str(e.call.phase()).to_owned(),
+                            age_ms: now
+                                .saturating_duration_since(e.call.started_at())
+                                .as_millis() as u64,
+                            codec: e.call.codec().map(|c| match c {
+                                shared::sdp::Codec::Pcmu => "PCMU",
+                                shared::sdp::Codec::Pcma => "PCMA",
+                            }),
+                            packets_sent: sent,
+                            packets_received: u64::from(stats.received),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Callbacks(reply) => {
+                let list = self
+                    .callbacks
+                    .iter()
+                    .map(|e| CallbackView {
+                        callback_id: e.id.to_string(),
+                        callback_number: e.callback_number.to_string(),
+                        caller: e.caller.as_ref().map(ToString::to_string),
+                        dialled: e.dialled.as_ref().map(ToString::to_string),
+                        requested_at_ms: e.requested_at.0,
+                        state: e.state.as_str(),
+                        position: self.callbacks.position(&e.id),
+                        announcement_id: e.announcement.as_ref().map(ToString::to_string),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::CancelCallback { id, reply } => {
+                let r = match CallbackId::new(&id) {
+                    Ok(cid) => self
+                        .callbacks
+                        .cancel(self.clock.wall(), &cid)
+                        .map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("`{id}` is not a callback id")),
+                };
+                if r.is_ok() {
+                    info!(callback = %id, "callback cancelled by a technician");
+                }
+                self.drain_callbacks();
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Rebuilds the announcement views; publishes a snapshot at once when they changed (the
+    /// CRM sees a new version's state within a second).
+    fn refresh_views(&mut self) {
+        let views: Vec<AnnouncementView> = self
+            .announcements
+            .iter()
+            .map(|(_, a, state)| AnnouncementView {
+                id: a.id.to_string(),
+                version: a.version,
+                state: state.as_str(),
+                priority: a.priority,
+                sites: a
+                    .scope
+                    .sites
+                    .iter()
+                    .map(|x| x.as_str().to_owned())
+                    .collect(),
+                dialled: a.scope.dialled.iter().map(ToString::to_string).collect(),
+                caller_prefixes: a
+                    .scope
+                    .caller_prefixes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                audio_sha256: a.audio.as_ref().map(announcements::hex),
+                audio_present: a.audio.as_ref().is_some_and(|h| self.audio.contains_key(h)),
+                valid_from_ms: a.valid_from.map(|t| t.0),
+                valid_until_ms: a.valid_until.map(|t| t.0),
+            })
+            .collect();
+        if views != self.ann_views {
+            self.ann_views = views;
+            self.publish_snapshot();
+        }
     }
 
     // ---- announcements ---------------------------------------------------------------------
@@ -976,6 +1262,23 @@ impl Engine {
                     .handle_input(wall, announce::Input::AudioAvailable(sha));
             }
         }
+        let on_disk: std::collections::HashSet<String> = loaded
+            .announcements
+            .iter()
+            .map(|(a, _)| a.id.to_string())
+            .collect();
+        let withdrawn: Vec<AnnouncementId> = self
+            .announcements
+            .iter()
+            .filter(|(_, a, _)| !on_disk.contains(a.id.as_str()))
+            .map(|(_, a, _)| a.id.clone())
+            .collect();
+        for id in withdrawn {
+            info!(announcement = %id, "announcement withdrawn");
+            let _ = self
+                .announcements
+                .handle_input(wall, announce::Input::Withdraw(id));
+        }
         for (a, _text) in loaded.announcements {
             let known = self
                 .announcements
@@ -992,6 +1295,23 @@ impl Engine {
         while let Some(ev) = self.announcements.poll_output() {
             debug!(event = ?ev, "announcement");
         }
+        self.refresh_views();
+    }
+}
+
+/// RFC 3339 with milliseconds (`2026-11-23T06:01:02.345Z`).
+fn rfc3339(t: shared::time::UnixMillis) -> String {
+    let mut s = String::with_capacity(24);
+    let _ = t.write_rfc3339(&mut s);
+    s
+}
+
+fn phase_str(p: call::Phase) -> &'static str {
+    match p {
+        call::Phase::AwaitingAnswer => "answering",
+        call::Phase::Answered => "answered",
+        call::Phase::Rejected => "rejected",
+        call::Phase::Ended => "ending",
     }
 }
 

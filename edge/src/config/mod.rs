@@ -192,6 +192,16 @@ pub struct Mqtt {
     pub keepalive_s: u16,
     /// `mqtt.max_payload_bytes`: larger incoming messages are dropped. Default 16 MiB.
     pub max_payload_bytes: u32,
+    /// `mqtt.outbox_capacity`: most call events held for the CRM (on disk); when full the
+    /// oldest are dropped and counted. Default 100000 (100..=10000000).
+    pub outbox_capacity: u64,
+    /// `mqtt.outbox_retention_h`: events the broker PUBACKed but the CRM never acknowledged
+    /// are dropped after this many hours; 0 keeps them until acknowledged or the outbox is
+    /// full. Default 72 (0..=8760).
+    pub outbox_retention_h: u32,
+    /// `mqtt.status_interval_s`: the retained status is refreshed this often when nothing
+    /// changed (changes are published within a second). Default 30 (1..=3600).
+    pub status_interval_s: u16,
 }
 
 impl Default for Mqtt {
@@ -207,6 +217,9 @@ impl Default for Mqtt {
             key_file: None,
             keepalive_s: 30,
             max_payload_bytes: 16 * 1024 * 1024,
+            outbox_capacity: 100_000,
+            outbox_retention_h: 72,
+            status_interval_s: 30,
         }
     }
 }

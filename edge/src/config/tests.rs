@@ -342,6 +342,21 @@ fn bad_values_name_the_key_and_the_file() {
             "out of range",
         ),
         (
+            "[mqtt]\noutbox_capacity = 5".into(),
+            "mqtt.outbox_capacity",
+            "out of range",
+        ),
+        (
+            "[mqtt]\noutbox_retention_h = 9000".into(),
+            "mqtt.outbox_retention_h",
+            "out of range",
+        ),
+        (
+            "[mqtt]\nstatus_interval_s = 0".into(),
+            "mqtt.status_interval_s",
+            "out of range",
+        ),
+        (
             "[ivr]\ntransfer_uri = \"agents\"".into(),
             "ivr.transfer_uri",
             "no scheme",

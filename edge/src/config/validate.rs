@@ -266,6 +266,9 @@ impl Config {
             _ => {}
         }
         range("mqtt.keepalive_s", m.keepalive_s, 5, 3_600)?;
+        range("mqtt.outbox_capacity", m.outbox_capacity, 100, 10_000_000)?;
+        range("mqtt.outbox_retention_h", m.outbox_retention_h, 0, 8_760)?;
+        range("mqtt.status_interval_s", m.status_interval_s, 1, 3_600)?;
         range(
             "mqtt.max_payload_bytes",
             m.max_payload_bytes,

@@ -12,6 +12,28 @@
 //!
 //! (This file is the interface between the engine and the link; the implementation lives in
 //! the submodules.)
+//!
+//! ## Protocol choice: MQTT 3.1.1 with rumqttc
+//!
+//! The link speaks MQTT 3.1.1 through rumqttc 0.25. Both brokers a deployment is likely to
+//! run (Mosquitto, and rumqttd in `firmware-sim`) speak it, and nothing of MQTT 5 is needed:
+//! delivery is made durable end to end by the node's outbox and the CRM's acknowledgement by
+//! `seq` (a broker's PUBACK is not durable anyway), not by broker features. QoS 1
+//! everywhere, a persistent session (`clean_session = false`, the client id from
+//! [`LinkConfig::client_id`]), and a retained Last Will `{"state":"offline",…}` on the
+//! status topic.
+//!
+//! ## Parts
+//!
+//! | module | what it does |
+//! |---|---|
+//! | `client` | the link task: connection attempts, packet ids ↔ what was published, dispatch |
+//! | `transport` | rumqttc options: session, Last Will, size limits, credentials, TLS |
+//! | `outbox` | `seq`, the CallEvent envelope, the durable outbox (store + [`shared::event::Outbox`]) |
+//! | `intake` | announcements and audio in: validation, the on-disk cache |
+//! | `tts` | rendering `text` announcements with the speech command |
+//! | `status` | the retained presence message |
+//! | `topics` | topic names |
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +48,17 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config;
 
+mod client;
+mod intake;
+mod outbox;
+mod status;
+mod topics;
+mod transport;
+mod tts;
+
+#[cfg(test)]
+mod tests;
+
 /// Everything the link needs, resolved from the configuration.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
@@ -39,7 +72,11 @@ pub struct LinkConfig {
     pub site: String,
     /// `node.state_dir`: the announcement and audio cache lives under it.
     pub state_dir: PathBuf,
-    /// `ivr.speech_command`: renders `text` announcements to WAV on stdout.
+    /// `ivr.speech_command`: renders `text` announcements to WAV on stdout. Split on
+    /// whitespace and run without a shell; the text is written to the command's
+    /// **standard input** (never passed as an argument), so for espeak-ng use
+    /// `espeak-ng --stdout --stdin`. Killed after 30 s or when its output passes the audio
+    /// size limit.
     pub speech_command: Option<String>,
     /// Largest announcement audio accepted (`announcements.max_audio_bytes`).
     pub max_audio_bytes: u64,
@@ -147,6 +184,11 @@ pub struct LinkStatus {
     pub rejected: u64,
     /// The last rejection's reason.
     pub last_rejection: Option<String>,
+    /// Changes accepted into the announcement cache (new or withdrawn announcements, audio).
+    pub announcements_accepted: u64,
+    /// Event store operations that failed (the outbox keeps such events in memory): a loud
+    /// metric.
+    pub store_errors: u64,
 }
 
 /// A running link.
@@ -173,12 +215,18 @@ pub fn spawn(
     snapshot: watch::Receiver<crate::agent::Snapshot>,
     to_engine: mpsc::UnboundedSender<FromLink>,
 ) -> LinkHandle {
-    // Placeholder until the MQTT client lands: accepts work and holds nothing.
-    let _ = (cfg, store, snapshot, to_engine);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (_status_tx, status) = watch::channel(LinkStatus::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (status_tx, status) = watch::channel(LinkStatus::default());
     let (events, _) = broadcast::channel(1024);
-    let task = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let task = tokio::spawn(client::run(
+        cfg,
+        store,
+        snapshot,
+        to_engine,
+        rx,
+        status_tx,
+        events.clone(),
+    ));
     LinkHandle {
         tx,
         status,

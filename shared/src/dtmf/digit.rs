@@ -6,7 +6,6 @@ use core::fmt;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[allow(missing_docs)]
 pub enum Digit {
     D0,
@@ -84,6 +83,36 @@ impl Digit {
 impl fmt::Display for Digit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.as_char())
+    }
+}
+
+/// On the wire a key is its character: `"5"`, `"*"`, `"#"`, `"A"`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Digit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 4];
+        s.serialize_str(self.as_char().encode_utf8(&mut buf))
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Digit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Digit, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Digit;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("one DTMF key: 0-9, *, #, A-D")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Digit, E> {
+                let mut chars = v.chars();
+                match (chars.next().and_then(Digit::from_char), chars.next()) {
+                    (Some(d), None) => Ok(d),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

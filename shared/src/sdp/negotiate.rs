@@ -146,6 +146,13 @@ pub struct Negotiated {
 }
 
 impl Negotiated {
+    /// The index of the offer's m-line this answer uses (the first audio line with a usable
+    /// codec); the answer rejects every other line with port 0.
+    #[must_use]
+    pub fn media_index(&self) -> usize {
+        usize::from(self.lines.ours)
+    }
+
     /// `true` when we must send RTP.
     #[must_use]
     pub fn sends(&self) -> bool {

@@ -695,3 +695,48 @@ proptest! {
         check_answer_round_trip(&sd, &n)?;
     }
 }
+
+// ---- which line an offer with several audio lines is answered on --------------------------
+
+#[test]
+fn an_offer_is_answered_on_the_first_audio_line_with_an_allowed_codec() {
+    // Found by the `sdp` fuzz target. Both lines list PT 8; line 1's rtpmap for 8 runs into a
+    // form feed, so there PT 8 keeps its static meaning, PCMA, which this node does not allow;
+    // line 2 remaps PT 8 to PCMU. The answer uses line 2 and says so.
+    let body: &[u8] = b"v=0\r\no=gw 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+        m=audio 40000 RTP/AVP 5 8 101\r\na=rtpmap:8 PCMU/8000\x0cv=0\r\n\
+        m=audio 40002 RTP/AVP 5 8 101\r\na=rtpmap:8 PCMU/8000\r\n";
+    let sd = parse(body).unwrap();
+    assert_eq!(sd.media[0].rtpmap(pt(8)), None);
+    let pcmu_only = Config {
+        pcma: false,
+        ..Config::default()
+    };
+    let n = negotiate(&sd, &pcmu_only).unwrap();
+    assert_eq!(n.media_index(), 1);
+    assert_eq!((n.payload_type, n.codec), (pt(8), Codec::Pcmu));
+    let sdp = answer_text(&n);
+    let m_lines: Vec<&str> = sdp.lines().filter(|l| l.starts_with("m=")).collect();
+    assert_eq!(m_lines.len(), 2, "{sdp}");
+    assert!(m_lines[0].starts_with("m=audio 0 "), "{sdp}");
+    assert!(m_lines[1].starts_with("m=audio 30000 "), "{sdp}");
+    // With PCMA allowed, line 1 is usable and is the one answered.
+    let n = negotiate(&sd, &Config::default()).unwrap();
+    assert_eq!((n.media_index(), n.codec), (0, Codec::Pcma));
+}
+
+#[test]
+fn the_first_usable_audio_line_is_chosen() {
+    let n = offer(
+        "v=0
+o=gw 1 1 IN IP4 192.0.2.1
+s=-
+c=IN IP4 192.0.2.1
+t=0 0
+m=audio 40000 RTP/AVP 0
+m=audio 40002 RTP/AVP 8",
+    )
+    .unwrap();
+    assert_eq!(n.media_index(), 0);
+    assert_eq!(n.codec, Codec::Pcmu);
+}

@@ -1,0 +1,577 @@
+//! Call events out: `seq` numbering, the CallEvent envelope, the durable outbox.
+//!
+//! The chain for every event (QUALITY.md, "Durability and delivery"):
+//!
+//! 1. `seq` from a [`Sequencer`] whose high-water mark is the store counter
+//!    [`HIGH_WATER_KEY`], written (SQLite `synchronous=FULL`) before any number below it is
+//!    issued. After a restart the last issued `seq` is the highest of: the newest event in
+//!    the store outbox, the persisted CRM acknowledgement ([`ACKED_KEY`]) and the persisted
+//!    floor below which events were deleted ([`FLOOR_KEY`]); the gap up to the mark is
+//!    announced with a `seq.skipped` event. A graceful stop lowers the mark to the next
+//!    unissued `seq`, so a clean restart has no gap.
+//! 2. The batch is rendered (the envelope of INTERFACES.md §5) and appended to the store
+//!    outbox in one transaction, then [`Outbox::appended`].
+//! 3. Publishing follows [`Outbox::poll_publish`]; the payloads come from the store (or from
+//!    memory, for events whose append failed: they keep flowing with
+//!    [`Events::store_errors`] counting, as QUALITY.md asks for a full disk).
+//! 4. The CRM's `…/events/ack` deletes (after persisting the acknowledged point); its
+//!    `…/events/replay` re-yields; both and retention go through [`Outbox`].
+//!
+//! `event_id` is `{node}-{store id}-{seq}`: the store id is a random number drawn when the
+//! state directory's database first runs the link ([`STORE_ID_KEY`]), so a node whose state
+//! was wiped (and whose `seq` starts again at 1) never repeats an `event_id` the CRM has
+//! already de-duplicated.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::Serialize;
+use shared::event::outbox::{self, Output};
+use shared::event::{EventKind, Outbox, Sequencer, SkipReason};
+use shared::limits::SEQ_RESERVE_BLOCK;
+use shared::time::{Instant, UnixMillis};
+
+use super::PendingEvent;
+use crate::store::{StoreError, StoreHandle};
+
+/// Store counter: the `seq` high-water mark (every issued `seq` is below it).
+pub(crate) const HIGH_WATER_KEY: &str = "link.seq_high_water";
+/// Store counter: the highest `seq` the CRM acknowledged.
+pub(crate) const ACKED_KEY: &str = "link.acked_seq";
+/// Store counter: every event below it left the outbox (acknowledged or dropped).
+pub(crate) const FLOOR_KEY: &str = "link.outbox_floor";
+/// Store counter: this database's random id, part of every `event_id`.
+pub(crate) const STORE_ID_KEY: &str = "link.store_id";
+/// Events held while no `seq` can be issued (the store is failing); beyond, the oldest drop.
+pub(crate) const MAX_WAITING: usize = 10_000;
+
+/// The CallEvent envelope (INTERFACES.md §5).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    event_id: &'a str,
+    node: &'a str,
+    site: &'a str,
+    seq: u64,
+    call_id: Option<String>,
+    call_seq: u32,
+    at: String,
+    #[serde(flatten)]
+    kind: &'a EventKind,
+}
+
+/// RFC 3339 with milliseconds.
+pub(crate) fn rfc3339(t: UnixMillis) -> String {
+    let mut s = String::with_capacity(24);
+    let _ = t.write_rfc3339(&mut s);
+    s
+}
+
+/// Renders one event's JSON.
+pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &PendingEvent) -> String {
+    let event_id = format!("{node}-{store_id:016x}-{seq}");
+    let env = Envelope {
+        event_id: &event_id,
+        node,
+        site,
+        seq,
+        call_id: ev.call_id.map(|c| c.to_string()),
+        call_seq: ev.call_seq,
+        at: rfc3339(ev.at),
+        kind: &ev.kind,
+    };
+    let v = match serde_json::to_value(&env) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, seq, "event not serializable");
+            serde_json::Value::Null
+        }
+    };
+    // Serializing plain data to a String cannot fail; keep a valid document if it ever did.
+    serde_json::to_string(&v).ok().filter(|_| !v.is_null()).unwrap_or_else(|| {
+        format!(r#"{{"event_id":"{event_id}","node":"{node}","site":"{site}","seq":{seq},"call_id":null,"call_seq":0,"at":"{}","type":"{}","data":{{}}}}"#, rfc3339(ev.at), ev.kind.type_str())
+    })
+}
+
+struct Loaded {
+    seq: Sequencer,
+    outbox: Outbox,
+    store_id: u64,
+    acked: u64,
+    last_seq: u64,
+}
+
+/// The event pipeline's state (see the module docs).
+pub(crate) struct Events {
+    store: StoreHandle,
+    node: String,
+    site: String,
+    config: outbox::Config,
+    loaded: Option<Loaded>,
+    waiting: VecDeque<PendingEvent>,
+    waiting_dropped: u64,
+    /// Payloads whose store append failed.
+    mem: BTreeMap<u64, Arc<str>>,
+    /// Store operations that failed (a loud metric).
+    pub(crate) store_errors: u64,
+    /// The last store error.
+    pub(crate) last_store_error: Option<String>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("last_seq", &self.last_seq())
+            .field("depth", &self.depth())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// A pipeline over `store` (nothing is read until [`Events::load`]).
+    pub(crate) fn new(
+        store: StoreHandle,
+        node: &str,
+        site: &str,
+        config: outbox::Config,
+    ) -> Events {
+        Events {
+            store,
+            node: node.to_owned(),
+            site: site.to_owned(),
+            config,
+            loaded: None,
+            waiting: VecDeque::new(),
+            waiting_dropped: 0,
+            mem: BTreeMap::new(),
+            store_errors: 0,
+            last_store_error: None,
+        }
+    }
+
+    fn store_failed(&mut self, what: &str, e: &StoreError) {
+        self.store_errors = self.store_errors.saturating_add(1);
+        self.last_store_error = Some(format!("{what}: {e}"));
+        tracing::error!(error = %e, what, "event store operation failed");
+    }
+
+    /// Reads the counters and the stored outbox range (once; retried while it fails).
+    /// Returns whether the pipeline is ready.
+    pub(crate) async fn load(&mut self) -> bool {
+        if self.loaded.is_some() {
+            return true;
+        }
+        let fresh_id = random_u64() & (i64::MAX as u64);
+        let r = self
+            .store
+            .run(move |s| -> Result<_, StoreError> {
+                let hw = s.get_counter(HIGH_WATER_KEY)?;
+                let acked = s.get_counter(ACKED_KEY)?;
+                let floor = s.get_counter(FLOOR_KEY)?;
+                let id = match s.get_counter(STORE_ID_KEY)? {
+                    Some(id) => id,
+                    None => {
+                        s.set_counter(STORE_ID_KEY, fresh_id)?;
+                        fresh_id
+                    }
+                };
+                let bounds = s.outbox_bounds()?;
+                Ok((hw, acked, floor, id, bounds))
+            })
+            .await
+            .and_then(|r| r);
+        let (hw, acked, floor, store_id, bounds) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                self.store_failed("reading the event counters", &e);
+                return false;
+            }
+        };
+        let last_issued = [
+            bounds.map(|(_, hi)| hi),
+            acked,
+            floor.and_then(|f| f.checked_sub(1)),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|&s| s > 0)
+        .max();
+        let seq = Sequencer::restore_after(hw.unwrap_or(0), last_issued, SEQ_RESERVE_BLOCK);
+        let outbox = match bounds {
+            Some((lo, hi)) => Outbox::restore(self.config, lo, hi.saturating_add(1)),
+            None => Outbox::new(self.config),
+        };
+        if let Some((from, to)) = seq.restart_gap() {
+            tracing::info!(from, to, "seq numbers skipped by the restart");
+            self.waiting.push_front(PendingEvent {
+                call_id: None,
+                call_seq: 0,
+                at: crate::clock::wall_now(),
+                kind: EventKind::SeqSkipped {
+                    from,
+                    to,
+                    reason: SkipReason::Restart,
+                },
+            });
+        }
+        tracing::info!(
+            last_seq = last_issued.unwrap_or(0),
+            held = bounds.map_or(0, |(lo, hi)| hi - lo + 1),
+            "event outbox restored"
+        );
+        self.loaded = Some(Loaded {
+            seq,
+            outbox,
+            store_id,
+            acked: acked.unwrap_or(0),
+            last_seq: last_issued.unwrap_or(0),
+        });
+        self.drain_outputs().await;
+        true
+    }
+
+    /// Takes new events from the engine and runs the chain up to "appended" (see the module
+    /// docs). Returns the JSON of every event newly written, in `seq` order.
+    pub(crate) async fn submit(&mut self, batch: Vec<PendingEvent>) -> Vec<Arc<str>> {
+        for ev in batch {
+            if self.waiting.len() >= MAX_WAITING {
+                self.waiting.pop_front();
+                self.waiting_dropped = self.waiting_dropped.saturating_add(1);
+            }
+            self.waiting.push_back(ev);
+        }
+        self.process().await
+    }
+
+    /// Whether events wait for a `seq` (the store is failing): call [`Events::process`]
+    /// again later.
+    pub(crate) fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Sequences, stores and appends what waits; repeats for `seq.skipped` events the
+    /// outbox asks for.
+    pub(crate) async fn process(&mut self) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        if !self.load().await {
+            return out;
+        }
+        loop {
+            let rows = self.sequence().await;
+            if rows.is_empty() {
+                break;
+            }
+            let bytes: Vec<(u64, Vec<u8>)> = rows
+                .iter()
+                .map(|(s, j)| (*s, j.as_bytes().to_vec()))
+                .collect();
+            if let Err(e) = self.store.outbox_append(bytes).await {
+                self.store_failed("appending events to the outbox", &e);
+                for (s, j) in &rows {
+                    self.mem.insert(*s, Arc::clone(j));
+                }
+            }
+            if let Some(l) = self.loaded.as_mut() {
+                for (s, _) in &rows {
+                    if let Err(e) = l.outbox.appended(*s) {
+                        tracing::error!(error = %e, seq = *s, "outbox refused an event");
+                    }
+                    l.last_seq = l.last_seq.max(*s);
+                }
+            }
+            out.extend(rows.into_iter().map(|(_, j)| j));
+            self.drain_outputs().await;
+        }
+        out
+    }
+
+    /// Gives waiting events their `seq` (reserving durably as needed) and renders them.
+    async fn sequence(&mut self) -> Vec<(u64, Arc<str>)> {
+        let mut rows = Vec::new();
+        while !self.waiting.is_empty() {
+            let Some(l) = self.loaded.as_mut() else {
+                break;
+            };
+            if let Some(mark) = l.seq.poll_reserve() {
+                match self.store.set_counter(HIGH_WATER_KEY.into(), mark).await {
+                    Ok(()) => {
+                        if let Some(l) = self.loaded.as_mut() {
+                            l.seq.reserved(mark);
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(l) = self.loaded.as_mut() {
+                            l.seq.reserve_failed();
+                        }
+                        self.store_failed("reserving seq numbers", &e);
+                    }
+                }
+            }
+            let Some(l) = self.loaded.as_mut() else {
+                break;
+            };
+            let Ok(seq) = l.seq.next() else {
+                break; // nothing reserved: retried by the caller's timer
+            };
+            let Some(ev) = self.waiting.pop_front() else {
+                break;
+            };
+            let json: Arc<str> = render(&self.node, &self.site, l.store_id, seq, &ev).into();
+            rows.push((seq, json));
+        }
+        rows
+    }
+
+    /// Carries out the outbox's store work; `seq.skipped` requests join the waiting events.
+    async fn drain_outputs(&mut self) {
+        while let Some(o) = self.loaded.as_mut().and_then(|l| l.outbox.poll_output()) {
+            match o {
+                Output::Delete { below } => self.delete_below(below).await,
+                Output::Skipped { from, to, reason } => self.waiting.push_back(PendingEvent {
+                    call_id: None,
+                    call_seq: 0,
+                    at: crate::clock::wall_now(),
+                    kind: EventKind::SeqSkipped { from, to, reason },
+                }),
+            }
+        }
+    }
+
+    async fn delete_below(&mut self, below: u64) {
+        self.mem = self.mem.split_off(&below);
+        let r = self
+            .store
+            .run(move |s| -> Result<usize, StoreError> {
+                s.set_counter(FLOOR_KEY, below)?;
+                s.outbox_delete_below(below)
+            })
+            .await
+            .and_then(|r| r);
+        if let Err(e) = r {
+            self.store_failed("deleting acknowledged events", &e);
+        }
+    }
+
+    /// The CRM holds everything up to `upto` (`…/events/ack`).
+    pub(crate) async fn crm_ack(&mut self, upto: u64) {
+        let Some(l) = self.loaded.as_mut() else {
+            return;
+        };
+        let acked = upto.min(l.last_seq);
+        l.outbox.crm_ack(upto);
+        if acked > l.acked {
+            l.acked = acked;
+            if let Err(e) = self.store.set_counter(ACKED_KEY.into(), acked).await {
+                self.store_failed("storing the acknowledged seq", &e);
+            }
+        }
+        self.drain_outputs().await;
+    }
+
+    /// The CRM asks for `[from, to]` again (`…/events/replay`). Returns the JSON of any
+    /// `seq.skipped` event this created.
+    pub(crate) async fn replay(&mut self, from: u64, to: u64) -> Vec<Arc<str>> {
+        if let Some(l) = self.loaded.as_mut() {
+            l.outbox.replay(from, to);
+        }
+        self.drain_outputs().await;
+        self.process().await
+    }
+
+    /// The broker PUBACKed event `seq`.
+    pub(crate) fn puback(&mut self, now: Instant, seq: u64) {
+        if let Some(l) = self.loaded.as_mut() {
+            l.outbox.puback(now, seq);
+        }
+    }
+
+    /// The broker connection is gone: everything without a PUBACK is unpublished again.
+    pub(crate) fn connection_lost(&mut self) {
+        if let Some(l) = self.loaded.as_mut() {
+            l.outbox.connection_lost();
+        }
+    }
+
+    /// When retention next has work.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.loaded.as_ref().and_then(|l| l.outbox.poll_timeout())
+    }
+
+    /// Applies retention.
+    pub(crate) async fn handle_timeout(&mut self, now: Instant) {
+        if let Some(l) = self.loaded.as_mut() {
+            l.outbox.handle_timeout(now);
+        }
+        self.drain_outputs().await;
+    }
+
+    /// Up to `max` events to publish now, in order, with their JSON. Events the store does
+    /// not hold (the restart gap) are passed over.
+    ///
+    /// # Errors
+    /// A store read failed: everything unpublished stays so (try again later).
+    pub(crate) async fn next_publishable(
+        &mut self,
+        max: usize,
+        now: Instant,
+    ) -> Result<Vec<(u64, Arc<str>)>, StoreError> {
+        let mut out: Vec<(u64, Arc<str>)> = Vec::new();
+        while let Some(l) = self.loaded.as_mut() {
+            let mut seqs = Vec::new();
+            while out.len() + seqs.len() < max {
+                match l.outbox.poll_publish() {
+                    Some(s) => seqs.push(s),
+                    None => break,
+                }
+            }
+            if seqs.is_empty() {
+                break;
+            }
+            let mut stored: HashMap<u64, Vec<u8>> = HashMap::new();
+            let missing: Vec<u64> = seqs
+                .iter()
+                .copied()
+                .filter(|s| !self.mem.contains_key(s))
+                .collect();
+            for (lo, hi) in runs(&missing) {
+                let len = usize::try_from(hi - lo + 1).unwrap_or(usize::MAX);
+                match self.store.outbox_range(lo, hi, len).await {
+                    Ok(rows) => stored.extend(rows),
+                    Err(e) => {
+                        self.store_failed("reading events to publish", &e);
+                        self.connection_lost();
+                        return Err(e);
+                    }
+                }
+            }
+            for s in seqs {
+                let json = match self.mem.get(&s) {
+                    Some(j) => Some(Arc::clone(j)),
+                    None => stored
+                        .remove(&s)
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .map(Arc::from),
+                };
+                match json {
+                    Some(j) => out.push((s, j)),
+                    // A hole (the restart gap) or an unreadable row: nothing to send.
+                    None => self.puback(now, s),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Before a graceful stop: lower the high-water mark to the next unissued `seq`, so the
+    /// next start has no gap.
+    pub(crate) async fn close(&mut self) {
+        let Some(l) = self.loaded.as_ref() else {
+            return;
+        };
+        let next = l.seq.peek();
+        if let Err(e) = self.store.set_counter(HIGH_WATER_KEY.into(), next).await {
+            self.store_failed("storing the final seq mark", &e);
+        }
+    }
+
+    /// Events held (not acknowledged by the CRM), plus those waiting for a `seq`.
+    pub(crate) fn depth(&self) -> u64 {
+        self.loaded.as_ref().map_or(0, |l| l.outbox.depth()) + self.waiting.len() as u64
+    }
+
+    /// Whether everything held was published and PUBACKed since the last (re)connect.
+    pub(crate) fn flushed(&self) -> bool {
+        self.waiting.is_empty()
+            && self
+                .loaded
+                .as_ref()
+                .is_none_or(|l| l.outbox.unpublished() == 0 && l.outbox.in_flight() == 0)
+    }
+
+    /// Events dropped unacknowledged (full outbox, retention, or no `seq` for too long).
+    pub(crate) fn dropped(&self) -> u64 {
+        self.loaded.as_ref().map_or(0, |l| l.outbox.dropped()) + self.waiting_dropped
+    }
+
+    /// The last `seq` issued.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.loaded.as_ref().map_or(0, |l| l.last_seq)
+    }
+
+    /// The highest `seq` the CRM acknowledged.
+    pub(crate) fn acked_seq(&self) -> u64 {
+        self.loaded.as_ref().map_or(0, |l| l.acked)
+    }
+}
+
+/// Consecutive runs `[lo, hi]` of an increasing list.
+fn runs(seqs: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &s in seqs {
+        match out.last_mut() {
+            Some((_, hi)) if hi.checked_add(1) == Some(s) => *hi = s,
+            _ => out.push((s, s)),
+        }
+    }
+    out
+}
+
+/// A random number from the standard library's per-process hash keys and the time (no
+/// cryptographic use).
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i64(crate::clock::wall_now().0);
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::ids::CallId;
+
+    #[test]
+    fn envelope_has_exactly_the_contract_fields() {
+        let ev = PendingEvent {
+            call_id: Some(CallId(0xab)),
+            call_seq: 4,
+            at: UnixMillis(1_795_413_662_345),
+            kind: EventKind::SeqSkipped {
+                from: 3,
+                to: 9,
+                reason: SkipReason::Restart,
+            },
+        };
+        let j = render("pi-001", "phl", 0x1234, 18234, &ev);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        let obj = v.as_object().unwrap();
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["at", "call_id", "call_seq", "data", "event_id", "node", "seq", "site", "type"]
+        );
+        assert_eq!(v["event_id"], "pi-001-0000000000001234-18234");
+        assert_eq!(v["call_id"], "00000000000000ab");
+        assert_eq!(v["call_seq"], 4);
+        assert_eq!(v["seq"], 18234);
+        assert_eq!(v["at"], "2026-11-23T06:01:02.345Z");
+        assert_eq!(v["type"], "seq.skipped");
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"from":3,"to":9,"reason":"restart"})
+        );
+        let none = PendingEvent {
+            call_id: None,
+            ..ev
+        };
+        let v: serde_json::Value = serde_json::from_str(&render("n", "s", 1, 1, &none)).unwrap();
+        assert!(v["call_id"].is_null());
+    }
+
+    #[test]
+    fn runs_split_on_gaps() {
+        assert_eq!(runs(&[]), []);
+        assert_eq!(runs(&[1, 2, 3, 7, 8, 10]), [(1, 3), (7, 8), (10, 10)]);
+    }
+}
