@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+pub mod calls;
 mod demo;
 pub mod gateway;
 mod sim;
@@ -29,6 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Place real SIP/RTP calls against an agent like a gateway and measure them.
+    Calls(calls::Args),
     /// Run a short scripted scenario of the core on virtual time and say what happened.
     Demo,
     /// Deterministic simulation of a node's core with faults; a failing seed reproduces.
@@ -59,6 +62,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Calls(args) => calls::main(&args),
         Command::Demo => demo::main(),
         Command::Sim {
             seed,
