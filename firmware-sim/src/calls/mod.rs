@@ -12,12 +12,12 @@
 //! | script | keys (time after the 200 OK) | expected outcome on a default agent |
 //! |---|---|---|
 //! | `listen` | none | the caller hears the greeting/menu until `--hold` |
-//! | `callback` | `1` at 1.0 s (barges into the greeting: "call me back"), `1` at 3.0 s (confirms the caller ID read back) | the agent books a callback and hangs up |
-//! | `transfer` | `0` at 1.0 s ("agent") | the agent REFERs the call (needs `ivr.transfer_uri`) |
+//! | `callback` | `1` at 0.5 s (barges into the greeting: "call me back"), `1` at 1.5 s (barges into the read-back of the caller ID: "confirm") | the agent books a callback and hangs up |
+//! | `transfer` | `0` at 0.5 s ("agent") | the agent REFERs the call (needs `ivr.transfer_uri`) |
 //! | `mixed` | call *n*: `n % 10` < 6 listen, < 9 callback, else transfer | |
 //!
-//! Every caller has its own number (`+1215` and seven digits of the call's index), so
-//! callbacks never collide as "already booked".
+//! Every caller has its own number (`+1215` and seven digits made from the run and the call's
+//! index), so callbacks do not collide as "already booked", within a run or across runs.
 //!
 //! ## How 10,000 calls fit in one process
 //!
@@ -120,10 +120,10 @@ impl Script {
     #[must_use]
     pub fn keys(self) -> &'static [(Duration, Digit)] {
         const CALLBACK: &[(Duration, Digit)] = &[
-            (Duration::from_millis(1000), Digit::D1),
-            (Duration::from_millis(3000), Digit::D1),
+            (Duration::from_millis(500), Digit::D1),
+            (Duration::from_millis(1500), Digit::D1),
         ];
-        const TRANSFER: &[(Duration, Digit)] = &[(Duration::from_millis(1000), Digit::D0)];
+        const TRANSFER: &[(Duration, Digit)] = &[(Duration::from_millis(500), Digit::D0)];
         match self {
             Script::Listen | Script::Mixed => &[],
             Script::Callback => CALLBACK,
@@ -467,10 +467,13 @@ fn local_ip_for(target: SocketAddr) -> Result<std::net::IpAddr, Error> {
     Ok(probe.local_addr().map_err(Error::Socket)?.ip())
 }
 
-fn bind(ip: std::net::IpAddr) -> Result<UdpSocket, Error> {
+/// A socket on `ip`, as the reactor's receive side and a plain non-blocking clone for sending
+/// (a send is then one `sendto`, never refused for lack of a readiness event yet).
+fn bind(ip: std::net::IpAddr) -> Result<(UdpSocket, StdUdpSocket), Error> {
     let s = StdUdpSocket::bind(SocketAddr::new(ip, 0)).map_err(Error::Socket)?;
     s.set_nonblocking(true).map_err(Error::Socket)?;
-    UdpSocket::from_std(s).map_err(Error::Socket)
+    let send = s.try_clone().map_err(Error::Socket)?;
+    Ok((UdpSocket::from_std(s).map_err(Error::Socket)?, send))
 }
 
 /// What one RTP receive socket has seen, shared between its receive task and the call task.
@@ -485,6 +488,7 @@ struct RtpState {
 #[derive(Debug)]
 struct RtpSocket {
     socket: UdpSocket,
+    send: StdUdpSocket,
     port: u16,
     state: Mutex<RtpState>,
 }
@@ -586,6 +590,7 @@ struct Engine<'a> {
     cfg: &'a Config,
     local: Local,
     sip: UdpSocket,
+    sip_send: StdUdpSocket,
     rtp: Vec<Arc<RtpSocket>>,
     calls: HashMap<u32, Call>,
     timers: BinaryHeap<Reverse<(Instant, u32, Timer)>>,
@@ -615,7 +620,7 @@ impl core::fmt::Debug for Engine<'_> {
 
 async fn run_async(cfg: &Config) -> Result<Summary, Error> {
     let ip = local_ip_for(cfg.target)?;
-    let sip = bind(ip)?;
+    let (sip, sip_send) = bind(ip)?;
     let sip_addr = sip.local_addr().map_err(Error::Socket)?;
     let n_rtp = cfg
         .concurrency
@@ -625,10 +630,11 @@ async fn run_async(cfg: &Config) -> Result<Summary, Error> {
     let mut rtp = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..n_rtp {
-        let socket = bind(ip)?;
+        let (socket, send) = bind(ip)?;
         let port = socket.local_addr().map_err(Error::Socket)?.port();
         let s = Arc::new(RtpSocket {
             socket,
+            send,
             port,
             state: Mutex::new(RtpState::default()),
         });
@@ -646,6 +652,7 @@ async fn run_async(cfg: &Config) -> Result<Summary, Error> {
             target: cfg.target,
         },
         sip,
+        sip_send,
         rtp,
         calls: HashMap::new(),
         timers: BinaryHeap::new(),
@@ -735,7 +742,7 @@ impl Engine<'_> {
 
     fn send_sip(&self, to: SocketAddr) {
         // A full send buffer loses this copy; the retransmission timer sends it again.
-        let _ = self.sip.try_send_to(self.out.as_bytes(), to);
+        let _ = self.sip_send.send_to(self.out.as_bytes(), to);
     }
 
     fn timer(&mut self, at: Instant, n: u32, t: Timer) {
@@ -799,6 +806,9 @@ impl Engine<'_> {
                 *self.failures.entry("timeout".into()).or_default() += 1;
             }
             Timer::Key { key, packet } if phase == Phase::Confirmed => {
+                if packet == 0 {
+                    self.keys_sent += 1;
+                }
                 self.send_key(now, n, key, packet);
             }
             Timer::Keepalive if phase == Phase::Confirmed => {
@@ -848,7 +858,7 @@ impl Engine<'_> {
         let since = c
             .answered_at
             .map_or(Duration::ZERO, |a| now.saturating_duration_since(a));
-        (since.as_micros() / 125) as u32 ^ c.rtp.ssrc.rotate_left(7)
+        ((since.as_micros() / 125) as u32).wrapping_add(c.rtp.ssrc.rotate_left(7))
     }
 
     fn send_key(&mut self, now: Instant, n: u32, key: u8, packet: u8) {
@@ -883,7 +893,7 @@ impl Engine<'_> {
         if ok {
             if let Ok(len) = header.emit(&payload, &mut self.rtp_buf) {
                 if let (Some(sock), Some(data)) = (self.rtp.get(c.sock), self.rtp_buf.get(..len)) {
-                    let _ = sock.socket.try_send_to(data, answer.rtp);
+                    let _ = sock.send.send_to(data, answer.rtp);
                 }
             }
         }
@@ -896,8 +906,6 @@ impl Engine<'_> {
                     packet: packet + 1,
                 },
             );
-        } else {
-            self.keys_sent += 1;
         }
     }
 
@@ -927,7 +935,7 @@ impl Engine<'_> {
         c.rtp.seq = c.rtp.seq.wrapping_add(1);
         if let Ok(len) = header.emit(&[law.silence(); 160], &mut self.rtp_buf) {
             if let (Some(sock), Some(data)) = (self.rtp.get(c.sock), self.rtp_buf.get(..len)) {
-                let _ = sock.socket.try_send_to(data, answer.rtp);
+                let _ = sock.send.send_to(data, answer.rtp);
             }
         }
     }

@@ -23,10 +23,14 @@ pub(crate) struct Local {
     pub(crate) target: SocketAddr,
 }
 
-/// The caller number of call `n` (E.164 without `+`): 11 digits, distinct per call, so every
-/// caller ID is usable for a callback and no two calls book the same number.
-pub(crate) fn caller_of(n: u32) -> String {
-    format!("1215{:07}", n % 10_000_000)
+/// The caller number of call `n` of run `run` (E.164 without `+`): 11 digits, distinct per
+/// call of a run (and, most likely, from the calls of earlier runs), so every caller ID is
+/// usable for a callback and no two calls book the same number.
+pub(crate) fn caller_of(run: u32, n: u32) -> String {
+    format!(
+        "1215{:07}",
+        (u64::from(n) + u64::from(run) * 7_919) % 10_000_000
+    )
 }
 
 /// What a request of call `n` needs from its state.
@@ -80,7 +84,7 @@ impl Local {
              To: <sip:+{DIALLED}@{target_ip}>",
             target = self.target,
             sip = self.sip,
-            caller = caller_of(n),
+            caller = caller_of(run, n),
             target_ip = self.target.ip(),
         );
         if let Some(tag) = d.to_tag {
@@ -277,7 +281,9 @@ mod tests {
         );
         assert!(out.starts_with("INVITE sip:+18005550100@127.0.0.1:5060 SIP/2.0\r\n"));
         assert!(out.contains("Call-ID: abc-42@127.0.0.1\r\n"));
-        assert!(out.contains("From: <sip:+12150000042@127.0.0.1>;tag=gabc-42\r\n"));
+        assert!(out.contains("From: <sip:+12151761454@127.0.0.1>;tag=gabc-42\r\n"));
+        assert_ne!(caller_of(0xabc, 43), caller_of(0xabc, 42));
+        assert_ne!(caller_of(0xabd, 42), caller_of(0xabc, 42));
         assert!(out.contains("m=audio 40000 RTP/AVP 0 8 101\r\n"));
         assert!(out.contains("a=rtpmap:101 telephone-event/8000\r\n"));
         let (head, body) = out.split_once("\r\n\r\n").unwrap();
@@ -309,14 +315,14 @@ mod tests {
 
     #[test]
     fn requests_from_the_agent_get_responses_copying_the_dialog_headers() {
-        let bye = "BYE sip:gw@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\nFrom: <sip:+18005550100@127.0.0.1>;tag=ag7\r\nTo: <sip:+12150000001@127.0.0.1>;tag=gabc-1\r\nCall-ID: abc-1@127.0.0.1\r\nCSeq: 7 BYE\r\nMax-Forwards: 70\r\n\r\n";
+        let bye = "BYE sip:gw@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\nFrom: <sip:+18005550100@127.0.0.1>;tag=ag7\r\nTo: <sip:+12151761413@127.0.0.1>;tag=gabc-1\r\nCall-ID: abc-1@127.0.0.1\r\nCSeq: 7 BYE\r\nMax-Forwards: 70\r\n\r\n";
         let m = Message::parse(bye.as_bytes()).unwrap();
         assert_eq!((m.status, m.method), (None, "BYE"));
         let mut out = String::new();
         m.write_response(200, "OK", &mut out);
         assert_eq!(
             out,
-            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\nFrom: <sip:+18005550100@127.0.0.1>;tag=ag7\r\nTo: <sip:+12150000001@127.0.0.1>;tag=gabc-1\r\nCall-ID: abc-1@127.0.0.1\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n"
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx\r\nFrom: <sip:+18005550100@127.0.0.1>;tag=ag7\r\nTo: <sip:+12151761413@127.0.0.1>;tag=gabc-1\r\nCall-ID: abc-1@127.0.0.1\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n"
         );
     }
 
