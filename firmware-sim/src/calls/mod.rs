@@ -351,6 +351,14 @@ impl Summary {
     }
 }
 
+/// The summary as one pretty-printed JSON document (what `--json` prints).
+///
+/// # Errors
+/// Never in practice (every field is a plain number, string or map of them).
+pub fn json(s: &Summary) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(s)
+}
+
 /// The text summary.
 #[must_use]
 pub fn render(s: &Summary) -> String {
@@ -417,7 +425,7 @@ pub fn main(args: &Args) -> ExitCode {
     match result {
         Ok(summary) => {
             if args.json {
-                match serde_json::to_string_pretty(&summary) {
+                match json(&summary) {
                     Ok(s) => println!("{s}"),
                     Err(e) => {
                         eprintln!("firmware-sim calls: cannot render JSON: {e}");
