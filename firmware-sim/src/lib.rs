@@ -2,7 +2,8 @@
 //!
 //! ## Layout
 //! [`main`] parses the command line (the `firmware-sim` binary is just that); [`sim`] is the deterministic simulation of a whole
-//! node's core (`firmware-sim sim --seed S`); [`crm`] is the simulated CRM on a real broker
+//! node's core (`firmware-sim sim --seed S`); [`calls`] is the SIP/RTP load generator
+//! (`firmware-sim calls`); [`crm`] is the simulated CRM on a real broker
 //! (`firmware-sim crm`); `demo.rs` runs the real agent with an in-process broker, the CRM and
 //! a gateway (`firmware-sim demo`; `--virtual` runs a scripted scenario on the simulator's
 //! machinery instead); [`gateway`] holds the text-based SIP user agent the simulated gateways
@@ -15,6 +16,7 @@
 
 extern crate alloc;
 
+pub mod calls;
 pub mod crm;
 mod demo;
 pub mod gateway;
@@ -33,6 +35,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Place real SIP/RTP calls against an agent like a gateway and measure them.
+    Calls(calls::Args),
     /// Everything on one machine: an in-process MQTT broker, the agent, a CRM pushing an
     /// outage announcement, a gateway placing calls; prints what happened.
     Demo {
@@ -73,6 +77,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Calls(args) => calls::main(&args),
         Command::Demo {
             virtual_time: true, ..
         } => demo::main_virtual(),

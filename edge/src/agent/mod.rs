@@ -460,8 +460,10 @@ impl Engine {
                 }
                 armed = timer;
             }
+            // Not `biased`: when a pacer tick takes longer than 20 ms (thousands of calls on a
+            // loaded box), a biased select would find the next tick ready at every turn and
+            // never serve SIP, timers or shutdown again. Random order keeps every input served.
             tokio::select! {
-                biased;
                 () = &mut tick_sleep => {
                     // Absolute deadlines: send what is owed when woken late (at most 5 frames;
                     // beyond that the schedule restarts from now).

@@ -407,6 +407,13 @@ pub fn render_summary(s: &Summary) -> String {
         s.missing,
         s.duplicates
     );
+    if let Some(l) = s.event_latency_ms {
+        let _ = writeln!(
+            o,
+            "  event at → received here: p50 {} ms, p99 {} ms, max {} ms over {} events",
+            l.p50, l.p99, l.max, l.count
+        );
+    }
     for n in &s.nodes {
         let seqs = match (n.first_seq, n.max_seq) {
             (Some(a), Some(b)) => format!("seq {a}..={b}"),
@@ -488,6 +495,7 @@ mod tests {
             missing: t.missing_total(),
             duplicates: 1,
             nodes,
+            event_latency_ms: None,
         };
         let text = render_summary(&s);
         assert!(

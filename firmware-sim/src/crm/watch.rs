@@ -513,6 +513,49 @@ pub struct Summary {
     pub missing: u64,
     /// Duplicates, all nodes.
     pub duplicates: u64,
+    /// From each new event's `at` to its arrival here, milliseconds (same-host clocks).
+    pub event_latency_ms: Option<Latency>,
+}
+
+/// Percentiles of event delivery latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    /// Events measured.
+    pub count: usize,
+    /// Median.
+    pub p50: i64,
+    /// 99th percentile.
+    pub p99: i64,
+    /// Largest.
+    pub max: i64,
+}
+
+impl Latency {
+    /// The percentiles of `samples` (`None` when empty).
+    #[must_use]
+    pub fn of(samples: &[i64]) -> Option<Latency> {
+        let mut v = samples.to_vec();
+        v.sort_unstable();
+        let n = v.len();
+        let at = |q: f64| v[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
+        (n > 0).then(|| Latency {
+            count: n,
+            p50: at(0.50),
+            p99: at(0.99),
+            max: v[n - 1],
+        })
+    }
+}
+
+/// Milliseconds from an event's `at` (RFC 3339) to now, by the wall clock.
+fn latency_ms(doc: &Value) -> Option<i64> {
+    let at = doc.get("at")?.as_str()?;
+    let at = shared::time::UnixMillis::parse_rfc3339(at).ok()?;
+    #[allow(clippy::disallowed_methods)] // the watcher measures delivery by the wall clock
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(i64::try_from(now.as_millis()).ok()? - at.0)
 }
 
 /// Splits `P/nodes/{site}/{node}/{rest}` into (`site/node`, rest).
@@ -666,6 +709,7 @@ where
     tokio::pin!(stop);
     let mut seen = Vec::new();
     let mut sends = Vec::new();
+    let mut latencies = Vec::new();
     loop {
         tokio::select! {
             () = &mut stop => break,
@@ -700,6 +744,14 @@ where
                 .map_err(|e| CrmError::Mqtt(e.to_string()))?;
         }
         for s in seen.drain(..) {
+            if let Seen::Event {
+                verdict: Verdict::New,
+                payload,
+                ..
+            } = &s
+            {
+                latencies.extend(latency_ms(payload));
+            }
             report(&s);
         }
         if cfg.count.is_some_and(|c| messages >= c) {
@@ -728,6 +780,7 @@ where
         missing: tracker.missing_total(),
         duplicates: nodes.iter().map(|n| n.duplicates).sum(),
         nodes,
+        event_latency_ms: Latency::of(&latencies),
     })
 }
 
@@ -741,6 +794,25 @@ mod tests {
             start,
             ..TrackerConfig::default()
         }
+    }
+
+    #[test]
+    fn latency_percentiles() {
+        assert_eq!(Latency::of(&[]), None);
+        let v: Vec<i64> = (1..=100).rev().collect();
+        assert_eq!(
+            Latency::of(&v),
+            Some(Latency {
+                count: 100,
+                p50: 50,
+                p99: 99,
+                max: 100
+            })
+        );
+        assert_eq!(
+            Latency::of(&[7]).map(|l| (l.p50, l.p99, l.max)),
+            Some((7, 7, 7))
+        );
     }
 
     #[test]

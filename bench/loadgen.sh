@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Benchmark: N concurrent announcement calls from `firmware-sim calls` against the agent.
+#
+#   bench/loadgen.sh [CALLS] [HOLD_SECONDS] [RATE]     (defaults: 1000 calls, 60 s, 200 calls/s)
+#   KEEP=1 bench/loadgen.sh …                          keeps the state dir and logs
+#
+# Builds `ccedge` and `firmware-sim` in release mode (once), starts `ccedge agent` on
+# loopback with a fresh state dir, and lets `firmware-sim calls --script listen` place CALLS
+# calls at RATE calls/s, all held HOLD_SECONDS, every one up at the same time. While all calls
+# are up it samples the agent's (and the load generator's) /proc/<pid>/stat utime+stime and
+# the agent's VmRSS, and the kernel's UDP receive-buffer drop counter (/proc/net/snmp), so a
+# loss can be told apart from the load generator's own socket overflow. Prints one JSON line:
+# the agent figures, then the load generator's summary (setup latency, RTP loss, pacing
+# deviation). docs/BENCHMARKS.md explains the figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CALLS=${1:-1000}
+HOLD=${2:-60}
+RATE=${3:-200}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+cargo build --release -q -p edge -p firmware-sim
+BIN="$TARGET_DIR/release"
+# The agent holds two descriptors per call (its RTP socket and the clone its pacer sends from).
+need_fds=$(( 2 * CALLS + 100 ))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
+  ulimit -n "$need_fds" 2>/dev/null ||
+    echo "warning: the agent needs about $need_fds file descriptors (two per call); ulimit -n is $(ulimit -n): expect refused calls near $(( ( $(ulimit -n) - 100 ) / 2 ))" >&2
+fi
+STATE=$(mktemp -d)
+AGENT=""; LOADGEN=""
+cleanup() {
+  [ -n "$LOADGEN" ] && kill "$LOADGEN" 2>/dev/null || true
+  if [ -n "$AGENT" ]; then
+    # An agent whose loop is saturated may not get to its SIGTERM handling: SIGKILL after 5 s.
+    kill "$AGENT" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$AGENT" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$AGENT" 2>/dev/null || true
+  fi
+  if [ -n "${KEEP:-}" ]; then echo "state, agent log and load generator output kept in $STATE" >&2; else rm -rf "$STATE"; fi
+}
+trap cleanup EXIT
+PORTS=$(( CALLS + 200 ))
+PORT_MIN=$(( 20000 + RANDOM % (65000 - 20000 - PORTS) ))
+cat > "$STATE/ccedge.toml" <<TOML
+[node]
+id = "bench"
+site = "bench"
+state_dir = "$STATE"
+[sip]
+listen = "127.0.0.1:0"
+allow = ["127.0.0.0/8"]
+rate_limit_per_source = 100000
+[rtp]
+port_min = $PORT_MIN
+port_max = $(( PORT_MIN + PORTS ))
+[ivr]
+# Callers in this benchmark never press a key: keep them listening instead of ending the
+# call after the no-input retries.
+no_input_timeout_ms = 60000
+max_retries = 9
+[log]
+level = "info"
+TOML
+RUST_LOG=info "$BIN/ccedge" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
+AGENT=$!
+for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
+SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2 || true)
+[ -n "$SIP" ] || { echo "the agent did not start:" >&2; cat "$STATE/agent.log" >&2; exit 1; }
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+rcvbuf_errors() { awk '/^Udp:/{n++; if(n==1){for(i=1;i<=NF;i++) if($i=="RcvbufErrors") c=i} else print $c}' /proc/net/snmp; }
+HZ=$(getconf CLK_TCK)
+IDLE_RSS=$(rss_kb "$AGENT")
+E0=$(rcvbuf_errors)
+"$BIN/firmware-sim" calls --target "$SIP" --calls "$CALLS" --concurrency "$CALLS" \
+  --hold "$HOLD" --rate "$RATE" --timeout 32 --json >"$STATE/loadgen.json" 2>"$STATE/loadgen.err" &
+LOADGEN=$!
+# All calls are up CALLS/RATE s after the first INVITE; measure in the middle of the hold.
+RAMP=$(( CALLS / RATE + 3 ))
+WINDOW=$(( HOLD - RAMP - 5 ))
+[ "$WINDOW" -ge 5 ] || { echo "HOLD_SECONDS too short for $CALLS calls at $RATE/s" >&2; exit 1; }
+sleep "$RAMP"
+active() { echo $(( $(grep -c 'call.offered' "$STATE/agent.log") - $(grep -c 'call.ended' "$STATE/agent.log") )); }
+A0=$(active); T0=$(ticks "$AGENT"); L0=$(ticks "$LOADGEN"); W0=$(date +%s.%N)
+sleep "$WINDOW"
+T1=$(ticks "$AGENT"); L1=$(ticks "$LOADGEN"); W1=$(date +%s.%N); A1=$(active)
+RSS=$(rss_kb "$AGENT")
+echo "active calls at window start/end: $A0 / $A1" >&2
+CODE=0
+wait "$LOADGEN" || CODE=$?
+LOADGEN=""
+E1=$(rcvbuf_errors)
+# Per-socket drops of the agent's SIP socket (the last column of /proc/net/udp).
+SIP_PORT_HEX=$(printf '%04X' "${SIP##*:}")
+SIP_DROPS=$(awk -v p=":$SIP_PORT_HEX" '$2 ~ p"$" {print $NF}' /proc/net/udp | head -1)
+echo "agent SIP socket drops: ${SIP_DROPS:-unknown (agent gone)}" >&2
+[ "$CODE" -eq 0 ] || echo "firmware-sim calls exited $CODE" >&2
+python3 - "$CALLS" "$T0" "$T1" "$L0" "$L1" "$W0" "$W1" "$HZ" "$IDLE_RSS" "$RSS" "$A0" "$A1" \
+  "$(( E1 - E0 ))" "$STATE/loadgen.json" <<'PY'
+import json, sys
+(calls, t0, t1, l0, l1, w0, w1, hz, idle, rss, a0, a1, rcvbuf, path) = sys.argv[1:]
+calls = int(calls); hz = int(hz); wall = float(w1) - float(w0)
+cpu_s = (float(t1) - float(t0)) / hz
+lg_cpu_s = (float(l1) - float(l0)) / hz
+core_pct = 100 * cpu_s / wall
+try:
+    lg = json.load(open(path))
+except Exception as e:  # the load generator died: report what the agent did anyway
+    lg = {"error": str(e)}
+print(json.dumps({
+  "calls": calls, "window_s": round(wall, 2), "active_at_window": [int(a0), int(a1)],
+  "agent_cpu_s": round(cpu_s, 3), "agent_core_percent": round(core_pct, 2),
+  "core_percent_per_call": round(core_pct / calls, 4),
+  "cpu_ms_per_call_second": round(1000 * cpu_s / (calls * wall), 4),
+  "idle_rss_kb": int(idle), "rss_kb": int(rss),
+  "rss_kb_per_call": round((int(rss) - int(idle)) / calls, 1),
+  "loadgen_core_percent": round(100 * lg_cpu_s / wall, 2),
+  "udp_rcvbuf_errors": int(rcvbuf),
+  "loadgen": {k: lg.get(k) for k in ("answered", "failed", "failures", "ended_by_agent",
+              "peak_concurrent", "setup_ms", "rtp", "jitter_ms", "ok", "error") if k in lg},
+}))
+PY
