@@ -28,7 +28,11 @@ impl Gateway {
         }
     }
 
-    fn place(&mut self, agent: SocketAddr, n: u64) {
+    /// Places `n` calls whose SDP offers `rtp_port`: a port the test holds bound, never one
+    /// that may fall inside the agent's own RTP range (the agent would then send its greeting
+    /// into another call's socket, that call would lock onto the agent's SSRC and ignore the
+    /// test's key presses).
+    fn place(&mut self, agent: SocketAddr, n: u64, rtp_port: u16) {
         let local = self.sip.local_addr().expect("addr").to_string();
         for i in 0..n {
             // Distinct callers: the queue de-duplicates one number within a day.
@@ -37,7 +41,7 @@ impl Gateway {
                 i + 1,
                 &local,
                 &agent.to_string(),
-                40_000 + u16::try_from(i).unwrap_or(0),
+                rtp_port,
                 Some(&caller),
                 "18005550100",
                 Offer::Standard,
@@ -91,15 +95,15 @@ fn kill9_in_a_burst_of_bookings_loses_and_duplicates_nothing() {
     const CALLS: u64 = 24;
     let dir = TempDir::new("crash");
     let mut agent = Agent::start(dir.path(), &AgentOptions::default());
+    let rtp = RtpSink::new();
     let mut gw = Gateway::new();
-    gw.place(agent.sip, CALLS);
+    gw.place(agent.sip, CALLS, rtp.port());
     let start = Instant::now();
     while gw.answered().len() < CALLS as usize && start.elapsed() < Duration::from_secs(15) {
         gw.pump(agent.sip, Duration::from_millis(100));
     }
     let answered = gw.answered();
     assert_eq!(answered.len(), CALLS as usize, "all calls answered");
-    let rtp = RtpSink::new();
     // "1" barges into every greeting …
     let mut seq = 1u16;
     for (i, (_, port)) in answered.iter().enumerate() {
@@ -157,8 +161,9 @@ fn kill9_in_a_burst_of_bookings_loses_and_duplicates_nothing() {
 fn sigterm_hangs_up_calls_and_exits_zero() {
     let dir = TempDir::new("term");
     let mut agent = Agent::start(dir.path(), &AgentOptions::default());
+    let rtp = RtpSink::new();
     let mut gw = Gateway::new();
-    gw.place(agent.sip, 2);
+    gw.place(agent.sip, 2, rtp.port());
     let start = Instant::now();
     while gw.answered().len() < 2 && start.elapsed() < Duration::from_secs(10) {
         gw.pump(agent.sip, Duration::from_millis(100));
