@@ -217,6 +217,7 @@ pub fn link_config(cfg: &Config) -> crate::link::LinkConfig {
         state_dir: cfg.node.state_dir.clone(),
         speech_command: cfg.ivr.speech_command.clone(),
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
+        signing_key: cfg.announcements.signing_key.as_ref().map(|k| k.0),
         outbox: shared::event::outbox::Config {
             capacity: cfg.mqtt.outbox_capacity,
             retention: (cfg.mqtt.outbox_retention_h > 0).then(|| {

@@ -353,3 +353,96 @@ fn watch_acks_the_contiguous_prefix_asks_for_a_gap_and_counts_a_duplicate() {
         assert!(saw_dup && saw_gap);
     });
 }
+
+#[test]
+fn keygen_then_announce_with_the_key_publishes_a_document_the_public_key_verifies() {
+    let Some(m) = Mosquitto::start() else { return };
+    let bin = env!("CARGO_BIN_EXE_firmware-sim");
+    let dir = std::env::temp_dir().join(format!("fs-keygen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = dir.join("crm.key");
+    let out = Command::new(bin)
+        .args(["crm", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("signing_key = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the public key line")
+        .to_owned();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the private key is private");
+    }
+    // It never overwrites a key.
+    let again = Command::new(bin)
+        .args(["crm", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("runs");
+    assert!(!again.status.success());
+
+    let wav = dir.join("tone.wav");
+    std::fs::write(&wav, tone_wav(0.3)).expect("wav");
+    let out = Command::new(bin)
+        .args([
+            "crm",
+            "--broker",
+            &m.url(),
+            "announce",
+            "--id",
+            "signed-one",
+        ])
+        .args(["--version", "4", "--text", "Signed, sealed.", "--wav"])
+        .arg(&wav)
+        .arg("--signing-key")
+        .arg(&key)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = rt();
+    let got = rt.block_on(collect(
+        m.port,
+        "ccedge/v1/announcements/#",
+        Duration::from_millis(800),
+    ));
+    let doc = got.first().expect("retained announcement");
+    let w: edge::agent::announcements::AnnouncementWire =
+        serde_json::from_slice(&doc.payload).expect("document");
+    assert!(w.signature.is_some());
+    let public: edge::config::SigningKey = public.parse().expect("public key");
+    assert_eq!(edge::link::signature::verify(&public.0, &w), Ok(()));
+    let mut changed = w.clone();
+    changed.version = 5;
+    assert!(edge::link::signature::verify(&public.0, &changed).is_err());
+
+    // A key file that is not a key is a clear error, and nothing is published.
+    std::fs::write(dir.join("bad.key"), "not a key\n").expect("write");
+    let out = Command::new(bin)
+        .args(["crm", "--broker", &m.url(), "announce", "--id", "other"])
+        .args(["--text", "x", "--signing-key"])
+        .arg(dir.join("bad.key"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--signing-key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

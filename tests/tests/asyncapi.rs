@@ -768,6 +768,14 @@ fn the_node_accepts_what_the_announcement_schema_accepts_and_refuses_unknown_fie
         json!({"id": "a", "version": 0, "text": "hi"}),
         json!({"id": "b.2", "version": 4_294_967_295u64, "audio_sha256": "00".repeat(32),
                "scope": {}, "priority": -5, "offer_callback": false, "language": "pt-BR"}),
+        serde_json::from_slice(
+            &edge::link::signature::sign_document(
+                &[9; 32],
+                &serde_json::to_vec(&good_announcement()).unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap(),
     ];
     for a in &accepted {
         assert_valid(&ann, "Announcement", a);
@@ -778,6 +786,8 @@ fn the_node_accepts_what_the_announcement_schema_accepts_and_refuses_unknown_fie
     }
     let refused = [
         with(good_announcement(), "/signature", json!("x")),
+        with(good_announcement(), "/signature", json!("A".repeat(88))),
+        with(good_announcement(), "/sig", json!("x")),
         with(good_announcement(), "/scope/region", json!("x")),
         without(without(good_announcement(), "audio_sha256"), "text"),
         with(good_announcement(), "/audio_sha256", json!("9f86d0")),

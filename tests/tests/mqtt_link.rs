@@ -179,6 +179,73 @@ fn a_retained_announcement_is_heard_replaced_by_a_newer_version_and_withdrawn() 
     assert!(longest_tone_run(&heard, 1000.0) < 5);
 }
 
+#[test]
+fn with_a_signing_key_the_caller_hears_only_what_the_crm_signed() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("mqtt-signed");
+    let broker = Mosquitto::start(dir.path());
+    let crm = Crm::connect(broker.port, "crm-signed", &[&format!("{NODE}/#")]);
+    let seed = [0x5a; 32];
+    let opts = AgentOptions {
+        mqtt_url: broker.url(),
+        extra: format!(
+            "[announcements]\nmax_audio_bytes = 200000\nsigning_key = \"{}\"\n",
+            edge::link::signature::public_key(&seed)
+        ),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let (a1, a2) = (tone_wav(1000.0, 2.0, 0.5), tone_wav(600.0, 2.0, 0.5));
+    let (h1, h2) = (sha256_hex(&a1), sha256_hex(&a2));
+    crm.publish(&format!("{P}/audio/{h1}"), &a1, true);
+    crm.publish(&format!("{P}/audio/{h2}"), &a2, true);
+    let signed =
+        edge::link::signature::sign_document(&seed, announcement("outage-phl", 1, &h1).as_bytes())
+            .expect("sign");
+    crm.publish(&format!("{P}/announcements/outage-phl"), &signed, true);
+    assert!(
+        wait_status(&crm, "outage-phl", Some((1, "active"))),
+        "the signed version 1 never became active:\n{}",
+        agent.log().join("\n")
+    );
+    // A newer version, unsigned or signed by someone else, is refused: version 1 plays on.
+    crm.publish(
+        &format!("{P}/announcements/outage-phl"),
+        announcement("outage-phl", 2, &h2).as_bytes(),
+        true,
+    );
+    let forged = edge::link::signature::sign_document(
+        &[1; 32],
+        announcement("outage-phl", 3, &h2).as_bytes(),
+    )
+    .expect("sign");
+    crm.publish(&format!("{P}/announcements/outage-phl"), &forged, true);
+    assert!(
+        agent.wait_log("CRM message rejected", Duration::from_secs(5)),
+        "{}",
+        agent.log().join("\n")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rejections = agent
+        .log()
+        .iter()
+        .filter(|l| l.contains("CRM message rejected") && l.contains("outage-phl"))
+        .count();
+    assert_eq!(rejections, 2, "{}", agent.log().join("\n"));
+    assert!(wait_status(&crm, "outage-phl", Some((1, "active"))));
+    let heard = listen_call(&agent, 2500);
+    assert!(
+        longest_tone_run(&heard, 1000.0) >= 25,
+        "the caller did not hear the signed version 1"
+    );
+    assert!(
+        longest_tone_run(&heard, 600.0) < 5,
+        "an unsigned or forged version played"
+    );
+}
+
 /// Every CallEvent received, by seq: the distinct payloads seen for it.
 fn events_by_seq(msgs: &[Msg]) -> BTreeMap<u64, BTreeSet<String>> {
     let mut by_seq: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();

@@ -71,6 +71,9 @@ pub struct AnnouncementWire {
     /// Language tag.
     #[serde(default)]
     pub language: Option<String>,
+    /// Ed25519 signature, standard base64 (see [`crate::link::signature`]).
+    #[serde(default)]
+    pub signature: Option<String>,
 }
 
 fn yes() -> bool {
@@ -127,6 +130,15 @@ pub fn decode(json: &[u8]) -> Result<(Announcement, Option<String>), WireError> 
             .as_str()
             .try_into()
             .map_err(|_| field("language", "too long"))?;
+    }
+    if let Some(sig) = &w.signature {
+        // Checked against a key only when one is configured (`crate::link::signature`), but
+        // its form always: 64 bytes in padded standard base64.
+        let ok = sig.len() == 88
+            && crate::config::values::base64_decode(sig).is_some_and(|b| b.len() == 64);
+        if !ok {
+            return Err(field("signature", "not 64 bytes in standard base64"));
+        }
     }
     if a.audio.is_none() && !a.has_text {
         return Err(field(

@@ -28,7 +28,7 @@ mod cidr;
 mod render;
 mod source;
 mod validate;
-mod values;
+pub(crate) mod values;
 
 #[cfg(test)]
 mod tests;

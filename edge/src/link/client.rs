@@ -173,6 +173,7 @@ pub(crate) async fn run(
             state_dir: cfg.state_dir.clone(),
             max_payload_bytes: u64::from(cfg.mqtt.max_payload_bytes),
             max_audio_bytes: cfg.max_audio_bytes,
+            signing_key: cfg.signing_key,
             speech_command: cfg.speech_command.clone().filter(|c| !c.trim().is_empty()),
         },
         to_engine.clone(),

@@ -8,7 +8,7 @@
 //!
 //! | message | rejected when |
 //! |---|---|
-//! | `P/announcements/{id}` | the id is not a valid announcement id; larger than `mqtt.max_payload_bytes`; not JSON or not the Announcement schema; its `id` differs from the topic's; its `version` is older than the cached one |
+//! | `P/announcements/{id}` | the id is not a valid announcement id; larger than `mqtt.max_payload_bytes`; not JSON or not the Announcement schema; its `id` differs from the topic's; `announcements.signing_key` is set and it is unsigned or its signature does not verify ([`super::signature`]); its `version` is older than the cached one |
 //! | `P/audio/{sha256}` | the topic is not 64 hex digits; larger than `announcements.max_audio_bytes` (or `mqtt.max_payload_bytes`); the SHA-256 of the bytes differs from the topic; not a WAV file the node can decode |
 //!
 //! An empty payload on `P/announcements/{id}` withdraws the announcement (its cached file is
@@ -50,6 +50,8 @@ pub(crate) struct IntakeConfig {
     pub(crate) max_audio_bytes: u64,
     /// `ivr.speech_command`.
     pub(crate) speech_command: Option<String>,
+    /// `announcements.signing_key`.
+    pub(crate) signing_key: Option<[u8; 32]>,
 }
 
 /// One message for the cache.
@@ -154,6 +156,14 @@ fn announcement(cfg: &IntakeConfig, id: &str, payload: &[u8]) -> Outcome {
             "announcement topic id `{id}` differs from the document's id `{}`",
             a.id.as_str()
         ));
+    }
+    if let Some(key) = &cfg.signing_key {
+        let checked = serde_json::from_slice::<AnnouncementWire>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|w| super::signature::verify(key, &w).map_err(|e| e.to_string()));
+        if let Err(e) = checked {
+            return Outcome::Rejected(format!("announcement {id}: {e}"));
+        }
     }
     let cached = fs::read(dir.join(&name))
         .ok()

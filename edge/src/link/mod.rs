@@ -31,6 +31,7 @@
 //! | `transport` | rumqttc options: session, Last Will, size limits, credentials, TLS |
 //! | `outbox` | `seq`, the CallEvent envelope, the durable outbox (store + [`shared::event::Outbox`]) |
 //! | `intake` | announcements and audio in: validation, the on-disk cache |
+//! | `signature` | Ed25519 signatures of announcements: what is signed, checking, signing |
 //! | `tts` | rendering `text` announcements with the speech command |
 //! | `status` | the retained presence message |
 //! | `topics` | topic names |
@@ -51,6 +52,7 @@ use crate::config;
 mod client;
 mod intake;
 mod outbox;
+pub mod signature;
 mod status;
 mod topics;
 mod transport;
@@ -80,6 +82,9 @@ pub struct LinkConfig {
     pub speech_command: Option<String>,
     /// Largest announcement audio accepted (`announcements.max_audio_bytes`).
     pub max_audio_bytes: u64,
+    /// The CRM's Ed25519 public key (`announcements.signing_key`): when set, announcements
+    /// must carry a valid signature.
+    pub signing_key: Option<[u8; 32]>,
     /// The event outbox's bounds (capacity, retention of PUBACKed but unacknowledged events).
     pub outbox: shared::event::outbox::Config,
     /// How often the retained status is refreshed when nothing changed.

@@ -282,6 +282,7 @@ fn config(port: u16, state_dir: &Path) -> LinkConfig {
         state_dir: state_dir.to_owned(),
         speech_command: None,
         max_audio_bytes: 16 << 20,
+        signing_key: None,
         outbox: shared::event::outbox::Config::default(),
         status_interval: Duration::from_secs(30),
         version: "9.9.9-test".into(),
@@ -1211,5 +1212,137 @@ async fn a_full_outbox_drops_the_oldest_counts_them_and_replay_reports_the_hole(
     // The dropped ones never come; the first report covers exactly them.
     assert!(!events.contains(&1) && !events.contains(&2) && !events.contains(&3));
     assert_eq!(skipped[0], (1, 3));
+    node.stop().await;
+}
+
+/// The signing input of `signature.rs`'s table, built here by hand from the documented format
+/// (not with `signature::signed_input`), as a CRM in another language would.
+fn netstring_input(doc: &Value) -> Vec<u8> {
+    fn ns(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(format!("{}:{s},", s.len()).as_bytes());
+    }
+    let s = |k: &str| doc.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let mut out = b"ccedge-announcement-v1".to_vec();
+    ns(&mut out, &s("id"));
+    ns(&mut out, &doc["version"].to_string());
+    ns(&mut out, &doc["priority"].as_i64().unwrap_or(0).to_string());
+    for list in ["sites", "dialled", "caller_prefixes"] {
+        let items = doc["scope"][list].as_array().cloned().unwrap_or_default();
+        ns(&mut out, &items.len().to_string());
+        for i in items {
+            ns(&mut out, i.as_str().unwrap());
+        }
+    }
+    for k in ["valid_from", "valid_until", "audio_sha256", "text"] {
+        ns(&mut out, &s(k));
+    }
+    ns(
+        &mut out,
+        if doc["offer_callback"].as_bool().unwrap_or(true) {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    ns(&mut out, &s("language"));
+    out
+}
+
+/// Signs `doc` with OpenSSL's Ed25519 (`pkeyutl -rawin`) and the private key `pem` in `dir`.
+fn openssl_sign(dir: &Path, pem: &str, doc: &Value) -> Vec<u8> {
+    std::fs::write(dir.join("msg.bin"), netstring_input(doc)).unwrap();
+    openssl(
+        dir,
+        &[
+            "pkeyutl", "-sign", "-inkey", pem, "-rawin", "-in", "msg.bin", "-out", "sig.bin",
+        ],
+    );
+    let sig = std::fs::read(dir.join("sig.bin")).unwrap();
+    assert_eq!(sig.len(), 64);
+    let mut d = doc.clone();
+    d["signature"] = crate::config::values::base64_encode(&sig).into();
+    serde_json::to_vec(&d).unwrap()
+}
+
+/// The raw 32-byte Ed25519 public key of `pem` (the last 32 bytes of its DER SPKI).
+fn openssl_public_key(dir: &Path, pem: &str) -> [u8; 32] {
+    openssl(
+        dir,
+        &[
+            "pkey", "-in", pem, "-pubout", "-outform", "DER", "-out", "pub.der",
+        ],
+    );
+    let der = std::fs::read(dir.join("pub.der")).unwrap();
+    der[der.len() - 32..].try_into().unwrap()
+}
+
+#[tokio::test]
+async fn with_a_signing_key_only_announcements_signed_by_it_are_cached() {
+    let broker = Broker::start().await;
+    let t = topics();
+    let crm = Crm::connect(broker.port, &[t.status()]).await;
+    let dir = TempDir::new("signed");
+    let keys = TempDir::new("signed-keys");
+    for name in ["crm.pem", "stranger.pem"] {
+        openssl(
+            keys.path(),
+            &["genpkey", "-algorithm", "ed25519", "-out", name],
+        );
+    }
+    let mut cfg = config(broker.port, dir.path());
+    cfg.signing_key = Some(openssl_public_key(keys.path(), "crm.pem"));
+    let mut node = Node::start(cfg);
+    node.wait_status("connected", |s| s.connected).await;
+
+    let audio = wav(4000);
+    let h = sha(&audio);
+    crm.publish(&t.audio(&h), true, audio.clone()).await;
+    node.wait_status("audio accepted", |s| s.announcements_accepted == 1)
+        .await;
+    let ann_file = dir.path().join("announcements/outage-phl.json");
+    let doc = |version: u32| -> Value {
+        serde_json::from_slice(&announcement(
+            "outage-phl",
+            version,
+            Some(&h),
+            Some("Line one.\nLine two, with a comma."),
+        ))
+        .unwrap()
+    };
+
+    // Refused: unsigned, signed by another key, signed then changed, garbage signature.
+    let mut tampered: Value =
+        serde_json::from_slice(&openssl_sign(keys.path(), "crm.pem", &doc(5))).unwrap();
+    tampered["scope"]["sites"] = serde_json::json!(["phl", "nyc"]);
+    let mut garbage = doc(5);
+    garbage["signature"] = "bm90IGEgc2lnbmF0dXJl".into();
+    let refused = [
+        announcement("outage-phl", 5, Some(&h), None),
+        openssl_sign(keys.path(), "stranger.pem", &doc(5)),
+        serde_json::to_vec(&tampered).unwrap(),
+        serde_json::to_vec(&garbage).unwrap(),
+    ];
+    let n = refused.len() as u64;
+    for payload in refused {
+        crm.publish(&t.announcement("outage-phl"), false, payload)
+            .await;
+    }
+    node.wait_status("all refused", |s| s.rejected == n).await;
+    assert!(!ann_file.exists(), "nothing unsigned reached the cache");
+    assert_eq!(node.status().announcements_accepted, 1);
+
+    // Signed by the CRM's key (with OpenSSL, from the documented input): cached as sent.
+    let good = openssl_sign(keys.path(), "crm.pem", &doc(5));
+    while node.from.try_recv().is_ok() {}
+    crm.publish(&t.announcement("outage-phl"), true, good.clone())
+        .await;
+    next_changed(&mut node).await;
+    assert_eq!(node.status().announcements_accepted, 2);
+    assert_eq!(std::fs::read(&ann_file).unwrap(), good);
+    // The node's own signing input (what `firmware-sim crm --signing-key` signs) is the
+    // documented one.
+    let w: crate::agent::announcements::AnnouncementWire =
+        serde_json::from_slice(&serde_json::to_vec(&doc(6)).unwrap()).unwrap();
+    assert_eq!(signature::signed_input(&w), netstring_input(&doc(6)));
     node.stop().await;
 }

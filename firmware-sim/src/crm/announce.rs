@@ -40,6 +40,19 @@ pub struct AnnounceSpec {
     pub offer_callback: bool,
     /// `language`.
     pub language: Option<String>,
+    /// Sign the document with this Ed25519 private key (nodes with `announcements.signing_key`
+    /// accept only signed announcements).
+    pub signing_key: Option<Seed>,
+}
+
+/// An Ed25519 private key's 32-byte seed (its `Debug` does not print it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Seed(pub [u8; 32]);
+
+impl core::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Seed(…)")
+    }
 }
 
 impl AnnounceSpec {
@@ -59,6 +72,7 @@ impl AnnounceSpec {
             text: None,
             offer_callback: true,
             language: None,
+            signing_key: None,
         }
     }
 
@@ -168,8 +182,15 @@ pub async fn announce(
     timeout: Duration,
 ) -> Result<Published, CrmError> {
     let (hash, audio_duration) = check(spec, wav)?;
-    let document = spec.document(hash.as_deref());
-    let doc_bytes = serde_json::to_vec(&document).map_err(|e| CrmError::Invalid(e.to_string()))?;
+    let mut document = spec.document(hash.as_deref());
+    let mut doc_bytes =
+        serde_json::to_vec(&document).map_err(|e| CrmError::Invalid(e.to_string()))?;
+    if let Some(Seed(seed)) = &spec.signing_key {
+        doc_bytes = edge::link::signature::sign_document(seed, &doc_bytes)
+            .map_err(|e| CrmError::Invalid(e.to_string()))?;
+        document =
+            serde_json::from_slice(&doc_bytes).map_err(|e| CrmError::Invalid(e.to_string()))?;
+    }
     let mut messages = Vec::new();
     let mut audio = None;
     if let (Some(h), Some(bytes)) = (&hash, wav) {

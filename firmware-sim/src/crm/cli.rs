@@ -15,9 +15,9 @@ use super::{BrokerConfig, CrmError};
 /// `firmware-sim crm …`.
 #[derive(Debug, Args)]
 pub struct CrmArgs {
-    /// The broker: mqtt://host[:port] or mqtts://host[:port].
+    /// The broker: mqtt://host[:port] or mqtts://host[:port] (not needed by `keygen`).
     #[arg(long)]
-    broker: String,
+    broker: Option<String>,
     /// Topic prefix (the agents' `mqtt.topic_prefix`).
     #[arg(long, global = true, default_value = "ccedge/v1")]
     prefix: String,
@@ -39,6 +39,16 @@ enum CrmAction {
     /// Follow every node's events, callback requests and status; report gaps and duplicates.
     /// Exits 1 when events are still missing at the end.
     Watch(WatchArgs),
+    /// Make an Ed25519 key pair for signing announcements: writes the private key (base64,
+    /// mode 0600) to --out and prints the public key for the nodes' `announcements.signing_key`.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Where to write the private key (refuses to overwrite).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +89,9 @@ struct AnnounceArgs {
     /// Do not offer "press 1 to be called back" after it.
     #[arg(long)]
     no_callback: bool,
+    /// Sign the announcement with this private key (a file from `crm keygen`).
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
     /// Withdraw the announcement (empty retained payload) instead.
     #[arg(long, conflicts_with_all = ["wav", "text"])]
     withdraw: bool,
@@ -126,7 +139,14 @@ pub fn main(args: CrmArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut broker = match BrokerConfig::parse(&args.broker, &super::unique_client_id("crm")) {
+    if let CrmAction::Keygen(k) = &args.action {
+        return keygen(&k.out);
+    }
+    let Some(url) = &args.broker else {
+        eprintln!("firmware-sim crm: --broker URL is required");
+        return ExitCode::from(2);
+    };
+    let mut broker = match BrokerConfig::parse(url, &super::unique_client_id("crm")) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("firmware-sim crm: {e}");
@@ -140,6 +160,7 @@ pub fn main(args: CrmArgs) -> ExitCode {
     let result = match args.action {
         CrmAction::Announce(a) => rt.block_on(announce_cmd(&broker, &prefix, a)),
         CrmAction::Watch(w) => rt.block_on(watch_cmd(&broker, &prefix, w)),
+        CrmAction::Keygen(_) => return ExitCode::FAILURE,
     };
     match result {
         Ok(code) => code,
@@ -148,6 +169,46 @@ pub fn main(args: CrmArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn keygen(out: &std::path::Path) -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut seed = [0u8; 32];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)) {
+        eprintln!("firmware-sim crm keygen: cannot read /dev/urandom: {e}");
+        return ExitCode::FAILURE;
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .and_then(|mut f| {
+            writeln!(f, "{}", edge::link::signature::encode_seed(&seed))?;
+            f.sync_all()
+        });
+    if let Err(e) = written {
+        eprintln!("firmware-sim crm keygen: {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "private key written to {} (keep it on the CRM)",
+        out.display()
+    );
+    println!(
+        "public key, for every node's ccedge.toml:\n[announcements]\nsigning_key = \"{}\"",
+        edge::link::signature::public_key(&seed)
+    );
+    ExitCode::SUCCESS
+}
+
+fn read_seed(path: &std::path::Path) -> Result<announce::Seed, CrmError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CrmError::Invalid(format!("--signing-key {}: {e}", path.display())))?;
+    edge::link::signature::parse_seed(&text)
+        .map(announce::Seed)
+        .map_err(|e| CrmError::Invalid(format!("--signing-key {}: {e}", path.display())))
 }
 
 fn unix_seconds() -> u32 {
@@ -191,6 +252,7 @@ async fn announce_cmd(
         text: a.text,
         offer_callback: !a.no_callback,
         language: a.language,
+        signing_key: a.signing_key.as_deref().map(read_seed).transpose()?,
     };
     let p = announce::announce(broker, prefix, &spec, wav.as_deref(), timeout).await?;
     if a.json {
