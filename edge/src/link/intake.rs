@@ -27,10 +27,22 @@
 //!
 //! The blocking work runs on tokio's blocking pool, one message at a time in arrival order,
 //! off the link's task.
+//!
+//! ## Disk use
+//!
+//! Every node receives every audio file the CRM publishes (all sites share `P/audio/+`), so
+//! the cache would only grow. At start and after every change, cached audio that no cached
+//! announcement names and that is older than [`AUDIO_GRACE`] is deleted, and so are
+//! temporary files a crash left behind (older than an hour). The grace period lets audio
+//! arrive well before the announcement that names it; a CRM that names audio again after it
+//! was collected publishes it again first (as `firmware-sim crm announce` always does), or the
+//! announcement stays pending until the node's next connection brings the retained copy.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use shared::ids::AnnouncementId;
 use tokio::sync::mpsc;
@@ -93,6 +105,7 @@ pub(crate) fn spawn_worker(
 ) -> mpsc::UnboundedSender<Item> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
     tokio::spawn(async move {
+        collect_garbage_in_background(&cfg.state_dir).await;
         while let Some(item) = rx.recv().await {
             let c = cfg.clone();
             let outcome = tokio::task::spawn_blocking(move || apply(&c, item))
@@ -108,12 +121,112 @@ pub(crate) fn spawn_worker(
                 }
                 Outcome::Unchanged => {}
             }
+            let changed = matches!(outcome, Outcome::Changed(_));
             if reports.send(outcome).is_err() {
                 break;
+            }
+            if changed {
+                collect_garbage_in_background(&cfg.state_dir).await;
             }
         }
     });
     tx
+}
+
+/// Unreferenced cached audio younger than this is kept.
+pub(crate) const AUDIO_GRACE: Duration = Duration::from_secs(7 * 86_400);
+
+/// Temporary files older than this are left over from a crash.
+const TEMP_GRACE: Duration = Duration::from_secs(3600);
+
+async fn collect_garbage_in_background(state_dir: &Path) {
+    let dir = state_dir.to_owned();
+    let removed = tokio::task::spawn_blocking(move || {
+        let now = SystemTime::UNIX_EPOCH
+            + Duration::from_millis(u64::try_from(crate::clock::wall_now().0).unwrap_or(0));
+        collect_garbage(&dir, now, AUDIO_GRACE)
+    })
+    .await
+    .unwrap_or_default();
+    if !removed.is_empty() {
+        tracing::info!(files = removed.len(), removed = ?removed, "unused cached audio removed");
+    }
+}
+
+/// Deletes cached audio that no cached announcement names and that was written more than
+/// `grace` before `now`, and temporary files older than an hour; returns the names deleted.
+/// When the announcements cannot be listed nothing is deleted (better a full cache than an
+/// announcement without its audio).
+pub(crate) fn collect_garbage(state_dir: &Path, now: SystemTime, grace: Duration) -> Vec<String> {
+    let Some(referenced) = referenced_audio(state_dir) else {
+        return Vec::new();
+    };
+    let age = |e: &fs::DirEntry| {
+        e.metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or(Duration::ZERO)
+    };
+    let mut removed = Vec::new();
+    for dir in [
+        cache::audio_dir(state_dir),
+        cache::announcements_dir(state_dir),
+    ] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut changed = false;
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale_temp =
+                name.starts_with('.') && name.ends_with(".tmp") && age(&e) > TEMP_GRACE;
+            let unused_audio = dir.ends_with("audio")
+                && name
+                    .strip_suffix(".wav")
+                    .and_then(cache::parse_sha256)
+                    .is_some_and(|h| !referenced.contains(&cache::hex(&h)))
+                && age(&e) > grace;
+            if (stale_temp || unused_audio) && fs::remove_file(e.path()).is_ok() {
+                removed.push(name);
+                changed = true;
+            }
+        }
+        if changed {
+            let _ = sync_dir(&dir);
+        }
+    }
+    removed
+}
+
+/// The audio hashes (lowercase hex) every cached announcement names, read leniently: a file
+/// that does not decode still protects the audio it names. `None` when the directory exists
+/// but cannot be read.
+fn referenced_audio(state_dir: &Path) -> Option<BTreeSet<String>> {
+    let dir = cache::announcements_dir(state_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(BTreeSet::new()),
+        Err(_) => return None,
+    };
+    let mut out = BTreeSet::new();
+    for e in entries {
+        let e = e.ok()?;
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let bytes = fs::read(&path).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if let Some(h) = v
+            .get("audio_sha256")
+            .and_then(serde_json::Value::as_str)
+            .and_then(cache::parse_sha256)
+        {
+            out.insert(cache::hex(&h));
+        }
+    }
+    Some(out)
 }
 
 /// Applies one message to the cache (blocking).
@@ -291,4 +404,117 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<(
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // file times are compared with the real clock
+mod gc_tests {
+    use super::*;
+
+    fn touch(path: &Path, bytes: &[u8], age: Duration, now: SystemTime) {
+        fs::write(path, bytes).unwrap();
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(now - age)
+            .unwrap();
+    }
+
+    #[test]
+    fn unused_old_audio_and_stale_temp_files_go_the_rest_stays() {
+        let root = std::env::temp_dir().join(format!("ccedge-gc-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (ann, aud) = (cache::announcements_dir(&root), cache::audio_dir(&root));
+        fs::create_dir_all(&ann).unwrap();
+        fs::create_dir_all(&aud).unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let h = |c: char| c.to_string().repeat(64);
+        // a: named by a valid announcement; b: named by a file that does not decode;
+        // c: unused and old; d: unused but recent.
+        touch(
+            &ann.join("x.json"),
+            format!(r#"{{"id":"x","version":1,"audio_sha256":"{}"}}"#, h('a')).as_bytes(),
+            day * 30,
+            now,
+        );
+        touch(
+            &ann.join("broken.json"),
+            format!(r#"{{"audio_sha256":"{}","bogus":true}}"#, h('b')).as_bytes(),
+            day * 30,
+            now,
+        );
+        for (c, age) in [
+            ('a', day * 30),
+            ('b', day * 30),
+            ('c', day * 8),
+            ('d', day * 6),
+        ] {
+            touch(&aud.join(format!("{}.wav", h(c))), b"RIFF", age, now);
+        }
+        touch(&aud.join("notes.txt"), b"x", day * 30, now);
+        touch(
+            &aud.join(".old.wav.1.tmp"),
+            b"x",
+            Duration::from_secs(7200),
+            now,
+        );
+        touch(
+            &aud.join(".new.wav.2.tmp"),
+            b"x",
+            Duration::from_secs(60),
+            now,
+        );
+        touch(&ann.join(".y.json.3.tmp"), b"x", day, now);
+
+        let mut removed = collect_garbage(&root, now, AUDIO_GRACE);
+        removed.sort();
+        let mut want = vec![
+            format!("{}.wav", h('c')),
+            ".old.wav.1.tmp".to_owned(),
+            ".y.json.3.tmp".to_owned(),
+        ];
+        want.sort();
+        assert_eq!(removed, want);
+        for kept in [
+            aud.join(format!("{}.wav", h('a'))),
+            aud.join(format!("{}.wav", h('b'))),
+            aud.join(format!("{}.wav", h('d'))),
+            aud.join("notes.txt"),
+            aud.join(".new.wav.2.tmp"),
+        ] {
+            assert!(kept.exists(), "{} was deleted", kept.display());
+        }
+        // Once the announcement naming `a` is withdrawn, `a` goes too.
+        fs::remove_file(ann.join("x.json")).unwrap();
+        assert_eq!(
+            collect_garbage(&root, now, AUDIO_GRACE),
+            vec![format!("{}.wav", h('a'))]
+        );
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn an_unreadable_announcements_dir_deletes_nothing() {
+        let root = std::env::temp_dir().join(format!("ccedge-gc-u-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let aud = cache::audio_dir(&root);
+        fs::create_dir_all(&aud).unwrap();
+        let now = SystemTime::now();
+        touch(
+            &aud.join(format!("{}.wav", "c".repeat(64))),
+            b"RIFF",
+            Duration::from_secs(86_400 * 30),
+            now,
+        );
+        // `announcements` is a file, not a directory: it cannot be listed.
+        fs::write(cache::announcements_dir(&root), b"x").unwrap();
+        assert!(collect_garbage(&root, now, AUDIO_GRACE).is_empty());
+        assert!(aud.join(format!("{}.wav", "c".repeat(64))).exists());
+        // No announcements directory at all: nothing is named, old audio goes.
+        fs::remove_file(cache::announcements_dir(&root)).unwrap();
+        assert_eq!(collect_garbage(&root, now, AUDIO_GRACE).len(), 1);
+        let _ = fs::remove_dir_all(&root);
+    }
 }

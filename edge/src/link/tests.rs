@@ -1337,7 +1337,8 @@ async fn with_a_signing_key_only_announcements_signed_by_it_are_cached() {
     crm.publish(&t.announcement("outage-phl"), true, good.clone())
         .await;
     next_changed(&mut node).await;
-    assert_eq!(node.status().announcements_accepted, 2);
+    node.wait_status("accepted", |s| s.announcements_accepted == 2)
+        .await;
     assert_eq!(std::fs::read(&ann_file).unwrap(), good);
     // The node's own signing input (what `firmware-sim crm --signing-key` signs) is the
     // documented one.
