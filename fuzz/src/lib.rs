@@ -8,6 +8,7 @@
 
 pub mod call;
 pub mod dtmf;
+pub mod edge;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;
@@ -58,6 +59,8 @@ mod tests {
         replay("sdp", crate::sdp::check);
         replay("rtp", crate::rtp::check);
         replay("telephone_event", crate::rtp::check_telephone_event);
+        replay("crm_input", crate::edge::check_crm_input);
+        replay("control_request", crate::edge::check_control_request);
         replay("rfc4733", crate::dtmf::check_rfc4733_bytes);
         replay("goertzel", crate::dtmf::check_goertzel);
         replay("rfc3339", crate::text::check_rfc3339);

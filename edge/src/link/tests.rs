@@ -1347,3 +1347,83 @@ async fn with_a_signing_key_only_announcements_signed_by_it_are_cached() {
     assert_eq!(signature::signed_input(&w), netstring_input(&doc(6)));
     node.stop().await;
 }
+
+// ---- benchmarks (ignored; bench/crm.sh runs them in release mode) ----------------------------
+
+fn bench_n(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Outbox drain after an outage: `CCEDGE_BENCH_EVENTS` (20,000) events are sequenced while
+/// the broker is down; then it starts, and the CRM counts how fast every `seq` arrives (in
+/// order: a later `seq` before an earlier one fails the run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/crm.sh"]
+async fn bench_outbox_drain_after_an_outage() {
+    let n = bench_n("CCEDGE_BENCH_EVENTS", 20_000);
+    let mut broker = Broker::start().await;
+    let t = topics();
+    let dir = TempDir::new("drain");
+    let mut cfg = config(broker.port, dir.path());
+    cfg.outbox.capacity = n + 1000;
+    let node = Node::start(cfg);
+    node.wait_status("connected", |s| s.connected).await;
+    broker.kill();
+    node.wait_status("disconnected", |s| !s.connected).await;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        node.event(i / 8 + 1, u32::try_from(i % 8).unwrap() + 1);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while node.status().last_seq < n {
+        assert!(tokio::time::Instant::now() < deadline, "sequencing stalled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sequenced_s = started.elapsed().as_secs_f64();
+    assert_eq!(node.outbox_len().await, n);
+
+    broker.restart().await;
+    let mut crm = Crm::connect(broker.port, &[t.events()]).await;
+    let mut first: Option<std::time::Instant> = None;
+    let mut next = 1u64;
+    let mut dups = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while next <= n {
+        let m = tokio::time::timeout_at(deadline, crm.next_on(&t.events()))
+            .await
+            .expect("drained in time");
+        first.get_or_insert_with(std::time::Instant::now);
+        let seq = m.json()["seq"].as_u64().unwrap();
+        match seq.cmp(&next) {
+            std::cmp::Ordering::Equal => next += 1,
+            std::cmp::Ordering::Less => dups += 1,
+            std::cmp::Ordering::Greater => panic!("seq {seq} arrived before {next}"),
+        }
+    }
+    let drain_s = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "outbox_drain",
+            "events": n,
+            "sequenced_offline_s": sequenced_s,
+            "sequenced_offline_per_s": n as f64 / sequenced_s,
+            "drain_s": drain_s,
+            "drained_per_s": n as f64 / drain_s,
+            "in_order": true,
+            "redelivered": dups,
+        })
+    );
+    node.stop().await;
+}

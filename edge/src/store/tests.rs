@@ -895,3 +895,73 @@ fn a_full_disk_refuses_bookings_and_keeps_only_committed_rows() {
         assert_eq!(s.insert_callback(&big_rec(id)).unwrap(), Inserted::New);
     }
 }
+
+/// Callback booking latency: `CCEDGE_BENCH_BOOKINGS` (2,000) bookings through the store's
+/// thread, one at a time and then 50 at once, each timed from the call to the durable
+/// (`fsync`ed) answer. Run where the state directory would be (`CCEDGE_BENCH_DIR`, default
+/// the system temp dir), on a real disk: tmpfs makes `fsync` free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/crm.sh"]
+#[allow(clippy::disallowed_methods)] // it times real disk writes
+async fn bench_callback_booking_latency() {
+    let n: usize = std::env::var("CCEDGE_BENCH_BOOKINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let base = std::env::var_os("CCEDGE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = base.join(format!("ccedge-bench-book-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let handle = StoreHandle::spawn(Store::open(&dir).unwrap());
+    let pct = |mut v: Vec<f64>| -> (f64, f64, f64) {
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+        (at(0.5), at(0.99), v[v.len() - 1])
+    };
+    let mut serial = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = std::time::Instant::now();
+        handle
+            .insert_callback(rec(&format!("s{i}"), i as i64))
+            .await
+            .unwrap();
+        serial.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut concurrent = Vec::with_capacity(n);
+    for round in 0..n / 50 {
+        let mut tasks = Vec::new();
+        for j in 0..50 {
+            let h = handle.clone();
+            tasks.push(tokio::spawn(async move {
+                let t = std::time::Instant::now();
+                h.insert_callback(rec(&format!("c{round}-{j}"), 0))
+                    .await
+                    .unwrap();
+                t.elapsed().as_secs_f64() * 1000.0
+            }));
+        }
+        for t in tasks {
+            concurrent.push(t.await.unwrap());
+        }
+    }
+    let (s50, s99, smax) = pct(serial);
+    let (c50, c99, cmax) = pct(concurrent);
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "callback_booking",
+            "filesystem": fs,
+            "bookings": n,
+            "one_at_a_time_ms": {"p50": s50, "p99": s99, "max": smax},
+            "fifty_at_once_ms": {"p50": c50, "p99": c99, "max": cmax},
+        })
+    );
+    drop(handle);
+    let _ = std::fs::remove_dir_all(&dir);
+}
