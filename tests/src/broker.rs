@@ -113,6 +113,8 @@ pub struct Msg {
     pub payload: Vec<u8>,
     /// The broker delivered it as a retained message.
     pub retain: bool,
+    /// When it arrived here (wall clock, to compare with a node's `at`).
+    pub received: std::time::SystemTime,
 }
 
 impl Msg {
@@ -164,6 +166,7 @@ impl Crm {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            received: std::time::SystemTime::now(),
                         });
                     }
                     Ok(_) => {}

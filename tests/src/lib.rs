@@ -681,6 +681,19 @@ impl CallGateway {
         }
     }
 
+    /// Sends a BYE for every answered call.
+    ///
+    /// # Panics
+    /// When a BYE cannot be sent.
+    pub fn hang_up_all(&mut self, agent: SocketAddr) {
+        for c in self.calls.values_mut() {
+            if c.state == firmware_sim::gateway::uac::UacState::Confirmed {
+                let bye = c.bye();
+                self.sip.send_to(&bye, agent).expect("send BYE");
+            }
+        }
+    }
+
     /// Pumps until `n` calls are answered (or `timeout`); returns each answered call's
     /// agent-side RTP port.
     pub fn wait_answered(&mut self, agent: SocketAddr, n: usize, timeout: Duration) -> Vec<u16> {

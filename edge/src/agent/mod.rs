@@ -275,6 +275,30 @@ pub struct Running {
     pub events: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
+/// What the SIP socket asks the kernel for: a burst of gateway traffic (a BYE for every call
+/// at the end of a campaign, INVITEs after an outage) is hundreds of datagrams, and each small
+/// datagram costs about 2 kB of the default 208 kB buffer. The kernel caps the request at
+/// `net.core.rmem_max` (see docs/RASPBERRY_PI.md).
+const SIP_RECEIVE_BUFFER: usize = 4 << 20;
+
+fn widen_receive_buffer(sip: &UdpSocket, addr: SocketAddr) {
+    let sock = socket2::SockRef::from(sip);
+    let before = sock.recv_buffer_size().unwrap_or(0);
+    let _ = sock.set_recv_buffer_size(SIP_RECEIVE_BUFFER);
+    let after = sock.recv_buffer_size().unwrap_or(before);
+    // Linux reports twice what it granted (the kernel's bookkeeping share included).
+    if after < SIP_RECEIVE_BUFFER {
+        info!(
+            sip = %addr,
+            granted = after,
+            "SIP receive buffer capped by net.core.rmem_max; raise it (docs/RASPBERRY_PI.md) \
+             to take larger bursts of SIP traffic"
+        );
+    } else {
+        debug!(sip = %addr, granted = after, "SIP receive buffer");
+    }
+}
+
 /// Binds the sockets, opens the store, loads prompts and the announcement cache, and starts
 /// the agent's task. It stops (after draining calls) when `shutdown` turns `true`.
 ///
@@ -291,6 +315,7 @@ pub async fn start(
             source,
         })?;
     let sip_addr = sip.local_addr()?;
+    widen_receive_buffer(&sip, sip_addr);
     let advertised = cfg
         .public_address
         .unwrap_or(if sip_addr.ip().is_unspecified() {

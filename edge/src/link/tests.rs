@@ -1357,19 +1357,12 @@ fn bench_n(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 /// Outbox drain after an outage: `CCEDGE_BENCH_EVENTS` (20,000) events are sequenced while
 /// the broker is down; then it starts, and the CRM counts how fast every `seq` arrives (in
 /// order: a later `seq` before an earlier one fails the run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: bench/crm.sh"]
+#[allow(clippy::disallowed_methods)] // it times a real broker
 async fn bench_outbox_drain_after_an_outage() {
     let n = bench_n("CCEDGE_BENCH_EVENTS", 20_000);
     let mut broker = Broker::start().await;
