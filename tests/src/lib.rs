@@ -686,11 +686,15 @@ impl CallGateway {
     /// # Panics
     /// When a BYE cannot be sent.
     pub fn hang_up_all(&mut self, agent: SocketAddr) {
-        for c in self.calls.values_mut() {
-            if c.state == firmware_sim::gateway::uac::UacState::Confirmed {
-                let bye = c.bye();
-                self.sip.send_to(&bye, agent).expect("send BYE");
-            }
+        // Built first, then sent back to back: one burst, as a gateway ending a campaign.
+        let byes: Vec<Vec<u8>> = self
+            .calls
+            .values_mut()
+            .filter(|c| c.state == firmware_sim::gateway::uac::UacState::Confirmed)
+            .map(|c| c.bye())
+            .collect();
+        for bye in byes {
+            self.sip.send_to(&bye, agent).expect("send BYE");
         }
     }
 
