@@ -44,6 +44,8 @@ ticks() { awk '{print $14+$15}' "/proc/$AGENT/stat"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$AGENT/status"; }
 HZ=$(getconf CLK_TCK)
 IDLE_RSS=$(rss_kb)
+fds() { find "/proc/$AGENT/fd" -mindepth 1 2>/dev/null | wc -l; }
+IDLE_FDS=$(fds)
 sipp "$SIP" -sf bench/listen_media_port.xml -i 127.0.0.1 -m "$CALLS" -l "$CALLS" -r 50 \
   -d $(( SECS * 1000 )) -nostdin -timeout $(( SECS + 60 ))s -rtp_echo >/dev/null 2>"$STATE/sipp.err" &
 SIPP=$!
@@ -58,10 +60,11 @@ sleep "$WINDOW"
 T1=$(ticks); W1=$(date +%s.%N); A1=$(active)
 echo "active calls at window start/end: $A0 / $A1" >&2
 RSS=$(rss_kb)
+FDS=$(fds)
 wait $SIPP || { echo "sipp reported failed calls:" >&2; tail -5 "$STATE/sipp.err" >&2; }
-python3 - "$CALLS" "$T0" "$T1" "$W0" "$W1" "$HZ" "$IDLE_RSS" "$RSS" <<'PY'
+python3 - "$CALLS" "$T0" "$T1" "$W0" "$W1" "$HZ" "$IDLE_RSS" "$RSS" "$IDLE_FDS" "$FDS" <<'PY'
 import json, sys
-calls, t0, t1, w0, w1, hz, idle, rss = sys.argv[1:]
+calls, t0, t1, w0, w1, hz, idle, rss, idle_fds, fds = sys.argv[1:]
 calls = int(calls); cpu_s = (float(t1) - float(t0)) / int(hz); wall = float(w1) - float(w0)
 core_pct = 100 * cpu_s / wall
 print(json.dumps({
@@ -71,5 +74,7 @@ print(json.dumps({
   "cpu_ms_per_call_second": round(1000 * cpu_s / (calls * wall), 4),
   "idle_rss_kb": int(idle), "rss_kb": int(rss),
   "rss_kb_per_call": round((int(rss) - int(idle)) / calls, 1),
+  "idle_fds": int(idle_fds), "fds": int(fds),
+  "fds_per_call": round((int(fds) - int(idle_fds)) / calls, 2),
 }))
 PY

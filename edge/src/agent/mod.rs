@@ -189,8 +189,8 @@ struct CallEntry {
     call: Box<Call>,
     peer: SocketAddr,
     sip_id: Box<[u8]>,
-    /// The sending clone of the RTP socket, until the media session takes it.
-    rtp: Option<std::net::UdpSocket>,
+    /// The call's RTP socket (its receive task holds it too), until the media session takes it.
+    rtp: Option<crate::media::engine::SendSocket>,
     rtp_port: u16,
     rtp_task: tokio::task::JoinHandle<()>,
     deadline: Option<Instant>,
@@ -719,12 +719,9 @@ impl Engine {
             self.send_response(req, 503, from);
             return;
         };
-        // One fd twice: the receive task reads through tokio, the pacer sends on the clone.
-        let (recv_socket, send_socket) = match std_socket
-            .try_clone()
-            .and_then(|send| UdpSocket::from_std(std_socket).map(|recv| (recv, send)))
-        {
-            Ok(pair) => pair,
+        // One descriptor: the receive task reads it through tokio, the pacer sends on it.
+        let socket = match UdpSocket::from_std(std_socket) {
+            Ok(s) => Arc::new(s),
             Err(e) => {
                 warn!(error = %e, "RTP socket setup failed: refusing the call with 503");
                 self.ports.release(port);
@@ -769,7 +766,7 @@ impl Engine {
             }
         };
         self.stats.calls_total += 1;
-        let rtp_task = tokio::spawn(rtp_receive(recv_socket, key, self.rtp_tx.clone()));
+        let rtp_task = tokio::spawn(rtp_receive(Arc::clone(&socket), key, self.rtp_tx.clone()));
         let r = self.random(key ^ 0xabcd);
         let sip_id: Box<[u8]> = req.call_id.as_bytes().into();
         debug!(call = %setup.id, caller = ?caller.as_ref().map(PhoneNumber::masked).map(|m| m.to_string()), "call offered");
@@ -780,7 +777,7 @@ impl Engine {
                 call,
                 peer: from,
                 sip_id,
-                rtp: Some(send_socket),
+                rtp: Some(socket),
                 rtp_port: port,
                 rtp_task,
                 deadline: None,
@@ -1408,7 +1405,7 @@ async fn sleep_opt(t: Option<tokio::time::Instant>) {
 
 /// Receives one call's RTP and forwards it to the agent's task. Drops packets (counted by
 /// the channel's fullness) rather than blocking when the agent falls behind.
-async fn rtp_receive(socket: UdpSocket, key: u64, tx: mpsc::Sender<RtpIn>) {
+async fn rtp_receive(socket: Arc<UdpSocket>, key: u64, tx: mpsc::Sender<RtpIn>) {
     loop {
         let mut data = [0u8; RTP_MAX];
         let Ok((len, from)) = socket.recv_from(&mut data[..]).await else {

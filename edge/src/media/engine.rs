@@ -18,9 +18,10 @@ use std::sync::Arc;
 use shared::g711::Law;
 use shared::rtp::{OutboundStream, PayloadType, Ssrc};
 
-/// The sending side of a call's RTP socket: a non-blocking `std` socket (a clone of the one
-/// the receive task reads), so a send is one `sendto` with no readiness bookkeeping.
-pub type SendSocket = std::net::UdpSocket;
+/// A call's RTP socket, shared with the task that reads it: one descriptor per call (10,000
+/// calls stay under a 20,000 descriptor limit). The engine sends through the same descriptor
+/// with a plain `sendto` (`socket2::SockRef`), so a send has no readiness bookkeeping.
+pub type SendSocket = Arc<tokio::net::UdpSocket>;
 
 /// Bytes of one 20 ms G.711 frame.
 pub const FRAME: usize = 160;
@@ -38,6 +39,8 @@ pub trait Audio: Send + Sync + std::fmt::Debug {
 pub struct Session {
     socket: SendSocket,
     remote: Option<SocketAddr>,
+    /// `remote` in the form `sendto` takes, converted once.
+    remote_raw: Option<socket2::SockAddr>,
     law: Law,
     stream: OutboundStream,
     sending: bool,
@@ -66,6 +69,7 @@ impl Session {
         Session {
             socket,
             remote: None,
+            remote_raw: None,
             law,
             stream: OutboundStream::new(Ssrc(ssrc), initial_seq, initial_ts, payload_type),
             sending: false,
@@ -130,6 +134,7 @@ impl MediaEngine {
         send: bool,
     ) {
         session.remote = remote;
+        session.remote_raw = remote.map(socket2::SockAddr::from);
         session.sending = send;
         self.sessions.insert(key, session);
     }
@@ -138,6 +143,7 @@ impl MediaEngine {
     pub fn set_remote(&mut self, key: u64, remote: SocketAddr) {
         if let Some(s) = self.sessions.get_mut(&key) {
             s.remote = Some(remote);
+            s.remote_raw = Some(socket2::SockAddr::from(remote));
         }
     }
 
@@ -195,11 +201,11 @@ impl MediaEngine {
                 _ => &silence,
             };
             if s.sending {
-                if let Some(remote) = s.remote {
+                if let Some(remote) = &s.remote_raw {
                     let header = s.stream.next_packet_header(s.talkspurt);
                     s.talkspurt = false;
                     if let Ok(n) = header.emit(frame, buf) {
-                        match s.socket.send_to(&buf[..n], remote) {
+                        match socket2::SockRef::from(&*s.socket).send_to(&buf[..n], remote) {
                             Ok(_) => s.sent += 1,
                             Err(_) => s.send_errors += 1,
                         }
@@ -249,8 +255,7 @@ mod tests {
     }
 
     async fn pair() -> (SendSocket, tokio::net::UdpSocket) {
-        let a = SendSocket::bind("127.0.0.1:0").unwrap();
-        a.set_nonblocking(true).unwrap();
+        let a = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         (a, b)
     }
