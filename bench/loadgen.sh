@@ -20,11 +20,11 @@ RATE=${3:-200}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p edge -p firmware-sim
 BIN="$TARGET_DIR/release"
-# The agent holds two descriptors per call (its RTP socket and the clone its pacer sends from).
-need_fds=$(( 2 * CALLS + 100 ))
+# The agent holds one descriptor per call (its RTP socket), plus a few of its own.
+need_fds=$(( CALLS + 100 ))
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
   ulimit -n "$need_fds" 2>/dev/null ||
-    echo "warning: the agent needs about $need_fds file descriptors (two per call); ulimit -n is $(ulimit -n): expect refused calls near $(( ( $(ulimit -n) - 100 ) / 2 ))" >&2
+    echo "warning: the agent needs about $need_fds file descriptors (one per call); ulimit -n is $(ulimit -n): expect refused calls near $(( $(ulimit -n) - 100 ))" >&2
 fi
 STATE=$(mktemp -d)
 AGENT=""; LOADGEN=""
