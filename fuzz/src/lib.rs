@@ -68,16 +68,11 @@ mod tests {
         replay("call_sequence", crate::call::check_bytes);
     }
 
-    /// Inputs that made a target fail once and whose cause is fixed.
+    /// Inputs that made a target fail once and whose cause is fixed (fuzz/README.md,
+    /// Findings): each must keep passing.
     #[test]
     fn fixed_regressions_pass() {
         replay_dir("regressions", "sdp", crate::sdp::check);
-    }
-
-    /// Inputs that made a target fail once; each must pass once its finding is fixed.
-    #[test]
-    #[ignore = "open findings in shared::call (fuzz/README.md, Findings); un-ignore once fixed"]
-    fn regressions_pass() {
         replay_dir("regressions", "call_sequence", crate::call::check_bytes);
     }
 
