@@ -260,6 +260,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     edge::agent::announcements::hex(&edge::agent::announcements::sha256(bytes))
 }
 
+/// The PCMU packets (payload type 0) among `packets`, decoded: one frame of samples each.
+#[must_use]
+pub fn pcmu_frames(packets: &[crate::Received]) -> Vec<Vec<i16>> {
+    packets
+        .iter()
+        .filter(|p| p.pt == 0)
+        .map(|p| {
+            p.payload
+                .iter()
+                .map(|&b| shared::g711::Law::Ulaw.decode_sample(b))
+                .collect()
+        })
+        .collect()
+}
+
 /// The longest run of consecutive 20 ms frames (decoded G.711) in which the tone at
 /// `freq_hz` carries at least 80 % of the frame's energy.
 #[must_use]

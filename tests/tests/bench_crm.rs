@@ -14,11 +14,10 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime};
 
 use ccedge_tests::broker::{
-    have_mosquitto, longest_tone_run, sha256_hex, tone_wav, Crm, Mosquitto,
+    have_mosquitto, longest_tone_run, pcmu_frames, sha256_hex, tone_wav, Crm, Mosquitto,
 };
 use ccedge_tests::{have_sipp, sipp, Agent, AgentOptions, CallGateway, RtpSink, TempDir};
 use edge::control::protocol::{AnnouncementRow, Request};
-use shared::g711::Law;
 use shared::time::UnixMillis;
 
 const P: &str = "ccedge/v1";
@@ -115,17 +114,7 @@ fn bench_announcement_takes_effect() {
         &["-d", "2000"],
     );
     assert_eq!(run.code, Some(0), "{}", run.output);
-    let frames: Vec<Vec<i16>> = sink
-        .packets()
-        .iter()
-        .filter(|p| p.pt == 0)
-        .map(|p| {
-            p.payload
-                .iter()
-                .map(|&b| Law::Ulaw.decode_sample(b))
-                .collect()
-        })
-        .collect();
+    let frames = pcmu_frames(&sink.packets());
     let (last_freq, other_freq) = (tones[rounds % 2].0, tones[(rounds + 1) % 2].0);
     assert!(
         longest_tone_run(&frames, last_freq) >= 25,

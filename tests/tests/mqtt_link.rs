@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ccedge_tests::broker::{
-    have_mosquitto, longest_tone_run, sha256_hex, tone_wav, Crm, Mosquitto, Msg,
+    have_mosquitto, longest_tone_run, pcmu_frames, sha256_hex, tone_wav, Crm, Mosquitto, Msg,
 };
-use ccedge_tests::{have_sipp, sipp, Agent, AgentOptions, Received, RtpSink, TempDir};
-use shared::g711::Law;
+use ccedge_tests::{have_sipp, sipp, Agent, AgentOptions, RtpSink, TempDir};
 
 const P: &str = "ccedge/v1";
 const NODE: &str = "ccedge/v1/nodes/phl/test-node";
@@ -40,20 +39,7 @@ fn listen_call(agent: &Agent, ms: u32) -> Vec<Vec<i16>> {
     );
     assert_eq!(run.code, Some(0), "sipp failed:\n{}", run.output);
     std::thread::sleep(Duration::from_millis(100));
-    decode(&sink.packets())
-}
-
-fn decode(packets: &[Received]) -> Vec<Vec<i16>> {
-    packets
-        .iter()
-        .filter(|p| p.pt == 0)
-        .map(|p| {
-            p.payload
-                .iter()
-                .map(|&b| Law::Ulaw.decode_sample(b))
-                .collect()
-        })
-        .collect()
+    pcmu_frames(&sink.packets())
 }
 
 fn announcement(id: &str, version: u32, sha: &str) -> String {
