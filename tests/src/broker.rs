@@ -38,24 +38,30 @@ impl Mosquitto {
     /// When Mosquitto cannot be started.
     #[must_use]
     pub fn start(dir: &Path) -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let conf = dir.join(format!("mosquitto-{port}.conf"));
-        let mut f = std::fs::File::create(&conf).expect("mosquitto config");
-        writeln!(
-            f,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
-        )
-        .expect("write mosquitto config");
-        let mut m = Mosquitto {
-            child: None,
-            port,
-            conf,
-        };
-        m.restart();
-        m
+        // A port found free can be handed to another socket (another test's client
+        // connection) before Mosquitto binds it: then another port.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port");
+            let conf = dir.join(format!("mosquitto-{port}.conf"));
+            let mut f = std::fs::File::create(&conf).expect("mosquitto config");
+            writeln!(
+                f,
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+            )
+            .expect("write mosquitto config");
+            let mut m = Mosquitto {
+                child: None,
+                port,
+                conf,
+            };
+            if m.try_restart() {
+                return m;
+            }
+        }
+        panic!("mosquitto did not start on any of 5 free ports");
     }
 
     /// `mqtt://127.0.0.1:PORT`.
@@ -77,6 +83,16 @@ impl Mosquitto {
     /// # Panics
     /// When it does not come up within 5 s.
     pub fn restart(&mut self) {
+        assert!(
+            self.try_restart(),
+            "mosquitto did not listen on {}",
+            self.port
+        );
+    }
+
+    /// Starts the broker on its port; `false` when it exited (the port was taken) or did not
+    /// listen within 5 s.
+    fn try_restart(&mut self) -> bool {
         self.kill9();
         let child = Command::new(MOSQUITTO)
             .arg("-c")
@@ -90,11 +106,19 @@ impl Mosquitto {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         for _ in 0..100 {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return;
+                return true;
+            }
+            if self
+                .child
+                .as_mut()
+                .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+            {
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("mosquitto did not listen on {addr}");
+        self.kill9();
+        false
     }
 }
 

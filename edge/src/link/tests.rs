@@ -64,6 +64,32 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Spawns Mosquitto with `conf` and waits (at most `WAIT`) until it accepts connections on
+/// every port of `ports`; `false` as soon as it exits (a port was taken) or at the deadline.
+async fn spawn_listening(conf: &Path, ports: &[u16]) -> (Child, bool) {
+    let mut child = Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto runs");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if ports
+            .iter()
+            .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+        {
+            return (child, true);
+        }
+        if !matches!(child.try_wait(), Ok(None)) || tokio::time::Instant::now() > deadline {
+            return (child, false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A Mosquitto child process, killed (SIGKILL) on drop.
 struct Broker {
     port: u16,
@@ -72,8 +98,20 @@ struct Broker {
 }
 
 impl Broker {
+    /// A broker on a free port. A port found free can be handed to another socket (another
+    /// test's client connection) before Mosquitto binds it; then it is tried on another one.
     async fn start() -> Broker {
-        Self::start_on(free_port()).await
+        for _ in 0..5 {
+            let mut b = Broker {
+                port: free_port(),
+                dir: TempDir::new("broker"),
+                child: None,
+            };
+            if b.try_restart().await {
+                return b;
+            }
+        }
+        panic!("mosquitto did not start on any of 5 free ports");
     }
 
     async fn start_on(port: u16) -> Broker {
@@ -88,6 +126,15 @@ impl Broker {
     }
 
     async fn restart(&mut self) {
+        assert!(
+            self.try_restart().await,
+            "mosquitto did not start on {}",
+            self.port
+        );
+    }
+
+    /// Starts Mosquitto on `self.port`; `false` when it exited or never listened.
+    async fn try_restart(&mut self) -> bool {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -98,17 +145,12 @@ impl Broker {
             ),
         )
         .unwrap();
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto runs");
+        let (child, ok) = spawn_listening(&conf, &[self.port]).await;
         self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        wait_until("mosquitto listening", || TcpStream::connect(&addr).is_ok()).await;
+        if !ok {
+            self.kill();
+        }
+        ok
     }
 
     /// `kill -9`.
@@ -127,17 +169,6 @@ impl Drop for Broker {
 }
 
 /// Polls `f` every 20 ms until it holds; panics after [`WAIT`].
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
     tokio::time::timeout(WAIT, rx.recv())
         .await
@@ -1098,39 +1129,37 @@ async fn mqtts_with_a_ca_file_and_a_client_certificate() {
     let pki = TempDir::new("pki");
     make_pki(pki.path());
     // One broker: TLS with required client certificates for the node, plain TCP for the CRM.
-    let (tls_port, plain_port) = (free_port(), free_port());
+    // Fresh ports again when one was taken between finding it free and Mosquitto binding it.
     let p = |f: &str| pki.path().join(f).display().to_string();
     let conf = pki.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
-             listener {plain_port} 127.0.0.1\n\
-             listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
-             require_certificate true\n",
-            p("ca.crt"),
-            p("server.crt"),
-            p("server.key")
-        ),
-    )
-    .unwrap();
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto runs");
-    let _broker = Broker {
-        port: plain_port,
-        dir: TempDir::new("tlsbroker"),
-        child: Some(child),
-    };
-    for port in [plain_port, tls_port] {
-        let addr = format!("127.0.0.1:{port}");
-        wait_until("mosquitto listening", || TcpStream::connect(&addr).is_ok()).await;
+    let mut started = None;
+    for _ in 0..5 {
+        let (tls_port, plain_port) = (free_port(), free_port());
+        std::fs::write(
+            &conf,
+            format!(
+                "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+                 listener {plain_port} 127.0.0.1\n\
+                 listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+                 require_certificate true\n",
+                p("ca.crt"),
+                p("server.crt"),
+                p("server.key")
+            ),
+        )
+        .unwrap();
+        let (child, ok) = spawn_listening(&conf, &[plain_port, tls_port]).await;
+        let broker = Broker {
+            port: plain_port,
+            dir: TempDir::new("tlsbroker"),
+            child: Some(child),
+        };
+        if ok {
+            started = Some((broker, tls_port, plain_port));
+            break;
+        }
     }
+    let (_broker, tls_port, plain_port) = started.expect("mosquitto with TLS started");
     let t = topics();
     let mut crm = Crm::connect(plain_port, &[t.events()]).await;
     let dir = TempDir::new("tlsnode");
