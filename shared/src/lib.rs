@@ -19,6 +19,7 @@
 //! | [`announce`] | the announcement set: versions, scope, validity, selection |
 //! | [`callback`] | the callback queue model |
 //! | [`event`] | the CallEvent model, per-node `seq`, per-call `call_seq`, outbox bookkeeping |
+//! | [`node`] | the node: every call, the callback queue, the announcement set, booking and event mapping, driven by both shells |
 //! | [`time`] | [`time::Instant`] (monotonic, an input) and [`time::UnixMillis`] (wall clock) |
 //! | [`limits`] | every capacity |
 //!
@@ -80,6 +81,7 @@ pub mod g711;
 pub mod ids;
 pub mod ivr;
 pub mod limits;
+pub mod node;
 pub mod number;
 pub mod rtp;
 pub mod sdp;

@@ -204,6 +204,13 @@ pub enum EventKind {
         /// Answered to ended, milliseconds (0 when never answered).
         answered_ms: u64,
     },
+    /// `callback.expired`: a booked callback waited longer than the queue's maximum age and
+    /// left the queue without the CRM finishing it (no `call_id`: the call ended long ago).
+    #[cfg_attr(feature = "serde", serde(rename = "callback.expired"))]
+    CallbackExpired {
+        /// The callback entry.
+        callback_id: CallbackId,
+    },
     /// `seq.skipped`: `[from, to]` will never be delivered (see the module docs).
     #[cfg_attr(feature = "serde", serde(rename = "seq.skipped"))]
     SeqSkipped {
@@ -229,6 +236,7 @@ impl EventKind {
             EventKind::CallbackRequested { .. } => "callback.requested",
             EventKind::CallTransferred { .. } => "call.transferred",
             EventKind::CallEnded { .. } => "call.ended",
+            EventKind::CallbackExpired { .. } => "callback.expired",
             EventKind::SeqSkipped { .. } => "seq.skipped",
         }
     }
