@@ -163,18 +163,6 @@ pub fn main() -> ExitCode {
 #[must_use]
 pub fn agent_config(cfg: &Config) -> AgentConfig {
     let allow = cfg.sip.allow.clone();
-    let mut ivr = shared::ivr::Config {
-        transfer_available: cfg.ivr.transfer_uri.is_some(),
-        offer_callback_default: cfg.ivr.offer_callback_default,
-        country_code: cfg.ivr.country_code,
-        ..shared::ivr::Config::default()
-    };
-    ivr.no_input_timeout =
-        shared::time::Duration::from_millis(u64::from(cfg.ivr.no_input_timeout_ms));
-    ivr.booking_timeout =
-        shared::time::Duration::from_millis(u64::from(cfg.ivr.booking_timeout_ms));
-    ivr.max_no_input = cfg.ivr.max_retries.max(1);
-    ivr.max_invalid = cfg.ivr.max_retries.max(1);
     AgentConfig {
         node_id: cfg.node.id.clone(),
         site: cfg.node.site.clone(),
@@ -192,13 +180,9 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
             .then(|| Duration::from_secs(u64::from(cfg.rtp.media_timeout_s))),
         transfer_uri: cfg.ivr.transfer_uri.clone(),
         prompts_dir: cfg.ivr.prompts_dir.clone(),
-        ivr,
-        callbacks: shared::callback::Config {
-            dedup_window: shared::time::Duration::from_secs(u64::from(
-                cfg.callbacks.dedupe_window_s,
-            )),
-            max_age: shared::time::Duration::from_secs(u64::from(cfg.callbacks.max_age_s)),
-        },
+        // The one mapping from the configuration to the core (tested in config/tests.rs).
+        ivr: cfg.ivr_core(),
+        callbacks: cfg.callbacks_core(),
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
         max_calls: 20_000,
         shutdown_grace: Duration::from_secs(5),

@@ -26,6 +26,7 @@
 //! `UnixMillis` for event timestamps; nothing else in `edge` converts time.
 
 pub mod agent;
+pub mod announcements;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -33,3 +34,4 @@ pub mod control;
 pub mod link;
 pub mod media;
 pub mod store;
+pub mod view;

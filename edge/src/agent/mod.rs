@@ -1,57 +1,53 @@
-//! The daemon: one task owns every call, the media pacer and the node's queues.
+//! The daemon: one task does the I/O around [`shared::node::Node`], which holds every rule.
 //!
-//! ## Where things happen
+//! The node decides what happens to a call, a booking, an announcement and an event; this
+//! shell only moves bytes and time in and out of it (see docs/ARCHITECTURE.md):
 //!
 //! * a SIP datagram arrives on the SIP socket → [`Engine::on_sip`]: allowlist and rate limit
-//!   on the source address *before* parsing, then `shared::sip::parse`; requests for a known
-//!   Call-ID go to that call, others to `shared::sip::endpoint` — an acceptable INVITE becomes
-//!   a `shared::call::Call` in [`Engine::new_call`];
-//! * a call asks for audio (`call::Output::Play`) → [`Engine::drive`] expands the playlist into
+//!   on the source address *before* parsing (cheap refusals for scanners), then
+//!   `Node::handle_sip`; its setup closure binds the new call's RTP socket;
+//! * the node asks for audio (`Output::Play`) → [`Engine::act`] expands the playlist into
 //!   pre-encoded segments ([`crate::media::prompts::PromptSet::expand`]) for the pacer;
 //! * audio becomes RTP in [`crate::media::engine::MediaEngine::tick`], every 20 ms for all
-//!   calls at once.
+//!   calls at once;
+//! * the node asks for a booking to be written (`Output::Callback(Store)`) → the store thread
+//!   (SQLite, `synchronous=FULL`) → `Node::handle_stored`: the caller hears "booked" only for
+//!   a callback that is on disk;
+//! * call events (`Output::Event`) go to the CRM link, which numbers them, keeps them in the
+//!   durable outbox and publishes them.
 //!
 //! ## Run loop
 //!
 //! `tokio::select!` over: the media tick (absolute 20 ms deadlines), the SIP socket, inbound
 //! RTP (one small receive task per call forwards datagrams over a channel), results of the
-//! store thread, the earliest call deadline, the announcement cache rescan, and shutdown.
-//! After every input to a call, [`Engine::drive`] drains its datagrams and outputs and re-arms
-//! its one deadline in a `BTreeSet` timer queue.
-//!
-//! ## Durability
-//!
-//! A callback is booked through `shared::callback::CallbackQueue`: its `Store` output is
-//! written by the store thread (SQLite, `synchronous=FULL`), and only when that commit
-//! returned does the call get `BookingResult::Booked` — the caller never hears "booked" for a
-//! callback that is not on disk.
+//! store thread, the link, the control socket, the node's one deadline, and shutdown. After
+//! every input the node's outputs are drained ([`Engine::drain`]) and its timer re-armed.
 
-pub mod announcements;
 mod ratelimit;
 mod rtp_ports;
-pub mod view;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use shared::announce::{self, AnnouncementSet};
-use shared::call::{self, Call, Output};
-use shared::callback::{self, Booking, CallbackQueue, QueueError};
+use shared::announce::{self, Sha256};
+use shared::call::{self, Setup};
+use shared::callback;
 use shared::event::EventKind;
 use shared::ids::{AnnouncementHandle, AnnouncementId, CallId, CallbackId};
-use shared::ivr::{AnnouncementInfo, BookingResult};
+use shared::ivr::BookingResult;
+use shared::node::{self, CallKey, CallTable, CrmInput, HeapCalls, Node, Now};
 use shared::number::PhoneNumber;
-use shared::sip::endpoint::{self, Verdict};
-use shared::sip::{self as sipcore, uas, Message};
-use shared::time::{Duration, Instant};
+use shared::sip::uas;
+use shared::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::announcements;
 use crate::clock::Clock;
 use crate::media::audio::Frames;
 use crate::media::engine::{Audio, MediaEngine, Session, PTIME};
@@ -59,9 +55,9 @@ use crate::media::prompts::PromptSet;
 use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
 use crate::link::{self, CallbackRequest, FromLink, PendingEvent, ToLink};
+pub use crate::view::{AnnouncementView, CallView, CallbackView, Command, Snapshot, Stats};
 use ratelimit::RateLimiter;
 use rtp_ports::PortPool;
-pub use view::{AnnouncementView, CallView, CallbackView, Command, Snapshot, Stats};
 
 /// Everything the agent needs, resolved from the configuration file.
 #[derive(Clone)]
@@ -158,6 +154,9 @@ pub enum AgentError {
     /// Built-in or override prompts could not be loaded.
     #[error("prompts: {0}")]
     Prompts(String),
+    /// The configuration cannot be given to the core (e.g. a site name too long).
+    #[error("configuration: {0}")]
+    Config(String),
     /// A socket failed while running.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
@@ -166,7 +165,7 @@ pub enum AgentError {
 /// A datagram received on a call's RTP port.
 #[derive(Debug)]
 struct RtpIn {
-    key: u64,
+    key: CallKey,
     from: SocketAddr,
     len: usize,
     data: [u8; RTP_MAX],
@@ -176,6 +175,8 @@ const RTP_MAX: usize = 512;
 /// Inbound RTP datagrams handled per wake-up of the agent's task, at most.
 const RTP_BATCH: usize = 256;
 const SIP_BUF: usize = shared::limits::SIP_MAX_DATAGRAM;
+/// Room for the node's largest datagram (a stateless answer echoes the request).
+const SIP_OUT: usize = shared::limits::SIP_MAX_DATAGRAM + 512;
 
 /// The store thread's answer to a callback write.
 #[derive(Debug)]
@@ -185,50 +186,44 @@ struct Stored {
     error: Option<String>,
 }
 
-struct CallEntry {
-    call: Box<Call>,
-    peer: SocketAddr,
-    sip_id: Box<[u8]>,
+/// A call's I/O resources: its RTP socket and receive task, and its RTP stream's random
+/// start values.
+struct CallIo {
     /// The call's RTP socket (its receive task holds it too), until the media session takes it.
     rtp: Option<crate::media::engine::SendSocket>,
     rtp_port: u16,
     rtp_task: tokio::task::JoinHandle<()>,
-    deadline: Option<Instant>,
     ssrc: u32,
     seq0: u16,
     ts0: u32,
-    /// Announcements this call started: handle → (id, version), for their events.
-    heard: Vec<(AnnouncementHandle, AnnouncementId, u32)>,
-    /// The callback this call booked (for `callback.requested`).
-    booked: Option<CallbackId>,
 }
 
 /// The running agent's state (one task owns it).
 pub struct Engine {
     cfg: AgentConfig,
-    core: &'static call::Config,
+    node: Box<Node<HeapCalls>>,
     clock: Clock,
     sip: Arc<UdpSocket>,
     advertised: IpAddr,
-    calls: HashMap<u64, CallEntry>,
-    by_sip_id: HashMap<Box<[u8]>, u64>,
-    timers: BTreeSet<(Instant, u64)>,
+    io: HashMap<CallKey, CallIo>,
+    /// The socket the last setup closure bound, until the node says which call has it.
+    bound: Option<(u16, Arc<UdpSocket>)>,
     media: MediaEngine,
     prompts: Arc<PromptSet>,
-    announcements: AnnouncementSet,
-    audio: HashMap<[u8; 32], Arc<Frames>>,
-    callbacks: CallbackQueue,
-    bookings: HashMap<CallbackId, u64>,
+    audio: HashMap<Sha256, Arc<Frames>>,
     store: StoreHandle,
     ports: PortPool,
     limiter: RateLimiter,
     rtp_tx: mpsc::Sender<RtpIn>,
     stored_tx: mpsc::UnboundedSender<Stored>,
-    next_key: u64,
-    next_callback: u64,
+    next_call: u64,
     hasher: std::collections::hash_map::RandomState,
-    draining: bool,
-    stats: Stats,
+    /// Counters of the shell (refusals before parsing, RTP the agent could not take).
+    sip_denied: u64,
+    sip_rate_limited: u64,
+    /// Datagrams larger than the largest SIP message (answered 513).
+    sip_oversize: u64,
+    rtp_overflow: Arc<std::sync::atomic::AtomicU64>,
     snapshot: watch::Sender<Snapshot>,
     /// The announcements as shown in snapshots (rebuilt when the set changes).
     ann_views: Vec<AnnouncementView>,
@@ -237,14 +232,12 @@ pub struct Engine {
     /// Work for the CRM link (None: no link configured).
     to_link: Option<mpsc::UnboundedSender<ToLink>>,
     sipbuf: Vec<u8>,
-    outs: Vec<Output>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("calls", &self.calls.len())
-            .field("stats", &self.stats)
+            .field("node", &self.node)
             .finish_non_exhaustive()
     }
 }
@@ -299,6 +292,49 @@ fn widen_receive_buffer(sip: &UdpSocket, addr: SocketAddr) {
     }
 }
 
+fn node_config(
+    cfg: &AgentConfig,
+    advertised: IpAddr,
+    sip_addr: SocketAddr,
+) -> Result<node::Config, AgentError> {
+    let sip_cfg: &'static uas::Config = Box::leak(Box::new({
+        let contact: &'static str = Box::leak(
+            format!(
+                "sip:ccedge@{}",
+                SocketAddr::new(advertised, sip_addr.port())
+            )
+            .into_boxed_str(),
+        );
+        let via: &'static str = Box::leak(
+            SocketAddr::new(advertised, sip_addr.port())
+                .to_string()
+                .into_boxed_str(),
+        );
+        let mut c = uas::Config::new(contact, via);
+        c.t1 = Duration::from_micros(u64::try_from(cfg.t1.as_micros()).unwrap_or(500_000));
+        c
+    }));
+    let call: &'static call::Config = Box::leak(Box::new({
+        let mut c = call::Config::new(sip_cfg);
+        c.ivr = cfg.ivr;
+        c.transfer_uri = cfg
+            .transfer_uri
+            .clone()
+            .map(|s| &*Box::leak(s.into_boxed_str()));
+        c.media_timeout = cfg.media_timeout.map(to_core_duration);
+        c.answer_delay = to_core_duration(cfg.answer_delay);
+        c
+    }));
+    let site = announce::Site::try_from(cfg.site.as_str())
+        .map_err(|_| AgentError::Config(format!("node.site `{}` is too long", cfg.site)))?;
+    Ok(node::Config {
+        call,
+        site,
+        callbacks: cfg.callbacks,
+        max_calls: cfg.max_calls,
+    })
+}
+
 /// Binds the sockets, opens the store, loads prompts and the announcement cache, and starts
 /// the agent's task. It stops (after draining calls) when `shutdown` turns `true`.
 ///
@@ -327,34 +363,17 @@ pub async fn start(
         .map_err(|e| AgentError::Prompts(e.to_string()))?;
     let store = crate::store::Store::open(&cfg.state_dir)?;
     let store = StoreHandle::spawn(store);
-    let sip_cfg: &'static uas::Config = Box::leak(Box::new({
-        let contact: &'static str = Box::leak(
-            format!(
-                "sip:ccedge@{}",
-                SocketAddr::new(advertised, sip_addr.port())
-            )
-            .into_boxed_str(),
-        );
-        let via: &'static str = Box::leak(
-            SocketAddr::new(advertised, sip_addr.port())
-                .to_string()
-                .into_boxed_str(),
-        );
-        let mut c = uas::Config::new(contact, via);
-        c.t1 = Duration::from_micros(u64::try_from(cfg.t1.as_micros()).unwrap_or(500_000));
-        c
-    }));
-    let core: &'static call::Config = Box::leak(Box::new({
-        let mut c = call::Config::new(sip_cfg);
-        c.ivr = cfg.ivr;
-        c.transfer_uri = cfg
-            .transfer_uri
-            .clone()
-            .map(|s| &*Box::leak(s.into_boxed_str()));
-        c.media_timeout = cfg.media_timeout.map(to_core_duration);
-        c.answer_delay = to_core_duration(cfg.answer_delay);
-        c
-    }));
+    let node_cfg = node_config(&cfg, advertised, sip_addr)?;
+    let clock = Clock::new();
+    let now = Now {
+        at: clock.now(),
+        wall: clock.wall(),
+    };
+    let node = Box::new(Node::new(
+        node_cfg,
+        HeapCalls::with_capacity(cfg.max_calls),
+        now,
+    ));
     let (rtp_tx, rtp_rx) = mpsc::channel(8192);
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
@@ -367,35 +386,31 @@ pub async fn start(
     let mut engine = Engine {
         ports: PortPool::new(cfg.rtp_port_min, cfg.rtp_port_max),
         limiter: RateLimiter::new(cfg.rate_limit_per_source),
-        callbacks: CallbackQueue::new(cfg.callbacks),
         cfg,
-        core,
-        clock: Clock::new(),
+        node,
+        clock,
         sip: Arc::new(sip),
         advertised,
-        calls: HashMap::new(),
-        by_sip_id: HashMap::new(),
-        timers: BTreeSet::new(),
+        io: HashMap::new(),
+        bound: None,
         media: MediaEngine::new(),
         prompts: Arc::new(prompts),
-        announcements: AnnouncementSet::new(),
         audio: HashMap::new(),
-        bookings: HashMap::new(),
         store,
         rtp_tx,
         stored_tx,
-        next_key: 1,
-        next_callback: 0,
+        next_call: 1,
         hasher: std::collections::hash_map::RandomState::new(),
-        draining: false,
-        stats: Stats::default(),
+        sip_denied: 0,
+        sip_rate_limited: 0,
+        sip_oversize: 0,
+        rtp_overflow: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         snapshot: snap_tx,
         ann_views: Vec::new(),
         sip_addr,
         started_at,
         to_link: link.as_ref().map(|l| l.tx.clone()),
-        sipbuf: vec![0u8; SIP_BUF],
-        outs: Vec::new(),
+        sipbuf: vec![0u8; SIP_OUT],
     };
     engine.restore_callbacks().await?;
     engine.load_announcements();
@@ -467,21 +482,19 @@ impl Engine {
         let mut next_tick = tokio::time::Instant::now() + PTIME;
         let mut finished = Vec::new();
         let mut drain_deadline: Option<tokio::time::Instant> = None;
-        let mut rescan = tokio::time::interval(StdDuration::from_secs(2));
-        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut snap = tokio::time::interval(StdDuration::from_millis(500));
         // The two busy timers are pinned once and re-armed in place, so a loop turn does not
         // create and drop timer entries.
         let tick_sleep = tokio::time::sleep_until(next_tick);
         tokio::pin!(tick_sleep);
-        let call_sleep = tokio::time::sleep_until(next_tick);
-        tokio::pin!(call_sleep);
+        let node_sleep = tokio::time::sleep_until(next_tick);
+        tokio::pin!(node_sleep);
         let mut armed: Option<tokio::time::Instant> = None;
         loop {
-            let timer = self.timers.first().map(|(t, _)| self.clock.to_tokio(*t));
+            let timer = self.node.poll_timeout().map(|t| self.clock.to_tokio(t));
             if timer != armed {
                 if let Some(t) = timer {
-                    call_sleep.as_mut().reset(t);
+                    node_sleep.as_mut().reset(t);
                 }
                 armed = timer;
             }
@@ -503,12 +516,12 @@ impl Engine {
                         next_tick = now + PTIME;
                     }
                     tick_sleep.as_mut().reset(next_tick);
-                    let core_now = self.clock.now();
-                    for key in finished.drain(..) {
-                        if let Some(e) = self.calls.get_mut(&key) {
-                            let _ = e.call.handle_input(core_now, call::Input::PlaybackFinished);
-                            self.drive(key, core_now);
+                    if !finished.is_empty() {
+                        let now = self.now();
+                        for key in finished.drain(..) {
+                            let _ = self.node.handle_playback_finished(now, CallKey(key));
                         }
+                        self.drain();
                     }
                 }
                 r = sip.recv_from(&mut buf) => {
@@ -520,57 +533,47 @@ impl Engine {
                 Some(pkt) = rtp_rx.recv() => {
                     // Take whatever else has queued up in the same wake-up (bounded, so SIP
                     // and the pacer are never starved): one loop turn per batch, not per packet.
-                    let now = self.clock.now();
+                    let now = self.now();
                     self.on_rtp(now, &pkt);
                     for _ in 0..RTP_BATCH {
                         let Ok(pkt) = rtp_rx.try_recv() else { break };
                         self.on_rtp(now, &pkt);
                     }
+                    self.drain();
                 }
                 Some(s) = stored_rx.recv() => self.on_stored(s),
                 Some(m) = from_link_rx.recv() => self.on_link(m),
                 Some(c) = command_rx.recv() => self.on_command(c),
-                () = &mut call_sleep, if armed.is_some() => {
+                () = &mut node_sleep, if armed.is_some() => {
                     armed = None;
-                    let now = self.clock.now();
-                    while let Some(&(t, key)) = self.timers.first() {
-                        if t > now {
-                            break;
-                        }
-                        self.timers.pop_first();
-                        if let Some(e) = self.calls.get_mut(&key) {
-                            e.deadline = None;
-                            e.call.handle_timeout(now);
-                            self.drive(key, now);
-                        }
-                    }
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                    self.drain();
                 }
-                _ = rescan.tick() => self.load_announcements(),
                 _ = snap.tick() => {
-                    self.announcements.handle_timeout(self.clock.wall());
-                    while let Some(ev) = self.announcements.poll_output() {
-                        debug!(event = ?ev, "announcement");
-                    }
                     self.refresh_views();
                     self.publish_snapshot();
                 }
-                r = shutdown.changed(), if !self.draining => {
+                r = shutdown.changed(), if !self.node.is_draining() => {
                     if r.is_err() || *shutdown.borrow() {
-                        self.begin_drain();
+                        info!(calls = self.node.active_calls(), "shutting down: ending calls");
+                        let now = self.now();
+                        self.node.handle_shutdown(now);
+                        self.drain();
                         drain_deadline = Some(tokio::time::Instant::now() + self.cfg.shutdown_grace);
                     }
                 }
                 () = sleep_opt(drain_deadline) => {
-                    warn!(calls = self.calls.len(), "shutdown grace over; dropping the remaining calls");
+                    warn!(calls = self.node.active_calls(), "shutdown grace over; dropping the remaining calls");
                     break;
                 }
             }
-            if self.draining && self.calls.is_empty() {
+            if self.node.is_draining() && self.node.active_calls() == 0 {
                 break;
             }
         }
-        for (_, e) in self.calls.drain() {
-            e.rtp_task.abort();
+        for (_, io) in self.io.drain() {
+            io.rtp_task.abort();
         }
         self.publish_snapshot();
         // Closing the link's channel makes it flush what it can, say offline and stop.
@@ -587,38 +590,47 @@ impl Engine {
         Ok(())
     }
 
-    fn on_rtp(&mut self, now: Instant, pkt: &RtpIn) {
-        if let Some(e) = self.calls.get_mut(&pkt.key) {
-            let data = pkt.data.get(..pkt.len).unwrap_or(&[]);
-            if e.call.handle_rtp(now, pkt.from, data).is_ok() {
-                self.drive(pkt.key, now);
-            }
+    fn now(&self) -> Now {
+        Now {
+            at: self.clock.now(),
+            wall: self.clock.wall(),
+        }
+    }
+
+    fn on_rtp(&mut self, now: Now, pkt: &RtpIn) {
+        let data = pkt.data.get(..pkt.len).unwrap_or(&[]);
+        // A refusal is counted by the node (`rtp_dropped`).
+        let _ = self.node.handle_rtp(now, pkt.key, pkt.from, data);
+    }
+
+    fn stats(&self) -> Stats {
+        let n = self.node.stats();
+        Stats {
+            sip_denied: self.sip_denied,
+            sip_rate_limited: self.sip_rate_limited,
+            sip_malformed: n.sip_malformed + self.sip_oversize,
+            calls_total: n.calls_total,
+            calls_refused: n.calls_refused,
+            callbacks_booked: n.callbacks_booked,
+            callbacks_failed: n.callbacks_failed,
+            callbacks_expired: n.callbacks_expired,
+            rtp_dropped: n.rtp_dropped
+                + self
+                    .rtp_overflow
+                    .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
     fn publish_snapshot(&self) {
         let _ = self.snapshot.send(Snapshot {
-            calls: self.calls.len(),
-            callbacks_waiting: self.callbacks.waiting(),
-            stats: self.stats.clone(),
+            calls: self.node.active_calls(),
+            callbacks_waiting: self.node.queue().waiting(),
+            stats: self.stats(),
             sip_addr: Some(self.sip_addr),
             started_at_ms: self.started_at.0,
             announcements: self.ann_views.clone(),
-            draining: self.draining,
+            draining: self.node.is_draining(),
         });
-    }
-
-    fn begin_drain(&mut self) {
-        info!(calls = self.calls.len(), "shutting down: ending calls");
-        self.draining = true;
-        let now = self.clock.now();
-        let keys: Vec<u64> = self.calls.keys().copied().collect();
-        for key in keys {
-            if let Some(e) = self.calls.get_mut(&key) {
-                let _ = e.call.handle_input(now, call::Input::Shutdown);
-                self.drive(key, now);
-            }
-        }
     }
 
     fn random(&self, salt: u64) -> u64 {
@@ -631,252 +643,185 @@ impl Engine {
     // ---- SIP -------------------------------------------------------------------------------
 
     fn on_sip(&mut self, data: &[u8], truncated: bool, from: SocketAddr) {
+        let now = self.now();
         if !(self.cfg.allow)(from.ip()) {
-            self.stats.sip_denied += 1;
-            if self.cfg.deny_with_403 && self.limiter.allow(from.ip(), self.clock.now()) {
+            self.sip_denied += 1;
+            if self.cfg.deny_with_403 && self.limiter.allow(from.ip(), now.at) {
                 self.respond_stateless(data, 403, from);
             }
             return;
         }
-        if !self.limiter.allow(from.ip(), self.clock.now()) {
-            self.stats.sip_rate_limited += 1;
+        if !self.limiter.allow(from.ip(), now.at) {
+            self.sip_rate_limited += 1;
             return;
         }
         if truncated {
-            self.stats.sip_malformed += 1;
+            self.sip_oversize += 1;
             self.respond_stateless(data, 513, from);
             return;
         }
-        let now = self.clock.now();
-        match sipcore::parse(data) {
-            Err(e) => {
-                self.stats.sip_malformed += 1;
-                debug!(%from, error = %e, "malformed SIP datagram");
-                if let Some(status) = e.status() {
-                    self.respond_stateless(data, status, from);
+        // The setup closure binds the call's RTP socket; it runs only for an acceptable new
+        // INVITE the node has room for.
+        let bind_ip = self.bind_ip();
+        let wall = now.wall;
+        let key = self.next_call;
+        let (tag, session) = (self.random(key), self.random(key ^ 0x5eed) >> 1);
+        let ports = &mut self.ports;
+        let bound = &mut self.bound;
+        let advertised = self.advertised;
+        let mut used = false;
+        self.node.handle_sip(now, from, data, || {
+            used = true;
+            let (port, std_socket) = ports.bind(bind_ip)?;
+            // One descriptor: the receive task reads it through tokio, the pacer sends on it.
+            match UdpSocket::from_std(std_socket) {
+                Ok(s) => *bound = Some((port, Arc::new(s))),
+                Err(e) => {
+                    warn!(error = %e, "RTP socket setup failed: refusing the call with 503");
+                    ports.release(port);
+                    return None;
                 }
             }
-            Ok(Message::Request(r)) => match r.to_incoming() {
-                Err(e) => {
-                    self.stats.sip_malformed += 1;
-                    debug!(%from, error = %e, "bad SIP request");
-                    if let Some(status) = e.status() {
-                        self.respond_stateless(data, status, from);
-                    }
-                }
-                Ok(req) => {
-                    if let Some(&key) = self.by_sip_id.get(req.call_id.as_bytes()) {
-                        if let Some(e) = self.calls.get_mut(&key) {
-                            if let Err(err) = e.call.handle_sip_request(now, &req) {
-                                debug!(call = %e.call.id(), error = %err, "request refused by the dialog");
-                            }
-                            self.drive(key, now);
-                        }
-                        return;
-                    }
-                    match endpoint::verdict(&req) {
-                        Verdict::Ignore => {}
-                        Verdict::Respond(status) => self.send_response(&req, status, from),
-                        Verdict::NewDialog => self.new_call(now, &req, from),
-                    }
-                }
-            },
-            Ok(Message::Response(r)) => {
-                let Ok(resp) = r.to_incoming_response() else {
-                    return;
-                };
-                if let Some(&key) = self.by_sip_id.get(resp.call_id.as_bytes()) {
-                    if let Some(e) = self.calls.get_mut(&key) {
-                        let _ = e.call.handle_sip_response(now, &resp);
-                        self.drive(key, now);
-                    }
-                }
+            Some(Setup {
+                id: CallId(call_id_for(wall.0, key)),
+                local_tag: tag,
+                local_rtp: SocketAddr::new(advertised, port),
+                session_id: session,
+            })
+        });
+        if used {
+            self.next_call += 1;
+            if self.bound.is_none() {
+                warn!("no free RTP port: the call was refused with 503");
             }
         }
+        self.drain();
     }
 
     fn respond_stateless(&mut self, data: &[u8], status: u16, to: SocketAddr) {
-        if let Some(req) = sipcore::salvage(data) {
-            self.send_response(&req, status, to);
-        }
-    }
-
-    fn send_response(&mut self, req: &sipcore::Incoming<'_>, status: u16, to: SocketAddr) {
-        if let Ok(n) = endpoint::respond(req, status, &mut self.sipbuf) {
-            let _ = self.sip.try_send_to(&self.sipbuf[..n], to);
-        }
-    }
-
-    fn new_call(&mut self, now: Instant, req: &sipcore::Incoming<'_>, from: SocketAddr) {
-        if self.draining || self.calls.len() >= self.cfg.max_calls {
-            self.stats.calls_refused += 1;
-            self.send_response(req, 503, from);
-            return;
-        }
-        let Some((port, std_socket)) = self.ports.bind(self.bind_ip()) else {
-            warn!("no free RTP port: refusing the call with 503");
-            self.stats.calls_refused += 1;
-            self.send_response(req, 503, from);
-            return;
-        };
-        // One descriptor: the receive task reads it through tokio, the pacer sends on it.
-        let socket = match UdpSocket::from_std(std_socket) {
-            Ok(s) => Arc::new(s),
-            Err(e) => {
-                warn!(error = %e, "RTP socket setup failed: refusing the call with 503");
-                self.ports.release(port);
-                self.stats.calls_refused += 1;
-                self.send_response(req, 503, from);
-                return;
+        if let Some(req) = shared::sip::salvage(data) {
+            if let Ok(n) = shared::sip::endpoint::respond(&req, status, &mut self.sipbuf) {
+                let _ = self.sip.try_send_to(&self.sipbuf[..n], to);
             }
-        };
-        let (caller, dialled) = call::numbers(req);
-        let wall = self.clock.wall();
-        let infos: Vec<AnnouncementInfo> = self
-            .announcements
-            .select(wall, &self.cfg.site, dialled.as_ref(), caller.as_ref())
-            .iter()
-            .filter_map(|h| {
-                self.announcements.get(*h).map(|a| AnnouncementInfo {
-                    handle: *h,
-                    offer_callback: a.offer_callback,
-                })
-            })
-            .collect();
-        let key = self.next_key;
-        self.next_key += 1;
-        let setup = call::Setup {
-            id: CallId(call_id_for(wall.0, key)),
-            local_tag: self.random(key),
-            local_rtp: SocketAddr::new(self.advertised, port),
-            session_id: self.random(key ^ 0x5eed) >> 1,
-        };
-        let call = match Call::new(now, self.core, &setup, req, &infos) {
-            Ok(c) => Box::new(c),
-            Err(e) => {
-                debug!(error = %e, "INVITE cannot create a dialog");
-                self.ports.release(port);
-                let status = if matches!(e, call::Error::Sip(uas::Error::TooLarge)) {
-                    513
-                } else {
-                    400
-                };
-                self.send_response(req, status, from);
-                return;
-            }
-        };
-        self.stats.calls_total += 1;
-        let rtp_task = tokio::spawn(rtp_receive(Arc::clone(&socket), key, self.rtp_tx.clone()));
-        let r = self.random(key ^ 0xabcd);
-        let sip_id: Box<[u8]> = req.call_id.as_bytes().into();
-        debug!(call = %setup.id, caller = ?caller.as_ref().map(PhoneNumber::masked).map(|m| m.to_string()), "call offered");
-        self.by_sip_id.insert(sip_id.clone(), key);
-        self.calls.insert(
-            key,
-            CallEntry {
-                call,
-                peer: from,
-                sip_id,
-                rtp: Some(socket),
-                rtp_port: port,
-                rtp_task,
-                deadline: None,
-                ssrc: (r >> 32) as u32,
-                seq0: (r >> 16) as u16,
-                ts0: r as u32,
-                heard: Vec::new(),
-                booked: None,
-            },
-        );
-        self.drive(key, now);
+        }
     }
 
     fn bind_ip(&self) -> IpAddr {
         self.sip.local_addr().map_or(self.advertised, |a| a.ip())
     }
 
-    // ---- driving a call --------------------------------------------------------------------
+    // ---- the node's outputs ----------------------------------------------------------------
 
-    /// Drains a call's datagrams and outputs, acts on them, and re-arms its deadline. Call
-    /// after every input to the call.
-    fn drive(&mut self, key: u64, now: Instant) {
-        let mut outs = std::mem::take(&mut self.outs);
-        {
-            let Some(e) = self.calls.get_mut(&key) else {
-                self.outs = outs;
-                return;
-            };
-            while let Some(n) = e.call.poll_transmit(&mut self.sipbuf) {
-                if let Err(err) = self.sip.try_send_to(&self.sipbuf[..n], e.peer) {
-                    debug!(error = %err, "SIP send failed");
+    /// Drains the node's outputs and acts on each. Call after every input to the node.
+    fn drain(&mut self) {
+        let mut buf = std::mem::take(&mut self.sipbuf);
+        let mut views_changed = false;
+        while let Some(o) = self.node.poll_output(&mut buf) {
+            match o {
+                node::Output::Transmit { to, len } => {
+                    if let Err(e) = self.sip.try_send_to(&buf[..len], to) {
+                        debug!(error = %e, %to, "SIP send failed");
+                    }
                 }
-            }
-            while let Some(o) = e.call.poll_output() {
-                outs.push(o);
+                node::Output::Announcement(ev) => {
+                    debug!(event = ?ev, "announcement");
+                    views_changed = true;
+                }
+                o => self.act(o),
             }
         }
-        for o in outs.drain(..) {
-            self.act(key, now, o);
-        }
-        self.outs = outs;
-        let Some(e) = self.calls.get_mut(&key) else {
-            return;
-        };
-        let next = e.call.poll_timeout();
-        if next != e.deadline {
-            if let Some(old) = e.deadline {
-                self.timers.remove(&(old, key));
-            }
-            if let Some(t) = next {
-                self.timers.insert((t, key));
-            }
-            e.deadline = next;
-        }
-        if e.call.is_done() {
-            self.remove_call(key);
+        self.sipbuf = buf;
+        if views_changed {
+            self.refresh_views();
         }
     }
 
-    fn remove_call(&mut self, key: u64) {
-        let Some(e) = self.calls.remove(&key) else {
-            return;
-        };
-        if let Some(t) = e.deadline {
-            self.timers.remove(&(t, key));
-        }
-        e.rtp_task.abort();
-        self.media.stop(key);
-        self.ports.release(e.rtp_port);
-        self.by_sip_id.remove(&e.sip_id);
-        let stats = e.call.rtp_stats();
-        debug!(call = %e.call.id(), rtp_received = stats.received, rtp_lost = stats.lost, "call removed");
-    }
-
-    fn act(&mut self, key: u64, now: Instant, o: Output) {
+    fn act(&mut self, o: node::Output) {
         match o {
-            Output::Media(m) => self.media_command(key, m),
-            Output::Play(list) => {
+            node::Output::Transmit { .. } | node::Output::Announcement(_) => {}
+            node::Output::CallCreated { call, local_rtp } => self.call_created(call, local_rtp),
+            node::Output::Released { call, local_rtp } => self.released(call, local_rtp),
+            node::Output::Media { call, media } => self.media_command(call, media),
+            node::Output::Play { call, playlist } => {
                 let audio = &self.audio;
-                let ann = &self.announcements;
+                let ann = self.node.announcements();
                 let lookup = |h: AnnouncementHandle| -> Option<Arc<Frames>> {
                     let sha = ann.get(h)?.audio?;
                     audio.get(&sha).cloned()
                 };
                 let segments: Vec<Arc<dyn Audio>> = self
                     .prompts
-                    .expand(&list, &lookup)
+                    .expand(&playlist, &lookup)
                     .into_iter()
                     .map(|f| f as Arc<dyn Audio>)
                     .collect();
-                self.media.play(key, segments);
+                self.media.play(call.0, segments);
             }
-            Output::StopPlayback => self.media.stop_playback(key),
-            Output::BookCallback { number } => self.book(key, now, number),
-            Output::Event { call_seq, event } => self.event(key, call_seq, &event),
+            node::Output::StopPlayback { call } => self.media.stop_playback(call.0),
+            node::Output::Callback(c) => self.callback_work(c),
+            node::Output::Booking {
+                call,
+                callback,
+                result,
+            } => match result {
+                BookingResult::Booked { position } => {
+                    info!(call = %call, callback = ?callback.as_ref().map(CallbackId::as_str), position, "callback booked (durable)");
+                }
+                BookingResult::AlreadyBooked { position } => {
+                    info!(call = %call, callback = ?callback.as_ref().map(CallbackId::as_str), position, "caller already booked");
+                }
+                BookingResult::QueueFull | BookingResult::Failed => {
+                    warn!(call = %call, result = ?result, "callback could not be booked");
+                }
+            },
+            node::Output::Event(e) => self.event(e),
         }
     }
 
-    fn media_command(&mut self, key: u64, m: call::Media) {
+    fn call_created(&mut self, key: CallKey, local_rtp: SocketAddr) {
+        let Some((port, socket)) = self.bound.take() else {
+            return;
+        };
+        debug_assert_eq!(port, local_rtp.port());
+        let rtp_task = tokio::spawn(rtp_receive(
+            Arc::clone(&socket),
+            key,
+            self.rtp_tx.clone(),
+            Arc::clone(&self.rtp_overflow),
+        ));
+        let r = self.random(key.0 ^ 0xabcd);
+        self.io.insert(
+            key,
+            CallIo {
+                rtp: Some(socket),
+                rtp_port: port,
+                rtp_task,
+                ssrc: (r >> 32) as u32,
+                seq0: (r >> 16) as u16,
+                ts0: r as u32,
+            },
+        );
+    }
+
+    fn released(&mut self, key: Option<CallKey>, local_rtp: SocketAddr) {
+        match key.and_then(|k| self.io.remove(&k).map(|io| (k, io))) {
+            Some((k, io)) => {
+                io.rtp_task.abort();
+                self.media.stop(k.0);
+                self.ports.release(io.rtp_port);
+            }
+            None => {
+                // The call was never created: give back what its setup bound.
+                if let Some((port, _)) = self.bound.take() {
+                    self.ports.release(port);
+                } else {
+                    self.ports.release(local_rtp.port());
+                }
+            }
+        }
+    }
+
+    fn media_command(&mut self, key: CallKey, m: call::Media) {
         match m {
             call::Media::Start {
                 remote,
@@ -885,322 +830,227 @@ impl Engine {
                 send,
                 ..
             } => {
-                let Some(e) = self.calls.get_mut(&key) else {
+                let Some(io) = self.io.get_mut(&key) else {
                     return;
                 };
                 // The session takes the sending socket (a call starts its media once).
-                let Some(socket) = e.rtp.take() else {
+                let Some(socket) = io.rtp.take() else {
                     return;
                 };
                 let law = match codec {
                     shared::sdp::Codec::Pcmu => shared::g711::Law::Ulaw,
                     shared::sdp::Codec::Pcma => shared::g711::Law::Alaw,
                 };
-                let session = Session::new(socket, law, payload_type, e.ssrc, e.seq0, e.ts0);
-                self.media.start(key, session, remote, send);
+                let session = Session::new(socket, law, payload_type, io.ssrc, io.seq0, io.ts0);
+                self.media.start(key.0, session, remote, send);
             }
-            call::Media::Remote(r) => self.media.set_remote(key, r),
-            call::Media::Send(on) => self.media.set_sending(key, on),
+            call::Media::Remote(r) => self.media.set_remote(key.0, r),
+            call::Media::Send(on) => self.media.set_sending(key.0, on),
             call::Media::Stop => {
-                if let Some(s) = self.media.stop(key) {
+                if let Some(s) = self.media.stop(key.0) {
                     debug!(sent = s.sent(), errors = s.send_errors(), "media stopped");
                 }
             }
         }
     }
 
-    fn event(&mut self, key: u64, call_seq: u32, event: &call::Event) {
-        let Some(e) = self.calls.get_mut(&key) else {
-            return;
-        };
-        let call_id = e.call.id();
-        let kind = match event {
-            call::Event::Offered { caller, dialled } => {
-                info!(
-                    call = %call_id, call_seq,
-                    caller = %caller.as_ref().map(|c| c.masked().to_string()).unwrap_or_else(|| "anonymous".into()),
-                    dialled = %dialled.as_ref().map(ToString::to_string).unwrap_or_default(),
-                    "call.offered"
-                );
-                EventKind::CallOffered {
-                    caller: caller.clone(),
-                    dialled: dialled.clone(),
-                }
-            }
-            call::Event::Answered { codec } => EventKind::CallAnswered { codec: *codec },
-            call::Event::AnnouncementStarted(h) => {
-                let Some(a) = self.announcements.get(*h) else {
-                    return;
-                };
-                info!(call = %call_id, call_seq, announcement = %a.id, version = a.version, "announcement.started");
-                if !e.heard.iter().any(|(x, _, _)| x == h) {
-                    e.heard.push((*h, a.id.clone(), a.version));
-                }
-                EventKind::AnnouncementStarted {
-                    announcement_id: a.id.clone(),
-                    version: a.version,
-                }
-            }
-            call::Event::AnnouncementCompleted {
-                handle,
-                interrupted,
-            } => {
-                let Some((_, id, version)) = e.heard.iter().find(|(x, _, _)| x == handle) else {
-                    return;
-                };
-                EventKind::AnnouncementCompleted {
-                    announcement_id: id.clone(),
-                    version: *version,
-                    interrupted: *interrupted,
-                }
-            }
-            call::Event::Dtmf(d) => EventKind::Dtmf { digit: *d },
-            call::Event::CallbackBooked { position, .. } => {
-                let Some(id) = e.booked.clone() else {
-                    return;
-                };
-                EventKind::CallbackRequested {
-                    callback_id: id,
-                    position: u32::from(*position),
-                }
-            }
-            call::Event::Transferred { target } => EventKind::CallTransferred {
-                target: shared::event::TransferTarget::try_from(*target).unwrap_or_default(),
-            },
-            call::Event::Ended {
+    fn event(&mut self, e: node::NodeEvent) {
+        match &e.kind {
+            EventKind::CallOffered { caller, dialled } => info!(
+                call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq,
+                caller = %caller.as_ref().map(|c| c.masked().to_string()).unwrap_or_else(|| "anonymous".into()),
+                dialled = %dialled.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "call.offered"
+            ),
+            EventKind::AnnouncementStarted {
+                announcement_id,
+                version,
+            } => info!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, announcement = %announcement_id, version, "announcement.started"),
+            EventKind::CallEnded {
                 reason,
-                duration,
-                answered,
-            } => {
-                info!(
-                    call = %call_id, call_seq, reason = reason.as_str(), duration_ms = duration.as_millis() as u64, "call.ended"
-                );
-                EventKind::CallEnded {
-                    reason: *reason,
-                    duration_ms: duration.as_millis() as u64,
-                    answered_ms: answered.as_millis() as u64,
-                }
+                duration_ms,
+                ..
+            } => info!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, reason = reason.as_str(), duration_ms, "call.ended"),
+            EventKind::CallbackExpired { callback_id } => {
+                info!(callback = %callback_id, "callback.expired: waited longer than callbacks.max_age_s");
             }
-        };
-        if !matches!(
-            kind,
-            EventKind::CallOffered { .. }
-                | EventKind::AnnouncementStarted { .. }
-                | EventKind::CallEnded { .. }
-        ) {
-            debug!(call = %call_id, call_seq, event = ?event, "call event");
+            _ => debug!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, event = ?e.kind, "call event"),
         }
         if let Some(tx) = &self.to_link {
             let _ = tx.send(ToLink::Event(PendingEvent {
-                call_id: Some(call_id),
-                call_seq,
-                at: self.clock.wall(),
-                kind,
+                call_id: e.call_id,
+                call_seq: e.call_seq,
+                at: e.at,
+                kind: e.kind,
             }));
         }
     }
 
     // ---- callbacks -------------------------------------------------------------------------
 
-    fn book(&mut self, key: u64, now: Instant, number: PhoneNumber) {
-        let Some(e) = self.calls.get(&key) else {
-            return;
-        };
-        self.next_callback += 1;
-        let raw = format!("cb-{}-{:x}", e.call.id(), self.next_callback);
-        let Ok(id) = CallbackId::new(&raw) else {
-            return;
-        };
-        let req = callback::Request {
-            id: id.clone(),
-            call_id: e.call.id(),
-            callback_number: number,
-            caller: e.call.caller().cloned(),
-            dialled: e.call.dialled().cloned(),
-            announcement: e.heard.first().map(|(_, id, _)| id.clone()),
-        };
-        let result = match self.callbacks.request(self.clock.wall(), req) {
-            Ok(_) => {
-                self.bookings.insert(id, key);
-                None
+    fn callback_work(&mut self, o: callback::Output) {
+        match o {
+            callback::Output::Store { id } => {
+                let Some(entry) = self.node.queue().get(&id) else {
+                    return;
+                };
+                let rec = record(entry, 0);
+                let store = self.store.clone();
+                let tx = self.stored_tx.clone();
+                tokio::spawn(async move {
+                    let r = store.insert_callback(rec).await;
+                    let _ = tx.send(Stored {
+                        id,
+                        ok: r.is_ok(),
+                        error: r.err().map(|e| e.to_string()),
+                    });
+                });
             }
-            Err(QueueError::Full) => Some(BookingResult::QueueFull),
-            Err(QueueError::Duplicate { position, .. }) => Some(BookingResult::AlreadyBooked {
-                position: clamp_position(position.unwrap_or(1)),
-            }),
-            Err(_) => Some(BookingResult::Failed),
-        };
-        self.drain_callbacks();
-        if let Some(r) = result {
-            if let Some(e) = self.calls.get_mut(&key) {
-                let _ = e.call.handle_input(now, call::Input::BookingResult(r));
+            callback::Output::Update { id, state } => {
+                let store = self.store.clone();
+                let at = self.clock.wall().0;
+                tokio::spawn(async move {
+                    if let Err(e) = store
+                        .update_callback_state(id.to_string(), state.as_str().into(), at)
+                        .await
+                    {
+                        warn!(error = %e, "callback state not written");
+                    }
+                });
             }
-            self.drive(key, now);
-        }
-    }
-
-    fn drain_callbacks(&mut self) {
-        while let Some(o) = self.callbacks.poll_output() {
-            match o {
-                callback::Output::Store { id } => {
-                    let Some(entry) = self.callbacks.get(&id) else {
-                        continue;
-                    };
-                    let rec = record(entry, 0);
-                    let store = self.store.clone();
-                    let tx = self.stored_tx.clone();
-                    tokio::spawn(async move {
-                        let r = store.insert_callback(rec).await;
-                        let _ = tx.send(Stored {
-                            id,
-                            ok: r.is_ok(),
-                            error: r.err().map(|e| e.to_string()),
-                        });
-                    });
+            callback::Output::Remove { id, state } => {
+                if state == callback::State::Expired {
+                    info!(callback = %id, "callback expired");
                 }
-                callback::Output::Update { id, state } => {
-                    let store = self.store.clone();
-                    let at = self.clock.wall().0;
-                    tokio::spawn(async move {
-                        if let Err(e) = store
-                            .update_callback_state(id.to_string(), state.as_str().into(), at)
-                            .await
-                        {
-                            warn!(error = %e, "callback state not written");
-                        }
-                    });
-                }
-                callback::Output::Remove { id, .. } => {
-                    let store = self.store.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = store.delete_callback(id.to_string()).await {
-                            warn!(error = %e, "callback record not deleted");
-                        }
-                    });
-                }
-                // Without a link, booked callbacks stay Stored (durable, waiting); with one,
-                // they are published and become Synced on PUBACK.
-                callback::Output::Publish { id, position } => {
-                    let (Some(tx), Some(entry)) = (&self.to_link, self.callbacks.get(&id)) else {
-                        continue;
-                    };
-                    let req = CallbackRequest {
-                        callback_id: entry.id.to_string(),
-                        node: self.cfg.node_id.clone(),
-                        site: self.cfg.site.clone(),
-                        call_id: entry.call_id.to_string(),
-                        requested_at: rfc3339(entry.requested_at),
-                        caller: entry.caller.as_ref().map(ToString::to_string),
-                        callback_number: entry.callback_number.to_string(),
-                        dialled: entry.dialled.as_ref().map(ToString::to_string),
-                        announcement_id: entry.announcement.as_ref().map(ToString::to_string),
-                        position,
-                    };
-                    let _ = tx.send(ToLink::Callback(Box::new(req)));
-                }
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.delete_callback(id.to_string()).await {
+                        warn!(error = %e, "callback record not deleted");
+                    }
+                });
+            }
+            // Without a link, booked callbacks stay Stored (durable, waiting); with one,
+            // they are published and become Synced on PUBACK.
+            callback::Output::Publish { id, position } => {
+                let (Some(tx), Some(entry)) = (&self.to_link, self.node.queue().get(&id)) else {
+                    return;
+                };
+                let req = CallbackRequest {
+                    callback_id: entry.id.to_string(),
+                    node: self.cfg.node_id.clone(),
+                    site: self.cfg.site.clone(),
+                    call_id: entry.call_id.to_string(),
+                    requested_at: rfc3339(entry.requested_at),
+                    caller: entry.caller.as_ref().map(ToString::to_string),
+                    callback_number: entry.callback_number.to_string(),
+                    dialled: entry.dialled.as_ref().map(ToString::to_string),
+                    announcement_id: entry.announcement.as_ref().map(ToString::to_string),
+                    position,
+                };
+                let _ = tx.send(ToLink::Callback(Box::new(req)));
             }
         }
     }
 
     fn on_stored(&mut self, s: Stored) {
-        let booking = self.callbacks.stored(&s.id, s.ok);
-        let result = match booking {
-            Ok(Booking::Booked { position }) => {
-                self.stats.callbacks_booked += 1;
-                info!(callback = %s.id, position, "callback booked (durable)");
-                BookingResult::Booked {
-                    position: clamp_position(position),
-                }
-            }
-            Ok(Booking::NotBooked) | Err(_) => {
-                self.stats.callbacks_failed += 1;
-                warn!(callback = %s.id, error = s.error.as_deref().unwrap_or("refused"), "callback could not be booked");
-                BookingResult::Failed
-            }
-        };
-        self.drain_callbacks();
-        if let Some(key) = self.bookings.remove(&s.id) {
-            let now = self.clock.now();
-            if let Some(e) = self.calls.get_mut(&key) {
-                if matches!(result, BookingResult::Booked { .. }) {
-                    e.booked = Some(s.id.clone());
-                }
-                let _ = e.call.handle_input(now, call::Input::BookingResult(result));
-                self.drive(key, now);
-            }
+        if !s.ok {
+            warn!(callback = %s.id, error = s.error.as_deref().unwrap_or("refused"), "callback record not written");
         }
+        let now = self.now();
+        if let Err(e) = self.node.handle_stored(now, &s.id, s.ok) {
+            debug!(callback = %s.id, error = %e, "store answer refused by the node");
+        }
+        self.drain();
     }
 
     async fn restore_callbacks(&mut self) -> Result<(), AgentError> {
         let records = self.store.callbacks().await?;
         let entries: Vec<callback::Entry> = records.iter().filter_map(entry_from_record).collect();
         let n = entries.len();
-        let report = self.callbacks.restore(entries);
+        let now = self.now();
+        let report = self.node.restore_callbacks(now, entries);
         info!(restored = n, report = ?report, "callback queue restored from disk");
-        self.drain_callbacks();
+        self.drain();
         Ok(())
     }
 
     // ---- the CRM link and the control socket ----------------------------------------------
 
     fn on_link(&mut self, m: FromLink) {
-        match m {
-            FromLink::AnnouncementsChanged => self.load_announcements(),
-            FromLink::Connected => self.callbacks.resync(),
-            FromLink::CallbackSynced(id) => {
-                if let Ok(id) = CallbackId::new(&id) {
-                    if let Err(e) = self.callbacks.synced(&id) {
-                        debug!(callback = %id, error = %e, "PUBACK for a callback not waiting for one");
-                    }
-                }
+        let now = self.now();
+        let input = match m {
+            FromLink::Announcement(a) => {
+                info!(announcement = %a.id, version = a.version, "announcement received");
+                CrmInput::Announcement(announce::Input::Upsert(*a))
             }
-            FromLink::CallbackState { id, state, at } => match CallbackId::new(&id) {
-                Ok(cid) => match self.callbacks.crm_state(&cid, state, at) {
-                    Ok(()) => {
-                        info!(callback = %cid, state = state.state().as_str(), "callback state from the CRM")
-                    }
-                    Err(e) => {
-                        warn!(callback = %cid, error = %e, "callback state from the CRM refused")
-                    }
-                },
-                Err(_) => warn!(callback = %id, "callback state for an invalid id"),
+            FromLink::Withdrawn(id) => {
+                info!(announcement = %id, "announcement withdrawn");
+                CrmInput::Announcement(announce::Input::Withdraw(id))
+            }
+            FromLink::Audio { sha256, frames } => {
+                self.audio.insert(sha256, frames);
+                CrmInput::Announcement(announce::Input::AudioAvailable(sha256))
+            }
+            FromLink::AudioRemoved(sha256) => {
+                self.audio.remove(&sha256);
+                CrmInput::Announcement(announce::Input::AudioRemoved(sha256))
+            }
+            FromLink::Connected => CrmInput::Connected,
+            FromLink::CallbackSynced(id) => match CallbackId::new(&id) {
+                Ok(id) => CrmInput::CallbackSynced(id),
+                Err(_) => return,
             },
+            FromLink::CallbackState { id, state, at } => match CallbackId::new(&id) {
+                Ok(id) => CrmInput::CallbackState { id, state, at },
+                Err(_) => {
+                    warn!(callback = %id, "callback state for an invalid id");
+                    return;
+                }
+            },
+        };
+        let what = format!("{input:?}");
+        match self.node.handle_crm(now, input) {
+            Ok(()) => {}
+            Err(node::Error::Queue(e)) => {
+                warn!(error = %e, "callback update from the CRM refused");
+            }
+            Err(e) => debug!(error = %e, input = %clip(&what), "CRM input refused"),
         }
-        self.drain_callbacks();
+        self.drain();
+        self.refresh_views();
     }
 
     fn on_command(&mut self, c: Command) {
         match c {
             Command::Calls(reply) => {
                 let now = self.clock.now();
-                let list = self
-                    .calls
-                    .iter()
-                    .map(|(key, e)| {
-                        let stats = e.call.rtp_stats();
-                        let sent = self.media.session(*key).map_or(0, |s| s.sent());
-                        CallView {
-                            call_id: e.call.id().to_string(),
-                            caller: e.call.caller().map(ToString::to_string),
-                            dialled: e.call.dialled().map(ToString::to_string),
-                            state: phase_str(e.call.phase()).to_owned(),
-                            age_ms: now
-                                .saturating_duration_since(e.call.started_at())
-                                .as_millis() as u64,
-                            codec: e.call.codec().map(|c| match c {
-                                shared::sdp::Codec::Pcmu => "PCMU",
-                                shared::sdp::Codec::Pcma => "PCMA",
-                            }),
-                            packets_sent: sent,
-                            packets_received: u64::from(stats.received),
-                        }
-                    })
-                    .collect();
+                let mut list = Vec::new();
+                self.node.calls().for_each(&mut |key, slot| {
+                    if slot.is_ended() {
+                        return;
+                    }
+                    let c = slot.call();
+                    let stats = c.rtp_stats();
+                    let sent = self.media.session(key.0).map_or(0, |s| s.sent());
+                    list.push(CallView {
+                        call_id: c.id().to_string(),
+                        caller: c.caller().map(ToString::to_string),
+                        dialled: c.dialled().map(ToString::to_string),
+                        state: phase_str(c.phase()).to_owned(),
+                        age_ms: now.saturating_duration_since(c.started_at()).as_millis() as u64,
+                        codec: c.codec().map(|c| match c {
+                            shared::sdp::Codec::Pcmu => "PCMU",
+                            shared::sdp::Codec::Pcma => "PCMA",
+                        }),
+                        packets_sent: sent,
+                        packets_received: u64::from(stats.received),
+                    });
+                });
                 let _ = reply.send(list);
             }
             Command::Callbacks(reply) => {
-                let list = self
-                    .callbacks
+                let q = self.node.queue();
+                let list = q
                     .iter()
                     .map(|e| CallbackView {
                         callback_id: e.id.to_string(),
@@ -1209,7 +1059,7 @@ impl Engine {
                         dialled: e.dialled.as_ref().map(ToString::to_string),
                         requested_at_ms: e.requested_at.0,
                         state: e.state.as_str(),
-                        position: self.callbacks.position(&e.id),
+                        position: q.position(&e.id),
                         announcement_id: e.announcement.as_ref().map(ToString::to_string),
                     })
                     .collect();
@@ -1217,16 +1067,21 @@ impl Engine {
             }
             Command::CancelCallback { id, reply } => {
                 let r = match CallbackId::new(&id) {
-                    Ok(cid) => self
-                        .callbacks
-                        .cancel(self.clock.wall(), &cid)
-                        .map_err(|e| e.to_string()),
+                    Ok(cid) => {
+                        let now = self.now();
+                        self.node
+                            .cancel_callback(now, &cid)
+                            .map_err(|e| match e {
+                                node::Error::Queue(q) => q.to_string(),
+                                other => other.to_string(),
+                            })
+                    }
                     Err(_) => Err(format!("`{id}` is not a callback id")),
                 };
                 if r.is_ok() {
                     info!(callback = %id, "callback cancelled by a technician");
                 }
-                self.drain_callbacks();
+                self.drain();
                 let _ = reply.send(r);
             }
         }
@@ -1235,13 +1090,19 @@ impl Engine {
     /// Rebuilds the announcement views; publishes a snapshot at once when they changed (the
     /// CRM sees a new version's state within a second).
     fn refresh_views(&mut self) {
-        let views: Vec<AnnouncementView> = self
-            .announcements
+        let set = self.node.announcements();
+        let views: Vec<AnnouncementView> = set
             .iter()
-            .map(|(_, a, state)| AnnouncementView {
+            .map(|(h, a, state)| AnnouncementView {
                 id: a.id.to_string(),
                 version: a.version,
-                state: state.as_str(),
+                // An announcement scoped to other sites never plays here, whatever its state
+                // is there.
+                state: if self.node.plays_here(h) {
+                    state.as_str()
+                } else {
+                    OTHER_SITE
+                },
                 priority: a.priority,
                 sites: a
                     .scope
@@ -1270,64 +1131,51 @@ impl Engine {
 
     // ---- announcements ---------------------------------------------------------------------
 
+    /// Reads the announcement cache once, at start-up; afterwards the link hands every change
+    /// over as it caches it.
     fn load_announcements(&mut self) {
-        let audio = &self.audio;
-        let loaded = announcements::load_dir(&self.cfg.state_dir, self.cfg.max_audio_bytes, &|h| {
-            audio.contains_key(h)
+        let loaded = announcements::load_dir(&self.cfg.state_dir, self.cfg.max_audio_bytes, &|_| {
+            false
         });
-        let wall = self.clock.wall();
         for (path, why) in &loaded.rejected {
             debug!(file = %path.display(), reason = %why, "announcement cache file skipped");
         }
+        let now = self.now();
         for (sha, frames) in loaded.audio {
-            if self.audio.insert(sha, frames).is_none() {
-                let _ = self
-                    .announcements
-                    .handle_input(wall, announce::Input::AudioAvailable(sha));
-            }
-        }
-        let on_disk: std::collections::HashSet<String> = loaded
-            .announcements
-            .iter()
-            .map(|(a, _)| a.id.to_string())
-            .collect();
-        let withdrawn: Vec<AnnouncementId> = self
-            .announcements
-            .iter()
-            .filter(|(_, a, _)| !on_disk.contains(a.id.as_str()))
-            .map(|(_, a, _)| a.id.clone())
-            .collect();
-        for id in withdrawn {
-            info!(announcement = %id, "announcement withdrawn");
+            self.audio.insert(sha, frames);
             let _ = self
-                .announcements
-                .handle_input(wall, announce::Input::Withdraw(id));
+                .node
+                .handle_crm(now, CrmInput::Announcement(announce::Input::AudioAvailable(sha)));
         }
         for (a, _text) in loaded.announcements {
-            let known = self
-                .announcements
-                .current(&a.id)
-                .and_then(|h| self.announcements.get(h))
-                .is_some_and(|cur| cur.version >= a.version);
-            if !known {
-                let _ = self
-                    .announcements
-                    .handle_input(wall, announce::Input::Upsert(a));
+            let id = a.id.clone();
+            if let Err(e) = self
+                .node
+                .handle_crm(now, CrmInput::Announcement(announce::Input::Upsert(a)))
+            {
+                debug!(announcement = %id, error = %e, "cached announcement not loaded");
             }
         }
-        self.announcements.handle_timeout(wall);
-        while let Some(ev) = self.announcements.poll_output() {
-            debug!(event = ?ev, "announcement");
-        }
+        self.drain();
         self.refresh_views();
     }
 }
+
+/// The state shown for an announcement whose scope excludes this node's site.
+pub const OTHER_SITE: &str = "other_site";
 
 /// RFC 3339 with milliseconds (`2026-11-23T06:01:02.345Z`).
 fn rfc3339(t: shared::time::UnixMillis) -> String {
     let mut s = String::with_capacity(24);
     let _ = t.write_rfc3339(&mut s);
     s
+}
+
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(120) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }
 
 fn phase_str(p: call::Phase) -> &'static str {
@@ -1337,10 +1185,6 @@ fn phase_str(p: call::Phase) -> &'static str {
         call::Phase::Rejected => "rejected",
         call::Phase::Ended => "ending",
     }
-}
-
-fn clamp_position(p: u32) -> u16 {
-    u16::try_from(p).unwrap_or(u16::MAX)
 }
 
 fn call_id_for(wall_ms: i64, key: u64) -> u64 {
@@ -1403,9 +1247,14 @@ async fn sleep_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// Receives one call's RTP and forwards it to the agent's task. Drops packets (counted by
-/// the channel's fullness) rather than blocking when the agent falls behind.
-async fn rtp_receive(socket: Arc<UdpSocket>, key: u64, tx: mpsc::Sender<RtpIn>) {
+/// Receives one call's RTP and forwards it to the agent's task. Drops packets (counted in
+/// `rtp_dropped`) rather than blocking when the agent falls behind.
+async fn rtp_receive(
+    socket: Arc<UdpSocket>,
+    key: CallKey,
+    tx: mpsc::Sender<RtpIn>,
+    overflow: Arc<std::sync::atomic::AtomicU64>,
+) {
     loop {
         let mut data = [0u8; RTP_MAX];
         let Ok((len, from)) = socket.recv_from(&mut data[..]).await else {
@@ -1417,7 +1266,10 @@ async fn rtp_receive(socket: Arc<UdpSocket>, key: u64, tx: mpsc::Sender<RtpIn>) 
             len: len.min(RTP_MAX),
             data,
         }) {
-            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                overflow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }

@@ -46,7 +46,7 @@ use tokio::task::JoinHandle;
 
 pub use server::ControlListener;
 
-use crate::agent::{Command, Snapshot};
+use crate::view::{Command, Snapshot};
 use crate::link::LinkStatus;
 
 /// What the control server reads and whom it asks.

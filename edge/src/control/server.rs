@@ -19,7 +19,7 @@ use super::protocol::{
     StatsData, StatusData, StreamData,
 };
 use super::{ControlContext, ControlError};
-use crate::agent::{AnnouncementView, CallView, CallbackView, Command};
+use crate::view::{AnnouncementView, CallView, CallbackView, Command};
 
 /// Clients served at once; one more gets a "busy" error reply and is closed.
 pub const MAX_CLIENTS: usize = 16;
@@ -490,7 +490,7 @@ mod tests {
     use tokio::sync::{mpsc, watch};
 
     use super::*;
-    use crate::agent::Snapshot;
+    use crate::view::Snapshot;
     use crate::control::client;
     use crate::link::LinkStatus;
 

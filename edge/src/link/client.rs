@@ -40,7 +40,7 @@ use super::status::{self, AnnouncementState};
 use super::topics::{Inbound, Topics};
 use super::transport;
 use super::{CallbackRequest, FromLink, LinkConfig, LinkStatus, ToLink};
-use crate::agent::Snapshot;
+use crate::view::Snapshot;
 use crate::clock::{wall_now, Clock};
 use crate::store::StoreHandle;
 

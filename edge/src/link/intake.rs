@@ -1,6 +1,6 @@
 //! Announcements and audio from the CRM into the on-disk cache the engine reads
 //! (`{state_dir}/announcements/{id}.json`, `{state_dir}/audio/{sha256}.wav`; see
-//! [`crate::agent::announcements`]).
+//! [`crate::announcements`]).
 //!
 //! Every message is validated before anything on disk changes; a rejected one leaves the
 //! cache exactly as it was (so the current announcement keeps playing) and is reported with
@@ -49,7 +49,7 @@ use tokio::sync::mpsc;
 
 use super::tts;
 use super::FromLink;
-use crate::agent::announcements::{self as cache, AnnouncementWire};
+use crate::announcements::{self as cache, AnnouncementWire};
 
 /// What the intake needs to know.
 #[derive(Debug, Clone)]
@@ -105,16 +105,23 @@ pub(crate) fn spawn_worker(
 ) -> mpsc::UnboundedSender<Item> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
     tokio::spawn(async move {
-        collect_garbage_in_background(&cfg.state_dir).await;
+        collect_garbage_in_background(&cfg.state_dir, &to_engine).await;
         while let Some(item) = rx.recv().await {
             let c = cfg.clone();
-            let outcome = tokio::task::spawn_blocking(move || apply(&c, item))
+            let (outcome, news) = tokio::task::spawn_blocking(move || apply_with_news(&c, item))
                 .await
-                .unwrap_or_else(|e| Outcome::Rejected(format!("intake task failed: {e}")));
+                .unwrap_or_else(|e| {
+                    (
+                        Outcome::Rejected(format!("intake task failed: {e}")),
+                        Vec::new(),
+                    )
+                });
+            for n in news {
+                let _ = to_engine.send(n);
+            }
             match &outcome {
                 Outcome::Changed(what) => {
                     tracing::info!(%what, "announcement cache updated");
-                    let _ = to_engine.send(FromLink::AnnouncementsChanged);
                 }
                 Outcome::Rejected(reason) => {
                     tracing::warn!(%reason, "CRM message rejected");
@@ -126,7 +133,7 @@ pub(crate) fn spawn_worker(
                 break;
             }
             if changed {
-                collect_garbage_in_background(&cfg.state_dir).await;
+                collect_garbage_in_background(&cfg.state_dir, &to_engine).await;
             }
         }
     });
@@ -139,7 +146,7 @@ pub(crate) const AUDIO_GRACE: Duration = Duration::from_secs(7 * 86_400);
 /// Temporary files older than this are left over from a crash.
 const TEMP_GRACE: Duration = Duration::from_secs(3600);
 
-async fn collect_garbage_in_background(state_dir: &Path) {
+async fn collect_garbage_in_background(state_dir: &Path, to_engine: &mpsc::UnboundedSender<FromLink>) {
     let dir = state_dir.to_owned();
     let removed = tokio::task::spawn_blocking(move || {
         let now = SystemTime::UNIX_EPOCH
@@ -150,6 +157,12 @@ async fn collect_garbage_in_background(state_dir: &Path) {
     .unwrap_or_default();
     if !removed.is_empty() {
         tracing::info!(files = removed.len(), removed = ?removed, "unused cached audio removed");
+    }
+    // The engine lets go of the decoded audio too, and the node stops naming it.
+    for name in &removed {
+        if let Some(sha) = name.strip_suffix(".wav").and_then(cache::parse_sha256) {
+            let _ = to_engine.send(FromLink::AudioRemoved(sha));
+        }
     }
 }
 
@@ -230,14 +243,24 @@ fn referenced_audio(state_dir: &Path) -> Option<BTreeSet<String>> {
 }
 
 /// Applies one message to the cache (blocking).
-pub(crate) fn apply(cfg: &IntakeConfig, item: Item) -> Outcome {
-    match item {
-        Item::Announcement { id, payload } => announcement(cfg, &id, &payload),
-        Item::Audio { sha256, payload } => audio(cfg, &sha256, &payload),
-    }
+/// Applies one message to the cache; also returns what the engine must hear of it: the
+/// decoded announcement as cached, its withdrawal, or the decoded audio (so nothing is read
+/// or decoded twice).
+pub(crate) fn apply_with_news(cfg: &IntakeConfig, item: Item) -> (Outcome, Vec<FromLink>) {
+    let mut news = Vec::new();
+    let outcome = match item {
+        Item::Announcement { id, payload } => announcement(cfg, &id, &payload, &mut news),
+        Item::Audio { sha256, payload } => audio(cfg, &sha256, &payload, &mut news),
+    };
+    (outcome, news)
 }
 
-fn announcement(cfg: &IntakeConfig, id: &str, payload: &[u8]) -> Outcome {
+fn announcement(
+    cfg: &IntakeConfig,
+    id: &str,
+    payload: &[u8],
+    news: &mut Vec<FromLink>,
+) -> Outcome {
     if AnnouncementId::new(id).is_err() {
         return Outcome::Rejected(format!("announcement topic id `{}` is not valid", clip(id)));
     }
@@ -246,7 +269,12 @@ fn announcement(cfg: &IntakeConfig, id: &str, payload: &[u8]) -> Outcome {
     if payload.is_empty() {
         return match fs::remove_file(dir.join(&name)) {
             Ok(()) => match sync_dir(&dir) {
-                Ok(()) => Outcome::Changed(format!("announcement {id} withdrawn")),
+                Ok(()) => {
+                    if let Ok(aid) = AnnouncementId::new(id) {
+                        news.push(FromLink::Withdrawn(aid));
+                    }
+                    Outcome::Changed(format!("announcement {id} withdrawn"))
+                }
                 Err(e) => Outcome::Rejected(format!("withdrawing {id}: {e}")),
             },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Outcome::Unchanged,
@@ -292,10 +320,11 @@ fn announcement(cfg: &IntakeConfig, id: &str, payload: &[u8]) -> Outcome {
         Some(v) if a.version == v => return Outcome::Unchanged,
         _ => {}
     }
+    let a_version = a.version;
     let mut doc = payload.to_vec();
     let mut rendered = String::new();
     if let (Some(cmd), None, Some(text)) = (&cfg.speech_command, a.audio, text.as_deref()) {
-        match speak(cfg, cmd, text) {
+        match speak(cfg, cmd, text, news) {
             Ok(sha) => match with_audio(payload, &sha) {
                 Some(d) => {
                     doc = d;
@@ -307,18 +336,33 @@ fn announcement(cfg: &IntakeConfig, id: &str, payload: &[u8]) -> Outcome {
         }
     }
     match write_atomic(&dir, &name, &doc) {
-        Ok(()) => Outcome::Changed(format!("announcement {id} version {}{rendered}", a.version)),
+        Ok(()) => {
+            // What the engine gets is what the cache now holds (with rendered audio named).
+            let cached = cache::decode(&doc).map_or(a, |(c, _)| c);
+            news.push(FromLink::Announcement(Box::new(cached)));
+            Outcome::Changed(format!("announcement {id} version {}{rendered}", a_version))
+        }
         Err(e) => Outcome::Rejected(format!("storing announcement {id}: {e}")),
     }
 }
 
 /// Renders `text`, checks the WAV and stores it; returns its hash.
-fn speak(cfg: &IntakeConfig, cmd: &str, text: &str) -> Result<String, String> {
+fn speak(
+    cfg: &IntakeConfig,
+    cmd: &str,
+    text: &str,
+    news: &mut Vec<FromLink>,
+) -> Result<String, String> {
     let limit = cfg.max_audio_bytes.min(cfg.max_payload_bytes);
     let wav = tts::render(cmd, text, limit, tts::SPEECH_TIMEOUT).map_err(|e| e.to_string())?;
-    crate::media::audio::decode_wav(&wav)
+    let pcm = crate::media::audio::decode_wav(&wav)
         .map_err(|e| format!("the speech command's output is not usable: {e}"))?;
-    let sha = cache::hex(&cache::sha256(&wav));
+    let digest = cache::sha256(&wav);
+    news.push(FromLink::Audio {
+        sha256: digest,
+        frames: std::sync::Arc::new(crate::media::audio::Frames::from_pcm_8k(&pcm)),
+    });
+    let sha = cache::hex(&digest);
     let dir = cache::audio_dir(&cfg.state_dir);
     let name = format!("{sha}.wav");
     if !dir.join(&name).exists() {
@@ -337,7 +381,12 @@ fn with_audio(payload: &[u8], sha: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn audio(cfg: &IntakeConfig, topic_hash: &str, payload: &[u8]) -> Outcome {
+fn audio(
+    cfg: &IntakeConfig,
+    topic_hash: &str,
+    payload: &[u8],
+    news: &mut Vec<FromLink>,
+) -> Outcome {
     let Some(expected) = cache::parse_sha256(topic_hash) else {
         return Outcome::Rejected(format!(
             "audio topic `{}` is not a SHA-256 (64 hex digits)",
@@ -367,11 +416,18 @@ fn audio(cfg: &IntakeConfig, topic_hash: &str, payload: &[u8]) -> Outcome {
     if dir.join(&name).exists() {
         return Outcome::Unchanged;
     }
-    if let Err(e) = crate::media::audio::decode_wav(payload) {
-        return Outcome::Rejected(format!("audio {hex}: {e}"));
-    }
+    let pcm = match crate::media::audio::decode_wav(payload) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Rejected(format!("audio {hex}: {e}")),
+    };
     match write_atomic(&dir, &name, payload) {
-        Ok(()) => Outcome::Changed(format!("audio {hex} ({} bytes)", payload.len())),
+        Ok(()) => {
+            news.push(FromLink::Audio {
+                sha256: expected,
+                frames: std::sync::Arc::new(crate::media::audio::Frames::from_pcm_8k(&pcm)),
+            });
+            Outcome::Changed(format!("audio {hex} ({} bytes)", payload.len()))
+        }
         Err(e) => Outcome::Rejected(format!("storing audio {hex}: {e}")),
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!   engine ──ToLink::Event / ToLink::Callback──▶ link ──PUBLISH──▶ broker ──▶ CRM
-//!   engine ◀──FromLink::AnnouncementsChanged ─── link ◀──retained announcements/audio──
+//!   engine ◀──FromLink::Announcement / Withdrawn / Audio / AudioRemoved ── link ◀──retained announcements/audio──
 //!          ◀──FromLink::CallbackSynced / CallbackState / Connected
 //! ```
 //!
@@ -146,11 +146,21 @@ pub enum ToLink {
 }
 
 /// News for the engine, from the link.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FromLink {
-    /// The announcement cache on disk changed (a new, changed or withdrawn announcement, or
-    /// new audio): reload it now.
-    AnnouncementsChanged,
+    /// A new version of an announcement, validated and cached on disk.
+    Announcement(Box<shared::announce::Announcement>),
+    /// An announcement withdrawn (its cached file deleted).
+    Withdrawn(shared::ids::AnnouncementId),
+    /// Audio verified, cached on disk and decoded.
+    Audio {
+        /// Its SHA-256.
+        sha256: [u8; 32],
+        /// The decoded frames.
+        frames: Arc<crate::media::audio::Frames>,
+    },
+    /// Cached audio deleted (no cached announcement named it for a week).
+    AudioRemoved([u8; 32]),
     /// The broker PUBACKed this callback's CallbackRequest.
     CallbackSynced(String),
     /// The CRM reported a callback's state on `…/callbacks/{id}/state`.
@@ -217,7 +227,7 @@ pub struct LinkHandle {
 pub fn spawn(
     cfg: LinkConfig,
     store: crate::store::StoreHandle,
-    snapshot: watch::Receiver<crate::agent::Snapshot>,
+    snapshot: watch::Receiver<crate::view::Snapshot>,
     to_engine: mpsc::UnboundedSender<FromLink>,
 ) -> LinkHandle {
     let (tx, rx) = mpsc::unbounded_channel();

@@ -39,7 +39,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::agent::announcements::AnnouncementWire;
+use crate::announcements::AnnouncementWire;
 use crate::config::values::{base64_decode, base64_encode};
 
 /// The context string every signed input starts with.

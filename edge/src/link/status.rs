@@ -18,7 +18,7 @@
 use serde::Serialize;
 
 use super::{LinkConfig, LinkStatus};
-use crate::agent::{Snapshot, Stats};
+use crate::view::{Snapshot, Stats};
 
 /// One announcement's identity and state, as the CRM sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -17,7 +17,7 @@ use shared::ids::CallId;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::agent::{AnnouncementView, Snapshot};
+use crate::view::{AnnouncementView, Snapshot};
 use crate::store::{Store, StoreHandle};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -413,7 +413,7 @@ fn wav(samples: usize) -> Vec<u8> {
 }
 
 fn sha(bytes: &[u8]) -> String {
-    crate::agent::announcements::hex(&crate::agent::announcements::sha256(bytes))
+    crate::announcements::hex(&crate::announcements::sha256(bytes))
 }
 
 fn announcement(id: &str, version: u32, audio: Option<&str>, text: Option<&str>) -> Vec<u8> {
@@ -432,10 +432,13 @@ fn announcement(id: &str, version: u32, audio: Option<&str>, text: Option<&str>)
     serde_json::to_vec(&v).unwrap()
 }
 
-async fn next_changed(node: &mut Node) {
+/// Waits for the engine to be told of an announcement change (a new version or a
+/// withdrawal) and returns it.
+async fn next_changed(node: &mut Node) -> FromLink {
     loop {
-        if recv(&mut node.from, "AnnouncementsChanged").await == FromLink::AnnouncementsChanged {
-            return;
+        let m = recv(&mut node.from, "announcement news").await;
+        if matches!(m, FromLink::Announcement(_) | FromLink::Withdrawn(_)) {
+            return m;
         }
     }
 }
@@ -824,7 +827,7 @@ async fn announcements_and_audio_reach_the_cache_and_bad_ones_change_nothing() {
         .await;
     assert_eq!(std::fs::read(&ann_file).unwrap(), doc);
     assert_eq!(std::fs::read(&wav_file).unwrap(), audio);
-    let loaded = crate::agent::announcements::load_dir(dir.path(), 1 << 20, &|_| false);
+    let loaded = crate::announcements::load_dir(dir.path(), 1 << 20, &|_| false);
     assert!(loaded.rejected.is_empty(), "{:?}", loaded.rejected);
     assert_eq!(loaded.announcements.len(), 1);
     assert_eq!(loaded.audio.len(), 1);
@@ -886,7 +889,7 @@ async fn announcements_and_audio_reach_the_cache_and_bad_ones_change_nothing() {
     assert!(!dir.path().join("announcements/huge.json").exists());
     assert!(
         node.from.try_recv().is_err(),
-        "no AnnouncementsChanged for rejects"
+        "no news for the engine of rejects"
     );
 
     // The same version again is no change; a newer one replaces.
@@ -895,14 +898,20 @@ async fn announcements_and_audio_reach_the_cache_and_bad_ones_change_nothing() {
     let v4 = announcement("outage-phl", 4, Some(&h), None);
     crm.publish(&t.announcement("outage-phl"), true, v4.clone())
         .await;
-    next_changed(&mut node).await;
+    match next_changed(&mut node).await {
+        FromLink::Announcement(a) => assert_eq!((a.id.as_str(), a.version), ("outage-phl", 4)),
+        other => panic!("expected version 4, got {other:?}"),
+    }
     assert_eq!(std::fs::read(&ann_file).unwrap(), v4);
     assert_eq!(node.status().rejected, n);
 
     // An empty payload withdraws.
     crm.publish(&t.announcement("outage-phl"), true, Vec::new())
         .await;
-    next_changed(&mut node).await;
+    match next_changed(&mut node).await {
+        FromLink::Withdrawn(id) => assert_eq!(id.as_str(), "outage-phl"),
+        other => panic!("expected a withdrawal, got {other:?}"),
+    }
     assert!(!ann_file.exists());
     assert!(wav_file.exists());
     node.stop().await;
@@ -940,13 +949,13 @@ async fn text_announcements_are_rendered_with_the_speech_command() {
     assert_eq!(sha(&bytes), h);
     let pcm = crate::media::audio::decode_wav(&bytes).unwrap();
     assert!(pcm.len() > 8000, "at least a second of speech");
-    let loaded = crate::agent::announcements::load_dir(dir.path(), 16 << 20, &|_| false);
+    let loaded = crate::announcements::load_dir(dir.path(), 16 << 20, &|_| false);
     assert!(loaded.rejected.is_empty(), "{:?}", loaded.rejected);
     assert_eq!(
         loaded.announcements[0]
             .0
             .audio
-            .map(|a| crate::agent::announcements::hex(&a))
+            .map(|a| crate::announcements::hex(&a))
             .as_deref(),
         Some(h)
     );
@@ -1371,7 +1380,7 @@ async fn with_a_signing_key_only_announcements_signed_by_it_are_cached() {
     assert_eq!(std::fs::read(&ann_file).unwrap(), good);
     // The node's own signing input (what `firmware-sim crm --signing-key` signs) is the
     // documented one.
-    let w: crate::agent::announcements::AnnouncementWire =
+    let w: crate::announcements::AnnouncementWire =
         serde_json::from_slice(&serde_json::to_vec(&doc(6)).unwrap()).unwrap();
     assert_eq!(signature::signed_input(&w), netstring_input(&doc(6)));
     node.stop().await;

@@ -1,3 +1,6 @@
+//! What the agent shows the outside, shared by the agent, the CRM link and the control
+//! socket (so neither depends on the other's internals).
+//!
 //! What the engine shows the outside: the periodic [`Snapshot`] (cheap, every 500 ms and on
 //! change) and answers to [`Command`]s from the control socket (built on request, so a node
 //! with thousands of calls pays for a call list only when a technician asks).
@@ -22,9 +25,12 @@ pub struct Stats {
     pub calls_refused: u64,
     /// Callbacks durably booked.
     pub callbacks_booked: u64,
-    /// Callback writes that failed (the caller heard "could not book").
+    /// Bookings that failed (the caller heard "could not book" or "queue full").
     pub callbacks_failed: u64,
-    /// RTP datagrams dropped because the agent fell behind.
+    /// Booked callbacks that waited longer than `callbacks.max_age_s` and left the queue.
+    pub callbacks_expired: u64,
+    /// Inbound RTP datagrams dropped: refused by their call (not RTP, a foreign source,
+    /// before the media started) or because the agent fell behind.
     pub rtp_dropped: u64,
 }
 
@@ -35,7 +41,8 @@ pub struct AnnouncementView {
     pub id: String,
     /// Version.
     pub version: u32,
-    /// `active`, `scheduled`, `pending`, `unplayable` or `expired`.
+    /// `active`, `scheduled`, `pending`, `unplayable`, `expired`, or `other_site` when its
+    /// scope names only other sites (it never plays here).
     pub state: &'static str,
     /// Higher plays first.
     pub priority: i32,
@@ -58,7 +65,7 @@ pub struct AnnouncementView {
 /// A snapshot of the agent for the control socket, the status topic and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
-    /// Active calls.
+    /// Active calls (ended calls leave the count at their BYE).
     pub calls: usize,
     /// Callbacks waiting.
     pub callbacks_waiting: u32,
