@@ -136,7 +136,7 @@ fn announce_leaves_the_audio_and_the_document_retained_for_a_fresh_subscriber() 
             Duration::from_secs(10),
         ))
         .expect("announce");
-    let hash = edge::agent::announcements::hex(&edge::agent::announcements::sha256(&wav));
+    let hash = edge::announcements::hex(&edge::announcements::sha256(&wav));
     assert_eq!(published.audio_sha256.as_deref(), Some(hash.as_str()));
     assert_eq!(
         published.audio.as_ref().map(|a| a.topic.as_str()),
@@ -153,7 +153,7 @@ fn announce_leaves_the_audio_and_the_document_retained_for_a_fresh_subscriber() 
     assert!(audio.retain);
     assert_eq!(audio.payload.as_ref(), wav.as_slice());
     assert_eq!(
-        edge::agent::announcements::hex(&edge::agent::announcements::sha256(&audio.payload)),
+        edge::announcements::hex(&edge::announcements::sha256(&audio.payload)),
         hash,
         "the topic names the SHA-256 of the payload"
     );
@@ -172,7 +172,7 @@ fn announce_leaves_the_audio_and_the_document_retained_for_a_fresh_subscriber() 
     assert_eq!(v["scope"]["caller_prefixes"][0], "+1215");
     assert_eq!(v["offer_callback"], true);
     // The agent's own decoder accepts it.
-    let (a, text) = edge::agent::announcements::decode(&doc.payload).expect("agent accepts");
+    let (a, text) = edge::announcements::decode(&doc.payload).expect("agent accepts");
     assert_eq!(a.version, 7);
     assert_eq!(text.as_deref(), Some("We are aware of an outage."));
 
@@ -421,7 +421,7 @@ fn keygen_then_announce_with_the_key_publishes_a_document_the_public_key_verifie
         Duration::from_millis(800),
     ));
     let doc = got.first().expect("retained announcement");
-    let w: edge::agent::announcements::AnnouncementWire =
+    let w: edge::announcements::AnnouncementWire =
         serde_json::from_slice(&doc.payload).expect("document");
     assert!(w.signature.is_some());
     let public: edge::config::SigningKey = public.parse().expect("public key");

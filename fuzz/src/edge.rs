@@ -1,7 +1,7 @@
 //! Checks for the agent's (`edge`) parsers of input from outside: what the CRM publishes
 //! (announcements, audio) and what a local client writes to the control socket.
 
-use edge::agent::announcements::{self, AnnouncementWire};
+use edge::announcements::{self, AnnouncementWire};
 use edge::control::protocol::Request;
 use edge::link::signature;
 

@@ -281,7 +281,7 @@ pub fn tone_wav(freq_hz: f64, seconds: f64, amplitude: f64) -> Vec<u8> {
 /// Lowercase hex SHA-256.
 #[must_use]
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    edge::agent::announcements::hex(&edge::agent::announcements::sha256(bytes))
+    edge::announcements::hex(&edge::announcements::sha256(bytes))
 }
 
 /// The PCMU packets (payload type 0) among `packets`, decoded: one frame of samples each.

@@ -780,7 +780,7 @@ fn the_node_accepts_what_the_announcement_schema_accepts_and_refuses_unknown_fie
     for a in &accepted {
         assert_valid(&ann, "Announcement", a);
         let bytes = serde_json::to_vec(a).unwrap();
-        if let Err(e) = edge::agent::announcements::decode(&bytes) {
+        if let Err(e) = edge::announcements::decode(&bytes) {
             panic!("the node refuses a schema-valid announcement {a}: {e}");
         }
     }
@@ -798,7 +798,7 @@ fn the_node_accepts_what_the_announcement_schema_accepts_and_refuses_unknown_fie
         assert!(!ann.is_valid(a), "schema accepts {a}");
         let bytes = serde_json::to_vec(a).unwrap();
         assert!(
-            edge::agent::announcements::decode(&bytes).is_err(),
+            edge::announcements::decode(&bytes).is_err(),
             "the node accepts a schema-invalid announcement {a}"
         );
     }

@@ -4,12 +4,12 @@
 //! node that receives the document can already have (or soon get) what it names.
 //!
 //! Before anything is sent, the document is checked with the agent's own decoder
-//! (`edge::agent::announcements::decode`) and the WAV with the agent's audio decoder, so the
+//! (`edge::announcements::decode`) and the WAV with the agent's audio decoder, so the
 //! CRM never publishes something a node would refuse.
 
 use std::time::Duration;
 
-use edge::agent::announcements::{self as wire, hex, sha256};
+use edge::announcements::{self as wire, hex, sha256};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{json, Value};
 
