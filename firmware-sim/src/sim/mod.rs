@@ -9,13 +9,15 @@
 //!
 //! * [`caller`]: gateways placing calls (text SIP from `crate::gateway::uac`, RFC 4733 key
 //!   presses as real RTP), and callers who listen, barge in, book callbacks, key numbers,
-//!   hang up, cancel while ringing, hold, or whose gateway dies.
+//!   hang up, cancel while ringing, hold, call again about a callback they booked, or whose
+//!   gateway dies.
 //! * a network that loses, duplicates, delays and reorders SIP and RTP datagrams;
 //! * [`node`]: the node, driving `shared::call::Call` per SIP Call-ID exactly as the `edge`
 //!   shell does, with an announcement set, a callback queue on a simulated disk that can fail
 //!   and survives crashes, the event sequencer and outbox; it crashes and restarts;
 //! * [`crm`]: an MQTT broker that goes down and loses what it had not delivered, and a CRM
-//!   that acknowledges, asks for replays, and moves callbacks on;
+//!   that acknowledges, asks for replays, moves callbacks on and publishes a new
+//!   announcement version every few tens of seconds;
 //! * [`oracle`]: the invariants, checked as facts happen and once more after the end, when
 //!   the network and broker are healed and everything drains.
 //!
@@ -231,7 +233,9 @@ struct World {
     crm: Crm,
     healing: bool,
     heal_deadline: Instant,
-    numbers: Vec<(String, String)>,
+    /// Recent callers: caller number, keyed number, and whether they confirm their caller
+    /// ID as the callback number.
+    numbers: Vec<(String, String, bool)>,
     ann_versions: BTreeMap<&'static str, u32>,
     /// Scripted plans (demo), used in order instead of random ones.
     scripted: Option<Vec<(Duration, Plan)>>,

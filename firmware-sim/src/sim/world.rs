@@ -339,21 +339,23 @@ impl World {
         let idx = self.gws.next_idx;
         let answer_delay = self.prof.answer_delay_ms;
         let r = &mut self.ctx.rng;
-        // A few callers call again soon (their callback may still be waiting).
-        let (caller, keyed) = if r.chance(0.05) && !self.numbers.is_empty() {
+        // A few callers call again soon, most of them about the callback they asked for
+        // (it may still be waiting: the node must say "already booked").
+        let (caller, keyed, confirm, repeat) = if r.chance(0.08) && !self.numbers.is_empty() {
             let i = r.below(self.numbers.len() as u64) as usize;
-            let (c, k) = self.numbers[i].clone();
-            (Some(c), k)
+            let (c, k, confirm) = self.numbers[i].clone();
+            (Some(c), k, confirm, true)
         } else {
             let c = format!("1215{:07}", 1_000_000 + idx % 9_000_000);
             let k = format!("44{:010}", 2_000_000_000 + idx);
+            let confirm = r.chance(0.75);
             if self.numbers.len() >= 40 {
                 self.numbers.remove(0);
             }
-            self.numbers.push((c.clone(), k.clone()));
-            (Some(c), k)
+            self.numbers.push((c.clone(), k.clone(), confirm));
+            let anonymous = r.chance(0.08);
+            (if anonymous { None } else { Some(c) }, k, confirm, false)
         };
-        let caller = if r.chance(0.08) { None } else { caller };
         let dialled = DIALLED[r.below(3) as usize].to_string();
         let offer = match r.below(100) {
             0..=89 => Offer::Standard,
@@ -361,10 +363,9 @@ impl World {
             _ => Offer::G729Only,
         };
         let intent = match r.below(100) {
+            _ if repeat && r.chance(0.8) => Intent::Callback { confirm },
             0..=29 => Intent::Listen,
-            30..=69 => Intent::Callback {
-                confirm: r.chance(0.75),
-            },
+            30..=69 => Intent::Callback { confirm },
             70..=84 => Intent::HearAgain,
             _ => Intent::Invalid,
         };
@@ -493,7 +494,9 @@ impl World {
             self.crm
                 .publish_announcement(ctx, id.to_string(), Some(a), self.broker.up);
         }
-        let d = Duration::from_micros(self.ctx.rng.exp_micros(120_000_000));
+        // A new version every 20 s on average: over a run far more versions pass through
+        // the node than its announcement set and audio cache can hold.
+        let d = Duration::from_micros(self.ctx.rng.exp_micros(20_000_000));
         self.ctx.after(d, Ev::AnnChurn);
     }
 }
