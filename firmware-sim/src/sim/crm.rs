@@ -8,7 +8,7 @@
 //! The CRM de-duplicates events by `seq`, acknowledges the contiguous prefix it holds
 //! (`upto_seq`), asks for a replay of any gap that persists, accounts `seq.skipped` ranges,
 //! and moves callbacks on (accepted, then completed or cancelled; a quarter of them only
-//! after 5 to 30 minutes, a backlog).
+//! after 5 to 30 minutes, so some expire on the node first).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 
@@ -240,7 +240,7 @@ impl Crm {
                             },
                         );
                         // Most callbacks are done within minutes; a backlog leaves some
-                        // waiting for half an hour.
+                        // waiting past the node's max age (they expire there).
                         let done = if ctx.rng.chance(0.25) {
                             ctx.ms(300_000, 1_800_000)
                         } else {
