@@ -15,7 +15,7 @@ use shared::rtp::{PayloadType, RtpHeader, Ssrc, TelephoneEvent};
 use shared::time::{Duration, Instant};
 
 use super::ctx::Ctx;
-use super::node::NODE_SIP;
+use super::host::NODE_SIP;
 use super::sched::{Ev, GwTimer, Msg};
 use crate::gateway::uac::{call_id_of, Offer, UacCall, UacState};
 

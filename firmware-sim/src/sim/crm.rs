@@ -7,7 +7,8 @@
 //!
 //! The CRM de-duplicates events by `seq`, acknowledges the contiguous prefix it holds
 //! (`upto_seq`), asks for a replay of any gap that persists, accounts `seq.skipped` ranges,
-//! and moves callbacks on (accepted, then completed or cancelled).
+//! and moves callbacks on (accepted, then completed or cancelled; a quarter of them only
+//! after 5 to 30 minutes, so some expire on the node first).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 
@@ -238,7 +239,13 @@ impl Crm {
                                 state: CrmState::Accepted,
                             },
                         );
-                        let done = ctx.ms(20_000, 240_000);
+                        // Most callbacks are done within minutes; a backlog leaves some
+                        // waiting past the node's max age (they expire there).
+                        let done = if ctx.rng.chance(0.25) {
+                            ctx.ms(300_000, 1_800_000)
+                        } else {
+                            ctx.ms(20_000, 240_000)
+                        };
                         let state = if ctx.rng.chance(0.1) {
                             CrmState::Cancelled
                         } else {

@@ -56,6 +56,9 @@ pub(crate) struct Stats {
     pub(crate) callback_store_failures: u64,
     pub(crate) late_bookings_cancelled: u64,
     pub(crate) callbacks_completed_by_crm: u64,
+    pub(crate) callbacks_expired: u64,
+    /// Expiries whose `callback.expired` the outbox dropped or a crash took before its seq.
+    pub(crate) expiry_events_unreported: u64,
     pub(crate) events_issued: u64,
     pub(crate) events_delivered: u64,
     pub(crate) events_redelivered: u64,

@@ -9,13 +9,19 @@
 //!
 //! * [`caller`]: gateways placing calls (text SIP from `crate::gateway::uac`, RFC 4733 key
 //!   presses as real RTP), and callers who listen, barge in, book callbacks, key numbers,
-//!   hang up, cancel while ringing, hold, or whose gateway dies.
+//!   hang up, cancel while ringing, hold, call again about a callback they booked, or whose
+//!   gateway dies.
 //! * a network that loses, duplicates, delays and reorders SIP and RTP datagrams;
-//! * [`node`]: the node, driving `shared::call::Call` per SIP Call-ID exactly as the `edge`
-//!   shell does, with an announcement set, a callback queue on a simulated disk that can fail
-//!   and survives crashes, the event sequencer and outbox; it crashes and restarts;
+//! * [`host`]: the node. The simulator drives `shared::node::Node`, the same type the `edge`
+//!   daemon drives: every call, the callback queue, the announcement set, booking and the
+//!   events are the node's; the host around it does only the I/O a daemon does, simulated:
+//!   SIP and RTP datagrams, a media engine that plays each playlist for its length, a disk
+//!   that is slow, can fail and survives crashes (callback records, the seq high-water mark,
+//!   the outbox, announcements and their audio), the event sequencer and outbox, the broker
+//!   link and one timer. It crashes and restarts from its disk.
 //! * [`crm`]: an MQTT broker that goes down and loses what it had not delivered, and a CRM
-//!   that acknowledges, asks for replays, and moves callbacks on;
+//!   that acknowledges, asks for replays, moves callbacks on and publishes a new
+//!   announcement version every few tens of seconds;
 //! * [`oracle`]: the invariants, checked as facts happen and once more after the end, when
 //!   the network and broker are healed and everything drains.
 //!
@@ -23,21 +29,31 @@
 //!
 //! Checked at the step where the fact happens (and the bounds after every step):
 //!
-//! * the caller hears "booked" (`Prompt::Booked`) only after the shell answered `Booked`,
+//! * the caller hears "booked" (`Prompt::Booked`) only after the node answered `Booked`,
 //!   which it does only after the store reported ok; "already booked" only for a durable entry;
-//! * a callback told "booked" never leaves the disk unless the CRM finished it, is in the
-//!   queue after every restart, and no call is ever booked twice (disk, queue, CRM);
+//! * a caller told "already booked" hears the whole answer ("already booked, you are number
+//!   N") to its end before the node hangs up;
+//! * a callback told "booked" never leaves the disk unless the CRM finished it or it reached
+//!   `callbacks.max_age` (never earlier), is in the queue after every restart, and no call is
+//!   ever booked twice (disk, queue, CRM);
+//! * a booked callback past its max age expires within a tick, and its expiry is reported
+//!   as a `callback.expired` event;
 //! * every call's events: `call.offered` first with `call_seq` 1, then contiguous, nothing
 //!   after `call.ended`; `seq` strictly increasing across restarts, never reused (the CRM
 //!   compares every delivery with what was issued under that seq);
-//! * a call's timer deadline is consumed by `handle_timeout` (a shell would busy-loop);
+//! * the node's timer deadline is consumed by `handle_timeout` (a shell would busy-loop);
+//! * the node's active-call count agrees, within a tick, with the calls between
+//!   `call.offered` and `call.ended`, and never exceeds the table;
 //! * bounds: call table <= configured concurrency, callback queue, outbox (memory and disk),
-//!   events waiting for a seq, the agenda.
+//!   events waiting for a seq, the announcement set, the audio cache and the host's per-call
+//!   bookkeeping (announcement versions churn all run long), the agenda.
 //!
 //! After healing and draining: every issued seq was delivered or reported in a `seq.skipped`
 //! range (and none both), each call's delivered events are contiguous and in seq order with
 //! exactly one `call.ended` unless a crash cut the call, every booked callback reached the
-//! CRM.
+//! CRM and ended accepted, completed, cancelled or expired, and every `callback.expired`
+//! reached the CRM (unless the outbox reported its seq skipped or a crash took it before it
+//! had a seq).
 //!
 //! ## Reproducing
 //!
@@ -48,14 +64,14 @@
 //!
 //! ## Cost
 //!
-//! About 140 steps per call; 10,000 calls (1.4 M steps, ~2 h of virtual time) take about
-//! 2 s of one core in release mode.
+//! About 120 steps per call; 10,000 calls (1.2 M steps, ~2 h of virtual time) take about
+//! 1 s of one core in release mode.
 
 pub(crate) mod caller;
 pub(crate) mod crm;
 pub(crate) mod ctx;
+pub(crate) mod host;
 pub(crate) mod media;
-pub(crate) mod node;
 pub(crate) mod oracle;
 pub(crate) mod rng;
 pub(crate) mod sched;
@@ -74,7 +90,7 @@ use shared::time::{Duration, Instant, UnixMillis};
 use caller::{Gateways, Intent, Plan};
 use crm::{Broker, Crm};
 use ctx::{Ctx, NetFaults, Stats};
-use node::{Inject, Node, NodeParams, NODE_IP, NODE_SIP};
+use host::{Host, HostParams, Inject, NODE_IP, NODE_SIP};
 use oracle::{Oracle, Violation};
 use rng::Rng;
 use sched::{Ev, Msg, Sched};
@@ -99,6 +115,8 @@ pub(crate) struct Config {
     pub(crate) inject: Option<Inject>,
     /// Force node crashes about this often (seconds), overriding the seed's profile.
     pub(crate) crash_mean_s: Option<u64>,
+    /// `callbacks.max_age` in seconds, overriding the seed's profile.
+    pub(crate) callback_max_age_s: Option<u64>,
     /// Count the documented core bugs ([`oracle::KNOWN_CORE_BUGS`]) instead of failing.
     pub(crate) allow_known_bugs: bool,
 }
@@ -113,6 +131,7 @@ impl Config {
             trace: false,
             inject: None,
             crash_mean_s: None,
+            callback_max_age_s: None,
             allow_known_bugs: false,
         }
     }
@@ -133,6 +152,8 @@ pub(crate) struct Profile {
     pub(crate) arrival_mean_ms: u64,
     pub(crate) crash_mean_s: u64,
     pub(crate) broker_outage_mean_s: u64,
+    /// `callbacks.max_age`: booked callbacks still open this long after their request expire.
+    pub(crate) callback_max_age_s: u64,
 }
 
 impl Profile {
@@ -168,6 +189,10 @@ impl Profile {
             arrival_mean_ms,
             crash_mean_s: cfg.crash_mean_s.unwrap_or_else(|| rng.range(300, 1_800)),
             broker_outage_mean_s: rng.range(120, 900),
+            callback_max_age_s: {
+                let s = rng.range(120, 360);
+                cfg.callback_max_age_s.unwrap_or(s)
+            },
         }
     }
 }
@@ -182,6 +207,8 @@ pub(crate) struct Summary {
     pub(crate) stats: Stats,
     pub(crate) callbacks_told_booked: usize,
     pub(crate) callbacks_at_crm: usize,
+    /// The node's own counters, summed over its boots.
+    pub(crate) node: shared::node::Stats,
     pub(crate) events_by_type: BTreeMap<&'static str, u64>,
     pub(crate) max_seq: u64,
     /// Documented core bugs tolerated (`--allow-known-bugs`), by name.
@@ -225,13 +252,15 @@ struct World {
     cfg: Config,
     prof: Profile,
     ctx: Ctx,
-    node: Node,
+    host: Host,
     gws: Gateways,
     broker: Broker,
     crm: Crm,
     healing: bool,
     heal_deadline: Instant,
-    numbers: Vec<(String, String)>,
+    /// Recent callers: caller number, keyed number, and whether they confirm their caller
+    /// ID as the callback number.
+    numbers: Vec<(String, String, bool)>,
     ann_versions: BTreeMap<&'static str, u32>,
     /// Scripted plans (demo), used in order instead of random ones.
     scripted: Option<Vec<(Duration, Plan)>>,
@@ -291,6 +320,7 @@ pub(crate) fn run_scenario(sc: Scenario) -> Result<ScenarioOutcome, Failure> {
         arrival_mean_ms: 1_000,
         crash_mean_s: u64::MAX / 4_000_000,
         broker_outage_mean_s: u64::MAX / 4_000_000,
+        callback_max_age_s: 24 * 3600,
     };
     let mut w = World::new(cfg, Some(prof), Some(sc.plans));
     w.gws.keep_logs = true;
@@ -329,11 +359,12 @@ pub(crate) fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "            outbox capacity {}, seq block {}, store failures {:.1} %, slow stores {:.1} %",
+        "            outbox capacity {}, seq block {}, store failures {:.1} %, slow stores {:.1} %, callback max age {} s",
         p.outbox_capacity,
         p.seq_block,
         p.store_fail * 100.0,
-        p.store_slow * 100.0
+        p.store_slow * 100.0,
+        p.callback_max_age_s
     );
     let _ = writeln!(
         o,
@@ -357,13 +388,15 @@ pub(crate) fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "  callbacks {} booked (told \"booked\"), {} already booked, {} not booked ({} store failures, {} late), {} finished by the CRM, {} at the CRM",
+        "  callbacks {} booked (told \"booked\"), {} already booked, {} not booked ({} store failures, {} late), {} finished by the CRM, {} expired ({} expiry events skipped or lost in a crash), {} at the CRM",
         s.callbacks_told_booked,
         st.callbacks_already_booked,
         st.callbacks_not_booked,
         st.callback_store_failures,
         st.late_bookings_cancelled,
         st.callbacks_completed_by_crm,
+        st.callbacks_expired,
+        st.expiry_events_unreported,
         s.callbacks_at_crm
     );
     let _ = writeln!(

@@ -8,8 +8,9 @@
 use alloc::collections::{BTreeMap, BTreeSet};
 
 use shared::callback::{CallbackQueue, Entry, State};
-use shared::event::{CallEvent, EventKind};
+use shared::event::{CallEvent, EndReason, EventKind};
 use shared::ivr::{BookingResult, Playlist, Prompt};
+use shared::time::{Duration, UnixMillis};
 
 /// A broken invariant, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,17 @@ struct CallRec {
     cut: bool,
     /// Last `call_seq` that was given a `seq`.
     issued_upto: u32,
+}
+
+/// What became of a callback that expired.
+#[derive(Debug, Default, Clone)]
+struct Expiry {
+    /// The node emitted its `callback.expired`.
+    event: bool,
+    /// The seq the event was given.
+    seq: Option<u64>,
+    /// A crash took the event before it was given a seq.
+    lost_in_crash: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +77,30 @@ pub(crate) struct Oracle {
     open: BTreeSet<String>,
     /// Callback ids the CRM received, with the call that booked each.
     crm_callbacks: BTreeMap<String, u64>,
+    /// `callbacks.max_age` of the run: a callback expires no earlier.
+    pub(crate) max_age: Duration,
+    /// The state each callback record left the disk in.
+    removed_as: BTreeMap<String, State>,
+    /// Callbacks that expired.
+    expired: BTreeMap<String, Expiry>,
+    /// Expired callbacks whose `callback.expired` has not been emitted yet.
+    expiry_unannounced: BTreeSet<String>,
+    /// Calls between `call.offered` and `call.ended` in the running process.
+    live: BTreeSet<u64>,
+    /// Calls whose current playlist is the "already booked" answer.
+    answer_playing: BTreeSet<u64>,
+    /// Calls that heard the "already booked" answer to its end.
+    answer_heard: BTreeSet<u64>,
     /// Checks performed.
     pub(crate) checks: u64,
     /// Tolerate the documented core bugs in [`KNOWN_CORE_BUGS`] (count them instead).
     pub(crate) allow_known: bool,
     /// How often each tolerated core bug happened.
     pub(crate) known: BTreeMap<&'static str, u64>,
+    /// `callback.expired` events that did not reach the CRM for an accepted reason (the
+    /// outbox dropped them and reported the seqs skipped, or a crash took them before they
+    /// had a seq).
+    pub(crate) expired_unreported: u64,
 }
 
 /// Core bugs the simulator found that are not fixed yet, as (name, symptom); with
@@ -101,10 +131,46 @@ impl Oracle {
             fail!("call {call}: first event is {kind}, not call.offered");
         }
         rec.emitted = call_seq;
-        if kind == "call.ended" {
-            rec.ended_emitted = true;
+        match kind {
+            "call.offered" => {
+                self.live.insert(call);
+            }
+            "call.ended" => {
+                rec.ended_emitted = true;
+                self.live.remove(&call);
+            }
+            _ => {}
         }
         Ok(())
+    }
+
+    /// A call emitted `call.ended` with `reason`: a caller told "already booked" must have
+    /// heard that answer to its end unless they hung up (or vanished) first.
+    pub(crate) fn call_ended(&mut self, call: u64, reason: EndReason) -> Check {
+        self.checks += 1;
+        if self.already_ok.contains(&call)
+            && !self.answer_heard.contains(&call)
+            && matches!(reason, EndReason::NodeHangup | EndReason::Transferred)
+        {
+            fail!(
+                "call {call} was told its number is already booked, but the node ended the call ({}) before the answer played to its end",
+                reason.as_str()
+            );
+        }
+        self.answer_playing.remove(&call);
+        Ok(())
+    }
+
+    /// The latest playlist of `call` played to its end.
+    pub(crate) fn playback_finished(&mut self, call: u64) {
+        if self.answer_playing.remove(&call) {
+            self.answer_heard.insert(call);
+        }
+    }
+
+    /// Calls between `call.offered` and `call.ended` in the running process.
+    pub(crate) fn live_calls(&self) -> usize {
+        self.live.len()
     }
 
     /// The node gave an event its `seq` and wrote it to the outbox.
@@ -130,6 +196,11 @@ impl Oracle {
                 );
             }
             rec.issued_upto = ev.call_seq;
+        }
+        if let EventKind::CallbackExpired { callback_id } = &ev.kind {
+            if let Some(x) = self.expired.get_mut(callback_id.as_str()) {
+                x.seq = Some(ev.seq);
+            }
         }
         self.issued.insert(
             ev.seq,
@@ -158,7 +229,20 @@ impl Oracle {
                 n += 1;
             }
         }
+        self.live.clear();
+        self.answer_playing.clear();
         n
+    }
+
+    /// The crash took the `callback.expired` of `id` while it waited for a seq.
+    pub(crate) fn expiry_lost_in_crash(&mut self, id: &str) {
+        if let Some(x) = self
+            .expired
+            .get_mut(id)
+            .filter(|x| x.event && x.seq.is_none())
+        {
+            x.lost_in_crash = true;
+        }
     }
 
     /// The CRM received an event (possibly again).
@@ -265,17 +349,76 @@ impl Oracle {
                 }
             }
         }
-        if pl.contains(&Prompt::AlreadyBooked) && !self.already_ok.contains(&call) {
-            fail!("call {call} is told 'already booked' without a durable booking");
+        if pl.contains(&Prompt::AlreadyBooked) {
+            if !self.already_ok.contains(&call) {
+                fail!("call {call} is told 'already booked' without a durable booking");
+            }
+            // "Already booked, you are number N": the answer is whole.
+            let rest = pl.iter().skip_while(|p| **p != Prompt::AlreadyBooked);
+            let mut rest = rest.skip(1);
+            let whole = rest.next() == Some(&Prompt::YouAreNumber)
+                && matches!(rest.next(), Some(Prompt::Number(_)));
+            if !whole {
+                fail!("call {call}: the 'already booked' answer is cut short: {pl:?}");
+            }
+            self.answer_playing.insert(call);
+        } else {
+            self.answer_playing.remove(&call);
         }
         Ok(())
     }
 
-    /// The callback record `id` left the disk in `state`.
-    pub(crate) fn disk_removed(&mut self, id: &str, state: State) -> Check {
+    /// The callback `id` left the queue in `state`; `record` is what was on disk, `now` the
+    /// wall clock. Only the CRM finishing it, or its max age, may end a booked callback.
+    pub(crate) fn disk_removed(
+        &mut self,
+        id: &str,
+        state: State,
+        record: Option<&Entry>,
+        now: UnixMillis,
+    ) -> Check {
         self.checks += 1;
+        self.removed_as.insert(id.to_string(), state);
+        if state == State::Expired {
+            let max_age = i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX);
+            if let Some(r) = record {
+                if r.requested_at.0.saturating_add(max_age) > now.0 {
+                    fail!(
+                        "callback {id} expired {} ms after its request, before its max age of {} s",
+                        now.0 - r.requested_at.0,
+                        self.max_age.as_secs()
+                    );
+                }
+            }
+            self.open.remove(id);
+            self.expired.insert(id.to_string(), Expiry::default());
+            self.expiry_unannounced.insert(id.to_string());
+            return Ok(());
+        }
         if self.told.contains_key(id) && !self.crm_final.contains(id) {
             fail!("booked callback {id} lost: its record was removed in state {state} though the CRM never finished it");
+        }
+        Ok(())
+    }
+
+    /// The node emitted `callback.expired` for `id`.
+    pub(crate) fn expired_event(&mut self, id: &str) -> Check {
+        self.checks += 1;
+        let Some(x) = self.expired.get_mut(id) else {
+            fail!("callback.expired for {id}, which did not expire");
+        };
+        if x.event {
+            fail!("callback.expired for {id} emitted twice");
+        }
+        x.event = true;
+        self.expiry_unannounced.remove(id);
+        Ok(())
+    }
+
+    /// The shell drained the node's outputs: every callback that expired was reported.
+    pub(crate) fn drained_outputs(&mut self) -> Check {
+        if let Some(id) = self.expiry_unannounced.first() {
+            fail!("callback {id} expired without a callback.expired event");
         }
         Ok(())
     }
@@ -449,6 +592,42 @@ impl Oracle {
             self.checks += 1;
             if !self.crm_callbacks.contains_key(id) {
                 fail!("booked callback {id} (call {call}) never reached the CRM");
+            }
+        }
+        let mut unreported = 0;
+        for (id, x) in &self.expired {
+            self.checks += 1;
+            match x.seq {
+                Some(s) if received.contains_key(&s) => {}
+                Some(s) if is_skipped(s) => unreported += 1,
+                Some(s) => fail!("callback.expired for {id} (seq {s}) never reached the CRM"),
+                None if x.lost_in_crash => unreported += 1,
+                None => fail!("callback.expired for {id} was never given a seq"),
+            }
+        }
+        self.expired_unreported = unreported;
+        Ok(())
+    }
+
+    /// After the final drain: every durable callback ended accepted (still in the queue),
+    /// completed, cancelled or expired.
+    pub(crate) fn callbacks_settled(&mut self, queue: Option<&CallbackQueue>) -> Check {
+        let Some(q) = queue else {
+            fail!("the node is down after the final drain");
+        };
+        for id in &self.durable {
+            self.checks += 1;
+            let in_queue = shared::ids::CallbackId::new(id)
+                .ok()
+                .and_then(|cid| q.get(&cid).map(|e| e.state));
+            match (in_queue, self.removed_as.get(id)) {
+                (Some(State::Accepted | State::Assigned), _) => {}
+                (None, Some(State::Completed | State::Cancelled | State::Expired)) => {}
+                (Some(s), _) => {
+                    fail!("booked callback {id} is still {s} (not accepted by the CRM) at the end of the run")
+                }
+                (None, Some(s)) => fail!("booked callback {id} ended {s}"),
+                (None, None) => fail!("booked callback {id} vanished without ending"),
             }
         }
         Ok(())

@@ -58,7 +58,7 @@ pub(crate) enum GwTimer {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(crate) enum DiskOp {
-    /// Write the callback record (`Output::Store`).
+    /// Write the callback record (`callback::Output::Store`).
     StoreCallback { id: String, entry: Entry },
     /// Persist a new seq high-water mark.
     SeqMark(u64),
@@ -77,9 +77,9 @@ pub(crate) enum Ev {
     OptionsTick { gw: usize },
     /// Someone on the network sends garbage to the node's SIP port.
     JunkTick,
-    /// A call's deadline (from `Call::poll_timeout`).
-    CallTimer { epoch: u32, key: u64, at: Instant },
-    /// A playlist played to its end.
+    /// The node's deadline (from `Node::poll_timeout`), armed in process life `epoch`.
+    NodeTimer { epoch: u32, at: Instant },
+    /// A playlist played to its end (`key` is the node's `CallKey`).
     PlaybackDone { epoch: u32, key: u64, gen: u32 },
     /// A durable write finished (data is on disk).
     DiskDone { epoch: u32, op: DiskOp, ok: bool },
@@ -93,8 +93,6 @@ pub(crate) enum Ev {
     NodeConnLost { epoch: u32, conn: u64 },
     /// The node publishes its status.
     NodeStatusTick { epoch: u32 },
-    /// The announcement set's wall-clock deadline.
-    NodeAnnTimer { epoch: u32 },
     /// A message from the node reaches the broker.
     ToBroker { conn: u64, msg: Up },
     /// A message from the broker reaches the node.
@@ -130,7 +128,7 @@ impl Ev {
             Ev::Gw { call, .. } => 3 + (call << 8),
             Ev::OptionsTick { gw } => 4 + ((*gw as u64) << 8),
             Ev::JunkTick => 5,
-            Ev::CallTimer { key, .. } => 6 + (key << 8),
+            Ev::NodeTimer { at, .. } => 6 + (at.as_micros() << 8),
             Ev::PlaybackDone { key, gen, .. } => 7 + (key << 8) + (u64::from(*gen) << 40),
             Ev::DiskDone { ok, .. } => 8 + (u64::from(*ok) << 8),
             Ev::NodeCrash => 9,
@@ -138,7 +136,6 @@ impl Ev {
             Ev::NodeConnect { .. } => 11,
             Ev::NodeConnLost { conn, .. } => 12 + (conn << 8),
             Ev::NodeStatusTick { .. } => 13,
-            Ev::NodeAnnTimer { .. } => 14,
             Ev::ToBroker { conn, .. } => 15 + (conn << 8),
             Ev::ToNode { conn, .. } => 16 + (conn << 8),
             Ev::BrokerToCrm { bgen, .. } => 17 + (bgen << 8),

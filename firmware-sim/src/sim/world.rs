@@ -12,7 +12,7 @@ impl World {
         let mut rng = Rng::new(cfg.seed);
         let mut prof_rng = rng.fork();
         let prof = prof.unwrap_or_else(|| Profile::from_seed(&mut prof_rng, &cfg));
-        let params = NodeParams {
+        let params = HostParams {
             max_calls: prof.max_calls,
             answer_delay: Duration::from_millis(prof.answer_delay_ms),
             outbox_capacity: prof.outbox_capacity,
@@ -21,10 +21,12 @@ impl World {
             store_slow: prof.store_slow,
             mark_fail: prof.mark_fail,
             pending_max: 20_000,
+            callback_max_age: Duration::from_secs(prof.callback_max_age_s),
             inject: cfg.inject,
         };
         let mut oracle = Oracle::default();
         oracle.allow_known = cfg.allow_known_bugs;
+        oracle.max_age = params.callback_max_age;
         let ctx = Ctx {
             now: Instant::ZERO,
             step: 0,
@@ -39,7 +41,7 @@ impl World {
         let gws = Gateways::default();
         World {
             cfg,
-            node: Node::new(params),
+            host: Host::new(params),
             prof,
             ctx,
             gws,
@@ -98,12 +100,17 @@ impl World {
             } else if self.ctx.step.is_multiple_of(64) && self.drained() {
                 break;
             } else if self.ctx.now > self.heal_deadline {
+                // A callback stuck short of the CRM is the likeliest reason: name it.
+                self.ctx
+                    .oracle
+                    .callbacks_settled(self.host.queue())
+                    .map_err(|v| self.fail(v))?;
                 return Err(self.fail(Violation(format!(
                     "did not drain within an hour of healing: {} gateway calls, {} node calls, node up {}, connected {}, CRM contiguous {} of {}",
                     self.gws.active(),
-                    self.node.calls(),
-                    self.node.is_up(),
-                    self.node.connected(),
+                    self.host.calls(),
+                    self.host.is_up(),
+                    self.host.connected(),
                     self.crm.contiguous,
                     self.ctx.oracle.max_seq()
                 ))));
@@ -111,12 +118,19 @@ impl World {
         }
         self.ctx
             .oracle
-            .booked_present(&self.node.disk.callbacks, self.node.queue())
+            .booked_present(&self.host.disk.callbacks, self.host.queue())
+            .map_err(|v| self.fail(v))?;
+        self.ctx
+            .oracle
+            .callbacks_settled(self.host.queue())
             .map_err(|v| self.fail(v))?;
         let received = core::mem::take(&mut self.crm.received);
         let res = self.ctx.oracle.finish(&received, &self.crm.skipped);
         self.crm.received = received;
         res.map_err(|v| self.fail(v))?;
+        let node = self.host.node_stats();
+        self.ctx.stats.late_bookings_cancelled = node.late_bookings_cancelled;
+        self.ctx.stats.expiry_events_unreported = self.ctx.oracle.expired_unreported;
         self.ctx.stats.invariant_checks = self.ctx.oracle.checks;
         self.ctx.stats.calls_cut_by_crash = self.ctx.oracle.cut_calls();
         Ok(Summary {
@@ -127,6 +141,7 @@ impl World {
             stats: self.ctx.stats.clone(),
             callbacks_told_booked: self.ctx.oracle.told_booked(),
             callbacks_at_crm: self.crm.callbacks_received.len(),
+            node,
             events_by_type: self.crm.by_type.clone(),
             max_seq: self.ctx.oracle.max_seq(),
             known_core_bugs: self.ctx.oracle.known.clone(),
@@ -136,7 +151,7 @@ impl World {
 
     fn setup(&mut self) -> oracle::Check {
         let ctx = &mut self.ctx;
-        self.node.start(ctx)?;
+        self.host.start(ctx)?;
         ctx.sched.at(Instant::from_millis(1_000), Ev::CrmTick);
         if let Some(plans) = &self.scripted {
             for (i, (at, _)) in plans.iter().enumerate() {
@@ -181,14 +196,14 @@ impl World {
 
     fn drained(&self) -> bool {
         self.gws.active() == 0
-            && self.node.is_up()
-            && self.node.connected()
-            && self.node.drained()
+            && self.host.is_up()
+            && self.host.connected()
+            && self.host.drained()
             && self.crm.contiguous >= self.ctx.oracle.max_seq()
     }
 
     fn check_step(&mut self) -> oracle::Check {
-        self.node.check_bounds(&mut self.ctx)?;
+        self.host.check_bounds(&mut self.ctx)?;
         self.ctx.oracle.checks += 1;
         if self.ctx.sched.len() > 5_000_000 {
             oracle::fail!("the agenda holds {} happenings", self.ctx.sched.len());
@@ -196,7 +211,7 @@ impl World {
         if self.ctx.step.is_multiple_of(4_096) {
             self.ctx
                 .oracle
-                .booked_present(&self.node.disk.callbacks, self.node.queue())?;
+                .booked_present(&self.host.disk.callbacks, self.host.queue())?;
         }
         Ok(())
     }
@@ -207,11 +222,11 @@ impl World {
             Ev::Packet(p) => {
                 if p.to == NODE_SIP {
                     if let Msg::Sip(d) = &p.msg {
-                        self.node.on_sip(ctx, p.from, d)?;
+                        self.host.on_sip(ctx, p.from, d)?;
                     }
                 } else if p.to.ip() == IpAddr::V4(NODE_IP) {
                     if let Msg::Rtp(d) = &p.msg {
-                        self.node.on_rtp(ctx, p.to.port(), p.from, d)?;
+                        self.host.on_rtp(ctx, p.to.port(), p.from, d)?;
                     }
                 } else {
                     self.gws.on_packet(ctx, p.to, p.msg);
@@ -231,14 +246,14 @@ impl World {
                     ctx.after(d, Ev::JunkTick);
                 }
             }
-            Ev::CallTimer { epoch, key, at } => self.node.on_call_timer(ctx, epoch, key, at)?,
+            Ev::NodeTimer { epoch, at } => self.host.on_timer(ctx, epoch, at)?,
             Ev::PlaybackDone { epoch, key, gen } => {
-                self.node.on_playback_done(ctx, epoch, key, gen)?;
+                self.host.on_playback_done(ctx, epoch, key, gen)?;
             }
-            Ev::DiskDone { epoch, op, ok } => self.node.on_disk_done(ctx, epoch, op, ok)?,
+            Ev::DiskDone { epoch, op, ok } => self.host.on_disk_done(ctx, epoch, op, ok)?,
             Ev::NodeCrash => {
-                if !self.healing && self.node.is_up() {
-                    self.node.crash(ctx, &mut self.broker);
+                if !self.healing && self.host.is_up() {
+                    self.host.crash(ctx, &mut self.broker);
                     let down = ctx.ms(2_000, 20_000);
                     ctx.after(down, Ev::NodeRestart);
                     let next = Duration::from_micros(
@@ -249,16 +264,15 @@ impl World {
                 }
             }
             Ev::NodeRestart => {
-                if !self.node.is_up() {
-                    self.node.start(ctx)?;
+                if !self.host.is_up() {
+                    self.host.start(ctx)?;
                 }
             }
-            Ev::NodeConnect { epoch } => self.node.on_connect(ctx, epoch, &mut self.broker)?,
-            Ev::NodeConnLost { epoch, conn } => self.node.on_conn_lost(ctx, epoch, conn),
-            Ev::NodeStatusTick { epoch } => self.node.on_status_tick(ctx, epoch),
-            Ev::NodeAnnTimer { epoch } => self.node.on_ann_timer(ctx, epoch),
+            Ev::NodeConnect { epoch } => self.host.on_connect(ctx, epoch, &mut self.broker)?,
+            Ev::NodeConnLost { epoch, conn } => self.host.on_conn_lost(ctx, epoch, conn),
+            Ev::NodeStatusTick { epoch } => self.host.on_status_tick(ctx, epoch),
             Ev::ToBroker { conn, msg } => self.broker.on_node_msg(ctx, conn, msg),
-            Ev::ToNode { conn, msg } => self.node.on_broker(ctx, conn, msg)?,
+            Ev::ToNode { conn, msg } => self.host.on_broker(ctx, conn, msg)?,
             Ev::BrokerToCrm { bgen, msg } => {
                 if self.broker.up && self.broker.gen == bgen {
                     self.crm.bgen = self.broker.gen;
@@ -275,7 +289,7 @@ impl World {
                     self.broker.down();
                     if let Some(conn) = conn {
                         let d = ctx.ms(1_000, 5_000);
-                        let epoch = self.node.epoch;
+                        let epoch = self.host.epoch;
                         ctx.after(d, Ev::NodeConnLost { epoch, conn });
                     }
                     if self.scripted.is_none() {
@@ -339,21 +353,23 @@ impl World {
         let idx = self.gws.next_idx;
         let answer_delay = self.prof.answer_delay_ms;
         let r = &mut self.ctx.rng;
-        // A few callers call again soon (their callback may still be waiting).
-        let (caller, keyed) = if r.chance(0.05) && !self.numbers.is_empty() {
+        // A few callers call again soon, most of them about the callback they asked for
+        // (it may still be waiting: the node must say "already booked").
+        let (caller, keyed, confirm, repeat) = if r.chance(0.08) && !self.numbers.is_empty() {
             let i = r.below(self.numbers.len() as u64) as usize;
-            let (c, k) = self.numbers[i].clone();
-            (Some(c), k)
+            let (c, k, confirm) = self.numbers[i].clone();
+            (Some(c), k, confirm, true)
         } else {
             let c = format!("1215{:07}", 1_000_000 + idx % 9_000_000);
             let k = format!("44{:010}", 2_000_000_000 + idx);
+            let confirm = r.chance(0.75);
             if self.numbers.len() >= 40 {
                 self.numbers.remove(0);
             }
-            self.numbers.push((c.clone(), k.clone()));
-            (Some(c), k)
+            self.numbers.push((c.clone(), k.clone(), confirm));
+            let anonymous = r.chance(0.08);
+            (if anonymous { None } else { Some(c) }, k, confirm, false)
         };
-        let caller = if r.chance(0.08) { None } else { caller };
         let dialled = DIALLED[r.below(3) as usize].to_string();
         let offer = match r.below(100) {
             0..=89 => Offer::Standard,
@@ -361,10 +377,9 @@ impl World {
             _ => Offer::G729Only,
         };
         let intent = match r.below(100) {
+            _ if repeat && r.chance(0.8) => Intent::Callback { confirm },
             0..=29 => Intent::Listen,
-            30..=69 => Intent::Callback {
-                confirm: r.chance(0.75),
-            },
+            30..=69 => Intent::Callback { confirm },
             70..=84 => Intent::HearAgain,
             _ => Intent::Invalid,
         };
@@ -493,7 +508,9 @@ impl World {
             self.crm
                 .publish_announcement(ctx, id.to_string(), Some(a), self.broker.up);
         }
-        let d = Duration::from_micros(self.ctx.rng.exp_micros(120_000_000));
+        // A new version every 20 s on average: over a run far more versions pass through
+        // the node than its announcement set and audio cache can hold.
+        let d = Duration::from_micros(self.ctx.rng.exp_micros(20_000_000));
         self.ctx.after(d, Ev::AnnChurn);
     }
 }
