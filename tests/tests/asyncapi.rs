@@ -1,7 +1,7 @@
 //! `deploy/asyncapi.yaml`, the MQTT contract with the CRM, held to what ccedge does:
 //!
-//! * the document is AsyncAPI 3.0, its topics are exactly INTERFACES.md §5's, and every
-//!   `$ref` in it resolves;
+//! * the document is AsyncAPI 3.0, its topics are exactly the eight of the contract (README.md,
+//!   "The CRM contract"; listed again below), and every `$ref` in it resolves;
 //! * every schema compiles (JSON Schema draft 07), every example in the document and every
 //!   JSON payload in README.md validates, and bad payloads are rejected;
 //! * what the core's types serialize to (every `EventKind`, the link's `CallbackRequest`,

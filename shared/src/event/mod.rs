@@ -3,9 +3,10 @@
 //!
 //! Every CallEvent the node publishes on `P/nodes/{site}/{node}/events` carries a per-node
 //! `seq` that survives restarts and never repeats, and a per-call `call_seq` that orders one
-//! call's events (INTERFACES.md §5). Events are written to the shell's disk outbox before they
-//! are published, and leave it only when the CRM acknowledges them by `seq` (QUALITY.md
-//! "Durability and delivery"). This module holds the pure parts of that:
+//! call's events (the CallEvent schema of `deploy/asyncapi.yaml`). Events are written to the
+//! shell's disk outbox before they are published, and leave it only when the CRM acknowledges
+//! them by `seq` (`docs/ARCHITECTURE.md`, "Durability rules"). This module holds the pure parts
+//! of that:
 //!
 //! * [`EventKind`]: the typed `type` + `data` of a CallEvent; [`EventKind::type_str`] is the
 //!   contract string. [`CallEvent`] is the envelope minus what the shell adds (`event_id`,
@@ -25,8 +26,8 @@
 //!
 //! In both cases the shell appends an ordinary event of type **`seq.skipped`**
 //! ([`EventKind::SeqSkipped`], `"data": {"from": A, "to": B, "reason": "restart"|"unavailable"}`,
-//! no `call_id`) with its own fresh `seq`. The CRM treats `[from, to]` as accounted for. This
-//! event type is an addition to the list in INTERFACES.md §5.
+//! no `call_id`) with its own fresh `seq`. The CRM treats `[from, to]` as accounted for;
+//! `deploy/asyncapi.yaml` lists this event type with the others.
 //!
 //! Events dropped from a full outbox, or by the retention rule, only count in
 //! [`Outbox::dropped`] (a metric); if the CRM later asks for them, case 2 answers.
