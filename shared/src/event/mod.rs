@@ -26,8 +26,14 @@
 //!
 //! In both cases the shell appends an ordinary event of type **`seq.skipped`**
 //! ([`EventKind::SeqSkipped`], `"data": {"from": A, "to": B, "reason": "restart"|"unavailable"}`,
-//! no `call_id`) with its own fresh `seq`. The CRM treats `[from, to]` as accounted for;
-//! `deploy/asyncapi.yaml` lists this event type with the others.
+//! no `call_id`) with its own fresh `seq`. The CRM treats `[from, to]` as accounted for.
+//!
+//! ## Node-level events
+//!
+//! `seq.skipped` and [`EventKind::CallbackExpired`] (`callback.expired`, `"data":
+//! {"callback_id": …}`: a booked callback outlived the queue's maximum age) belong to no call:
+//! their envelope has `call_id` null and `call_seq` 0. `deploy/asyncapi.yaml` lists them with
+//! the call events.
 //!
 //! Events dropped from a full outbox, or by the retention rule, only count in
 //! [`Outbox::dropped`] (a metric); if the CRM later asks for them, case 2 answers.
@@ -356,6 +362,12 @@ mod tests {
                     answered_ms: 19_500,
                 },
                 "call.ended",
+            ),
+            (
+                EventKind::CallbackExpired {
+                    callback_id: CallbackId::new("cb-1").unwrap(),
+                },
+                "callback.expired",
             ),
             (
                 EventKind::SeqSkipped {
