@@ -1,7 +1,7 @@
 //! `deploy/asyncapi.yaml`, the MQTT contract with the CRM, held to what ccedge does:
 //!
-//! * the document is AsyncAPI 3.0, its topics are exactly INTERFACES.md §5's, and every
-//!   `$ref` in it resolves;
+//! * the document is AsyncAPI 3.0, its topics are exactly the eight of the contract (README.md,
+//!   "The CRM contract"; listed again below), and every `$ref` in it resolves;
 //! * every schema compiles (JSON Schema draft 07), every example in the document and every
 //!   JSON payload in README.md validates, and bad payloads are rejected;
 //! * what the core's types serialize to (every `EventKind`, the link's `CallbackRequest`,
@@ -427,6 +427,15 @@ fn bad_payloads_are_rejected() {
         "CallEvent",
         &with(skipped.clone(), "/call_seq", json!(0)),
     );
+    assert_valid(
+        &ev,
+        "CallEvent",
+        &with(
+            with(skipped.clone(), "/type", json!("callback.expired")),
+            "/data",
+            json!({"callback_id": "cb-00000000000000a1-1"}),
+        ),
+    );
     let bad_events = [
         (event("call.held", json!({})), "unknown type"),
         (
@@ -527,6 +536,34 @@ fn bad_payloads_are_rejected() {
         (
             with(skipped.clone(), "/data/from", json!(0)),
             "skip from seq 0",
+        ),
+        (
+            event("callback.expired", json!({"callback_id": "cb-1"})),
+            "callback.expired with a call",
+        ),
+        (
+            with(
+                with(skipped.clone(), "/type", json!("callback.expired")),
+                "/data",
+                json!({}),
+            ),
+            "callback.expired without callback_id",
+        ),
+        (
+            with(
+                with(skipped.clone(), "/type", json!("callback.expired")),
+                "/data",
+                json!({"callback_id": "cb-1", "position": 1}),
+            ),
+            "callback.expired with an extra data field",
+        ),
+        (
+            with(
+                with(skipped.clone(), "/type", json!("callback.expired")),
+                "/data",
+                json!({"callback_id": "cb/1"}),
+            ),
+            "slash in callback_id",
         ),
     ];
     for (v, why) in &bad_events {
@@ -716,6 +753,22 @@ fn the_core_types_serialize_to_what_the_schemas_say() {
             "seq.skipped with a call",
         );
     }
+    // The other node-level event: a booked callback that outlived `callbacks.max_age_s`.
+    let k = EventKind::CallbackExpired {
+        callback_id: CallbackId::new("cb-00000000000000a1-1").unwrap(),
+    };
+    let v = envelope(&k, false);
+    assert_eq!(v["type"], k.type_str());
+    assert_eq!(v["data"], json!({"callback_id": "cb-00000000000000a1-1"}));
+    types.insert(k.type_str());
+    assert_valid(&ev, "CallEvent", &v);
+    assert_valid(&ev, "CallEvent", &with(v, "/call_id", Value::Null));
+    assert_invalid(
+        &ev,
+        "CallEvent",
+        &envelope(&k, true),
+        "callback.expired with a call",
+    );
     // Every type the schema lists is one the core has, and the other way round.
     let listed: BTreeSet<&str> = d["components"]["schemas"]["CallEvent"]["properties"]["type"]
         ["enum"]

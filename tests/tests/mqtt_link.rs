@@ -1,5 +1,6 @@
 //! The CRM link end to end: the real agent binary, a real Mosquitto on a free port, sipp as
-//! the gateway, and a CRM stand-in on the broker (INTERFACES.md §5, issue #5).
+//! the gateway, and a CRM stand-in on the broker (the topics of `deploy/asyncapi.yaml`,
+//! issue #5).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

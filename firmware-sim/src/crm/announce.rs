@@ -1,7 +1,8 @@
 //! Publishing an announcement as the CRM does: the audio first, retained on
 //! `P/audio/{sha256 of the bytes}`, then the Announcement document, retained on
-//! `P/announcements/{id}` (QoS 1 both, INTERFACES.md §5). Publishing the audio first means a
-//! node that receives the document can already have (or soon get) what it names.
+//! `P/announcements/{id}` (QoS 1 both, as `deploy/asyncapi.yaml` says). Publishing the audio
+//! first means a node that receives the document can already have (or soon get) what it
+//! names.
 //!
 //! Before anything is sent, the document is checked with the agent's own decoder
 //! (`edge::announcements::decode`) and the WAV with the agent's audio decoder, so the

@@ -1,4 +1,5 @@
-//! The `firmware-sim crm` command line: `announce` and `watch` (INTERFACES.md §6).
+//! The `firmware-sim crm` command line: `announce`, `watch` and `keygen` (the command table in
+//! `docs/ARCHITECTURE.md`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 //! The simulated CRM (`firmware-sim crm`): what the contact centre's CRM does on the MQTT
-//! topics of INTERFACES.md §5, over a real broker.
+//! topics of `deploy/asyncapi.yaml`, over a real broker.
 //!
 //! * [`announce`] publishes announcement audio (retained on `P/audio/{sha256}`) and the
 //!   Announcement document (retained on `P/announcements/{id}`), or withdraws one.

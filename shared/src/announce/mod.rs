@@ -18,8 +18,8 @@
 //! | [`State::Unplayable`] | in its window, text only, and no speech engine | `"unplayable"` |
 //! | [`State::Expired`] | `now >= valid_until` | `"expired"` |
 //!
-//! `"scheduled"` is not in the status list of INTERFACES.md §5; it is what a node reports for an
-//! announcement whose window has not opened yet (the contract list should name it).
+//! `"scheduled"` is what a node reports for an announcement whose window has not opened yet;
+//! the Status schema of `deploy/asyncapi.yaml` lists it with the other four states.
 //!
 //! ## Contracts implemented
 //!

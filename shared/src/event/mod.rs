@@ -3,9 +3,10 @@
 //!
 //! Every CallEvent the node publishes on `P/nodes/{site}/{node}/events` carries a per-node
 //! `seq` that survives restarts and never repeats, and a per-call `call_seq` that orders one
-//! call's events (INTERFACES.md §5). Events are written to the shell's disk outbox before they
-//! are published, and leave it only when the CRM acknowledges them by `seq` (QUALITY.md
-//! "Durability and delivery"). This module holds the pure parts of that:
+//! call's events (the CallEvent schema of `deploy/asyncapi.yaml`). Events are written to the
+//! shell's disk outbox before they are published, and leave it only when the CRM acknowledges
+//! them by `seq` (`docs/ARCHITECTURE.md`, "Durability rules"). This module holds the pure parts
+//! of that:
 //!
 //! * [`EventKind`]: the typed `type` + `data` of a CallEvent; [`EventKind::type_str`] is the
 //!   contract string. [`CallEvent`] is the envelope minus what the shell adds (`event_id`,
@@ -25,8 +26,14 @@
 //!
 //! In both cases the shell appends an ordinary event of type **`seq.skipped`**
 //! ([`EventKind::SeqSkipped`], `"data": {"from": A, "to": B, "reason": "restart"|"unavailable"}`,
-//! no `call_id`) with its own fresh `seq`. The CRM treats `[from, to]` as accounted for. This
-//! event type is an addition to the list in INTERFACES.md §5.
+//! no `call_id`) with its own fresh `seq`. The CRM treats `[from, to]` as accounted for.
+//!
+//! ## Node-level events
+//!
+//! `seq.skipped` and [`EventKind::CallbackExpired`] (`callback.expired`, `"data":
+//! {"callback_id": …}`: a booked callback outlived the queue's maximum age) belong to no call:
+//! their envelope has `call_id` null and `call_seq` 0. `deploy/asyncapi.yaml` lists them with
+//! the call events.
 //!
 //! Events dropped from a full outbox, or by the retention rule, only count in
 //! [`Outbox::dropped`] (a metric); if the CRM later asks for them, case 2 answers.
@@ -355,6 +362,12 @@ mod tests {
                     answered_ms: 19_500,
                 },
                 "call.ended",
+            ),
+            (
+                EventKind::CallbackExpired {
+                    callback_id: CallbackId::new("cb-1").unwrap(),
+                },
+                "callback.expired",
             ),
             (
                 EventKind::SeqSkipped {
