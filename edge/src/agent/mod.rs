@@ -615,9 +615,7 @@ impl Engine {
             callbacks_failed: n.callbacks_failed,
             callbacks_expired: n.callbacks_expired,
             rtp_dropped: n.rtp_dropped
-                + self
-                    .rtp_overflow
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                + self.rtp_overflow.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -865,16 +863,22 @@ impl Engine {
             EventKind::AnnouncementStarted {
                 announcement_id,
                 version,
-            } => info!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, announcement = %announcement_id, version, "announcement.started"),
+            } => {
+                info!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, announcement = %announcement_id, version, "announcement.started")
+            }
             EventKind::CallEnded {
                 reason,
                 duration_ms,
                 ..
-            } => info!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, reason = reason.as_str(), duration_ms, "call.ended"),
+            } => {
+                info!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, reason = reason.as_str(), duration_ms, "call.ended")
+            }
             EventKind::CallbackExpired { callback_id } => {
                 info!(callback = %callback_id, "callback.expired: waited longer than callbacks.max_age_s");
             }
-            _ => debug!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, event = ?e.kind, "call event"),
+            _ => {
+                debug!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, event = ?e.kind, "call event")
+            }
         }
         if let Some(tx) = &self.to_link {
             let _ = tx.send(ToLink::Event(PendingEvent {
@@ -1069,12 +1073,10 @@ impl Engine {
                 let r = match CallbackId::new(&id) {
                     Ok(cid) => {
                         let now = self.now();
-                        self.node
-                            .cancel_callback(now, &cid)
-                            .map_err(|e| match e {
-                                node::Error::Queue(q) => q.to_string(),
-                                other => other.to_string(),
-                            })
+                        self.node.cancel_callback(now, &cid).map_err(|e| match e {
+                            node::Error::Queue(q) => q.to_string(),
+                            other => other.to_string(),
+                        })
                     }
                     Err(_) => Err(format!("`{id}` is not a callback id")),
                 };
@@ -1134,18 +1136,18 @@ impl Engine {
     /// Reads the announcement cache once, at start-up; afterwards the link hands every change
     /// over as it caches it.
     fn load_announcements(&mut self) {
-        let loaded = announcements::load_dir(&self.cfg.state_dir, self.cfg.max_audio_bytes, &|_| {
-            false
-        });
+        let loaded =
+            announcements::load_dir(&self.cfg.state_dir, self.cfg.max_audio_bytes, &|_| false);
         for (path, why) in &loaded.rejected {
             debug!(file = %path.display(), reason = %why, "announcement cache file skipped");
         }
         let now = self.now();
         for (sha, frames) in loaded.audio {
             self.audio.insert(sha, frames);
-            let _ = self
-                .node
-                .handle_crm(now, CrmInput::Announcement(announce::Input::AudioAvailable(sha)));
+            let _ = self.node.handle_crm(
+                now,
+                CrmInput::Announcement(announce::Input::AudioAvailable(sha)),
+            );
         }
         for (a, _text) in loaded.announcements {
             let id = a.id.clone();

@@ -46,8 +46,8 @@ use tokio::task::JoinHandle;
 
 pub use server::ControlListener;
 
-use crate::view::{Command, Snapshot};
 use crate::link::LinkStatus;
+use crate::view::{Command, Snapshot};
 
 /// What the control server reads and whom it asks.
 #[derive(Debug)]

@@ -490,9 +490,9 @@ mod tests {
     use tokio::sync::{mpsc, watch};
 
     use super::*;
-    use crate::view::Snapshot;
     use crate::control::client;
     use crate::link::LinkStatus;
+    use crate::view::Snapshot;
 
     struct Fixture {
         dir: PathBuf,

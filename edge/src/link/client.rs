@@ -40,9 +40,9 @@ use super::status::{self, AnnouncementState};
 use super::topics::{Inbound, Topics};
 use super::transport;
 use super::{CallbackRequest, FromLink, LinkConfig, LinkStatus, ToLink};
-use crate::view::Snapshot;
 use crate::clock::{wall_now, Clock};
 use crate::store::StoreHandle;
+use crate::view::Snapshot;
 
 /// Most of the link's own publishes submitted and not yet PUBACKed.
 pub(crate) const WINDOW: usize = 96;

@@ -146,7 +146,10 @@ pub(crate) const AUDIO_GRACE: Duration = Duration::from_secs(7 * 86_400);
 /// Temporary files older than this are left over from a crash.
 const TEMP_GRACE: Duration = Duration::from_secs(3600);
 
-async fn collect_garbage_in_background(state_dir: &Path, to_engine: &mpsc::UnboundedSender<FromLink>) {
+async fn collect_garbage_in_background(
+    state_dir: &Path,
+    to_engine: &mpsc::UnboundedSender<FromLink>,
+) {
     let dir = state_dir.to_owned();
     let removed = tokio::task::spawn_blocking(move || {
         let now = SystemTime::UNIX_EPOCH
@@ -255,12 +258,7 @@ pub(crate) fn apply_with_news(cfg: &IntakeConfig, item: Item) -> (Outcome, Vec<F
     (outcome, news)
 }
 
-fn announcement(
-    cfg: &IntakeConfig,
-    id: &str,
-    payload: &[u8],
-    news: &mut Vec<FromLink>,
-) -> Outcome {
+fn announcement(cfg: &IntakeConfig, id: &str, payload: &[u8], news: &mut Vec<FromLink>) -> Outcome {
     if AnnouncementId::new(id).is_err() {
         return Outcome::Rejected(format!("announcement topic id `{}` is not valid", clip(id)));
     }

@@ -17,8 +17,8 @@ use shared::ids::CallId;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::view::{AnnouncementView, Snapshot};
 use crate::store::{Store, StoreHandle};
+use crate::view::{AnnouncementView, Snapshot};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const PREFIX: &str = "ccedge/v1";

@@ -58,9 +58,9 @@ use crate::limits::{CALLBACK_QUEUE_CAPACITY, IVR_MAX_ANNOUNCEMENTS_PER_CALL, SIP
 use crate::sip::{self, endpoint, Message, Method};
 use crate::time::{Duration, Instant, UnixMillis};
 
-pub use table::{ArrayCalls, CallKey, CallTable};
 #[cfg(feature = "std")]
 pub use table::HeapCalls;
+pub use table::{ArrayCalls, CallKey, CallTable};
 
 /// The time of an input: the monotonic clock for timers, the wall clock for what the outside
 /// world sees.
@@ -543,11 +543,7 @@ impl<T: CallTable> Node<T> {
             .call
             .handle_input(now.at, call::Input::BookingResult(result))
             .is_ok();
-        let told = if taken {
-            result
-        } else {
-            BookingResult::Failed
-        };
+        let told = if taken { result } else { BookingResult::Failed };
         if !taken && ok {
             // The IVR gave up waiting (the caller heard "could not book"): the booking must
             // not stand.
@@ -716,7 +712,9 @@ impl<T: CallTable> Node<T> {
             return self.translate(key, o);
         }
         if let Some(r) = s.deferred.take() {
-            let _ = s.call.handle_input(self.last.at, call::Input::BookingResult(r));
+            let _ = s
+                .call
+                .handle_input(self.last.at, call::Input::BookingResult(r));
             return None;
         }
         // Quiet: re-arm, and remove when done.
@@ -749,7 +747,10 @@ impl<T: CallTable> Node<T> {
     fn translate(&mut self, key: CallKey, o: call::Output) -> Option<Output> {
         match o {
             call::Output::Media(media) => Some(Output::Media { call: key, media }),
-            call::Output::Play(playlist) => Some(Output::Play { call: key, playlist }),
+            call::Output::Play(playlist) => Some(Output::Play {
+                call: key,
+                playlist,
+            }),
             call::Output::StopPlayback => Some(Output::StopPlayback { call: key }),
             call::Output::BookCallback { number } => self.book(key, number),
             call::Output::Event { call_seq, event } => {
@@ -779,12 +780,10 @@ impl<T: CallTable> Node<T> {
                         }
                     }
                     call::Event::Dtmf(digit) => EventKind::Dtmf { digit },
-                    call::Event::CallbackBooked { position, .. } => {
-                        EventKind::CallbackRequested {
-                            callback_id: s.booking.clone()?,
-                            position: u32::from(position),
-                        }
-                    }
+                    call::Event::CallbackBooked { position, .. } => EventKind::CallbackRequested {
+                        callback_id: s.booking.clone()?,
+                        position: u32::from(position),
+                    },
                     call::Event::Transferred { target } => EventKind::CallTransferred {
                         target: TransferTarget::try_from(target).unwrap_or_default(),
                     },
@@ -842,7 +841,11 @@ impl<T: CallTable> Node<T> {
                 return None;
             }
             Err(QueueError::Duplicate { existing, position }) => {
-                if self.queue.get(&existing).is_some_and(|e| e.state.is_booked()) {
+                if self
+                    .queue
+                    .get(&existing)
+                    .is_some_and(|e| e.state.is_booked())
+                {
                     self.stats.callbacks_already_booked += 1;
                     (
                         BookingResult::AlreadyBooked {

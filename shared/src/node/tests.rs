@@ -4,16 +4,16 @@
 extern crate alloc;
 extern crate std;
 
+use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
 use alloc::format;
-use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::*;
-use crate::rtp::TelephoneEvent;
 use crate::dtmf::Digit;
 use crate::ivr::Prompt;
+use crate::rtp::TelephoneEvent;
 use crate::rtp::{PayloadType, RtpHeader, Ssrc};
 use crate::sip::uas;
 
@@ -280,7 +280,11 @@ fn answered<T: CallTable>(sh: &mut Shell<T>, call: &str) -> (CallKey, String) {
 }
 
 fn heap_shell(max_age_s: u64) -> Shell<HeapCalls> {
-    Shell::new(Node::new(config(max_age_s), HeapCalls::with_capacity(8), at(0)))
+    Shell::new(Node::new(
+        config(max_age_s),
+        HeapCalls::with_capacity(8),
+        at(0),
+    ))
 }
 
 fn byes_to(sent: &[(SocketAddr, String)], call: &str) -> usize {
@@ -308,7 +312,10 @@ fn book_one<T: CallTable>(sh: &mut Shell<T>, call: &str) -> CallbackId {
 fn a_call_is_answered_and_its_events_carry_its_id() {
     let mut sh = heap_shell(3600);
     let (key, _) = answered(&mut sh, "a1");
-    assert!(sh.sent.iter().any(|(to, s)| *to == gw() && s.starts_with("SIP/2.0 200")));
+    assert!(sh
+        .sent
+        .iter()
+        .any(|(to, s)| *to == gw() && s.starts_with("SIP/2.0 200")));
     let evs = sh.events();
     assert_eq!(evs[0].kind.type_str(), "call.offered");
     assert_eq!(evs[0].call, Some(key));
@@ -340,10 +347,16 @@ fn a_repeat_caller_hears_already_booked_and_the_position_before_bye() {
     // The last playlist says "already booked, you are number 1", and it played to its end
     // before the node's BYE.
     let plays = sh.plays(key);
-    let (idx, last) = plays.iter().rev().find(|(_, p)| p.contains(&Prompt::AlreadyBooked)).expect("already booked played");
+    let (idx, last) = plays
+        .iter()
+        .rev()
+        .find(|(_, p)| p.contains(&Prompt::AlreadyBooked))
+        .expect("already booked played");
     assert!(last.contains(&Prompt::YouAreNumber), "{last:?}");
     assert!(
-        plays.iter().all(|(i, p)| i <= idx || !p.contains(&Prompt::PleaseWait)),
+        plays
+            .iter()
+            .all(|(i, p)| i <= idx || !p.contains(&Prompt::PleaseWait)),
         "please wait played over the answer: {plays:?}"
     );
     let started = sh.outs_at[*idx];
@@ -369,7 +382,10 @@ fn a_booked_callback_expires_after_max_age_and_the_crm_is_told() {
     let deadline = sh.node.poll_timeout().expect("expiry armed");
     assert!(deadline <= Instant::from_millis(61_000), "{deadline:?}");
     sh.run_until(120_000);
-    assert!(sh.node.queue().get(&id).is_none(), "expired entry left the queue");
+    assert!(
+        sh.node.queue().get(&id).is_none(),
+        "expired entry left the queue"
+    );
     assert!(sh.outs.iter().any(|o| matches!(
         o,
         Output::Callback(callback::Output::Remove {
@@ -395,7 +411,10 @@ fn the_active_count_drops_at_the_bye() {
     assert_eq!(sh.node.active_calls(), 1);
     sh.sip(&request("b1", "BYE", 2, Some(&tag), ""));
     assert_eq!(sh.node.active_calls(), 0);
-    assert!(sh.sent.iter().any(|(_, s)| s.starts_with("SIP/2.0 200") && s.contains("CSeq: 2 BYE")));
+    assert!(sh
+        .sent
+        .iter()
+        .any(|(_, s)| s.starts_with("SIP/2.0 200") && s.contains("CSeq: 2 BYE")));
     // The dialog lingers for retransmissions, then leaves the table.
     assert!(sh.node.call(key).is_some_and(Slot::is_ended));
     sh.run_until(sh.now + 40_000);
@@ -467,10 +486,16 @@ fn announcement(id: &str, version: u32, site: Option<&str>, audio: u8) -> announ
 fn publish<T: CallTable>(sh: &mut Shell<T>, a: announce::Announcement) {
     let sha = a.audio.unwrap();
     sh.node
-        .handle_crm(at(sh.now), CrmInput::Announcement(announce::Input::AudioAvailable(sha)))
+        .handle_crm(
+            at(sh.now),
+            CrmInput::Announcement(announce::Input::AudioAvailable(sha)),
+        )
         .unwrap();
     sh.node
-        .handle_crm(at(sh.now), CrmInput::Announcement(announce::Input::Upsert(a)))
+        .handle_crm(
+            at(sh.now),
+            CrmInput::Announcement(announce::Input::Upsert(a)),
+        )
         .unwrap();
     sh.drain();
 }
@@ -507,14 +532,23 @@ fn removed_audio_stops_an_announcement_playing() {
     let mut sh = heap_shell(3600);
     publish(&mut sh, announcement("out", 1, None, 7));
     let (k1, _) = answered(&mut sh, "u1");
-    assert!(sh.plays(k1)[0].1.iter().any(|p| matches!(p, Prompt::Announcement(_))));
+    assert!(sh.plays(k1)[0]
+        .1
+        .iter()
+        .any(|p| matches!(p, Prompt::Announcement(_))));
     sh.node
-        .handle_crm(at(sh.now), CrmInput::Announcement(announce::Input::AudioRemoved([7; 32])))
+        .handle_crm(
+            at(sh.now),
+            CrmInput::Announcement(announce::Input::AudioRemoved([7; 32])),
+        )
         .unwrap();
     sh.drain();
     let (k2, _) = answered(&mut sh, "u2");
     assert!(
-        !sh.plays(k2)[0].1.iter().any(|p| matches!(p, Prompt::Announcement(_))),
+        !sh.plays(k2)[0]
+            .1
+            .iter()
+            .any(|p| matches!(p, Prompt::Announcement(_))),
         "{:?}",
         sh.plays(k2)
     );
