@@ -1,4 +1,4 @@
-//! Announcements as the CRM sends them (INTERFACES.md §5), and the local cache in the state
+//! Announcements as the CRM sends them (`deploy/asyncapi.yaml`, `P/announcements/{id}`), and the local cache in the state
 //! directory that keeps the node announcing with no broker at all.
 //!
 //! Layout under `node.state_dir`:
@@ -39,7 +39,7 @@ pub enum WireError {
     },
 }
 
-/// The Announcement JSON document of INTERFACES.md §5.
+/// The Announcement JSON document (`deploy/asyncapi.yaml`, schema `Announcement`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnnouncementWire {

@@ -12,7 +12,7 @@ use crate::agent::{self, AgentConfig};
 use crate::config::{self, Config};
 use crate::control;
 
-/// Exit code of a bad configuration (INTERFACES.md §2).
+/// Exit code of a bad configuration (README, "Configuration": a bad value exits with 2).
 pub const EXIT_CONFIG: u8 = 2;
 /// Exit code of a technician command run while no agent is running.
 pub const EXIT_NO_AGENT: u8 = 3;

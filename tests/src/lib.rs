@@ -698,6 +698,26 @@ impl CallGateway {
         }
     }
 
+    /// Pumps until no call is up any more (every call ended by either side, or refused), or
+    /// `timeout`; returns whether they all ended.
+    pub fn wait_ended(&mut self, agent: SocketAddr, timeout: Duration) -> bool {
+        use firmware_sim::gateway::uac::UacState;
+        let end = Instant::now() + timeout;
+        loop {
+            let up = self
+                .calls
+                .values()
+                .any(|c| matches!(c.state, UacState::Calling | UacState::Confirmed));
+            if !up {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            self.pump(agent, Duration::from_millis(20));
+        }
+    }
+
     /// Pumps until `n` calls are answered (or `timeout`); returns each answered call's
     /// agent-side RTP port.
     pub fn wait_answered(&mut self, agent: SocketAddr, n: usize, timeout: Duration) -> Vec<u16> {

@@ -174,7 +174,7 @@ fn barge_in_one_then_one_books_a_callback_and_the_agent_hangs_up() {
     // sipp's captured "1" barges in; then we confirm with our own "1" once the capture's
     // stream has been silent long enough for the agent to take our stream (relock 500 ms).
     assert!(
-        agent.wait_log("Dtmf(D1)", Duration::from_secs(5)),
+        agent.wait_log("digit=D1", Duration::from_secs(5)),
         "first key not seen"
     );
     std::thread::sleep(Duration::from_millis(1200));
@@ -229,7 +229,7 @@ fn rfc4733_keys_from_our_own_rtp_reach_the_ivr() {
     let run = sipp_thread.join().expect("sipp thread");
     assert_eq!(run.code, Some(0), "{}", run.output);
     assert!(
-        agent.wait_log("Dtmf(D2)", Duration::from_secs(2)),
+        agent.wait_log("digit=D2", Duration::from_secs(2)),
         "{}",
         agent.log().join("\n")
     );

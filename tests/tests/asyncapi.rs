@@ -917,7 +917,7 @@ fn every_message_the_agent_publishes_matches_its_topics_schema() {
     assert!(sink.wait_for(5, Duration::from_secs(5)) >= 5, "no greeting");
     let agent_rtp = sink.packets()[0].from;
     assert!(
-        agent.wait_log("Dtmf(D1)", Duration::from_secs(5)),
+        agent.wait_log("digit=D1", Duration::from_secs(5)),
         "first key not seen"
     );
     std::thread::sleep(Duration::from_millis(1200));

@@ -763,10 +763,12 @@ impl Engine {
                 result,
             } => match result {
                 BookingResult::Booked { position } => {
-                    info!(call = %call, callback = ?callback.as_ref().map(CallbackId::as_str), position, "callback booked (durable)");
+                    let callback = callback.as_ref().map_or("-", CallbackId::as_str);
+                    info!(call = %call, callback = %callback, position, "callback booked (durable)");
                 }
                 BookingResult::AlreadyBooked { position } => {
-                    info!(call = %call, callback = ?callback.as_ref().map(CallbackId::as_str), position, "caller already booked");
+                    let callback = callback.as_ref().map_or("-", CallbackId::as_str);
+                    info!(call = %call, callback = %callback, position, "caller already booked");
                 }
                 BookingResult::QueueFull | BookingResult::Failed => {
                     warn!(call = %call, result = ?result, "callback could not be booked");
@@ -872,6 +874,9 @@ impl Engine {
                 ..
             } => {
                 info!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, reason = reason.as_str(), duration_ms, "call.ended")
+            }
+            EventKind::Dtmf { digit } => {
+                debug!(call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq, digit = ?digit, "dtmf");
             }
             EventKind::CallbackExpired { callback_id } => {
                 info!(callback = %callback_id, "callback.expired: waited longer than callbacks.max_age_s");

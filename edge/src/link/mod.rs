@@ -1,4 +1,4 @@
-//! The CRM link over MQTT (INTERFACES.md §5): announcements and audio in, call events and
+//! The CRM link over MQTT (`deploy/asyncapi.yaml`, docs/ARCHITECTURE.md): announcements and audio in, call events and
 //! callback requests out, presence on the retained status topic.
 //!
 //! The link runs as its own task beside the agent's engine; the two talk only through
@@ -109,7 +109,7 @@ pub struct PendingEvent {
     pub kind: EventKind,
 }
 
-/// The CallbackRequest payload (INTERFACES.md §5), built by the engine from a durably booked
+/// The CallbackRequest payload (`deploy/asyncapi.yaml`), built by the engine from a durably booked
 /// callback; `node` and `site` are filled in by the link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CallbackRequest {

@@ -1,6 +1,6 @@
 //! Call events out: `seq` numbering, the CallEvent envelope, the durable outbox.
 //!
-//! The chain for every event (QUALITY.md, "Durability and delivery"):
+//! The chain for every event (docs/ARCHITECTURE.md, "Durability rules"):
 //!
 //! 1. `seq` from a [`Sequencer`] whose high-water mark is the store counter
 //!    [`HIGH_WATER_KEY`], written (SQLite `synchronous=FULL`) before any number below it is
@@ -9,11 +9,11 @@
 //!    floor below which events were deleted ([`FLOOR_KEY`]); the gap up to the mark is
 //!    announced with a `seq.skipped` event. A graceful stop lowers the mark to the next
 //!    unissued `seq`, so a clean restart has no gap.
-//! 2. The batch is rendered (the envelope of INTERFACES.md §5) and appended to the store
+//! 2. The batch is rendered (the CallEvent envelope of `deploy/asyncapi.yaml`) and appended to the store
 //!    outbox in one transaction, then [`Outbox::appended`].
 //! 3. Publishing follows [`Outbox::poll_publish`]; the payloads come from the store (or from
 //!    memory, for events whose append failed: they keep flowing with
-//!    [`Events::store_errors`] counting, as QUALITY.md asks for a full disk).
+//!    [`Events::store_errors`] counting, so a full disk is reported, not fatal).
 //! 4. The CRM's `…/events/ack` deletes (after persisting the acknowledged point); its
 //!    `…/events/replay` re-yields; both and retention go through [`Outbox`].
 //!
@@ -45,7 +45,7 @@ pub(crate) const STORE_ID_KEY: &str = "link.store_id";
 /// Events held while no `seq` can be issued (the store is failing); beyond, the oldest drop.
 pub(crate) const MAX_WAITING: usize = 10_000;
 
-/// The CallEvent envelope (INTERFACES.md §5).
+/// The CallEvent envelope (`deploy/asyncapi.yaml`).
 #[derive(Serialize)]
 struct Envelope<'a> {
     event_id: &'a str,

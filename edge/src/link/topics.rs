@@ -1,4 +1,4 @@
-//! The topic names of INTERFACES.md §5 for one node, and the classification of incoming
+//! The topic names of `deploy/asyncapi.yaml` for one node, and the classification of incoming
 //! topics.
 
 /// Every topic the node publishes or subscribes to.

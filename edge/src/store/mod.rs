@@ -9,7 +9,7 @@
 //!   and the next open replays the log.
 //! - **Durable on commit.** `synchronous=FULL` is what lets the agent tell a caller "your
 //!   callback is booked" the moment [`Store::insert_callback`] returns `Ok`
-//!   (docs/QUALITY.md, "Durability and delivery").
+//!   (docs/ARCHITECTURE.md, "Durability rules").
 //! - **Failures are errors, not surprises.** A full disk is `SQLITE_FULL`, a failed write or
 //!   `fsync` is `SQLITE_IOERR_*`; both come back as a [`StoreError`] the agent maps to
 //!   "could not book", and the database stays consistent for when space returns.

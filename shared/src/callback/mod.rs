@@ -15,7 +15,7 @@
 //!
 //! * [`State::Requested`]: the IVR asked; the shell is writing the entry. **Not booked.**
 //! * [`State::Stored`]: the shell reported the entry durably on disk. From here on the
-//!   callback is **booked** and the caller may be told so (QUALITY.md "Durability and
+//!   callback is **booked** and the caller may be told so (docs/ARCHITECTURE.md, "Durability
 //!   delivery").
 //! * [`State::Synced`]: the CallbackRequest was published and PUBACKed.
 //! * [`State::Accepted`] / [`State::Assigned`]: the CRM's state updates.
