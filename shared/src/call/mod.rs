@@ -58,7 +58,7 @@ use crate::time::{Duration, Instant};
 pub use crate::ivr::Prompt;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Largest SDP body the call writes (our answer or offer is about 250 bytes).
 const SDP_BUF: usize = 512;

@@ -115,7 +115,8 @@ fn new_call(cfg: &'static Config, body: &str, anns: &[AnnouncementInfo]) -> Call
     with_req(&inv, |r| Call::new(Instant::ZERO, cfg, &setup(), r, anns)).unwrap()
 }
 
-fn dtmf_packets(d: Digit, ts: u32, seq: u16) -> Vec<Vec<u8>> {
+/// One RFC 4733 key press as the packets a gateway sends (also used by the node's tests).
+pub(crate) fn dtmf_packets(d: Digit, ts: u32, seq: u16) -> Vec<Vec<u8>> {
     let mut v = Vec::new();
     for (i, (end, dur)) in [
         (false, 160u16),

@@ -11,10 +11,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::*;
+use crate::call::tests::dtmf_packets;
 use crate::dtmf::Digit;
 use crate::ivr::Prompt;
-use crate::rtp::TelephoneEvent;
-use crate::rtp::{PayloadType, RtpHeader, Ssrc};
 use crate::sip::uas;
 
 const GW: &str = "192.0.2.1:5060";
@@ -200,31 +199,6 @@ impl<T: CallTable> Shell<T> {
 
 fn gw_rtp() -> SocketAddr {
     "192.0.2.1:40000".parse().unwrap()
-}
-
-fn dtmf_packets(d: Digit, ts: u32, seq: u16) -> Vec<Vec<u8>> {
-    let mut v = Vec::new();
-    for (i, (end, dur)) in [(false, 160u16), (false, 320), (true, 480), (true, 480)]
-        .into_iter()
-        .enumerate()
-    {
-        let h = RtpHeader {
-            marker: i == 0,
-            payload_type: PayloadType::new(101).unwrap(),
-            sequence: seq.wrapping_add(i as u16),
-            timestamp: ts,
-            ssrc: Ssrc(0x1234),
-        };
-        let mut payload = [0u8; 4];
-        TelephoneEvent::for_digit(d, end, 10, dur)
-            .unwrap()
-            .emit(&mut payload)
-            .unwrap();
-        let mut buf = [0u8; 64];
-        let n = h.emit(&payload, &mut buf).unwrap();
-        v.push(buf[..n].to_vec());
-    }
-    v
 }
 
 fn sdp() -> String {
