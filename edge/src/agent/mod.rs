@@ -632,10 +632,7 @@ impl Engine {
     }
 
     fn random(&self, salt: u64) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        h.write_u64(salt);
-        h.write_u64(self.clock.now().as_micros());
-        h.finish()
+        random(&self.hasher, &self.clock, salt)
     }
 
     // ---- SIP -------------------------------------------------------------------------------
@@ -663,7 +660,7 @@ impl Engine {
         let bind_ip = self.bind_ip();
         let wall = now.wall;
         let key = self.next_call;
-        let (tag, session) = (self.random(key), self.random(key ^ 0x5eed) >> 1);
+        let (hasher, clock) = (&self.hasher, &self.clock);
         let ports = &mut self.ports;
         let bound = &mut self.bound;
         let advertised = self.advertised;
@@ -682,9 +679,9 @@ impl Engine {
             }
             Some(Setup {
                 id: CallId(call_id_for(wall.0, key)),
-                local_tag: tag,
+                local_tag: random(hasher, clock, key),
                 local_rtp: SocketAddr::new(advertised, port),
-                session_id: session,
+                session_id: random(hasher, clock, key ^ 0x5eed) >> 1,
             })
         });
         if used {
@@ -1017,13 +1014,12 @@ impl Engine {
                 }
             },
         };
-        let what = format!("{input:?}");
         match self.node.handle_crm(now, input) {
             Ok(()) => {}
             Err(node::Error::Queue(e)) => {
                 warn!(error = %e, "callback update from the CRM refused");
             }
-            Err(e) => debug!(error = %e, input = %clip(&what), "CRM input refused"),
+            Err(e) => debug!(error = %e, "CRM input refused"),
         }
         self.drain();
         self.refresh_views();
@@ -1168,6 +1164,14 @@ impl Engine {
     }
 }
 
+/// Random bits for tags and RTP start values (the hasher's random keys, salted).
+fn random(hasher: &std::collections::hash_map::RandomState, clock: &Clock, salt: u64) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write_u64(salt);
+    h.write_u64(clock.now().as_micros());
+    h.finish()
+}
+
 /// The state shown for an announcement whose scope excludes this node's site.
 pub const OTHER_SITE: &str = "other_site";
 
@@ -1176,13 +1180,6 @@ fn rfc3339(t: shared::time::UnixMillis) -> String {
     let mut s = String::with_capacity(24);
     let _ = t.write_rfc3339(&mut s);
     s
-}
-
-fn clip(s: &str) -> &str {
-    match s.char_indices().nth(120) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 fn phase_str(p: call::Phase) -> &'static str {
