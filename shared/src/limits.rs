@@ -13,14 +13,19 @@ pub const ID_MAX: usize = 64;
 
 // ---- SIP ----------------------------------------------------------------------------------
 
-/// Largest SIP datagram the node accepts; bigger ones are dropped unparsed.
-pub const SIP_MAX_DATAGRAM: usize = 8192;
-/// Most header fields one SIP message may carry; more is a 400/513-class reject.
-pub const SIP_MAX_HEADERS: usize = 64;
-/// Most Via header values kept for a response.
-pub const SIP_MAX_VIAS: usize = 8;
+/// Largest SIP message the node accepts (a UDP datagram or one message framed on a stream);
+/// a bigger one is answered 513 when its start can be read. Carrier and SBC INVITEs of
+/// 1.5–8 kB are ordinary, so this leaves room above the largest of them.
+pub const SIP_MAX_DATAGRAM: usize = 16_384;
+/// Most header fields one SIP message may carry; more is answered 513. A large SBC INVITE
+/// (16 Vias, 8 Record-Routes, P-Asserted-Identity, Diversion, History-Info …) has about 60.
+pub const SIP_MAX_HEADERS: usize = 128;
+/// Most Via header values kept for a response (one per proxy on the way, RFC 3261 §8.2.6.2).
+pub const SIP_MAX_VIAS: usize = 16;
+/// Most Record-Route values kept as a dialog's route set (RFC 3261 §12.1.1).
+pub const SIP_MAX_ROUTES: usize = 8;
 /// Longest Call-ID kept in dialog state, bytes.
-pub const SIP_CALL_ID_MAX: usize = 128;
+pub const SIP_CALL_ID_MAX: usize = 256;
 /// Longest tag kept in dialog state, bytes.
 pub const SIP_TAG_MAX: usize = 64;
 /// Longest Via branch kept in transaction state, bytes.
@@ -32,10 +37,12 @@ pub const SIP_HEADER_VALUE_MAX: usize = 256;
 
 // ---- SDP and RTP --------------------------------------------------------------------------
 
-/// Most payload types read from one `m=audio` line.
-pub const SDP_MAX_FORMATS: usize = 16;
-/// Most `m=` sections looked at in one offer.
-pub const SDP_MAX_MEDIA: usize = 4;
+/// Most payload types read from one `m=audio` line (a codec-rich SBC offer lists a dozen or
+/// more, and telephone-event often comes last).
+pub const SDP_MAX_FORMATS: usize = 32;
+/// Most `m=` sections looked at in one offer; every one but the audio stream is declined with
+/// port 0. An offer with more is answered 488.
+pub const SDP_MAX_MEDIA: usize = 8;
 /// Bytes of one 20 ms G.711 frame at 8 kHz.
 pub const G711_FRAME_BYTES: usize = 160;
 
@@ -81,18 +88,21 @@ pub const DTMF_INBAND_OUTPUT_MAX: usize = 4;
 
 /// Largest SDP body a dialog keeps for retransmitting its 2xx, bytes.
 pub const SIP_BODY_MAX: usize = 320;
-/// Bytes of the per-dialog string arena: Call-ID, From, To, the INVITE's Vias, the remote
-/// target, a pending re-INVITE's Vias, a REFER target and the Vias of responses waiting to be
-/// sent. An INVITE whose values do not fit is refused by `Dialog::new`.
-pub const SIP_DIALOG_ARENA: usize = 544;
+/// Bytes of the per-dialog string arena: Call-ID, From, To, the INVITE's Vias, the route set,
+/// the remote target, a pending re-INVITE's Vias, a REFER target and the Vias of responses
+/// waiting to be sent. Sized by what real INVITEs carry (16 Vias of about 100 bytes, 8
+/// Record-Routes, 80-byte Call-IDs, display names), not by a memory budget: an INVITE whose
+/// values do not fit is refused with 513 by the node, so this must hold every INVITE a
+/// gateway or SBC really sends. The INVITE's Vias are released once its transaction ends.
+pub const SIP_DIALOG_ARENA: usize = 4096;
 /// Responses to in-dialog requests one dialog queues before the shell drains them.
 pub const SIP_DIALOG_PENDING: usize = 2;
 /// Events one dialog queues before the shell drains them.
 pub const SIP_DIALOG_EVENTS: usize = 4;
 /// A buffer of this size always holds any message a `sip::uas::Dialog` emits (given `Config`
-/// strings under 200 bytes each). `sip::endpoint` echoes the request, so it may need the
-/// request's size plus 512 bytes.
-pub const SIP_EMIT_MAX: usize = 2048;
+/// strings under 200 bytes each): every arena value, the body and the fixed headers.
+/// `sip::endpoint` echoes the request, so it may need the request's size plus 512 bytes.
+pub const SIP_EMIT_MAX: usize = SIP_DIALOG_ARENA + SIP_BODY_MAX + 1024;
 
 // ---- models: announce / callback / event (added by the `announce`, `callback`, `event`
 // ---- modules; kept together at the end of the file) ---------------------------------------

@@ -61,7 +61,7 @@ pub use crate::ivr::Prompt;
 pub(crate) mod tests;
 
 /// Largest SDP body the call writes (our answer or offer is about 250 bytes).
-const SDP_BUF: usize = 512;
+const SDP_BUF: usize = 768;
 
 /// Node-wide settings every call shares (the shell builds one at start-up and leaks it).
 #[derive(Copy, Clone, Debug)]
@@ -752,6 +752,14 @@ impl Call {
                 Err(_) => continue,
             }
         }
+    }
+
+    /// Where the datagram last written by [`Call::poll_transmit`] goes (see
+    /// [`crate::sip::uas::Dialog::destination`]); `None` when the dialog does not know, and
+    /// the owner sends to the address the call's requests come from.
+    #[must_use]
+    pub fn sip_destination(&self) -> Option<SocketAddr> {
+        self.dialog.destination()
     }
 
     /// The next output. Call until `None` after every `handle_*`.

@@ -429,6 +429,13 @@ impl<T: CallTable> Node<T> {
         F: FnOnce() -> Option<Setup>,
     {
         self.last = now;
+        if data
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t'))
+        {
+            // A keep-alive (RFC 5626 §3.5.1: CRLF, or CRLFCRLF on a stream): not an error.
+            return;
+        }
         let msg = match sip::parse(data) {
             Ok(m) => m,
             Err(e) => {
@@ -441,7 +448,7 @@ impl<T: CallTable> Node<T> {
         };
         match msg {
             Message::Request(r) => {
-                let req = match r.to_incoming() {
+                let mut req = match r.to_incoming() {
                     Ok(req) => req,
                     Err(e) => {
                         self.stats.sip_malformed += 1;
@@ -451,6 +458,7 @@ impl<T: CallTable> Node<T> {
                         return;
                     }
                 };
+                req.received_from = Some(from);
                 if let Some(key) = self.calls.find(req.call_id.as_bytes()) {
                     if let Some(s) = self.calls.get_mut(key) {
                         // A refusal has queued its own error response.
@@ -706,7 +714,8 @@ impl<T: CallTable> Node<T> {
             return None;
         };
         if let Some(n) = s.call.poll_transmit(sip_buf) {
-            return Some(Output::Transmit { to: s.peer, len: n });
+            let to = s.call.sip_destination().unwrap_or(s.peer);
+            return Some(Output::Transmit { to, len: n });
         }
         if let Some(o) = s.call.poll_output() {
             return self.translate(key, o);
@@ -965,14 +974,20 @@ impl<T: CallTable> Node<T> {
         }
     }
 
-    fn reply(&mut self, to: SocketAddr, req: &sip::Incoming<'_>, status: u16) {
+    /// Answers `req`, which came from `from`, statelessly: to where its top Via says.
+    fn reply(&mut self, from: SocketAddr, req: &sip::Incoming<'_>, status: u16) {
+        let to = req
+            .vias
+            .first()
+            .map_or(from, |v| sip::route::reply_address(v, from));
         if let Ok(n) = endpoint::respond(req, status, &mut self.reply) {
             self.reply_pending = Some((to, n));
         }
     }
 
     fn reply_salvaged(&mut self, to: SocketAddr, data: &[u8], status: u16) {
-        if let Some(req) = sip::salvage(data) {
+        if let Some(mut req) = sip::salvage(data) {
+            req.received_from = Some(to);
             if req.method != Method::Ack {
                 self.reply(to, &req, status);
             }

@@ -568,3 +568,21 @@ fn garbage_gets_a_stateless_answer_or_nothing() {
     assert_eq!(sh.node.calls().len(), 0);
     assert!(sh.node.stats().sip_malformed >= 1);
 }
+
+#[test]
+fn keepalives_are_not_errors_and_stateless_answers_follow_the_via() {
+    let mut sh = heap_shell(3600);
+    sh.sip("\r\n\r\n");
+    sh.sip("\r\n");
+    assert_eq!(sh.node.stats().sip_malformed, 0);
+    assert!(sh.sent.is_empty());
+    // No rport: the answer goes to the Via's port at the source address, stamped received=.
+    sh.sip("OPTIONS nobodyKnowsThisScheme:x SIP/2.0\r\nVia: SIP/2.0/UDP gw.example.net:5099;branch=z9hG4bKk\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: k1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    let (to, msg) = sh.sent.last().unwrap();
+    assert!(msg.starts_with("SIP/2.0 416"), "{msg}");
+    assert_eq!(*to, SocketAddr::new(gw().ip(), 5099));
+    assert!(
+        msg.contains(&format!("branch=z9hG4bKk;received={}", gw().ip())),
+        "{msg}"
+    );
+}

@@ -405,8 +405,9 @@ fn parse_errors() {
         parse(b"v=0\r\nm=audio 4000 RTP/AVP 200\r\n"),
         Err(Error::BadMedia)
     );
-    let five = "v=0\nm=audio 1 RTP/AVP 0\n".to_owned() + &"m=video 0 RTP/AVP 96\n".repeat(4);
-    assert_eq!(parse(five.as_bytes()), Err(Error::TooManyMedia));
+    let many =
+        "v=0\nm=audio 1 RTP/AVP 0\n".to_owned() + &"m=video 0 RTP/AVP 96\n".repeat(SDP_MAX_MEDIA);
+    assert_eq!(parse(many.as_bytes()), Err(Error::TooManyMedia));
     // LF-only line ends, multicast TTL, port counts, decimal ptime are accepted.
     let sd =
         parse(b"v=0\nc=IN IP4 224.2.1.1/127\nm=audio 4000/2 RTP/AVP 0\na=ptime:30.0\n").unwrap();
@@ -739,4 +740,29 @@ m=audio 40002 RTP/AVP 8",
     .unwrap();
     assert_eq!(n.media_index(), 0);
     assert_eq!(n.codec, Codec::Pcmu);
+}
+
+#[test]
+fn a_codec_rich_offer_keeps_telephone_event_listed_late_and_declines_extra_streams() {
+    // Twenty payload types before telephone-event, as SBCs that offer every codec they have
+    // write them, and a video, a second audio and an image stream after ours.
+    let mut m = String::from("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP");
+    for p in 102..122 {
+        m += &std::format!(" {p}");
+    }
+    m += " 0 101\r\n";
+    for p in 102..122 {
+        m += &std::format!("a=rtpmap:{p} X-CODEC-{p}/8000\r\n");
+    }
+    m += "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
+    m += "m=video 5000 RTP/AVP 96\r\nm=audio 0 RTP/AVP 0\r\nm=image 6000 udptl t38\r\n";
+    m += "m=video 5002 RTP/AVP 97\r\nm=text 5004 RTP/AVP 98\r\n";
+    let sd = parse(m.as_bytes()).unwrap();
+    assert_eq!(sd.media.len(), 6);
+    let n = negotiate(&sd, &Config::default()).unwrap();
+    assert_eq!(n.codec, Codec::Pcmu);
+    assert!(
+        n.telephone_event.is_some(),
+        "telephone-event listed 22nd is kept"
+    );
 }

@@ -15,7 +15,9 @@
 //! Supported, Unsupported, Retry-After, Server, Content-Type, Content-Length.
 
 use core::fmt;
+use core::net::SocketAddr;
 
+use crate::sip::route::write_stamped_via;
 use crate::sip::{Incoming, Method};
 
 /// The default `Server`/`User-Agent` value: `ccedge/<crate version>`.
@@ -169,7 +171,7 @@ impl fmt::Display for LocalTag {
     }
 }
 
-/// The Via values of a response, in order, topmost first.
+/// A list of header values (the Vias of a response, a route set), in order, topmost first.
 #[derive(Copy, Clone, Debug)]
 pub enum Vias<'a> {
     /// Borrowed straight from an [`Incoming`].
@@ -179,6 +181,9 @@ pub enum Vias<'a> {
 }
 
 impl<'a> Vias<'a> {
+    /// No values.
+    pub const EMPTY: Vias<'static> = Vias::List(&[]);
+
     fn for_each(self, mut f: impl FnMut(&'a [u8])) {
         match self {
             Vias::List(l) => l.iter().for_each(|v| f(v.as_bytes())),
@@ -238,6 +243,11 @@ pub struct Response<'a> {
     pub status: u16,
     /// Every Via of the request, in order.
     pub vias: Vias<'a>,
+    /// Where the request came from: the top Via is written with `received`/`rport` for it
+    /// (RFC 3261 §18.2.1, RFC 3581). `None` copies the Vias unchanged.
+    pub stamp: Option<SocketAddr>,
+    /// Record-Route values to echo (a response that establishes a dialog, RFC 3261 §12.1.1).
+    pub record_route: Vias<'a>,
     /// The request's From value.
     pub from: &'a [u8],
     /// The request's To value.
@@ -270,6 +280,8 @@ impl<'a> Response<'a> {
         Response {
             status,
             vias: Vias::List(&req.vias),
+            stamp: req.received_from,
+            record_route: Vias::EMPTY,
             from: req.from.as_bytes(),
             to: req.to.as_bytes(),
             to_tag: if req.to_tag.is_none() {
@@ -299,7 +311,17 @@ impl<'a> Response<'a> {
         w.bytes(b" ");
         w.bytes(reason_phrase(self.status).as_bytes());
         w.bytes(b"\r\n");
-        self.vias.for_each(|v| w.header("Via", v));
+        let mut first = true;
+        self.vias.for_each(|v| match self.stamp {
+            Some(src) if first => {
+                first = false;
+                w.bytes(b"Via: ");
+                write_stamped_via(&mut w, v, src);
+                w.bytes(b"\r\n");
+            }
+            _ => w.header("Via", v),
+        });
+        self.record_route.for_each(|v| w.header("Record-Route", v));
         w.header("From", self.from);
         w.bytes(b"To: ");
         w.value(self.to);
@@ -406,6 +428,11 @@ pub struct Request<'a> {
     pub method: OutMethod,
     /// The remote target (the peer's Contact URI).
     pub request_uri: &'a [u8],
+    /// The route set, written as Route header fields in order (RFC 3261 §12.2.1.1).
+    pub route: Vias<'a>,
+    /// A URI written as the last Route, inside `<>` (the remote target, behind a strict
+    /// router).
+    pub route_last: Option<&'a [u8]>,
     /// Our `host:port` for the Via.
     pub via_sent_by: &'a str,
     /// The Via branch, with the `z9hG4bK` magic cookie (see [`branch`]).
@@ -455,7 +482,14 @@ impl Request<'_> {
         w.value(self.via_sent_by.as_bytes());
         w.bytes(b";branch=");
         w.value(self.branch);
-        w.bytes(b";rport\r\nMax-Forwards: 70\r\nFrom: ");
+        w.bytes(b";rport\r\n");
+        self.route.for_each(|v| w.header("Route", v));
+        if let Some(last) = self.route_last {
+            w.bytes(b"Route: <");
+            w.value(last);
+            w.bytes(b">\r\n");
+        }
+        w.bytes(b"Max-Forwards: 70\r\nFrom: ");
         w.value(self.from);
         let _ = fmt::Write::write_fmt(&mut w, format_args!(";tag={}\r\n", self.from_tag));
         w.header("To", self.to);
@@ -504,6 +538,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         413 => "Request Entity Too Large",
         415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
@@ -577,6 +612,8 @@ pub(crate) mod tests {
             cseq,
             cseq_method: method,
             contact_uri: Some("sip:gw@10.0.0.1:5060"),
+            record_route: Vec::new(),
+            received_from: None,
             max_forwards: Some(70),
             content_type: None,
             body: &[],
@@ -720,6 +757,8 @@ pub(crate) mod tests {
         let mut r = Request {
             method: OutMethod::Bye,
             request_uri: b"sip:gw@10.0.0.1:5060",
+            route: Vias::EMPTY,
+            route_last: None,
             via_sent_by: "10.0.0.2:5060",
             branch: b.as_bytes(),
             from: b"<sip:+18005550100@10.0.0.2>",

@@ -44,6 +44,10 @@ pub fn verdict(req: &Incoming<'_>) -> Verdict {
         }
         _ => {}
     }
+    if !matches!(req.method, Method::Cancel) && !known_scheme(req.request_uri) {
+        // RFC 3261 §8.2.2.1: a Request-URI the UAS cannot handle (`nobodyKnowsThisScheme:`)
+        return Verdict::Respond(416);
+    }
     if matches!(req.method, Method::Invite | Method::Options) && first_unsupported(req).is_some() {
         return Verdict::Respond(420);
     }
@@ -56,6 +60,17 @@ pub fn verdict(req: &Incoming<'_>) -> Verdict {
         },
         _ => Verdict::Respond(481),
     }
+}
+
+/// Whether the Request-URI's scheme is one a call can be addressed with: `sip`, `sips` or
+/// `tel` (RFC 3966), in any case.
+#[must_use]
+pub fn known_scheme(request_uri: &str) -> bool {
+    crate::sip::parse::uri_scheme(request_uri).is_some_and(|s| {
+        ["sip", "sips", "tel"]
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(s))
+    })
 }
 
 /// Whether an INVITE may create a new dialog: it must carry no To tag (else 481: it claims a
@@ -238,6 +253,30 @@ mod tests {
         let (start, h) = answer(&incoming(Method::Register, 1, None)).unwrap();
         assert_eq!(start, "SIP/2.0 405 Method Not Allowed");
         assert_eq!(header(&h, "Allow"), Some(emit::ALLOW));
+    }
+
+    #[test]
+    fn unknown_uri_schemes_get_416() {
+        for uri in [
+            "nobodyKnowsThisScheme:totallyopaquecontent",
+            "soap.beep://192.0.2.103:3002",
+        ] {
+            let mut req = incoming(Method::Invite, 1, None);
+            req.request_uri = uri;
+            assert_eq!(verdict(&req), Verdict::Respond(416), "{uri}");
+            let (start, _) = answer(&req).unwrap();
+            assert_eq!(start, "SIP/2.0 416 Unsupported URI Scheme");
+        }
+        for uri in ["sip:+18005550100@10.0.0.2", "SIPS:x@y", "tel:+18005550100"] {
+            let mut req = incoming(Method::Invite, 1, None);
+            req.request_uri = uri;
+            assert_eq!(verdict(&req), Verdict::NewDialog, "{uri}");
+        }
+        // 416 comes before 420 (RFC 3261 §8.2.2: the URI is inspected before extensions).
+        let mut req = incoming(Method::Options, 1, None);
+        req.request_uri = "im:someone@example.com";
+        req.require = Some("100rel");
+        assert_eq!(verdict(&req), Verdict::Respond(416));
     }
 
     #[test]

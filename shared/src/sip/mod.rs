@@ -7,11 +7,14 @@
 
 pub mod emit;
 pub mod endpoint;
+pub mod route;
 pub mod uas;
 
 use heapless::Vec;
 
-use crate::limits::SIP_MAX_VIAS;
+use core::net::SocketAddr;
+
+use crate::limits::{SIP_MAX_ROUTES, SIP_MAX_VIAS};
 
 pub mod parse;
 
@@ -137,6 +140,15 @@ pub struct Incoming<'a> {
     pub cseq_method: Method,
     /// The URI of the first Contact value, if any.
     pub contact_uri: Option<&'a str>,
+    /// Every Record-Route value in order (each comma-separated value is its own entry), as
+    /// written (`<sip:p1.example.com;lr>`). At most [`SIP_MAX_ROUTES`]; more makes the parser
+    /// reject the request with 513.
+    pub record_route: Vec<&'a str, SIP_MAX_ROUTES>,
+    /// The transport address the request came from. The parser cannot know it: the shell (or
+    /// [`crate::node::Node`]) sets it before handing the request on. Responses go where
+    /// RFC 3261 §18.2.2 and RFC 3581 say, which needs it; `None` answers to the sent-by of the
+    /// top Via as written.
+    pub received_from: Option<SocketAddr>,
     /// Max-Forwards, if present.
     pub max_forwards: Option<u32>,
     /// Content-Type value, if present (e.g. `application/sdp`).

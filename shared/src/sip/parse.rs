@@ -126,12 +126,14 @@ pub enum HeaderName {
     SessionExpires,
     /// `Allow-Events` / `u`
     AllowEvents,
+    /// `Record-Route`
+    RecordRoute,
     /// Any other header name (compare the name itself).
     Other,
 }
 
 /// (kind, long name, compact form) for every known header.
-const NAMES: [(HeaderName, &str, Option<u8>); 18] = [
+const NAMES: [(HeaderName, &str, Option<u8>); 19] = [
     (HeaderName::Via, "Via", Some(b'v')),
     (HeaderName::From, "From", Some(b'f')),
     (HeaderName::To, "To", Some(b't')),
@@ -150,6 +152,7 @@ const NAMES: [(HeaderName, &str, Option<u8>); 18] = [
     (HeaderName::ReferTo, "Refer-To", Some(b'r')),
     (HeaderName::SessionExpires, "Session-Expires", Some(b'x')),
     (HeaderName::AllowEvents, "Allow-Events", Some(b'u')),
+    (HeaderName::RecordRoute, "Record-Route", None),
 ];
 
 impl HeaderName {
@@ -378,6 +381,14 @@ impl<'a> Request<'a> {
                     .uri,
             ),
         };
+        let mut record_route = Vec::new();
+        for r in h.of_kind(HeaderName::RecordRoute).flat_map(split_list) {
+            let na = NameAddr::parse(r).ok_or(Problem::Invalid(HeaderName::RecordRoute))?;
+            if !na.uri.starts_with("sip:") && !na.uri.starts_with("sips:") {
+                return Err(Problem::Invalid(HeaderName::RecordRoute));
+            }
+            record_route.push(r).map_err(|_| Problem::TooManyRoutes)?;
+        }
         let max_forwards = match h.single(HeaderName::MaxForwards)? {
             None => None,
             Some(v) => {
@@ -400,6 +411,8 @@ impl<'a> Request<'a> {
             cseq: cseq.number,
             cseq_method: Method::from_token(cseq.method.as_bytes()),
             contact_uri,
+            record_route,
+            received_from: None,
             max_forwards,
             content_type: h.single(HeaderName::ContentType)?,
             body: self.body,
@@ -537,6 +550,8 @@ pub enum Problem {
     Invalid(HeaderName),
     /// More than [`SIP_MAX_VIAS`] Via values.
     TooManyVias,
+    /// More than [`crate::limits::SIP_MAX_ROUTES`] Record-Route values.
+    TooManyRoutes,
     /// The CSeq method differs from the request method.
     CSeqMismatch,
 }
@@ -551,7 +566,10 @@ impl ParseError {
             ParseError::NotSip | ParseError::BadResponse(_) => None,
             ParseError::BadRequest(Problem::Version) => Some(505),
             ParseError::BadRequest(
-                Problem::TooLarge | Problem::TooManyHeaders | Problem::TooManyVias,
+                Problem::TooLarge
+                | Problem::TooManyHeaders
+                | Problem::TooManyVias
+                | Problem::TooManyRoutes,
             ) => Some(513),
             ParseError::BadRequest(_) => Some(400),
         }
@@ -596,6 +614,7 @@ impl fmt::Display for Problem {
             Problem::Duplicate(h) => write!(f, "duplicate {}", name(h)),
             Problem::Invalid(h) => write!(f, "malformed {}", name(h)),
             Problem::TooManyVias => f.write_str("too many Via values"),
+            Problem::TooManyRoutes => f.write_str("too many Record-Route values"),
             Problem::CSeqMismatch => f.write_str("CSeq method does not match"),
         }
     }
@@ -935,6 +954,8 @@ pub fn salvage(datagram: &[u8]) -> Option<Incoming<'_>> {
         cseq: cseq.map_or(0, |c| c.number),
         cseq_method: cseq.map_or(method, |c| Method::from_token(c.method.as_bytes())),
         contact_uri: None,
+        record_route: Vec::new(),
+        received_from: None,
         max_forwards: None,
         content_type: None,
         body: &[],

@@ -16,8 +16,10 @@
 //!
 //! Outputs are split in two because a datagram is written into the caller's buffer:
 //! [`Dialog::poll_transmit`] writes the next pending datagram and [`Dialog::poll_event`] yields
-//! the next [`Event`]. Every datagram goes back to the address the dialog's requests came from;
-//! the shell owns addresses.
+//! the next [`Event`]. After each datagram, [`Dialog::destination`] tells where it goes:
+//! a response to where the request's top Via says (RFC 3261 §18.2.2 with RFC 3581 `rport`,
+//! from the source address the shell put in [`Incoming::received_from`]), a request of ours to
+//! the first hop of the route set or the remote target (see [`crate::sip::route`]).
 //!
 //! ## The INVITE server transaction (initial INVITE and each re-INVITE)
 //!
@@ -85,10 +87,19 @@
 //! The copied strings (Call-ID, From, To, the peer's tag, Vias, the remote target, a REFER
 //! target, the Vias of queued responses) share one arena of [`SIP_DIALOG_ARENA`] bytes; the 2xx
 //! body is kept up to [`SIP_BODY_MAX`] bytes. `size_of::<Dialog>()` is at most
-//! [`DIALOG_SIZE_MAX`] (a test checks it). Limitations: no Record-Route/route set (ccedge talks
-//! to its gateway directly), no 100rel, UDP only.
+//! [`DIALOG_SIZE_MAX`] (a test checks it).
+//!
+//! ## Routing
+//!
+//! The INVITE's Record-Route values are the route set (RFC 3261 §12.1.1): echoed in every 1xx
+//! and 2xx to the INVITE, and written as Route header fields of our BYE and REFER. With a loose
+//! router first (`;lr`) the Request-URI is the remote target; with a strict router first it is
+//! that router's URI and the remote target goes last in Route (§12.2.1.1). The route set is
+//! fixed when the dialog is created; the remote target follows the Contact of re-INVITEs.
+//! Limitations: no 100rel, UDP only.
 
 use core::fmt;
+use core::net::SocketAddr;
 
 use heapless::{Deque, Vec};
 
@@ -96,14 +107,16 @@ use crate::limits::{
     SIP_BODY_MAX, SIP_CALL_ID_MAX, SIP_DIALOG_ARENA, SIP_DIALOG_EVENTS, SIP_DIALOG_PENDING,
 };
 use crate::sip::emit::{self, BufferTooSmall, Extras, LocalTag, OutMethod, Packed, Vias};
+use crate::sip::route;
 use crate::sip::{Incoming, IncomingResponse, Method};
 use crate::time::{Duration, Instant};
 
 #[cfg(test)]
 mod tests;
 
-/// The documented upper bound of `size_of::<Dialog>()`, bytes.
-pub const DIALOG_SIZE_MAX: usize = 1200;
+/// The documented upper bound of `size_of::<Dialog>()`, bytes: the arena and about 1 kB of
+/// transaction state.
+pub const DIALOG_SIZE_MAX: usize = SIP_DIALOG_ARENA + 1024;
 
 /// Settings shared by every dialog of a node. Dialogs keep a `&'static` reference (the shell
 /// builds one at start-up and leaks it, or uses a `static`), so a dialog costs 8 bytes for it.
@@ -265,7 +278,8 @@ const TARGET: usize = 4;
 const INVITE_VIAS: usize = 5;
 const REINVITE_VIAS: usize = 6;
 const REFER_TARGET: usize = 7;
-const PENDING0: usize = 8;
+const ROUTES: usize = 8;
+const PENDING0: usize = 9;
 const SLOTS: usize = PENDING0 + SIP_DIALOG_PENDING;
 
 #[derive(Copy, Clone, Debug, Default)]
@@ -450,6 +464,8 @@ struct Pending {
     status: u16,
     cseq: u32,
     slot: u8,
+    /// Where the request came from.
+    src: Option<SocketAddr>,
     /// From/To copied from the request (it did not match the dialog) instead of the dialog's.
     echo: bool,
     /// Add our tag to To (the request's To had none).
@@ -494,6 +510,15 @@ pub struct Dialog<const BODY: usize = SIP_BODY_MAX> {
     events: Deque<Event, SIP_DIALOG_EVENTS>,
     body: Vec<u8, BODY>,
     arena: Arena,
+    /// Where the INVITE came from (and the fallback next hop of our requests).
+    invite_src: Option<SocketAddr>,
+    /// Where the pending re-INVITE came from.
+    reinvite_src: Option<SocketAddr>,
+    /// The next hop of our requests: the first route, else the remote target, when it names
+    /// an IP address.
+    next_hop: Option<SocketAddr>,
+    /// Where the datagram last written by `poll_transmit` goes.
+    dest: Option<SocketAddr>,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -588,6 +613,10 @@ impl<const BODY: usize> Dialog<BODY> {
             .and_then(|()| arena.set(REMOTE_TAG, one(from_tag), false))
             .and_then(|()| arena.set(TARGET, one(target), false))
             .and_then(|()| arena.set(INVITE_VIAS, invite.vias.iter().map(|v| v.as_bytes()), true))
+            .and_then(|()| {
+                let routes = invite.record_route.iter().map(|v| v.as_bytes());
+                arena.set(ROUTES, routes, true)
+            })
             .map_err(|Full| Error::TooLarge)?;
         let mut d = Self {
             cfg,
@@ -613,7 +642,12 @@ impl<const BODY: usize> Dialog<BODY> {
             events: Deque::new(),
             body: Vec::new(),
             arena,
+            invite_src: invite.received_from,
+            reinvite_src: None,
+            next_hop: None,
+            dest: None,
         };
+        d.next_hop = d.compute_next_hop();
         if cfg.send_trying {
             d.invite.status = 100;
             d.send |= SEND_INVITE;
@@ -657,6 +691,42 @@ impl<const BODY: usize> Dialog<BODY> {
     #[must_use]
     pub fn remote_target(&self) -> &[u8] {
         self.arena.get(TARGET)
+    }
+
+    /// The route set (the INVITE's Record-Route values, in order).
+    pub fn route_set(&self) -> impl Iterator<Item = &[u8]> {
+        Packed(self.arena.get(ROUTES))
+    }
+
+    /// Where the datagram last written by [`Dialog::poll_transmit`] goes; `None` when the
+    /// request it answers carried no [`Incoming::received_from`] and its Via names no address,
+    /// or when our request's next hop is a host name and the INVITE's source is unknown (the
+    /// owner then sends to the address it knows the peer by).
+    #[must_use]
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.dest
+    }
+
+    /// The next hop of our requests: the first route's address, else the remote target's,
+    /// else (a host name, not resolved here) the address the INVITE came from.
+    fn compute_next_hop(&self) -> Option<SocketAddr> {
+        let first = Packed(self.arena.get(ROUTES)).next();
+        let uri = match first {
+            Some(r) => core::str::from_utf8(r).map(route::route_uri).ok(),
+            None => core::str::from_utf8(self.arena.get(TARGET)).ok(),
+        };
+        uri.and_then(route::uri_address).or(self.invite_src)
+    }
+
+    /// Where a response to a request with top Via `vias` (packed) from `src` goes.
+    fn reply_to(vias: &[u8], src: Option<SocketAddr>) -> Option<SocketAddr> {
+        let top = Packed(vias)
+            .next()
+            .and_then(|v| core::str::from_utf8(v).ok());
+        match (top, src) {
+            (Some(top), Some(src)) => Some(route::reply_address(top, src)),
+            (_, src) => src,
+        }
     }
 
     /// True once the dialog has ended and has nothing left to send, retransmit or absorb: the
@@ -1033,6 +1103,11 @@ impl<const BODY: usize> Dialog<BODY> {
     ) -> Option<Result<usize, BufferTooSmall>> {
         if let Some(p) = self.pending.pop_front() {
             let slot = PENDING0 + usize::from(p.slot);
+            let mut it = Packed(self.arena.get(slot));
+            for _ in 0..if p.echo { 3 } else { 1 } {
+                it.next();
+            }
+            self.dest = Self::reply_to(it.rest(), p.src);
             let r = self.emit_pending(&p, slot, buf);
             self.arena.clear(slot);
             return Some(r);
@@ -1040,12 +1115,19 @@ impl<const BODY: usize> Dialog<BODY> {
         for (flag, re) in [(SEND_INVITE, false), (SEND_REINVITE, true)] {
             if self.send & flag != 0 {
                 self.send &= !flag;
+                let (vias, src) = if re {
+                    (self.arena.get(REINVITE_VIAS), self.reinvite_src)
+                } else {
+                    (self.arena.get(INVITE_VIAS), self.invite_src)
+                };
+                self.dest = Self::reply_to(vias, src);
                 return Some(self.emit_invite_response(re, buf, body));
             }
         }
         for (flag, m) in [(SEND_BYE, OutMethod::Bye), (SEND_REFER, OutMethod::Refer)] {
             if self.send & flag != 0 {
                 self.send &= !flag;
+                self.dest = self.next_hop;
                 return Some(self.emit_request(m, buf));
             }
         }
@@ -1256,11 +1338,13 @@ impl<const BODY: usize> Dialog<BODY> {
             self.respond(req, 500, false, true);
             return;
         }
+        self.reinvite_src = req.received_from;
         if let Some(c) = req.contact_uri {
             // Target refresh; on a full arena the old target stays.
             let _ = self
                 .arena
                 .set(TARGET, core::iter::once(c.as_bytes()), false);
+            self.next_hop = self.compute_next_hop();
         }
         self.reinvite = ServerInvite {
             state: TxState::Proceeding,
@@ -1297,13 +1381,26 @@ impl<const BODY: usize> Dialog<BODY> {
             .take(n)
             .copied()
             .chain(req.vias.iter().map(|v| v.as_bytes()));
-        if self.arena.set(PENDING0 + free, parts, true).is_err() {
-            return;
+        if self
+            .arena
+            .set(PENDING0 + free, parts.clone(), true)
+            .is_err()
+        {
+            // The INVITE's Vias are only needed while its transaction can still send: make
+            // room with them when it is over.
+            if self.invite.state != TxState::Terminated || self.send & SEND_INVITE != 0 {
+                return;
+            }
+            self.arena.clear(INVITE_VIAS);
+            if self.arena.set(PENDING0 + free, parts, true).is_err() {
+                return;
+            }
         }
         let _ = self.pending.push_back(Pending {
             status,
             cseq: req.cseq,
             slot: u8::try_from(free).unwrap_or(0),
+            src: req.received_from,
             echo,
             add_tag: !echo || req.to_tag.is_none(),
             retry_after,
@@ -1316,10 +1413,13 @@ impl<const BODY: usize> Dialog<BODY> {
         cseq: u32,
         method: &'a [u8],
         vias: &'a [u8],
+        src: Option<SocketAddr>,
     ) -> emit::Response<'a> {
         emit::Response {
             status,
             vias: Vias::Packed(vias),
+            stamp: src,
+            record_route: Vias::EMPTY,
             from: self.arena.get(FROM),
             to: self.arena.get(TO),
             to_tag: Some(self.tag),
@@ -1347,7 +1447,7 @@ impl<const BODY: usize> Dialog<BODY> {
         } else {
             (self.arena.get(FROM), self.arena.get(TO))
         };
-        let mut r = self.base_response(p.status, p.cseq, token, it.rest());
+        let mut r = self.base_response(p.status, p.cseq, token, it.rest(), p.src);
         r.from = from;
         r.to = to;
         r.to_tag = if p.add_tag { Some(self.tag) } else { None };
@@ -1364,14 +1464,21 @@ impl<const BODY: usize> Dialog<BODY> {
         buf: &mut [u8],
         body: Option<&[u8]>,
     ) -> Result<usize, BufferTooSmall> {
-        let (tx, vias) = if re {
-            (&self.reinvite, self.arena.get(REINVITE_VIAS))
+        let (tx, vias, src) = if re {
+            (
+                &self.reinvite,
+                self.arena.get(REINVITE_VIAS),
+                self.reinvite_src,
+            )
         } else {
-            (&self.invite, self.arena.get(INVITE_VIAS))
+            (&self.invite, self.arena.get(INVITE_VIAS), self.invite_src)
         };
-        let mut r = self.base_response(tx.status, tx.cseq, b"INVITE", vias);
+        let mut r = self.base_response(tx.status, tx.cseq, b"INVITE", vias, src);
         if (101..300).contains(&tx.status) {
             r.contact = Some(self.cfg.contact);
+            if !re {
+                r.record_route = Vias::Packed(self.arena.get(ROUTES));
+            }
         }
         if (200..300).contains(&tx.status) {
             r.extras.allow = true;
@@ -1387,9 +1494,25 @@ impl<const BODY: usize> Dialog<BODY> {
         };
         let branch = emit::branch(self.tag, tx.cseq);
         let refer = m == OutMethod::Refer;
+        let routes = self.arena.get(ROUTES);
+        let mut rest = Packed(routes);
+        let first = rest.next().and_then(|r| core::str::from_utf8(r).ok());
+        // A strict router first (no `lr`): it becomes the Request-URI, the rest of the route
+        // set and then the remote target form the Route (RFC 3261 §12.2.1.1).
+        let strict = first.map(route::route_uri).filter(|u| !route::is_loose(u));
+        let (request_uri, route, tail) = match strict {
+            Some(uri) => (
+                uri.as_bytes(),
+                Vias::Packed(rest.rest()),
+                Some(self.arena.get(TARGET)),
+            ),
+            None => (self.arena.get(TARGET), Vias::Packed(routes), None),
+        };
         emit::Request {
             method: m,
-            request_uri: self.arena.get(TARGET),
+            request_uri,
+            route,
+            route_last: tail,
             via_sent_by: self.cfg.via_sent_by,
             branch: branch.as_bytes(),
             from: self.arena.get(TO),

@@ -4,6 +4,7 @@ extern crate alloc;
 extern crate std;
 
 use super::*;
+use crate::limits::SIP_MAX_VIAS;
 use crate::sip::emit::tests::{incoming, oracle, split};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -375,7 +376,8 @@ fn new_refuses_bad_invites() {
         Dialog::new(ms(0), &no_tag, &CFG, 1).err(),
         Some(Error::Malformed)
     );
-    let huge: &'static str = alloc::boxed::Box::leak("x".repeat(300).into_boxed_str());
+    let huge: &'static str =
+        alloc::boxed::Box::leak("x".repeat(SIP_DIALOG_ARENA / 2).into_boxed_str());
     let mut big = incoming(Method::Invite, 1, None);
     big.from = huge;
     big.to = huge;
@@ -384,7 +386,7 @@ fn new_refuses_bad_invites() {
         Some(Error::TooLarge)
     );
     let mut long_id = incoming(Method::Invite, 1, None);
-    long_id.call_id = huge;
+    long_id.call_id = alloc::boxed::Box::leak("x".repeat(SIP_CALL_ID_MAX + 1).into_boxed_str());
     assert_eq!(
         Dialog::new(ms(0), &long_id, &CFG, 1).err(),
         Some(Error::TooLarge)
@@ -1093,4 +1095,229 @@ fn event_strings_are_debuggable() {
     let s = format!("{:?}", Event::Terminated(TerminationReason::RemoteBye));
     assert!(s.contains("RemoteBye"));
     assert_eq!(Error::Busy.to_string(), "a REFER is already in progress");
+}
+
+// ---- dialog state sized by real INVITEs, and routing ------------------------------------------
+
+/// An INVITE as a carrier SBC sends it after `hops` proxies: `hops` Vias of about 100 bytes,
+/// the proxies' Record-Routes, an 80-byte Call-ID, a display name and a 32-character tag.
+fn sbc_invite(hops: usize, routes: &[&str]) -> String {
+    let mut m = String::from("INVITE sip:+18005550100@10.0.0.2:5060 SIP/2.0\r\n");
+    for i in 0..hops {
+        m += &format!(
+            "Via: SIP/2.0/UDP 10.20.{i}.1:5060;branch=z9hG4bK-sbc-{i}-7f3a9c0e5d2b41a8b6c4e0f1a2b3c4d5;rport\r\n"
+        );
+    }
+    for r in routes {
+        m += &format!("Record-Route: {r}\r\n");
+    }
+    m += "Max-Forwards: 62\r\n";
+    m += "From: \"ACME Customer Services Ltd\" <sip:+12155550123@carrier.example.net;user=phone>;tag=5f2a9c4e7b1d3f6a8c0e2b4d6f8a1c3e\r\n";
+    m += "To: <sip:+18005550100@10.0.0.2;user=phone>\r\n";
+    m += "Call-ID: 4c2b8e1f-9a3d-4f6e-b7c5-0d1e2f3a4b5c-1733300000-839201@sbc01.carrier.example.net\r\n";
+    m += "CSeq: 1 INVITE\r\n";
+    m += "Contact: <sip:+12155550123@10.20.0.1:5060;transport=udp>\r\n";
+    m += "P-Asserted-Identity: \"ACME\" <sip:+12155550123@carrier.example.net;user=phone>\r\n";
+    m += "Content-Length: 0\r\n\r\n";
+    m
+}
+
+fn with_incoming<R>(text: &str, src: &str, f: impl FnOnce(&mut Incoming<'_>) -> R) -> R {
+    let msg = crate::sip::parse(text.as_bytes()).expect("parses");
+    let crate::sip::Message::Request(r) = msg else {
+        panic!("not a request")
+    };
+    let mut inc = r.to_incoming().expect("incoming");
+    inc.received_from = Some(src.parse().unwrap());
+    f(&mut inc)
+}
+
+fn drain_to(d: &mut Dialog) -> StdVec<(Option<SocketAddr>, String)> {
+    let mut out = StdVec::new();
+    let mut buf = [0u8; crate::limits::SIP_EMIT_MAX];
+    while let Some(r) = d.poll_transmit(&mut buf) {
+        let n = r.expect("SIP_EMIT_MAX suffices");
+        let _ = oracle(&buf[..n]);
+        out.push((
+            d.destination(),
+            String::from_utf8(buf[..n].to_vec()).unwrap(),
+        ));
+    }
+    out
+}
+
+fn header_values<'m>(msg: &'m str, name: &str) -> StdVec<&'m str> {
+    msg.split("\r\n")
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+#[test]
+fn sixteen_vias_and_eight_record_routes_fit_and_are_echoed() {
+    let routes = [
+        "<sip:10.20.0.1:5060;lr;ftag=5f2a9c4e7b1d3f6a8c0e2b4d6f8a1c3e;did=7a1.b2c>",
+        "<sip:10.20.1.1;lr>",
+        "<sip:core1.carrier.example.net;lr;transport=udp>",
+        "<sip:10.20.3.1:5062;lr>",
+        "<sip:10.20.4.1;lr>, <sip:10.20.5.1;lr>",
+        "<sip:10.20.6.1;lr>",
+        "<sip:10.20.7.1;lr;r2=on>",
+    ];
+    let text = sbc_invite(SIP_MAX_VIAS, &routes);
+    assert!(text.len() > 2_000, "{} bytes", text.len());
+    let mut d = with_incoming(&text, "10.20.0.1:5060", |inc| {
+        assert_eq!(inc.record_route.len(), 8);
+        Dialog::new(ms(0), inc, &CFG, TAG).expect("a real SBC INVITE fits the dialog")
+    });
+    assert_eq!(d.route_set().count(), 8);
+    let mut sent = drain_to(&mut d);
+    d.answer(ms(0), SDP).unwrap();
+    sent.extend(drain_to(&mut d));
+    let (to, ok) = sent.last().unwrap();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    // Every Via back, in order, the top one stamped; every Record-Route back, in order.
+    let vias = header_values(ok, "Via");
+    assert_eq!(vias.len(), SIP_MAX_VIAS);
+    assert!(
+        vias[0].ends_with(";rport=5060;received=10.20.0.1"),
+        "{}",
+        vias[0]
+    );
+    assert!(vias[1].ends_with("d5;rport"), "{}", vias[1]);
+    let rr = header_values(ok, "Record-Route");
+    assert_eq!(rr.len(), 8);
+    assert_eq!(rr[0], routes[0]);
+    assert_eq!(rr[4], "<sip:10.20.4.1;lr>");
+    assert_eq!(rr[5], "<sip:10.20.5.1;lr>");
+    assert_eq!(*to, Some("10.20.0.1:5060".parse().unwrap()));
+    // 100 Trying carries no Record-Route (it does not establish the dialog).
+    assert!(sent[0].1.starts_with("SIP/2.0 100"));
+    assert!(header_values(&sent[0].1, "Record-Route").is_empty());
+}
+
+#[test]
+fn our_bye_follows_the_route_set_to_the_first_proxy() {
+    let text = sbc_invite(2, &["<sip:192.0.2.50:5070;lr>", "<sip:192.0.2.60;lr>"]);
+    let mut d = with_incoming(&text, "192.0.2.50:5070", |inc| {
+        Dialog::new(ms(0), inc, &CFG, TAG).unwrap()
+    });
+    d.answer(ms(0), SDP).unwrap();
+    drain_to(&mut d);
+    let ack = text.replace("INVITE sip:", "ACK sip:").replace(
+        "To: <sip:+18005550100@10.0.0.2;user=phone>",
+        "To: <sip:+18005550100@10.0.0.2;user=phone>;tag=abc",
+    );
+    let ack = ack.replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    with_incoming(&ack, "192.0.2.50:5070", |inc| d.handle_request(ms(10), inc)).unwrap();
+    d.hangup(ms(20)).unwrap();
+    let sent = drain_to(&mut d);
+    let (to, bye) = sent.last().unwrap();
+    assert!(
+        bye.starts_with("BYE sip:+12155550123@10.20.0.1:5060;transport=udp SIP/2.0\r\n"),
+        "{bye}"
+    );
+    assert_eq!(
+        header_values(bye, "Route"),
+        ["<sip:192.0.2.50:5070;lr>", "<sip:192.0.2.60;lr>"]
+    );
+    assert_eq!(*to, Some("192.0.2.50:5070".parse().unwrap()));
+}
+
+#[test]
+fn without_a_route_set_our_bye_goes_to_the_contact() {
+    let text = sbc_invite(1, &[]);
+    let mut d = with_incoming(&text, "203.0.113.9:5060", |inc| {
+        Dialog::new(ms(0), inc, &CFG, TAG).unwrap()
+    });
+    d.reject(ms(0), 486).ok();
+    let mut d2 = with_incoming(&text, "203.0.113.9:5060", |inc| {
+        Dialog::new(ms(0), inc, &CFG, TAG).unwrap()
+    });
+    d2.answer(ms(0), SDP).unwrap();
+    drain_to(&mut d2);
+    // No ACK: Timer L ends the dialog and sends BYE to the Contact's address.
+    d2.handle_timeout(ms(32_000));
+    let sent = drain_to(&mut d2);
+    let (to, bye) = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("BYE "))
+        .expect("a BYE");
+    assert!(header_values(bye, "Route").is_empty());
+    assert_eq!(*to, Some("10.20.0.1:5060".parse().unwrap()));
+    drop(d);
+}
+
+#[test]
+fn a_strict_router_becomes_the_request_uri() {
+    let text = sbc_invite(1, &["<sip:192.0.2.70:5060>", "<sip:192.0.2.71;lr>"]);
+    let mut d = with_incoming(&text, "192.0.2.70:5060", |inc| {
+        Dialog::new(ms(0), inc, &CFG, TAG).unwrap()
+    });
+    d.answer(ms(0), SDP).unwrap();
+    drain_to(&mut d);
+    d.handle_timeout(ms(32_000));
+    let sent = drain_to(&mut d);
+    let (to, bye) = sent.iter().find(|(_, m)| m.starts_with("BYE ")).unwrap();
+    assert!(
+        bye.starts_with("BYE sip:192.0.2.70:5060 SIP/2.0\r\n"),
+        "{bye}"
+    );
+    assert_eq!(
+        header_values(bye, "Route"),
+        [
+            "<sip:192.0.2.71;lr>",
+            "<sip:+12155550123@10.20.0.1:5060;transport=udp>"
+        ]
+    );
+    assert_eq!(*to, Some("192.0.2.70:5060".parse().unwrap()));
+}
+
+#[test]
+fn a_request_from_a_new_address_is_answered_where_its_via_says() {
+    let text = sbc_invite(1, &["<sip:192.0.2.50:5070;lr>"]);
+    let mut d = with_incoming(&text, "192.0.2.50:5070", |inc| {
+        Dialog::new(ms(0), inc, &CFG, TAG).unwrap()
+    });
+    d.answer(ms(0), SDP).unwrap();
+    drain_to(&mut d);
+    // The caller's BYE comes straight from it, not through the proxy; its Via has no rport.
+    let bye =
+        "BYE sip:ccedge@10.0.0.2:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.20.0.1:5066;branch=z9hG4bK-bye-1\r\n\
+         From: <sip:+12155550123@carrier.example.net>;tag=5f2a9c4e7b1d3f6a8c0e2b4d6f8a1c3e\r\n\
+         To: <sip:+18005550100@10.0.0.2>;tag=abc\r\n\
+         Call-ID: 4c2b8e1f-9a3d-4f6e-b7c5-0d1e2f3a4b5c-1733300000-839201@sbc01.carrier.example.net\r\n\
+         CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    with_incoming(bye, "10.20.0.1:40000", |inc| d.handle_request(ms(50), inc)).unwrap();
+    let sent = drain_to(&mut d);
+    let (to, ok) = sent
+        .iter()
+        .find(|(_, m)| m.starts_with("SIP/2.0 200") && m.contains("CSeq: 2 BYE"))
+        .expect("200 to BYE");
+    // No rport: the sent-by port at the source address.
+    assert_eq!(*to, Some("10.20.0.1:5066".parse().unwrap()));
+    assert_eq!(
+        header_values(ok, "Via"),
+        ["SIP/2.0/UDP 10.20.0.1:5066;branch=z9hG4bK-bye-1"]
+    );
+}
+
+#[test]
+fn vias_beyond_the_bound_are_refused_with_513() {
+    let text = sbc_invite(SIP_MAX_VIAS + 1, &[]);
+    let crate::sip::Message::Request(r) = crate::sip::parse(text.as_bytes()).unwrap() else {
+        panic!()
+    };
+    let e = r.to_incoming().unwrap_err();
+    assert_eq!(e.status(), Some(513));
+    let routes: StdVec<&str> = (0..=crate::limits::SIP_MAX_ROUTES)
+        .map(|_| "<sip:10.1.1.1;lr>")
+        .collect();
+    let text = sbc_invite(1, &routes);
+    let crate::sip::Message::Request(r) = crate::sip::parse(text.as_bytes()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.to_incoming().unwrap_err().status(), Some(513));
 }
