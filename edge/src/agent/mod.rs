@@ -694,9 +694,14 @@ impl Engine {
     }
 
     fn respond_stateless(&mut self, data: &[u8], status: u16, to: SocketAddr) {
-        if let Some(req) = shared::sip::salvage(data) {
+        if let Some(mut req) = shared::sip::salvage(data) {
+            req.received_from = Some(to);
+            let dest = req
+                .vias
+                .first()
+                .map_or(to, |v| shared::sip::route::reply_address(v, to));
             if let Ok(n) = shared::sip::endpoint::respond(&req, status, &mut self.sipbuf) {
-                let _ = self.sip.try_send_to(&self.sipbuf[..n], to);
+                let _ = self.sip.try_send_to(&self.sipbuf[..n], dest);
             }
         }
     }
