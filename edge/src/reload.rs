@@ -7,7 +7,7 @@
 //! | `sip.allow`, `sip.deny_action` | from the next datagram on; a source taken out of the list can still end the calls it has up, and start none |
 //! | `sip.rate_limit_per_source` | from the next datagram on (the per-source buckets start full) |
 //! | `ivr.prompts_dir` and the files in it | re-read on every reload; calls already up keep the prompts they started with, new calls get the new ones |
-//! | the announcement cache in `node.state_dir` | re-read: new announcements and newer versions are taken, audio not yet held is decoded, announcements whose file is gone are withdrawn (as after a restart) |
+//! | the announcement cache in `node.state_dir` | re-read: new announcements and newer versions are taken, audio not yet held is decoded, announcements whose file is gone are withdrawn (as after a restart); left alone when the MQTT link changed the cache while the reload read it |
 //!
 //! Every other key takes effect only after a restart: a change is logged at warn naming the
 //! key, the running value is kept, and `ccedge status` lists the key until the file and the
@@ -181,6 +181,7 @@ impl Reloader {
                     announcements_updated = outcome.applied.announcements_updated,
                     announcements_withdrawn = outcome.applied.announcements_withdrawn,
                     audio_added = outcome.applied.audio_added,
+                    announcements_skipped = outcome.applied.announcements_skipped,
                     calls_kept = outcome.applied.calls,
                     "configuration reloaded"
                 );
@@ -220,7 +221,8 @@ impl Reloader {
         let prompts_overridden = prompts.overridden().len();
         // Announcements: the cache of the running state directory (`node.state_dir` itself
         // needs a restart), skipping audio the engine already holds decoded.
-        let known = self.ask(Command::KnownAudio).await?;
+        let held = self.ask(Command::CacheState).await?;
+        let (known, epoch) = (held.audio, held.epoch);
         let state_dir = self.running.node.state_dir.clone();
         let max_audio = u64::from(self.running.announcements.max_audio_bytes);
         let (announcements, cached_ids) = blocking(move || {
@@ -246,6 +248,7 @@ impl Reloader {
             prompts: Arc::new(prompts),
             announcements,
             cached_ids,
+            epoch,
         };
         let applied = self
             .ask(|reply| Command::Reload {

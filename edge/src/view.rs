@@ -142,9 +142,8 @@ pub enum Command {
         /// `Ok` when cancelled, else why not.
         reply: oneshot::Sender<Result<(), String>>,
     },
-    /// The SHA-256 of every announcement audio file the engine holds decoded (a reload
-    /// re-reads only the others from the cache).
-    KnownAudio(oneshot::Sender<HashSet<[u8; 32]>>),
+    /// What the engine holds of the announcement cache, before a reload reads it.
+    CacheState(oneshot::Sender<CacheState>),
     /// Apply what a configuration reload (`SIGHUP`) may change while calls are up.
     Reload {
         /// The new settings, prepared off the engine's task.
@@ -152,6 +151,17 @@ pub enum Command {
         /// What changed.
         reply: oneshot::Sender<ReloadApplied>,
     },
+}
+
+/// What the engine holds of the announcement cache when a reload starts.
+#[derive(Debug, Clone, Default)]
+pub struct CacheState {
+    /// The SHA-256 of every audio file held decoded (the reload reads only the others).
+    pub audio: HashSet<[u8; 32]>,
+    /// Counts the announcement changes the CRM link handed over; when it differs at the
+    /// time the reload is applied, the link changed the cache while the reload read it, and
+    /// the reload leaves the announcements as the link made them.
+    pub epoch: u64,
 }
 
 /// The settings a reload hands the engine; everything is loaded and decoded already, so
@@ -171,6 +181,8 @@ pub struct LiveUpdate {
     /// the cache directory could not be listed: announcements the node holds whose file is
     /// gone are withdrawn, as a restart would forget them.
     pub cached_ids: Option<HashSet<String>>,
+    /// [`CacheState::epoch`] before the cache was read.
+    pub epoch: u64,
 }
 
 impl std::fmt::Debug for LiveUpdate {
@@ -195,6 +207,9 @@ pub struct ReloadApplied {
     pub audio_added: usize,
     /// Calls up when the update was applied (they keep their prompts).
     pub calls: usize,
+    /// The CRM link changed the cache while the reload read it: the announcements were left
+    /// as the link made them (reload again to take hand-made changes).
+    pub announcements_skipped: bool,
 }
 
 /// Configuration reloads since the agent started (`SIGHUP`), for `ccedge status` and

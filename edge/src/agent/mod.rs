@@ -59,7 +59,8 @@ use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
 use crate::link::{self, CallbackRequest, FromLink, PendingEvent, ToLink};
 pub use crate::view::{
-    AnnouncementView, CallView, CallbackView, Command, LiveUpdate, ReloadApplied, Snapshot, Stats,
+    AnnouncementView, CacheState, CallView, CallbackView, Command, LiveUpdate, ReloadApplied,
+    Snapshot, Stats,
 };
 use ratelimit::RateLimiter;
 use rtp_ports::PortPool;
@@ -237,6 +238,8 @@ pub struct Engine {
     /// Calls up per SIP peer address: a reload that takes an address out of `sip.allow`
     /// still lets the dialogs it already has finish.
     call_peers: HashMap<IpAddr, u32>,
+    /// Announcement and audio changes the CRM link handed over (see [`CacheState::epoch`]).
+    link_epoch: u64,
     snapshot: watch::Sender<Snapshot>,
     /// The announcements as shown in snapshots (rebuilt when the set changes).
     ann_views: Vec<AnnouncementView>,
@@ -419,6 +422,7 @@ pub async fn start(
         sip_oversize: 0,
         rtp_overflow: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         call_peers: HashMap::new(),
+        link_epoch: 0,
         snapshot: snap_tx,
         ann_views: Vec::new(),
         sip_addr,
@@ -1015,6 +1019,15 @@ impl Engine {
 
     fn on_link(&mut self, m: FromLink) {
         let now = self.now();
+        if matches!(
+            m,
+            FromLink::Announcement(_)
+                | FromLink::Withdrawn(_)
+                | FromLink::Audio { .. }
+                | FromLink::AudioRemoved(_)
+        ) {
+            self.link_epoch += 1;
+        }
         let input = match m {
             FromLink::Announcement(a) => {
                 info!(announcement = %a.id, version = a.version, "announcement received");
@@ -1118,8 +1131,11 @@ impl Engine {
                 self.drain();
                 let _ = reply.send(r);
             }
-            Command::KnownAudio(reply) => {
-                let _ = reply.send(self.audio.keys().copied().collect());
+            Command::CacheState(reply) => {
+                let _ = reply.send(CacheState {
+                    audio: self.audio.keys().copied().collect(),
+                    epoch: self.link_epoch,
+                });
             }
             Command::Reload { update, reply } => {
                 let applied = self.apply_reload(*update);
@@ -1144,6 +1160,13 @@ impl Engine {
             ..ReloadApplied::default()
         };
         let now = self.now();
+        if u.epoch != self.link_epoch {
+            // The link wrote to the cache while the reload read it: what the reload read may
+            // be older than what the link handed over since, so the link's view stays.
+            applied.announcements_skipped = true;
+            self.publish_snapshot();
+            return applied;
+        }
         for (path, why) in &u.announcements.rejected {
             warn!(file = %path.display(), reason = %why, "announcement cache file skipped");
         }

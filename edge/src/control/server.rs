@@ -648,7 +648,7 @@ mod tests {
                             });
                         }
                         // Not asked for by the control socket.
-                        Command::KnownAudio(_) | Command::Reload { .. } => {}
+                        Command::CacheState(_) | Command::Reload { .. } => {}
                     }
                 }
             });
