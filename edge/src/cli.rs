@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent in the foreground (logs to stderr; SIGTERM/SIGINT drain and exit 0).
+    /// Run the agent in the foreground (logs to stderr; SIGTERM/SIGINT drain and exit 0;
+    /// SIGHUP reloads the configuration file, calls stay up).
     Agent {
         /// Configuration file (TOML); without one, safe development defaults.
         #[arg(long)]
@@ -215,19 +216,30 @@ pub fn link_config(cfg: &Config) -> crate::link::LinkConfig {
     }
 }
 
-fn init_logging(cfg: &Config) {
+/// The log filter: `RUST_LOG` when set, else `log.level`.
+fn log_filter(cfg: &Config) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let default = cfg.log.level.as_str();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false);
-    if matches!(cfg.log.format, config::LogFormat::Json) {
-        let _ = builder.json().try_init();
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.log.level.as_str()))
+}
+
+/// Sets up logging to stderr; returns what swaps the filter on a reload (`None` when a
+/// subscriber was already set).
+fn init_logging(cfg: &Config) -> Option<crate::reload::LogReload> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{fmt, reload};
+    let (filter, handle) = reload::Layer::new(log_filter(cfg));
+    let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    let set = if matches!(cfg.log.format, config::LogFormat::Json) {
+        registry.with(layer.json()).try_init()
     } else {
-        let _ = builder.try_init();
-    }
+        registry.with(layer).try_init()
+    };
+    set.ok()?;
+    let swap: crate::reload::LogReload =
+        Box::new(move |cfg: &Config| handle.reload(log_filter(cfg)).map_err(|e| e.to_string()));
+    Some(swap)
 }
 
 fn run_agent(path: Option<PathBuf>) -> ExitCode {
@@ -238,7 +250,7 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(&cfg);
+    let log_reload = init_logging(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -254,20 +266,30 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
     rt.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Signals are caught from before the agent starts, so a SIGTERM right after start
-        // drains instead of killing the process.
+        // drains instead of killing the process, and a SIGHUP waits for the agent to be up.
         let signals = Signals::new();
+        let hup = Arc::new(tokio::sync::Notify::new());
+        let hup_tx = Arc::clone(&hup);
         tokio::spawn(async move {
-            let Ok(mut signals) = signals else {
-                // No signal handling: run until killed (keep the stop sender alive).
-                let _keep = stop_tx;
-                std::future::pending::<()>().await;
-                return;
+            let mut signals = match signals {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "signals cannot be caught: SIGTERM and SIGHUP kill the agent");
+                    // No signal handling: run until killed (keep the stop sender alive).
+                    let _keep = stop_tx;
+                    std::future::pending::<()>().await;
+                    return;
+                }
             };
-            signals.next().await;
+            while signals.next().await == Signal::Reload {
+                hup_tx.notify_one();
+            }
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             let _ = stop_tx.send(true);
-            // A second signal stops at once.
-            signals.next().await;
+            // A second SIGTERM or SIGINT stops at once.
+            while signals.next().await == Signal::Reload {
+                tracing::info!("SIGHUP ignored: the agent is shutting down");
+            }
             std::process::exit(1);
         });
         // Bound first, so a second agent on the same socket stops before binding SIP.
@@ -279,6 +301,7 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let reload_stop = stop_rx.clone();
         let running = match agent::start(agent_config(&cfg), stop_rx).await {
             Ok(r) => r,
             Err(e) => {
@@ -287,6 +310,16 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let (reload_status, reload_status_rx) =
+            tokio::sync::watch::channel(crate::view::ReloadStatus::default());
+        let reloader = crate::reload::Reloader {
+            path: path.clone(),
+            running: cfg.clone(),
+            log: log_reload,
+            commands: running.commands.clone(),
+            status: reload_status,
+        };
+        tokio::spawn(reloader.run(hup, reload_stop));
         let (control_stop, control_stop_rx) = tokio::sync::watch::channel(false);
         let control_task = control_listener.serve(control::ControlContext {
             node_id: cfg.node.id.clone(),
@@ -299,6 +332,7 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
             commands: running.commands.clone(),
             link_status: running.link_status.clone(),
             events: running.events.clone(),
+            reloads: reload_status_rx,
             shutdown: control_stop_rx,
         });
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -321,10 +355,20 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
     })
 }
 
-/// SIGTERM and SIGINT, registered when built.
+/// SIGTERM, SIGINT and SIGHUP, registered when built.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
+    /// SIGHUP: reload the configuration.
+    Reload,
 }
 
 impl Signals {
@@ -333,13 +377,15 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn next(&mut self) {
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }

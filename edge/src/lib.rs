@@ -12,6 +12,7 @@
 //! | [`cli`] | the `ccedge` command line (`agent`, `config check`, technician commands) |
 //! | [`control`] | the control socket (agent side) and the technician commands' client, tables and `doctor` |
 //! | [`clock`] | the one conversion between tokio time and `shared::Instant` |
+//! | [`reload`] | `SIGHUP`: re-reads the configuration and applies what can change while calls are up |
 //!
 //! ## Run loop
 //!
@@ -33,5 +34,6 @@ pub mod config;
 pub mod control;
 pub mod link;
 pub mod media;
+pub mod reload;
 pub mod store;
 pub mod view;

@@ -5,10 +5,15 @@
 //! change) and answers to [`Command`]s from the control socket (built on request, so a node
 //! with thousands of calls pays for a call list only when a technician asks).
 
-use std::net::SocketAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::oneshot;
+
+use crate::announcements::Loaded;
+use crate::media::prompts::PromptSet;
 
 /// Counters for `ccedge status` and the logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -137,4 +142,92 @@ pub enum Command {
         /// `Ok` when cancelled, else why not.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// What the engine holds of the announcement cache, before a reload reads it.
+    CacheState(oneshot::Sender<CacheState>),
+    /// Apply what a configuration reload (`SIGHUP`) may change while calls are up.
+    Reload {
+        /// The new settings, prepared off the engine's task.
+        update: Box<LiveUpdate>,
+        /// What changed.
+        reply: oneshot::Sender<ReloadApplied>,
+    },
+}
+
+/// What the engine holds of the announcement cache when a reload starts.
+#[derive(Debug, Clone, Default)]
+pub struct CacheState {
+    /// The SHA-256 of every audio file held decoded (the reload reads only the others).
+    pub audio: HashSet<[u8; 32]>,
+    /// Counts the announcement changes the CRM link handed over; when it differs at the
+    /// time the reload is applied, the link changed the cache while the reload read it, and
+    /// the reload leaves the announcements as the link made them.
+    pub epoch: u64,
+}
+
+/// The settings a reload hands the engine; everything is loaded and decoded already, so
+/// applying it costs the engine no I/O.
+pub struct LiveUpdate {
+    /// `sip.allow`, as a predicate on the source address.
+    pub allow: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
+    /// `sip.deny_action` is `403`.
+    pub deny_with_403: bool,
+    /// `sip.rate_limit_per_source`.
+    pub rate_limit_per_source: u32,
+    /// The prompts, `ivr.prompts_dir` re-read: for calls that start from now on.
+    pub prompts: Arc<PromptSet>,
+    /// The announcement cache as read now (audio the engine already held is not in it).
+    pub announcements: Loaded,
+    /// The ids of every announcement file in the cache (readable or not), or `None` when
+    /// the cache directory could not be listed: announcements the node holds whose file is
+    /// gone are withdrawn, as a restart would forget them.
+    pub cached_ids: Option<HashSet<String>>,
+    /// [`CacheState::epoch`] before the cache was read.
+    pub epoch: u64,
+}
+
+impl std::fmt::Debug for LiveUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveUpdate")
+            .field("deny_with_403", &self.deny_with_403)
+            .field("rate_limit_per_source", &self.rate_limit_per_source)
+            .field("announcements", &self.announcements.announcements.len())
+            .field("audio", &self.announcements.audio.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the engine changed when it applied a [`LiveUpdate`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadApplied {
+    /// Announcements (new ids or newer versions) taken from the cache.
+    pub announcements_updated: usize,
+    /// Announcements withdrawn because their cache file is gone.
+    pub announcements_withdrawn: usize,
+    /// Audio files newly decoded from the cache.
+    pub audio_added: usize,
+    /// Calls up when the update was applied (they keep their prompts).
+    pub calls: usize,
+    /// The CRM link changed the cache while the reload read it: the announcements were left
+    /// as the link made them (reload again to take hand-made changes).
+    pub announcements_skipped: bool,
+}
+
+/// Configuration reloads since the agent started (`SIGHUP`), for `ccedge status` and
+/// `ccedge doctor`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReloadStatus {
+    /// Reloads that applied the file.
+    pub ok: u64,
+    /// Reloads refused (the file did not load or validate, a prompt did not decode): the
+    /// agent kept the configuration it had.
+    pub failed: u64,
+    /// When the last reload ended, Unix ms (0: none yet).
+    pub last_at_ms: i64,
+    /// Whether the last reload succeeded (`None`: none yet).
+    pub last_ok: Option<bool>,
+    /// Why the last reload failed.
+    pub last_error: Option<String>,
+    /// Keys whose value in the file differs from the running one and that take effect only
+    /// after a restart.
+    pub restart_pending: Vec<String>,
 }

@@ -181,11 +181,20 @@ impl Agent {
     }
 
     fn spawn(state_dir: &Path, config: &Path) -> Agent {
-        let mut child = Command::new(ccedge_bin())
+        Self::spawn_with_log(state_dir, config, Some("info,edge=debug"))
+    }
+
+    /// Starts the agent; `rust_log: None` leaves the log filter to `log.level`.
+    fn spawn_with_log(state_dir: &Path, config: &Path, rust_log: Option<&str>) -> Agent {
+        let mut cmd = Command::new(ccedge_bin());
+        match rust_log {
+            Some(filter) => cmd.env("RUST_LOG", filter),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd
             .arg("agent")
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info,edge=debug")
             .env_remove("CCEDGE__SIP__LISTEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -740,5 +749,84 @@ impl CallGateway {
 impl Default for CallGateway {
     fn default() -> Self {
         CallGateway::new()
+    }
+}
+
+// ───────────────────────────────────────────────────────────────────────────────────────────
+// Signals and several gateway addresses (tests/tests/reload.rs).
+// ───────────────────────────────────────────────────────────────────────────────────────────
+
+impl Agent {
+    /// Starts the agent with `config` and no `RUST_LOG`, so `log.level` decides what it logs
+    /// (it must be `info` or more verbose: the start is recognised by an info line).
+    ///
+    /// # Panics
+    /// When the agent does not start within 20 s.
+    #[must_use]
+    pub fn start_with_log_level_from_config(state_dir: &Path, config: &Path) -> Agent {
+        Self::spawn_with_log(state_dir, config, None)
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, `INT`) with `kill`.
+    ///
+    /// # Panics
+    /// When the agent was already stopped, or `kill` fails.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("agent running").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} {pid} failed");
+    }
+
+    /// Whether the agent process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl CallGateway {
+    /// Binds an ephemeral SIP port on `ip` (any 127.x.y.z address works on Linux), so a test
+    /// can place calls from a second source address.
+    ///
+    /// # Panics
+    /// When no socket can be bound.
+    #[must_use]
+    pub fn bind(ip: &str) -> CallGateway {
+        let sip = UdpSocket::bind((ip, 0)).expect("bind");
+        sip.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        CallGateway {
+            sip,
+            calls: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The calls placed so far, by SIP Call-ID.
+    #[must_use]
+    pub fn calls(
+        &self,
+    ) -> &std::collections::BTreeMap<String, firmware_sim::gateway::uac::UacCall> {
+        &self.calls
+    }
+
+    /// Sends a BYE for the answered call placed as number `n` (see [`CallGateway::place`]).
+    ///
+    /// # Panics
+    /// When there is no such answered call, or the BYE cannot be sent.
+    pub fn hang_up(&mut self, agent: SocketAddr, n: u64) {
+        let c = self
+            .calls
+            .values_mut()
+            .find(|c| c.call_id.starts_with(&format!("sim-{n:08x}@")))
+            .filter(|c| c.state == firmware_sim::gateway::uac::UacState::Confirmed)
+            .expect("an answered call with that number");
+        let bye = c.bye();
+        self.sip.send_to(&bye, agent).expect("send BYE");
     }
 }

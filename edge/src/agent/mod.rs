@@ -15,6 +15,9 @@
 //!   a callback that is on disk;
 //! * call events (`Output::Event`) go to the CRM link, which numbers them, keeps them in the
 //!   durable outbox and publishes them.
+//! * a configuration reload (`SIGHUP`, [`crate::reload`]) hands over a [`LiveUpdate`]: the
+//!   allow list, the rate limit, the prompts for new calls and the announcement cache as read
+//!   now, all loaded off this task ([`Engine::apply_reload`]).
 //!
 //! ## Run loop
 //!
@@ -55,7 +58,10 @@ use crate::media::prompts::PromptSet;
 use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
 use crate::link::{self, CallbackRequest, FromLink, PendingEvent, ToLink};
-pub use crate::view::{AnnouncementView, CallView, CallbackView, Command, Snapshot, Stats};
+pub use crate::view::{
+    AnnouncementView, CacheState, CallView, CallbackView, Command, LiveUpdate, ReloadApplied,
+    Snapshot, Stats,
+};
 use ratelimit::RateLimiter;
 use rtp_ports::PortPool;
 
@@ -196,6 +202,11 @@ struct CallIo {
     ssrc: u32,
     seq0: u16,
     ts0: u32,
+    /// The prompts this call plays from its start to its end (a reload changes them for new
+    /// calls only).
+    prompts: Arc<PromptSet>,
+    /// The SIP peer's address, while the call counts in [`Engine::call_peers`].
+    peer: Option<IpAddr>,
 }
 
 /// The running agent's state (one task owns it).
@@ -224,6 +235,11 @@ pub struct Engine {
     /// Datagrams larger than the largest SIP message (answered 513).
     sip_oversize: u64,
     rtp_overflow: Arc<std::sync::atomic::AtomicU64>,
+    /// Calls up per SIP peer address: a reload that takes an address out of `sip.allow`
+    /// still lets the dialogs it already has finish.
+    call_peers: HashMap<IpAddr, u32>,
+    /// Announcement and audio changes the CRM link handed over (see [`CacheState::epoch`]).
+    link_epoch: u64,
     snapshot: watch::Sender<Snapshot>,
     /// The announcements as shown in snapshots (rebuilt when the set changes).
     ann_views: Vec<AnnouncementView>,
@@ -405,6 +421,8 @@ pub async fn start(
         sip_rate_limited: 0,
         sip_oversize: 0,
         rtp_overflow: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        call_peers: HashMap::new(),
+        link_epoch: 0,
         snapshot: snap_tx,
         ann_views: Vec::new(),
         sip_addr,
@@ -639,7 +657,10 @@ impl Engine {
 
     fn on_sip(&mut self, data: &[u8], truncated: bool, from: SocketAddr) {
         let now = self.now();
-        if !(self.cfg.allow)(from.ip()) {
+        // A source a reload took out of `sip.allow` may still end the calls it has up.
+        let allowed = (self.cfg.allow)(from.ip())
+            || (self.call_peers.contains_key(&from.ip()) && continues_dialog(data));
+        if !allowed {
             self.sip_denied += 1;
             if self.cfg.deny_with_403 && self.limiter.allow(from.ip(), now.at) {
                 self.respond_stateless(data, 403, from);
@@ -749,8 +770,8 @@ impl Engine {
                     let sha = ann.get(h)?.audio?;
                     audio.get(&sha).cloned()
                 };
-                let segments: Vec<Arc<dyn Audio>> = self
-                    .prompts
+                let prompts = self.io.get(&call).map_or(&self.prompts, |io| &io.prompts);
+                let segments: Vec<Arc<dyn Audio>> = prompts
                     .expand(&playlist, &lookup)
                     .into_iter()
                     .map(|f| f as Arc<dyn Audio>)
@@ -792,6 +813,10 @@ impl Engine {
             Arc::clone(&self.rtp_overflow),
         ));
         let r = self.random(key.0 ^ 0xabcd);
+        let peer = self.node.call(key).map(|slot| slot.peer().ip());
+        if let Some(ip) = peer {
+            *self.call_peers.entry(ip).or_insert(0) += 1;
+        }
         self.io.insert(
             key,
             CallIo {
@@ -801,6 +826,8 @@ impl Engine {
                 ssrc: (r >> 32) as u32,
                 seq0: (r >> 16) as u16,
                 ts0: r as u32,
+                prompts: Arc::clone(&self.prompts),
+                peer,
             },
         );
     }
@@ -809,6 +836,14 @@ impl Engine {
         match key.and_then(|k| self.io.remove(&k).map(|io| (k, io))) {
             Some((k, io)) => {
                 io.rtp_task.abort();
+                if let Some(ip) = io.peer {
+                    if let Some(n) = self.call_peers.get_mut(&ip) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            self.call_peers.remove(&ip);
+                        }
+                    }
+                }
                 self.media.stop(k.0);
                 self.ports.release(io.rtp_port);
             }
@@ -989,6 +1024,15 @@ impl Engine {
 
     fn on_link(&mut self, m: FromLink) {
         let now = self.now();
+        if matches!(
+            m,
+            FromLink::Announcement(_)
+                | FromLink::Withdrawn(_)
+                | FromLink::Audio { .. }
+                | FromLink::AudioRemoved(_)
+        ) {
+            self.link_epoch += 1;
+        }
         let input = match m {
             FromLink::Announcement(a) => {
                 info!(announcement = %a.id, version = a.version, "announcement received");
@@ -1092,7 +1136,99 @@ impl Engine {
                 self.drain();
                 let _ = reply.send(r);
             }
+            Command::CacheState(reply) => {
+                let _ = reply.send(CacheState {
+                    audio: self.audio.keys().copied().collect(),
+                    epoch: self.link_epoch,
+                });
+            }
+            Command::Reload { update, reply } => {
+                let applied = self.apply_reload(*update);
+                let _ = reply.send(applied);
+            }
         }
+    }
+
+    /// Applies what a reload may change while calls are up: the allow list and the rate
+    /// limit from the next datagram on, the prompts for calls that start from now on (a call
+    /// already up keeps its own), and what the announcement cache holds now.
+    fn apply_reload(&mut self, u: LiveUpdate) -> ReloadApplied {
+        self.cfg.allow = u.allow;
+        self.cfg.deny_with_403 = u.deny_with_403;
+        if u.rate_limit_per_source != self.cfg.rate_limit_per_source {
+            self.cfg.rate_limit_per_source = u.rate_limit_per_source;
+            self.limiter = RateLimiter::new(u.rate_limit_per_source);
+        }
+        self.prompts = u.prompts;
+        let mut applied = ReloadApplied {
+            calls: self.node.active_calls(),
+            ..ReloadApplied::default()
+        };
+        let now = self.now();
+        if u.epoch != self.link_epoch {
+            // The link wrote to the cache while the reload read it: what the reload read may
+            // be older than what the link handed over since, so the link's view stays.
+            applied.announcements_skipped = true;
+            self.publish_snapshot();
+            return applied;
+        }
+        for (path, why) in &u.announcements.rejected {
+            warn!(file = %path.display(), reason = %why, "announcement cache file skipped");
+        }
+        for (sha, frames) in u.announcements.audio {
+            if self.audio.insert(sha, frames).is_none() {
+                applied.audio_added += 1;
+            }
+            let _ = self.node.handle_crm(
+                now,
+                CrmInput::Announcement(announce::Input::AudioAvailable(sha)),
+            );
+        }
+        for (a, _text) in u.announcements.announcements {
+            let held = self
+                .node
+                .announcements()
+                .iter()
+                .find(|(_, have, _)| have.id == a.id)
+                .map(|(_, have, _)| have.version);
+            if held.is_some_and(|v| v >= a.version) {
+                continue;
+            }
+            let id = a.id.clone();
+            match self
+                .node
+                .handle_crm(now, CrmInput::Announcement(announce::Input::Upsert(a)))
+            {
+                Ok(()) => {
+                    info!(announcement = %id, "announcement taken from the cache");
+                    applied.announcements_updated += 1;
+                }
+                Err(e) => debug!(announcement = %id, error = %e, "cached announcement not loaded"),
+            }
+        }
+        if let Some(ids) = &u.cached_ids {
+            let gone: Vec<AnnouncementId> = self
+                .node
+                .announcements()
+                .iter()
+                .filter(|(_, a, _)| !ids.contains(a.id.as_str()))
+                .map(|(_, a, _)| a.id.clone())
+                .collect();
+            for id in gone {
+                info!(announcement = %id, "announcement withdrawn: its cache file is gone");
+                if self
+                    .node
+                    .handle_crm(now, CrmInput::Announcement(announce::Input::Withdraw(id)))
+                    .is_ok()
+                {
+                    applied.announcements_withdrawn += 1;
+                }
+            }
+        }
+        self.drain();
+        self.refresh_views();
+        self.publish_snapshot();
+        applied
     }
 
     /// Rebuilds the announcement views; publishes a snapshot at once when they changed (the
@@ -1175,6 +1311,17 @@ fn random(hasher: &std::collections::hash_map::RandomState, clock: &Clock, salt:
     h.write_u64(salt);
     h.write_u64(clock.now().as_micros());
     h.finish()
+}
+
+/// Whether a SIP datagram belongs to a dialog that already exists: a response, or a request
+/// with a To tag. A source taken out of `sip.allow` by a reload may still send these for the
+/// calls it has up; it can start none.
+fn continues_dialog(data: &[u8]) -> bool {
+    match shared::sip::parse(data) {
+        Ok(shared::sip::Message::Response(_)) => true,
+        Ok(shared::sip::Message::Request(r)) => r.to_incoming().is_ok_and(|i| i.to_tag.is_some()),
+        Err(_) => false,
+    }
 }
 
 /// The state shown for an announcement whose scope excludes this node's site.

@@ -11,6 +11,7 @@
 //! | `broker_tls` | (`mqtts://` only) the CA, certificate and key files are readable PEM | same |
 //! | `clock` | the wall clock is after 2025-01-01 and, where `timedatectl` answers, NTP is synchronised | same |
 //! | `prompts` | the built-in prompts and `ivr.prompts_dir` overrides decode | same |
+//! | `reload` | (not checked) | its last configuration reload (`SIGHUP`) did not fail; keys that wait for a restart are named |
 //!
 //! Any failure makes the exit status 1; each failure line says how to fix it.
 
@@ -163,6 +164,43 @@ fn run_with(cfg: &Config, checks: &mut Vec<Check>) {
     }
     checks.push(clock());
     checks.push(prompts(cfg));
+    if let Some(status) = &agent {
+        checks.push(reload(status));
+    }
+}
+
+/// The running agent's last configuration reload.
+fn reload(status: &StatusData) -> Check {
+    let r = &status.reloads;
+    let pending = if r.restart_pending.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; changed in the file, in effect only after a restart: {}",
+            r.restart_pending.join(", ")
+        )
+    };
+    match r.last_ok {
+        Some(false) => Check::fail(
+            "reload",
+            format!(
+                "the agent's last reload ({}) failed: {}; it runs the configuration it had before",
+                super::render::time(r.last_at_ms),
+                r.last_error.as_deref().unwrap_or("unknown error")
+            ),
+            "correct the configuration file (`ccedge config check`), then reload again (systemctl reload ccedge, or kill -HUP the agent)",
+        ),
+        Some(true) => Check::pass(
+            "reload",
+            format!(
+                "{} reloads, {} failed; the last one ({}) succeeded{pending}",
+                r.ok + r.failed,
+                r.failed,
+                super::render::time(r.last_at_ms)
+            ),
+        ),
+        None => Check::pass("reload", "no reload since the agent started"),
+    }
 }
 
 fn state_dir(dir: &Path) -> Check {

@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 pub use server::ControlListener;
 
 use crate::link::LinkStatus;
-use crate::view::{Command, Snapshot};
+use crate::view::{Command, ReloadStatus, Snapshot};
 
 /// What the control server reads and whom it asks.
 #[derive(Debug)]
@@ -72,6 +72,8 @@ pub struct ControlContext {
     pub link_status: watch::Receiver<LinkStatus>,
     /// Call events as published, for `events tail`.
     pub events: broadcast::Sender<Arc<str>>,
+    /// Configuration reloads (`SIGHUP`) so far.
+    pub reloads: watch::Receiver<ReloadStatus>,
     /// Turns `true` (or its sender is dropped) to close the socket.
     pub shutdown: watch::Receiver<bool>,
 }

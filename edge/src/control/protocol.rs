@@ -280,6 +280,27 @@ pub struct StatusData {
     pub draining: bool,
     /// Counters.
     pub stats: StatsData,
+    /// Configuration reloads (`SIGHUP`) since the agent started (absent from agents older
+    /// than reloading: all zero).
+    #[serde(default)]
+    pub reloads: ReloadData,
+}
+
+/// Configuration reloads in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadData {
+    /// Reloads that applied the file.
+    pub ok: u64,
+    /// Reloads refused (the agent kept the configuration it had).
+    pub failed: u64,
+    /// When the last one ended, Unix ms (0: none yet).
+    pub last_at_ms: i64,
+    /// Whether the last one succeeded (null: none yet).
+    pub last_ok: Option<bool>,
+    /// Why the last one failed.
+    pub last_error: Option<String>,
+    /// Keys changed in the file that take effect only after a restart.
+    pub restart_pending: Vec<String>,
 }
 
 /// The CRM link's state in `status`.

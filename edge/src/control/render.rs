@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use shared::time::UnixMillis;
 
-use super::protocol::{AnnouncementRow, CallRow, CallbackRow, StatusData};
+use super::protocol::{AnnouncementRow, CallRow, CallbackRow, ReloadData, StatusData};
 
 /// A table whose columns are padded to their widest cell (counted in characters, so masked
 /// numbers with `•` line up).
@@ -109,7 +109,7 @@ pub fn status(s: &StatusData) -> String {
         }
         t
     };
-    let rows: [(&str, String); 12] = [
+    let rows: [(&str, String); 13] = [
         ("node", format!("{} (site {})", s.node_id, s.site)),
         ("version", s.version.clone()),
         (
@@ -168,6 +168,7 @@ pub fn status(s: &StatusData) -> String {
                 s.stats.rtp_dropped
             ),
         ),
+        ("reloads", reloads(&s.reloads)),
         (
             "state",
             if s.draining {
@@ -187,6 +188,32 @@ pub fn status(s: &StatusData) -> String {
         let _ = writeln!(out, "{k:<width$}  {v}");
     }
     out
+}
+
+/// The `reloads` line of `ccedge status`: `none since start`, or the counts, the last
+/// outcome and the keys waiting for a restart.
+#[must_use]
+pub fn reloads(r: &ReloadData) -> String {
+    let mut t = match r.last_ok {
+        None => return "none since start (SIGHUP reloads the configuration)".to_owned(),
+        Some(true) => format!(
+            "{} ok, {} failed; the last at {} succeeded",
+            r.ok,
+            r.failed,
+            time(r.last_at_ms)
+        ),
+        Some(false) => format!(
+            "{} ok, {} failed; the last at {} FAILED: {} (the previous configuration is in use)",
+            r.ok,
+            r.failed,
+            time(r.last_at_ms),
+            r.last_error.as_deref().unwrap_or("unknown error")
+        ),
+    };
+    if !r.restart_pending.is_empty() {
+        let _ = write!(t, "; restart to apply {}", r.restart_pending.join(", "));
+    }
+    t
 }
 
 /// `ccedge calls` as a table (or a one-line note when there are none).
@@ -343,6 +370,33 @@ mod tests {
         assert_eq!(col(lines[0], "CALLER"), col(lines[1], "+1215"));
         assert_eq!(col(lines[0], "Z"), col(lines[1], "x"));
         assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+
+    #[test]
+    fn the_reloads_line_names_a_failure_and_the_keys_waiting_for_a_restart() {
+        let mut r = ReloadData::default();
+        assert!(reloads(&r).starts_with("none since start"));
+        r.ok = 2;
+        r.last_ok = Some(true);
+        r.last_at_ms = 1_764_000_000_000;
+        r.restart_pending = vec!["sip.listen".into(), "mqtt.url".into()];
+        let line = reloads(&r);
+        assert!(
+            line.starts_with("2 ok, 0 failed; the last at 2025-"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("restart to apply sip.listen, mqtt.url"),
+            "{line}"
+        );
+        r.failed = 1;
+        r.last_ok = Some(false);
+        r.last_error = Some("config error in x.toml: not valid TOML".into());
+        let line = reloads(&r);
+        assert!(
+            line.contains("FAILED: config error in x.toml: not valid TOML"),
+            "{line}"
+        );
     }
 
     #[test]

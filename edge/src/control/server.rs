@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::protocol::{
-    self, AnnouncementRow, CallRow, CallbackRow, CancelData, MqttData, Request, RequestError,
-    StatsData, StatusData, StreamData,
+    self, AnnouncementRow, CallRow, CallbackRow, CancelData, MqttData, ReloadData, Request,
+    RequestError, StatsData, StatusData, StreamData,
 };
 use super::{ControlContext, ControlError};
 use crate::view::{AnnouncementView, CallView, CallbackView, Command};
@@ -329,6 +329,7 @@ fn status(ctx: &ControlContext) -> StatusData {
     };
     let uptime_ms = u64::try_from(now.saturating_sub(started_at_ms)).unwrap_or(0);
     let s = snap.stats;
+    let r = ctx.reloads.borrow().clone();
     StatusData {
         node_id: ctx.node_id.clone(),
         site: ctx.site.clone(),
@@ -371,6 +372,14 @@ fn status(ctx: &ControlContext) -> StatusData {
             callbacks_booked: s.callbacks_booked,
             callbacks_failed: s.callbacks_failed,
             rtp_dropped: s.rtp_dropped,
+        },
+        reloads: ReloadData {
+            ok: r.ok,
+            failed: r.failed,
+            last_at_ms: r.last_at_ms,
+            last_ok: r.last_ok,
+            last_error: r.last_error,
+            restart_pending: r.restart_pending,
         },
     }
 }
@@ -534,6 +543,7 @@ mod tests {
             commands,
             link_status,
             events: events.clone(),
+            reloads: watch::channel(crate::view::ReloadStatus::default()).1,
             shutdown,
         };
         let task = crate::control::serve(&path, ctx).await.unwrap();
@@ -637,6 +647,8 @@ mod tests {
                                 Err(format!("no waiting callback {id}"))
                             });
                         }
+                        // Not asked for by the control socket.
+                        Command::CacheState(_) | Command::Reload { .. } => {}
                     }
                 }
             });
