@@ -1321,3 +1321,43 @@ fn vias_beyond_the_bound_are_refused_with_513() {
     };
     assert_eq!(r.to_incoming().unwrap_err().status(), Some(513));
 }
+
+#[test]
+fn a_bye_with_as_many_vias_as_the_invite_is_answered_after_the_ack() {
+    // Sixteen long Vias and eight routes fill most of the arena; the caller's BYE comes back
+    // through the same sixteen hops. Once the INVITE's transaction is over its Vias make room.
+    let routes: StdVec<String> = (0..8)
+        .map(|i| {
+            format!(
+                "<sip:10.30.{i}.1:5060;lr;ftag=5f2a9c4e7b1d3f6a8c0e2b4d6f8a1c3e;did=1f2.a3b4;\
+                 vsf=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA;nat=yes>"
+            )
+        })
+        .collect();
+    let refs: StdVec<&str> = routes.iter().map(String::as_str).collect();
+    let text = sbc_invite(SIP_MAX_VIAS, &refs);
+    let mut d = with_incoming(&text, "10.20.0.1:5060", |inc| {
+        Dialog::new(ms(0), inc, &CFG, TAG).unwrap()
+    });
+    d.answer(ms(0), SDP).unwrap();
+    drain_to(&mut d);
+    let to_tagged = "To: <sip:+18005550100@10.0.0.2;user=phone>;tag=abc";
+    let ack = text
+        .replace("INVITE sip:", "ACK sip:")
+        .replace("To: <sip:+18005550100@10.0.0.2;user=phone>", to_tagged)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    with_incoming(&ack, "10.20.0.1:5060", |inc| d.handle_request(ms(10), inc)).unwrap();
+    let bye = ack
+        .replace("ACK sip:", "BYE sip:")
+        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
+        .replace("z9hG4bK-sbc-", "z9hG4bK-bye-");
+    with_incoming(&bye, "10.20.0.1:5060", |inc| d.handle_request(ms(20), inc)).unwrap();
+    let sent = drain_to(&mut d);
+    let (to, ok) = sent
+        .iter()
+        .find(|(_, m)| m.contains("CSeq: 2 BYE"))
+        .expect("the BYE is answered");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    assert_eq!(header_values(ok, "Via").len(), SIP_MAX_VIAS);
+    assert_eq!(*to, Some("10.20.0.1:5060".parse().unwrap()));
+}
