@@ -171,6 +171,11 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         sip_listen: cfg.sip.listen,
         allow: Arc::new(move |ip| allow.allows(ip)),
         deny_with_403: matches!(cfg.sip.deny_action, config::DenyAction::Forbidden),
+        tcp: cfg.sip.tcp.then(|| crate::agent::TcpSettings {
+            idle: Duration::from_secs(u64::from(cfg.sip.tcp_idle_s)),
+            max_connections: usize::try_from(cfg.sip.tcp_max_connections).unwrap_or(usize::MAX),
+            max_per_source: usize::try_from(cfg.sip.tcp_max_per_source).unwrap_or(usize::MAX),
+        }),
         rate_limit_per_source: cfg.sip.rate_limit_per_source,
         public_address: cfg.sip.public_address,
         t1: Duration::from_millis(u64::from(cfg.sip.t1_ms)),

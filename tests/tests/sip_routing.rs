@@ -316,3 +316,174 @@ fn responses_follow_the_via_port_unless_rport_asks_for_the_source() {
         .and_then(serde_json::Value::as_u64);
     assert_eq!(malformed, Some(0), "{}", status.stdout);
 }
+
+// ---- SIP over TCP ------------------------------------------------------------------------------
+
+/// Reads framed SIP messages from a TCP stream (Content-Length framing).
+struct TcpSip {
+    s: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl TcpSip {
+    fn connect(to: SocketAddr) -> TcpSip {
+        let s = std::net::TcpStream::connect(to).expect("connect over TCP");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        TcpSip { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, msg: &[u8]) {
+        use std::io::Write as _;
+        self.s.write_all(msg).expect("write");
+    }
+
+    /// The next message within `timeout` that `want` accepts (others are skipped); `Err` when
+    /// the connection closed.
+    fn recv_until(
+        &mut self,
+        timeout: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> Result<Option<String>, ()> {
+        use std::io::Read as _;
+        let end = Instant::now() + timeout;
+        loop {
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.drain(..2);
+            }
+            if let Some(head) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&self.buf[..head]).into_owned();
+                let len: usize = header_values(&format!("{text}\r\n\r\n"), "Content-Length")
+                    .first()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if self.buf.len() >= head + 4 + len {
+                    let msg: Vec<u8> = self.buf.drain(..head + 4 + len).collect();
+                    let msg = String::from_utf8_lossy(&msg).into_owned();
+                    if want(&msg) {
+                        return Ok(Some(msg));
+                    }
+                    continue;
+                }
+            }
+            if Instant::now() >= end {
+                return Ok(None);
+            }
+            let mut chunk = [0u8; 16_384];
+            match self.s.read(&mut chunk) {
+                Ok(0) => return Err(()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Err(()),
+            }
+        }
+    }
+}
+
+/// The SBC INVITE over TCP, padded to `size` bytes, from the stream `local`.
+fn tcp_invite(agent: SocketAddr, local: SocketAddr, size: usize) -> String {
+    let udp_shaped = sbc_invite(agent, local, local, 42_000);
+    let (head, body) = udp_shaped.split_once("\r\n\r\n").expect("head");
+    let mut head = head
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace(";transport=udp>", ";transport=tcp>");
+    let mut pad = 0;
+    while head.len() + body.len() + 4 < size - 100 {
+        let _ = write!(
+            head,
+            "\r\nX-Trace-{pad}: hop=core{pad};ts=1733301234.{pad:06};id=0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+        );
+        pad += 1;
+    }
+    format!("{head}\r\n\r\n{body}")
+}
+
+#[test]
+fn an_8kb_invite_over_tcp_is_answered_and_the_dialog_stays_on_the_connection() {
+    let dir = TempDir::new("tcp");
+    let opts = AgentOptions {
+        ivr_extra: "no_input_timeout_ms = 1000\nmax_retries = 0".into(),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let mut c = TcpSip::connect(agent.sip);
+    let local = c.s.local_addr().expect("local");
+    // A keep-alive ping gets a pong and nothing else.
+    c.send(b"\r\n\r\n");
+    let invite = tcp_invite(agent.sip, local, 8_000);
+    assert!(
+        (7_800..=8_200).contains(&invite.len()),
+        "{} bytes",
+        invite.len()
+    );
+    c.send(invite.as_bytes());
+    let ok = c
+        .recv_until(Duration::from_secs(5), |t| {
+            t.starts_with("SIP/2.0 2") || t.starts_with("SIP/2.0 4") || t.starts_with("SIP/2.0 5")
+        })
+        .expect("connection open")
+        .expect("a final answer on the connection");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let contact = header_values(&ok, "Contact")[0].to_owned();
+    assert!(contact.ends_with(";transport=tcp>"), "{contact}");
+    assert_eq!(header_values(&ok, "Record-Route").len(), 3);
+    let tag = to_tag(&ok);
+    let ack = in_dialog("ACK", 1, agent.sip, &local.to_string(), &tag)
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    c.send(ack.as_bytes());
+    // The IVR gives up and hangs up: the BYE comes on this connection (the proxy in the route
+    // set is this stream's peer), with a TCP Via.
+    let bye = c
+        .recv_until(Duration::from_secs(45), |t| t.starts_with("BYE "))
+        .expect("connection open")
+        .expect("the node's BYE on the connection");
+    assert!(
+        header_values(&bye, "Via")[0].starts_with("SIP/2.0/TCP "),
+        "{bye}"
+    );
+    assert_eq!(header_values(&bye, "Route").len(), 3, "{bye}");
+}
+
+#[test]
+fn over_tcp_a_bye_is_answered_and_an_oversized_message_gets_513_and_a_close() {
+    let dir = TempDir::new("tcpbye");
+    let agent = Agent::start(dir.path(), &AgentOptions::default());
+    let mut c = TcpSip::connect(agent.sip);
+    let local = c.s.local_addr().expect("local");
+    c.send(tcp_invite(agent.sip, local, 4_000).as_bytes());
+    let ok = c
+        .recv_until(Duration::from_secs(5), |t| t.starts_with("SIP/2.0 200"))
+        .expect("open")
+        .expect("200 over TCP");
+    let tag = to_tag(&ok);
+    let tcp = |m: String| m.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    c.send(tcp(in_dialog("ACK", 1, agent.sip, &local.to_string(), &tag)).as_bytes());
+    c.send(tcp(in_dialog("BYE", 2, agent.sip, &local.to_string(), &tag)).as_bytes());
+    let ok = c
+        .recv_until(Duration::from_secs(3), |t| t.contains("CSeq: 2 BYE"))
+        .expect("open")
+        .expect("the 200 to the BYE on the connection");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    // A message larger than the node takes: 513, then the stream is closed (it cannot be
+    // framed any further).
+    let big = format!(
+        "OPTIONS sip:ccedge@{} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-big\r\n\
+         From: <sip:a@127.0.0.1>;tag=b1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: big-1\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 40000\r\n\r\n",
+        agent.sip
+    );
+    c.send(big.as_bytes());
+    let answer = c
+        .recv_until(Duration::from_secs(3), |t| t.starts_with("SIP/2.0"))
+        .expect("the answer comes before the close")
+        .expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 513"), "{answer}");
+    assert!(
+        c.recv_until(Duration::from_secs(3), |_| true).is_err(),
+        "the connection is closed"
+    );
+}

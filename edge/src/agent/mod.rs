@@ -28,8 +28,9 @@
 
 mod ratelimit;
 mod rtp_ports;
+mod stream;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -44,9 +45,10 @@ use shared::ids::{AnnouncementHandle, AnnouncementId, CallId, CallbackId};
 use shared::ivr::BookingResult;
 use shared::node::{self, CallKey, CallTable, CrmInput, HeapCalls, Node, Now};
 use shared::number::PhoneNumber;
+use shared::sip::route::Transport;
 use shared::sip::uas;
 use shared::time::Duration;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -65,6 +67,27 @@ pub use crate::view::{
 use ratelimit::RateLimiter;
 use rtp_ports::PortPool;
 
+/// SIP over TCP: limits of the stream transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSettings {
+    /// A connection with no traffic this long is closed (`sip.tcp_idle_s`).
+    pub idle: StdDuration,
+    /// Most connections at once (`sip.tcp_max_connections`).
+    pub max_connections: usize,
+    /// Most connections from one source address (`sip.tcp_max_per_source`).
+    pub max_per_source: usize,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        TcpSettings {
+            idle: StdDuration::from_secs(600),
+            max_connections: 1024,
+            max_per_source: 128,
+        }
+    }
+}
+
 /// Everything the agent needs, resolved from the configuration file.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -76,6 +99,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// `sip.listen`.
     pub sip_listen: SocketAddr,
+    /// SIP over TCP on the same address as UDP (`sip.tcp`), and its limits; `None`: UDP only.
+    pub tcp: Option<TcpSettings>,
     /// `sip.allow`, as a predicate on the source address.
     pub allow: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
     /// Answer refused sources with 403 (else drop silently).
@@ -122,6 +147,7 @@ impl AgentConfig {
             site: "default".into(),
             state_dir: PathBuf::from("./ccedge-state"),
             sip_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
+            tcp: Some(TcpSettings::default()),
             allow: Arc::new(|ip: IpAddr| ip.is_loopback()),
             deny_with_403: false,
             rate_limit_per_source: 200,
@@ -248,6 +274,17 @@ pub struct Engine {
     /// Work for the CRM link (None: no link configured).
     to_link: Option<mpsc::UnboundedSender<ToLink>>,
     sipbuf: Vec<u8>,
+    /// Open SIP TCP connections by peer address: a sender writes on one.
+    streams: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// Peers we are connecting to.
+    connecting: HashSet<SocketAddr>,
+    /// Where connection tasks report (`None`: TCP is off).
+    stream_tx: Option<mpsc::Sender<stream::StreamIn>>,
+    stream_limits: stream::Limits,
+    /// One permit per open connection (`sip.tcp_max_connections`).
+    stream_slots: Arc<tokio::sync::Semaphore>,
+    /// `sip.tcp_max_per_source`.
+    tcp_per_source: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -368,6 +405,17 @@ pub async fn start(
         })?;
     let sip_addr = sip.local_addr()?;
     widen_receive_buffer(&sip, sip_addr);
+    // TCP on the same address and port as UDP (RFC 3261 §18: a UAS takes both).
+    let tcp = match cfg.tcp {
+        Some(t) => match TcpListener::bind(sip_addr).await {
+            Ok(l) => Some((l, t)),
+            Err(e) => {
+                warn!(error = %e, addr = %sip_addr, "SIP over TCP not available: UDP only");
+                None
+            }
+        },
+        None => None,
+    };
     let advertised = cfg
         .public_address
         .unwrap_or(if sip_addr.ip().is_unspecified() {
@@ -429,7 +477,32 @@ pub async fn start(
         started_at,
         to_link: link.as_ref().map(|l| l.tx.clone()),
         sipbuf: vec![0u8; SIP_OUT],
+        streams: HashMap::new(),
+        connecting: HashSet::new(),
+        stream_tx: None,
+        stream_limits: stream::Limits {
+            idle: StdDuration::from_secs(600),
+            max_connections: 1024,
+            max_message: shared::limits::SIP_MAX_DATAGRAM,
+        },
+        stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        tcp_per_source: 0,
     };
+    let stream_rx = tcp.map(|(listener, t)| {
+        let (tx, rx) = mpsc::channel(4096);
+        engine.stream_limits.idle = t.idle;
+        engine.stream_limits.max_connections = t.max_connections;
+        engine.tcp_per_source = t.max_per_source;
+        engine.stream_slots = Arc::new(tokio::sync::Semaphore::new(t.max_connections));
+        engine.stream_tx = Some(tx.clone());
+        tokio::spawn(stream::listen(
+            listener,
+            tx,
+            engine.stream_limits,
+            Arc::clone(&engine.stream_slots),
+        ));
+        rx
+    });
     engine.restore_callbacks().await?;
     engine.load_announcements();
     info!(
@@ -457,6 +530,7 @@ pub async fn start(
             commands: command_rx,
             from_link: from_link_rx,
             link_task,
+            streams: stream_rx,
         },
     ));
     Ok(Running {
@@ -480,6 +554,16 @@ struct Inputs {
     commands: mpsc::Receiver<Command>,
     from_link: mpsc::UnboundedReceiver<FromLink>,
     link_task: Option<tokio::task::JoinHandle<()>>,
+    /// SIP over TCP (`None`: UDP only).
+    streams: Option<mpsc::Receiver<stream::StreamIn>>,
+}
+
+/// The next message of an optional channel; never ready when there is none.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Engine {
@@ -494,6 +578,7 @@ impl Engine {
             commands: mut command_rx,
             from_link: mut from_link_rx,
             link_task,
+            streams: mut stream_rx,
         } = inputs;
         let sip = Arc::clone(&self.sip);
         let mut buf = vec![0u8; SIP_BUF + 1];
@@ -559,6 +644,7 @@ impl Engine {
                     }
                     self.drain();
                 }
+                Some(ev) = recv_opt(&mut stream_rx) => self.on_stream(ev),
                 Some(s) = stored_rx.recv() => self.on_stored(s),
                 Some(m) = from_link_rx.recv() => self.on_link(m),
                 Some(c) = command_rx.recv() => self.on_command(c),
@@ -656,6 +742,10 @@ impl Engine {
     // ---- SIP -------------------------------------------------------------------------------
 
     fn on_sip(&mut self, data: &[u8], truncated: bool, from: SocketAddr) {
+        self.on_sip_on(data, truncated, from, Transport::Udp);
+    }
+
+    fn on_sip_on(&mut self, data: &[u8], truncated: bool, from: SocketAddr, transport: Transport) {
         let now = self.now();
         // A source a reload took out of `sip.allow` may still end the calls it has up.
         let allowed = (self.cfg.allow)(from.ip())
@@ -663,7 +753,7 @@ impl Engine {
         if !allowed {
             self.sip_denied += 1;
             if self.cfg.deny_with_403 && self.limiter.allow(from.ip(), now.at) {
-                self.respond_stateless(data, 403, from);
+                self.respond_stateless(data, 403, from, transport);
             }
             return;
         }
@@ -673,7 +763,7 @@ impl Engine {
         }
         if truncated {
             self.sip_oversize += 1;
-            self.respond_stateless(data, 513, from);
+            self.respond_stateless(data, 513, from, transport);
             return;
         }
         // The setup closure binds the call's RTP socket; it runs only for an acceptable new
@@ -686,7 +776,7 @@ impl Engine {
         let bound = &mut self.bound;
         let advertised = self.advertised;
         let mut used = false;
-        self.node.handle_sip(now, from, data, || {
+        self.node.handle_sip_on(now, from, transport, data, || {
             used = true;
             let (port, std_socket) = ports.bind(bind_ip)?;
             // One descriptor: the receive task reads it through tokio, the pacer sends on it.
@@ -714,15 +804,99 @@ impl Engine {
         self.drain();
     }
 
-    fn respond_stateless(&mut self, data: &[u8], status: u16, to: SocketAddr) {
+    fn respond_stateless(
+        &mut self,
+        data: &[u8],
+        status: u16,
+        to: SocketAddr,
+        transport: Transport,
+    ) {
         if let Some(mut req) = shared::sip::salvage(data) {
             req.received_from = Some(to);
+            req.transport = transport;
             let dest = req
                 .vias
                 .first()
-                .map_or(to, |v| shared::sip::route::reply_address(v, to));
-            if let Ok(n) = shared::sip::endpoint::respond(&req, status, &mut self.sipbuf) {
-                let _ = self.sip.try_send_to(&self.sipbuf[..n], dest);
+                .map_or(to, |v| shared::sip::route::reply_address(v, to, transport));
+            let mut buf = std::mem::take(&mut self.sipbuf);
+            if let Ok(n) = shared::sip::endpoint::respond(&req, status, &mut buf) {
+                self.send_sip(&buf[..n], dest, transport, Some(to));
+            }
+            self.sipbuf = buf;
+        }
+    }
+
+    /// Sends one SIP message. UDP: a datagram from the SIP socket. TCP: on the connection to
+    /// `to`, else on `conn` (the connection the call's INVITE came on), else on a new
+    /// connection to `to` (the message waits for it; while it is being opened, later sends
+    /// to the same address are dropped and the SIP timers retransmit).
+    fn send_sip(
+        &mut self,
+        data: &[u8],
+        to: SocketAddr,
+        transport: Transport,
+        conn: Option<SocketAddr>,
+    ) {
+        if !transport.is_reliable() {
+            if let Err(e) = self.sip.try_send_to(data, to) {
+                debug!(error = %e, %to, "SIP send failed");
+            }
+            return;
+        }
+        let tx = self
+            .streams
+            .get(&to)
+            .or_else(|| conn.and_then(|c| self.streams.get(&c)));
+        if let Some(tx) = tx {
+            if tx.try_send(data.to_vec()).is_err() {
+                debug!(%to, "SIP TCP write queue full or closed: message dropped");
+            }
+            return;
+        }
+        let Some(events) = self.stream_tx.clone() else {
+            debug!(%to, "SIP over TCP is off: message dropped");
+            return;
+        };
+        if self.connecting.insert(to) {
+            tokio::spawn(stream::connect(
+                to,
+                data.to_vec(),
+                events,
+                self.stream_limits,
+                Arc::clone(&self.stream_slots),
+            ));
+        }
+    }
+
+    fn on_stream(&mut self, ev: stream::StreamIn) {
+        match ev {
+            stream::StreamIn::Opened { peer, tx } => {
+                self.connecting.remove(&peer);
+                let from_same = self.streams.keys().filter(|p| p.ip() == peer.ip()).count();
+                if !(self.cfg.allow)(peer.ip()) && !self.call_peers.contains_key(&peer.ip()) {
+                    // Dropping the sender closes the connection.
+                    self.sip_denied += 1;
+                } else if from_same >= self.tcp_per_source {
+                    debug!(%peer, "SIP TCP connection refused: too many from this source");
+                    self.sip_rate_limited += 1;
+                } else {
+                    self.streams.insert(peer, tx);
+                }
+            }
+            stream::StreamIn::Message { peer, data } => {
+                if self.streams.contains_key(&peer) {
+                    self.on_sip_on(&data, false, peer, Transport::Tcp);
+                }
+            }
+            stream::StreamIn::Broken { peer, head, status } => {
+                if self.streams.contains_key(&peer) {
+                    self.sip_oversize += 1;
+                    self.respond_stateless(&head, status, peer, Transport::Tcp);
+                }
+            }
+            stream::StreamIn::Closed { peer } => {
+                self.connecting.remove(&peer);
+                self.streams.remove(&peer);
             }
         }
     }
@@ -739,11 +913,12 @@ impl Engine {
         let mut views_changed = false;
         while let Some(o) = self.node.poll_output(&mut buf) {
             match o {
-                node::Output::Transmit { to, len } => {
-                    if let Err(e) = self.sip.try_send_to(&buf[..len], to) {
-                        debug!(error = %e, %to, "SIP send failed");
-                    }
-                }
+                node::Output::Transmit {
+                    to,
+                    len,
+                    transport,
+                    conn,
+                } => self.send_sip(&buf[..len], to, transport, conn),
                 node::Output::Announcement(ev) => {
                     debug!(event = ?ev, "announcement");
                     views_changed = true;

@@ -125,6 +125,15 @@ pub struct Sip {
     pub t1_ms: u32,
     /// `sip.answer_delay_ms`: wait between 180 Ringing and 200 OK. Default 0.
     pub answer_delay_ms: u32,
+    /// `sip.tcp`: also take SIP over TCP on the `listen` address and port (RFC 3261 §18).
+    /// Default true.
+    pub tcp: bool,
+    /// `sip.tcp_idle_s`: a TCP connection with no traffic this long is closed. Default 600.
+    pub tcp_idle_s: u32,
+    /// `sip.tcp_max_connections`: most TCP connections at once. Default 1024.
+    pub tcp_max_connections: u32,
+    /// `sip.tcp_max_per_source`: most TCP connections from one address. Default 128.
+    pub tcp_max_per_source: u32,
 }
 
 impl Default for Sip {
@@ -137,6 +146,10 @@ impl Default for Sip {
             public_address: None,
             t1_ms: 500,
             answer_delay_ms: 0,
+            tcp: true,
+            tcp_idle_s: 600,
+            tcp_max_connections: 1024,
+            tcp_max_per_source: 128,
         }
     }
 }

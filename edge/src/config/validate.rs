@@ -185,6 +185,14 @@ impl Config {
             }
         }
         range("sip.t1_ms", sip.t1_ms, 50, 10_000)?;
+        range("sip.tcp_idle_s", sip.tcp_idle_s, 10, 86_400)?;
+        range(
+            "sip.tcp_max_connections",
+            sip.tcp_max_connections,
+            1,
+            65_535,
+        )?;
+        range("sip.tcp_max_per_source", sip.tcp_max_per_source, 1, 65_535)?;
         range("sip.answer_delay_ms", sip.answer_delay_ms, 0, 30_000)
     }
 

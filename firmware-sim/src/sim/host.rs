@@ -899,7 +899,7 @@ impl Live {
         out: Output,
     ) -> Check {
         match out {
-            Output::Transmit { to, len } => {
+            Output::Transmit { to, len, .. } => {
                 let data = &self.buf[..len];
                 if data.starts_with(b"SIP/2.0 ")
                     && call_id_of(data)

@@ -762,6 +762,12 @@ impl Call {
         self.dialog.destination()
     }
 
+    /// The transport of the call's SIP (the INVITE's).
+    #[must_use]
+    pub fn sip_transport(&self) -> crate::sip::route::Transport {
+        self.dialog.transport()
+    }
+
     /// The next output. Call until `None` after every `handle_*`.
     pub fn poll_output(&mut self) -> Option<Output> {
         let now = self.now;

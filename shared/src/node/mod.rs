@@ -55,6 +55,7 @@ use crate::event::{EventKind, TransferTarget};
 use crate::ids::{AnnouncementHandle, AnnouncementId, CallId, CallbackId};
 use crate::ivr::{AnnouncementInfo, BookingResult, Playlist};
 use crate::limits::{CALLBACK_QUEUE_CAPACITY, IVR_MAX_ANNOUNCEMENTS_PER_CALL, SIP_MAX_DATAGRAM};
+use crate::sip::route::Transport;
 use crate::sip::{self, endpoint, Message, Method};
 use crate::time::{Duration, Instant, UnixMillis};
 
@@ -135,12 +136,17 @@ pub struct NodeEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Output {
-    /// Send the SIP datagram written to the buffer given to `poll_output` (`len` bytes).
+    /// Send the SIP message written to the buffer given to `poll_output` (`len` bytes).
     Transmit {
         /// Where to.
         to: SocketAddr,
         /// Its length.
         len: usize,
+        /// On which transport. For a stream, use a connection to `to` if one is open, else
+        /// the connection `conn` names (the one the call's INVITE came on), else open one.
+        transport: Transport,
+        /// The connection of the call's INVITE (its peer address), for a stream.
+        conn: Option<SocketAddr>,
     },
     /// A call was created on the RTP address the setup closure gave it.
     CallCreated {
@@ -303,7 +309,7 @@ pub struct Node<T: CallTable> {
     /// Node-level outputs waiting to be polled.
     queued: heapless::Deque<Output, 8>,
     reply: [u8; REPLY_MAX],
-    reply_pending: Option<(SocketAddr, usize)>,
+    reply_pending: Option<(SocketAddr, Transport, usize)>,
     last: Now,
     next_booking: u64,
     active: usize,
@@ -428,6 +434,21 @@ impl<T: CallTable> Node<T> {
     where
         F: FnOnce() -> Option<Setup>,
     {
+        self.handle_sip_on(now, from, Transport::Udp, data, setup);
+    }
+
+    /// A SIP message from `from` on `transport`: a datagram, or one message the shell framed
+    /// on a stream connection whose peer is `from`. As [`Node::handle_sip`] otherwise.
+    pub fn handle_sip_on<F>(
+        &mut self,
+        now: Now,
+        from: SocketAddr,
+        transport: Transport,
+        data: &[u8],
+        setup: F,
+    ) where
+        F: FnOnce() -> Option<Setup>,
+    {
         self.last = now;
         if data
             .iter()
@@ -441,7 +462,7 @@ impl<T: CallTable> Node<T> {
             Err(e) => {
                 self.stats.sip_malformed += 1;
                 if let Some(status) = e.status() {
-                    self.reply_salvaged(from, data, status);
+                    self.reply_salvaged(from, transport, data, status);
                 }
                 return;
             }
@@ -453,12 +474,13 @@ impl<T: CallTable> Node<T> {
                     Err(e) => {
                         self.stats.sip_malformed += 1;
                         if let Some(status) = e.status() {
-                            self.reply_salvaged(from, data, status);
+                            self.reply_salvaged(from, transport, data, status);
                         }
                         return;
                     }
                 };
                 req.received_from = Some(from);
+                req.transport = transport;
                 if let Some(key) = self.calls.find(req.call_id.as_bytes()) {
                     if let Some(s) = self.calls.get_mut(key) {
                         // A refusal has queued its own error response.
@@ -644,10 +666,16 @@ impl<T: CallTable> Node<T> {
     /// least [`SIP_MAX_DATAGRAM`] + 512 bytes). Drain to `None` after every input.
     pub fn poll_output(&mut self, sip_buf: &mut [u8]) -> Option<Output> {
         loop {
-            if let Some((to, len)) = self.reply_pending.take() {
+            if let Some((to, transport, len)) = self.reply_pending.take() {
                 let n = len.min(sip_buf.len());
                 sip_buf[..n].copy_from_slice(&self.reply[..n]);
-                return Some(Output::Transmit { to, len: n });
+                let conn = transport.is_reliable().then_some(to);
+                return Some(Output::Transmit {
+                    to,
+                    len: n,
+                    transport,
+                    conn,
+                });
             }
             if let Some(o) = self.queued.pop_front() {
                 return Some(o);
@@ -715,7 +743,14 @@ impl<T: CallTable> Node<T> {
         };
         if let Some(n) = s.call.poll_transmit(sip_buf) {
             let to = s.call.sip_destination().unwrap_or(s.peer);
-            return Some(Output::Transmit { to, len: n });
+            let transport = s.call.sip_transport();
+            let conn = transport.is_reliable().then_some(s.peer);
+            return Some(Output::Transmit {
+                to,
+                len: n,
+                transport,
+                conn,
+            });
         }
         if let Some(o) = s.call.poll_output() {
             return self.translate(key, o);
@@ -979,15 +1014,16 @@ impl<T: CallTable> Node<T> {
         let to = req
             .vias
             .first()
-            .map_or(from, |v| sip::route::reply_address(v, from));
+            .map_or(from, |v| sip::route::reply_address(v, from, req.transport));
         if let Ok(n) = endpoint::respond(req, status, &mut self.reply) {
-            self.reply_pending = Some((to, n));
+            self.reply_pending = Some((to, req.transport, n));
         }
     }
 
-    fn reply_salvaged(&mut self, to: SocketAddr, data: &[u8], status: u16) {
+    fn reply_salvaged(&mut self, to: SocketAddr, transport: Transport, data: &[u8], status: u16) {
         if let Some(mut req) = sip::salvage(data) {
             req.received_from = Some(to);
+            req.transport = transport;
             if req.method != Method::Ack {
                 self.reply(to, &req, status);
             }

@@ -87,7 +87,7 @@ impl<T: CallTable> Shell<T> {
         let mut buf = std::vec![0u8; SIP_MAX_DATAGRAM + 512];
         while let Some(o) = self.node.poll_output(&mut buf) {
             match &o {
-                Output::Transmit { to, len } => {
+                Output::Transmit { to, len, .. } => {
                     self.sent
                         .push((*to, String::from_utf8_lossy(&buf[..*len]).into_owned()));
                     self.sent_at.push(self.now);

@@ -17,7 +17,7 @@
 use core::fmt;
 use core::net::SocketAddr;
 
-use crate::sip::route::write_stamped_via;
+use crate::sip::route::{write_stamped_via, Transport};
 use crate::sip::{Incoming, Method};
 
 /// The default `Server`/`User-Agent` value: `ccedge/<crate version>`.
@@ -262,6 +262,8 @@ pub struct Response<'a> {
     pub cseq_method: &'a [u8],
     /// Our Contact URI (written inside `<>`), for 18x/2xx to INVITE.
     pub contact: Option<&'a str>,
+    /// The transport the Contact asks for (`;transport=tcp` is added for a stream).
+    pub contact_transport: Transport,
     /// Optional extra headers.
     pub extras: Extras<'a>,
     /// The `Server` value.
@@ -293,6 +295,7 @@ impl<'a> Response<'a> {
             cseq: req.cseq,
             cseq_method: cseq_token(req).as_bytes(),
             contact: None,
+            contact_transport: req.transport,
             extras: Extras::default(),
             server: SERVER,
             content_type: "application/sdp",
@@ -336,15 +339,25 @@ impl<'a> Response<'a> {
         w.value(self.cseq_method);
         w.bytes(b"\r\n");
         if let Some(c) = self.contact {
-            w.bytes(b"Contact: <");
-            w.value(c.as_bytes());
-            w.bytes(b">\r\n");
+            write_contact(&mut w, c, self.contact_transport);
         }
         write_extras(&mut w, &self.extras);
         w.header("Server", self.server.as_bytes());
         write_body(&mut w, self.content_type, self.body);
         w.finish()
     }
+}
+
+/// `Contact: <uri>` with `;transport=tcp|tls` inside the brackets for a stream.
+fn write_contact(w: &mut Writer<'_>, uri: &str, transport: Transport) {
+    w.bytes(b"Contact: <");
+    w.value(uri.as_bytes());
+    match transport {
+        Transport::Udp => {}
+        Transport::Tcp => w.bytes(b";transport=tcp"),
+        Transport::Tls => w.bytes(b";transport=tls"),
+    }
+    w.bytes(b">\r\n");
 }
 
 fn write_extras(w: &mut Writer<'_>, e: &Extras<'_>) {
@@ -435,6 +448,8 @@ pub struct Request<'a> {
     pub route_last: Option<&'a [u8]>,
     /// Our `host:port` for the Via.
     pub via_sent_by: &'a str,
+    /// The transport, for the Via and the Contact.
+    pub transport: Transport,
     /// The Via branch, with the `z9hG4bK` magic cookie (see [`branch`]).
     pub branch: &'a [u8],
     /// Our From value without tag (the To of the INVITE we answered).
@@ -478,7 +493,9 @@ impl Request<'_> {
         w.bytes(m);
         w.bytes(b" ");
         w.value(self.request_uri);
-        w.bytes(b" SIP/2.0\r\nVia: SIP/2.0/UDP ");
+        w.bytes(b" SIP/2.0\r\nVia: SIP/2.0/");
+        w.bytes(self.transport.via_token().as_bytes());
+        w.bytes(b" ");
         w.value(self.via_sent_by.as_bytes());
         w.bytes(b";branch=");
         w.value(self.branch);
@@ -500,9 +517,7 @@ impl Request<'_> {
         w.bytes(m);
         w.bytes(b"\r\n");
         if let Some(c) = self.contact {
-            w.bytes(b"Contact: <");
-            w.value(c.as_bytes());
-            w.bytes(b">\r\n");
+            write_contact(&mut w, c, self.transport);
         }
         if let Some(r) = self.refer_to {
             w.bytes(b"Refer-To: <");
@@ -614,6 +629,7 @@ pub(crate) mod tests {
             contact_uri: Some("sip:gw@10.0.0.1:5060"),
             record_route: Vec::new(),
             received_from: None,
+            transport: crate::sip::route::Transport::Udp,
             max_forwards: Some(70),
             content_type: None,
             body: &[],
@@ -760,6 +776,7 @@ pub(crate) mod tests {
             route: Vias::EMPTY,
             route_last: None,
             via_sent_by: "10.0.0.2:5060",
+            transport: Transport::Udp,
             branch: b.as_bytes(),
             from: b"<sip:+18005550100@10.0.0.2>",
             from_tag: LocalTag(0xabc),

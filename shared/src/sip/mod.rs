@@ -149,6 +149,9 @@ pub struct Incoming<'a> {
     /// RFC 3261 §18.2.2 and RFC 3581 say, which needs it; `None` answers to the sent-by of the
     /// top Via as written.
     pub received_from: Option<SocketAddr>,
+    /// The transport it came on (the shell sets it with [`Incoming::received_from`]; the
+    /// parser assumes UDP).
+    pub transport: route::Transport,
     /// Max-Forwards, if present.
     pub max_forwards: Option<u32>,
     /// Content-Type value, if present (e.g. `application/sdp`).

@@ -13,6 +13,37 @@ use core::net::{IpAddr, SocketAddr};
 use crate::sip::emit::Writer;
 use crate::sip::parse::{NameAddr, Params, Via};
 
+/// The transport a SIP message travels on.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Transport {
+    /// UDP datagrams.
+    #[default]
+    Udp,
+    /// A TCP connection (RFC 3261 §18: messages framed by Content-Length).
+    Tcp,
+    /// A TLS connection over TCP (`sips:`).
+    Tls,
+}
+
+impl Transport {
+    /// The token in a Via (`SIP/2.0/TCP`).
+    #[must_use]
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// A stream transport: responses go back on the connection the request came on.
+    #[must_use]
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
 /// The default SIP port (RFC 3261 §19.1.1).
 pub const SIP_PORT: u16 = 5060;
 /// The default port of `sips:` and TLS (RFC 3261 §19.1.1).
@@ -35,12 +66,16 @@ fn host_port(s: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Where the response to a request goes (UDP): the source IP address always (it is the
-/// `received` address whenever the sent-by differs, and the same address otherwise), and the
-/// source port when the top Via asks for `rport` (RFC 3581), else the sent-by port (5060 when
-/// absent). A Via that cannot be read answers the source address.
+/// Where the response to a request goes. Over TCP or TLS: back to the connection's peer
+/// (RFC 3261 §18.2.2). Over UDP: the source IP address always (it is the `received` address
+/// whenever the sent-by differs, and the same address otherwise), and the source port when the
+/// top Via asks for `rport` (RFC 3581), else the sent-by port (5060 when absent). A Via that
+/// cannot be read answers the source address.
 #[must_use]
-pub fn reply_address(top_via: &str, source: SocketAddr) -> SocketAddr {
+pub fn reply_address(top_via: &str, source: SocketAddr, transport: Transport) -> SocketAddr {
+    if transport.is_reliable() {
+        return source;
+    }
     let Some(via) = Via::parse(top_via) else {
         return source;
     };
@@ -160,22 +195,47 @@ mod tests {
     fn replies_follow_rport_or_the_sent_by_port() {
         let src = addr("192.0.2.7:40123");
         assert_eq!(
-            reply_address("SIP/2.0/UDP 10.1.1.1:5070;branch=z9hG4bK1;rport", src),
+            reply_address(
+                "SIP/2.0/UDP 10.1.1.1:5070;branch=z9hG4bK1;rport",
+                src,
+                Transport::Udp
+            ),
             src
         );
         assert_eq!(
-            reply_address("SIP/2.0/UDP 10.1.1.1:5070;branch=z9hG4bK1", src),
+            reply_address(
+                "SIP/2.0/UDP 10.1.1.1:5070;branch=z9hG4bK1",
+                src,
+                Transport::Udp
+            ),
             addr("192.0.2.7:5070")
         );
         assert_eq!(
-            reply_address("SIP/2.0/UDP gw.example.net;branch=z9hG4bK1", src),
+            reply_address(
+                "SIP/2.0/UDP gw.example.net;branch=z9hG4bK1",
+                src,
+                Transport::Udp
+            ),
             addr("192.0.2.7:5060")
         );
         assert_eq!(
-            reply_address("SIP/2.0/TLS gw.example.net;branch=z9hG4bK1", src),
+            reply_address(
+                "SIP/2.0/TLS gw.example.net;branch=z9hG4bK1",
+                src,
+                Transport::Udp
+            ),
             addr("192.0.2.7:5061")
         );
-        assert_eq!(reply_address("garbage", src), src);
+        assert_eq!(reply_address("garbage", src, Transport::Udp), src);
+        // A stream: back on the connection, whatever the Via says.
+        assert_eq!(
+            reply_address(
+                "SIP/2.0/TCP 10.1.1.1:5060;branch=z9hG4bK1",
+                src,
+                Transport::Tcp
+            ),
+            src
+        );
     }
 
     #[test]

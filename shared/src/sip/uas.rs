@@ -519,6 +519,8 @@ pub struct Dialog<const BODY: usize = SIP_BODY_MAX> {
     next_hop: Option<SocketAddr>,
     /// Where the datagram last written by `poll_transmit` goes.
     dest: Option<SocketAddr>,
+    /// The transport the INVITE came on; the dialog's own requests use it too.
+    transport: route::Transport,
 }
 
 fn micros(d: Duration) -> u32 {
@@ -646,6 +648,7 @@ impl<const BODY: usize> Dialog<BODY> {
             reinvite_src: None,
             next_hop: None,
             dest: None,
+            transport: invite.transport,
         };
         d.next_hop = d.compute_next_hop();
         if cfg.send_trying {
@@ -718,13 +721,19 @@ impl<const BODY: usize> Dialog<BODY> {
         uri.and_then(route::uri_address).or(self.invite_src)
     }
 
+    /// The transport of the dialog (the INVITE's); our BYE and REFER use it.
+    #[must_use]
+    pub fn transport(&self) -> route::Transport {
+        self.transport
+    }
+
     /// Where a response to a request with top Via `vias` (packed) from `src` goes.
-    fn reply_to(vias: &[u8], src: Option<SocketAddr>) -> Option<SocketAddr> {
+    fn reply_to(&self, vias: &[u8], src: Option<SocketAddr>) -> Option<SocketAddr> {
         let top = Packed(vias)
             .next()
             .and_then(|v| core::str::from_utf8(v).ok());
         match (top, src) {
-            (Some(top), Some(src)) => Some(route::reply_address(top, src)),
+            (Some(top), Some(src)) => Some(route::reply_address(top, src, self.transport)),
             (_, src) => src,
         }
     }
@@ -1107,7 +1116,7 @@ impl<const BODY: usize> Dialog<BODY> {
             for _ in 0..if p.echo { 3 } else { 1 } {
                 it.next();
             }
-            self.dest = Self::reply_to(it.rest(), p.src);
+            self.dest = self.reply_to(it.rest(), p.src);
             let r = self.emit_pending(&p, slot, buf);
             self.arena.clear(slot);
             return Some(r);
@@ -1120,7 +1129,7 @@ impl<const BODY: usize> Dialog<BODY> {
                 } else {
                     (self.arena.get(INVITE_VIAS), self.invite_src)
                 };
-                self.dest = Self::reply_to(vias, src);
+                self.dest = self.reply_to(vias, src);
                 return Some(self.emit_invite_response(re, buf, body));
             }
         }
@@ -1427,6 +1436,7 @@ impl<const BODY: usize> Dialog<BODY> {
             cseq,
             cseq_method: method,
             contact: None,
+            contact_transport: self.transport,
             extras: Extras::default(),
             server: self.cfg.server,
             content_type: "application/sdp",
@@ -1514,6 +1524,7 @@ impl<const BODY: usize> Dialog<BODY> {
             route,
             route_last: tail,
             via_sent_by: self.cfg.via_sent_by,
+            transport: self.transport,
             branch: branch.as_bytes(),
             from: self.arena.get(TO),
             from_tag: self.tag,
