@@ -328,6 +328,10 @@ pub struct MqttData {
     pub rejected: u64,
     /// Why the last one was rejected.
     pub last_rejection: Option<String>,
+    /// Incoming messages discarded unread: larger than `mqtt.max_payload_bytes` (also in
+    /// `rejected`).
+    #[serde(default)]
+    pub oversized: u64,
 }
 
 /// Counters in `status`.

@@ -109,7 +109,7 @@ pub fn status(s: &StatusData) -> String {
         }
         t
     };
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 14] = [
         ("node", format!("{} (site {})", s.node_id, s.site)),
         ("version", s.version.clone()),
         (
@@ -157,6 +157,13 @@ pub fn status(s: &StatusData) -> String {
                 Some(r) => format!("{} incoming messages (last: {r})", s.mqtt.rejected),
                 None => format!("{} incoming messages", s.mqtt.rejected),
             },
+        ),
+        (
+            "oversized",
+            format!(
+                "{} incoming messages discarded unread (larger than mqtt.max_payload_bytes)",
+                s.mqtt.oversized
+            ),
         ),
         (
             "sip drops",

@@ -350,6 +350,7 @@ fn status(ctx: &ControlContext) -> StatusData {
             events_published: link.events_published,
             rejected: link.rejected,
             last_rejection: link.last_rejection,
+            oversized: link.oversized,
         },
         active_calls: u64::try_from(snap.calls).unwrap_or(u64::MAX),
         callbacks_waiting: u64::from(snap.callbacks_waiting),
