@@ -284,6 +284,10 @@ pub struct StatusData {
     /// than reloading: all zero).
     #[serde(default)]
     pub reloads: ReloadData,
+    /// Log lines the agent could not write to standard error (its reader gone, a full
+    /// disk): they are lost, the agent carries on.
+    #[serde(default)]
+    pub log_write_errors: u64,
 }
 
 /// Configuration reloads in `status`.

@@ -109,7 +109,7 @@ pub fn status(s: &StatusData) -> String {
         }
         t
     };
-    let rows: [(&str, String); 14] = [
+    let rows: [(&str, String); 15] = [
         ("node", format!("{} (site {})", s.node_id, s.site)),
         ("version", s.version.clone()),
         (
@@ -176,6 +176,10 @@ pub fn status(s: &StatusData) -> String {
             ),
         ),
         ("reloads", reloads(&s.reloads)),
+        (
+            "log",
+            format!("{} lines could not be written", s.log_write_errors),
+        ),
         (
             "state",
             if s.draining {

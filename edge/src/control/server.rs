@@ -382,6 +382,7 @@ fn status(ctx: &ControlContext) -> StatusData {
             last_error: r.last_error,
             restart_pending: r.restart_pending,
         },
+        log_write_errors: crate::logsink::write_errors(),
     }
 }
 
