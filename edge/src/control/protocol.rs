@@ -288,6 +288,11 @@ pub struct StatusData {
     /// disk): they are lost, the agent carries on.
     #[serde(default)]
     pub log_write_errors: u64,
+    /// What is wrong with the state store's disk (it could not be opened, a booking write
+    /// failed: a full disk, an I/O error), until a write works again; `None` when it works.
+    /// Bookings are refused while it cannot write.
+    #[serde(default)]
+    pub store_problem: Option<String>,
 }
 
 /// Configuration reloads in `status`.

@@ -109,7 +109,7 @@ pub fn status(s: &StatusData) -> String {
         }
         t
     };
-    let rows: [(&str, String); 15] = [
+    let rows: [(&str, String); 16] = [
         ("node", format!("{} (site {})", s.node_id, s.site)),
         ("version", s.version.clone()),
         (
@@ -176,6 +176,13 @@ pub fn status(s: &StatusData) -> String {
             ),
         ),
         ("reloads", reloads(&s.reloads)),
+        (
+            "store",
+            match &s.store_problem {
+                Some(p) => format!("FAILING, bookings refused: {p}"),
+                None => "ok".to_owned(),
+            },
+        ),
         (
             "log",
             format!("{} lines could not be written", s.log_write_errors),

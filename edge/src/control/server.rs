@@ -383,6 +383,7 @@ fn status(ctx: &ControlContext) -> StatusData {
             restart_pending: r.restart_pending,
         },
         log_write_errors: crate::logsink::write_errors(),
+        store_problem: snap.store.problem.clone(),
     }
 }
 
