@@ -234,7 +234,11 @@ fn init_logging(cfg: &Config) -> Option<crate::reload::LogReload> {
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{fmt, reload};
     let (filter, handle) = reload::Layer::new(log_filter(cfg));
-    let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(false);
+    // A log that cannot be written must never stop the agent (see `crate::logsink`).
+    let layer = fmt::layer()
+        .with_writer(crate::logsink::LogSink)
+        .log_internal_errors(false)
+        .with_ansi(false);
     let registry = tracing_subscriber::registry().with(filter);
     let set = if matches!(cfg.log.format, config::LogFormat::Json) {
         registry.with(layer.json()).try_init()
@@ -247,11 +251,18 @@ fn init_logging(cfg: &Config) -> Option<crate::reload::LogReload> {
     Some(swap)
 }
 
+/// `eprintln!` for the agent: a standard error that cannot be written is ignored, never a
+/// panic (see `crate::logsink`).
+fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
+
 fn run_agent(path: Option<PathBuf>) -> ExitCode {
     let cfg = match config::load(path.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            say(format_args!("{e}"));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -264,7 +275,7 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ccedge: cannot start the runtime: {e}");
+            say(format_args!("ccedge: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -302,7 +313,7 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "control socket unusable");
-                eprintln!("ccedge: {e}");
+                say(format_args!("ccedge: {e}"));
                 return ExitCode::FAILURE;
             }
         };
@@ -311,7 +322,7 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "agent did not start");
-                eprintln!("ccedge: {e}");
+                say(format_args!("ccedge: {e}"));
                 return ExitCode::FAILURE;
             }
         };

@@ -84,6 +84,8 @@ pub struct Snapshot {
     pub announcements: Vec<AnnouncementView>,
     /// Draining for shutdown.
     pub draining: bool,
+    /// The state store: open, and what last went wrong with its disk.
+    pub store: crate::store::StoreHealth,
 }
 
 /// One active call for `ccedge calls`.

@@ -285,6 +285,8 @@ pub struct Engine {
     stream_slots: Arc<tokio::sync::Semaphore>,
     /// `sip.tcp_max_per_source`.
     tcp_per_source: usize,
+    /// The callback queue was reloaded from disk (deferred while the store is not open).
+    callbacks_restored: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -425,8 +427,9 @@ pub async fn start(
         });
     let prompts = PromptSet::load(cfg.prompts_dir.as_deref())
         .map_err(|e| AgentError::Prompts(e.to_string()))?;
-    let store = crate::store::Store::open(&cfg.state_dir)?;
-    let store = StoreHandle::spawn(store);
+    // A full or failing disk does not stop the agent: it takes calls and refuses bookings
+    // until the store opens (see `crate::store::StoreHandle::open`).
+    let store = StoreHandle::open(&cfg.state_dir)?;
     let node_cfg = node_config(&cfg, advertised, sip_addr)?;
     let clock = Clock::new();
     let now = Now {
@@ -487,6 +490,7 @@ pub async fn start(
         },
         stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
         tcp_per_source: 0,
+        callbacks_restored: false,
     };
     let stream_rx = tcp.map(|(listener, t)| {
         let (tx, rx) = mpsc::channel(4096);
@@ -503,7 +507,11 @@ pub async fn start(
         ));
         rx
     });
-    engine.restore_callbacks().await?;
+    if engine.store.health().open {
+        engine.restore_callbacks().await?;
+    } else {
+        warn!("callback queue not restored: the state store is not open yet");
+    }
     engine.load_announcements();
     info!(
         node = %engine.cfg.node_id,
@@ -655,6 +663,11 @@ impl Engine {
                     self.drain();
                 }
                 _ = snap.tick() => {
+                    if !self.callbacks_restored && self.store.health().open {
+                        if let Err(e) = self.restore_callbacks().await {
+                            warn!(error = %e, "callback queue not restored yet");
+                        }
+                    }
                     self.refresh_views();
                     self.publish_snapshot();
                 }
@@ -732,6 +745,7 @@ impl Engine {
             started_at_ms: self.started_at.0,
             announcements: self.ann_views.clone(),
             draining: self.node.is_draining(),
+            store: self.store.health(),
         });
     }
 
@@ -1191,6 +1205,7 @@ impl Engine {
         let now = self.now();
         let report = self.node.restore_callbacks(now, entries);
         info!(restored = n, report = ?report, "callback queue restored from disk");
+        self.callbacks_restored = true;
         self.drain();
         Ok(())
     }

@@ -5,6 +5,7 @@
 //! | `config` | the file and `CCEDGE__…` overrides load and validate | same |
 //! | `agent` | always, unless the control socket exists but refuses us (not running is fine: doctor is also for before the first start) | reports its version and uptime |
 //! | `state_dir` | `node.state_dir` takes an fsync'd write and has ≥ [`MIN_FREE_BYTES`] free | same |
+//! | `store` | (only with an agent running) | the agent's state store writes: it could be opened and no booking write failed for a full or failing disk since the last one that worked |
 //! | `sip_port` | `sip.listen` can be bound (UDP) | the agent reports it listens there |
 //! | `rtp_ports` | the range holds ≥ 2 ports and at least one of up to 8 sampled ports binds | same |
 //! | `broker` | a TCP connection to `mqtt.url`'s host and port opens within 3 s | and the agent's link has no connection error |
@@ -156,6 +157,14 @@ fn run_with(cfg: &Config, checks: &mut Vec<Check>) {
         }
     };
     checks.push(state_dir(&cfg.node.state_dir));
+    if let Some(problem) = agent.as_ref().and_then(|s| s.store_problem.as_ref()) {
+        checks.push(Check::fail(
+            "store",
+            format!("the running agent cannot write its state store: {problem}"),
+            "free space on the state directory's file system (or replace the failing disk); \
+             the agent refuses bookings until then and recovers by itself",
+        ));
+    }
     checks.push(sip_port(cfg, agent.as_ref()));
     checks.push(rtp_ports(cfg));
     checks.push(broker(cfg, agent.as_ref()));
@@ -224,6 +233,11 @@ fn state_dir(dir: &Path) -> Check {
                 dir.display(),
                 free / (1024 * 1024)
             ),
+        ),
+        Err(e @ crate::store::StoreError::DiskFull { .. }) => Check::fail(
+            "state_dir",
+            e.to_string(),
+            "free space on its file system: the agent refuses bookings until it can write",
         ),
         Err(e) => Check::fail(
             "state_dir",

@@ -284,6 +284,15 @@ pub struct StatusData {
     /// than reloading: all zero).
     #[serde(default)]
     pub reloads: ReloadData,
+    /// Log lines the agent could not write to standard error (its reader gone, a full
+    /// disk): they are lost, the agent carries on.
+    #[serde(default)]
+    pub log_write_errors: u64,
+    /// What is wrong with the state store's disk (it could not be opened, a booking write
+    /// failed: a full disk, an I/O error), until a write works again; `None` when it works.
+    /// Bookings are refused while it cannot write.
+    #[serde(default)]
+    pub store_problem: Option<String>,
 }
 
 /// Configuration reloads in `status`.
@@ -328,6 +337,10 @@ pub struct MqttData {
     pub rejected: u64,
     /// Why the last one was rejected.
     pub last_rejection: Option<String>,
+    /// Incoming messages discarded unread: larger than `mqtt.max_payload_bytes` (also in
+    /// `rejected`).
+    #[serde(default)]
+    pub oversized: u64,
 }
 
 /// Counters in `status`.

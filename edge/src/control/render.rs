@@ -109,7 +109,7 @@ pub fn status(s: &StatusData) -> String {
         }
         t
     };
-    let rows: [(&str, String); 13] = [
+    let rows: [(&str, String); 16] = [
         ("node", format!("{} (site {})", s.node_id, s.site)),
         ("version", s.version.clone()),
         (
@@ -159,6 +159,13 @@ pub fn status(s: &StatusData) -> String {
             },
         ),
         (
+            "oversized",
+            format!(
+                "{} incoming messages discarded unread (larger than mqtt.max_payload_bytes)",
+                s.mqtt.oversized
+            ),
+        ),
+        (
             "sip drops",
             format!(
                 "{} denied, {} rate-limited, {} malformed; rtp dropped {}",
@@ -169,6 +176,17 @@ pub fn status(s: &StatusData) -> String {
             ),
         ),
         ("reloads", reloads(&s.reloads)),
+        (
+            "store",
+            match &s.store_problem {
+                Some(p) => format!("FAILING, bookings refused: {p}"),
+                None => "ok".to_owned(),
+            },
+        ),
+        (
+            "log",
+            format!("{} lines could not be written", s.log_write_errors),
+        ),
         (
             "state",
             if s.draining {

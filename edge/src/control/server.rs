@@ -350,6 +350,7 @@ fn status(ctx: &ControlContext) -> StatusData {
             events_published: link.events_published,
             rejected: link.rejected,
             last_rejection: link.last_rejection,
+            oversized: link.oversized,
         },
         active_calls: u64::try_from(snap.calls).unwrap_or(u64::MAX),
         callbacks_waiting: u64::from(snap.callbacks_waiting),
@@ -381,6 +382,8 @@ fn status(ctx: &ControlContext) -> StatusData {
             last_error: r.last_error,
             restart_pending: r.restart_pending,
         },
+        log_write_errors: crate::logsink::write_errors(),
+        store_problem: snap.store.problem.clone(),
     }
 }
 

@@ -21,7 +21,19 @@
 //!
 //! The link never waits on the network: publishes are `try_publish` into a channel with room
 //! for the link's own window ([`WINDOW`]), and the engine's work is queued in memory while
-//! the broker is away. Reconnects back off exponentially from 0.5 s to 30 s with jitter.
+//! the broker is away. Reconnects back off exponentially from 0.5 s to 30 s with jitter; the
+//! backoff starts again from 0.5 s only when a connection that had lived [`STABLE_AFTER`] is
+//! lost, so a broker that accepts a connection and drops it at once (or a message that
+//! breaks every connection) is retried at most every 30 s, not several times a second.
+//!
+//! ## Oversized messages
+//!
+//! A message larger than `mqtt.max_payload_bytes` is discarded without being looked at: a
+//! `warn!` line with its topic and size, [`LinkStatus::oversized`] and
+//! [`LinkStatus::rejected`] counted; rumqttc acknowledges it, so the broker does not
+//! deliver it again in this session. One too large even for rumqttc's packet limit fails
+//! the connection before it is read; the link then raises the limit for its next
+//! connections so that it can be read and discarded (see [`super::transport`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -50,6 +62,8 @@ pub(crate) const WINDOW: usize = 96;
 pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest reconnect delay.
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection lost after living this long starts the backoff again from [`BACKOFF_MIN`].
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// Largest ack / replay / callback-state message.
 pub(crate) const MAX_CONTROL_BYTES: usize = 4096;
 /// A change in the announcements' states is published within this.
@@ -74,6 +88,9 @@ enum Tag {
 enum ConnMsg {
     Event(Event),
     Lost(String),
+    /// The connection failed on an incoming packet of this many bytes (its remaining
+    /// length), above the client's limit.
+    TooLarge(usize),
 }
 
 /// One connection attempt.
@@ -82,6 +99,8 @@ struct Conn {
     client: AsyncClient,
     task: tokio::task::JoinHandle<()>,
     connected: bool,
+    /// When the broker's CONNACK arrived.
+    connected_at: Option<TokioInstant>,
     disconnected: bool,
     submitted: VecDeque<Tag>,
     inflight: HashMap<u16, Tag>,
@@ -150,6 +169,8 @@ struct Link {
     epoch: u64,
     backoff: Backoff,
     reconnect_at: Option<TokioInstant>,
+    /// rumqttc's incoming packet limit for the next connection (see [`super::transport`]).
+    max_incoming: usize,
     callbacks: VecDeque<CallbackRequest>,
     status_due: Option<TokioInstant>,
     published_states: Option<Vec<AnnouncementState>>,
@@ -179,6 +200,8 @@ pub(crate) async fn run(
         to_engine.clone(),
         report_tx,
     );
+    let max_incoming =
+        transport::incoming_limit(u64::from(cfg.mqtt.max_payload_bytes), cfg.max_audio_bytes);
     let mut link = Link {
         topics: Topics::new(&cfg.mqtt.topic_prefix, &cfg.site, &cfg.node_id),
         clock: Clock::new(),
@@ -198,6 +221,7 @@ pub(crate) async fn run(
         epoch: 0,
         backoff: Backoff::new(),
         reconnect_at: Some(TokioInstant::now()),
+        max_incoming,
         callbacks: VecDeque::new(),
         status_due: None,
         published_states: None,
@@ -279,7 +303,13 @@ async fn drive(mut el: EventLoop, epoch: u64, tx: mpsc::Sender<(u64, ConnMsg)>) 
                 }
             }
             Err(e) => {
-                let _ = tx.send((epoch, ConnMsg::Lost(e.to_string()))).await;
+                let msg = match e {
+                    rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                        rumqttc::Error::PayloadSizeLimitExceeded(n),
+                    )) => ConnMsg::TooLarge(n),
+                    e => ConnMsg::Lost(e.to_string()),
+                };
+                let _ = tx.send((epoch, msg)).await;
                 break;
             }
         }
@@ -384,16 +414,17 @@ impl Link {
     fn connect(&mut self) {
         self.epoch += 1;
         let will = status::offline(&self.cfg);
-        let opts = match transport::options(&self.cfg, self.topics.status(), will) {
-            Ok(o) => o,
-            Err(e) => {
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "cannot connect to the broker");
-                self.status.last_error = Some(msg);
-                self.reconnect_at = Some(TokioInstant::now() + self.backoff.delay());
-                return;
-            }
-        };
+        let opts =
+            match transport::options(&self.cfg, self.topics.status(), will, self.max_incoming) {
+                Ok(o) => o,
+                Err(e) => {
+                    let msg = e.to_string();
+                    tracing::error!(error = %msg, "cannot connect to the broker");
+                    self.status.last_error = Some(msg);
+                    self.reconnect_at = Some(TokioInstant::now() + self.backoff.delay());
+                    return;
+                }
+            };
         tracing::debug!(url = %self.cfg.mqtt.url, epoch = self.epoch, "connecting");
         let (client, el) = AsyncClient::new(opts, usize::from(transport::INFLIGHT) + 32);
         let task = tokio::spawn(drive_guarded(el, self.epoch, self.conn_tx.clone()));
@@ -402,6 +433,7 @@ impl Link {
             client,
             task,
             connected: false,
+            connected_at: None,
             disconnected: false,
             submitted: VecDeque::new(),
             inflight: HashMap::new(),
@@ -411,6 +443,14 @@ impl Link {
     /// Forgets the current connection: everything unacknowledged is unpublished again.
     fn lose_conn(&mut self, error: String) {
         let was_connected = self.connected();
+        let lived = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.connected_at)
+            .is_some_and(|t| t.elapsed() >= STABLE_AFTER);
+        if lived {
+            self.backoff.reset();
+        }
         self.conn = None;
         self.events.connection_lost();
         let delay = self.backoff.delay();
@@ -431,8 +471,10 @@ impl Link {
         };
         match msg {
             ConnMsg::Lost(e) => self.lose_conn(e),
+            ConnMsg::TooLarge(n) => self.too_large(n),
             ConnMsg::Event(Event::Incoming(Incoming::ConnAck(ack))) => {
                 conn.connected = true;
+                conn.connected_at = Some(TokioInstant::now());
                 let filters = self
                     .topics
                     .filters()
@@ -447,7 +489,6 @@ impl Link {
                     session_present = ack.session_present,
                     "connected to the broker"
                 );
-                self.backoff.reset();
                 self.status.connected = true;
                 self.status.since_ms = wall_now().0;
                 self.status.last_error = None;
@@ -487,7 +528,45 @@ impl Link {
         }
     }
 
+    /// The connection failed on an incoming packet of `n` bytes, above rumqttc's limit.
+    fn too_large(&mut self, n: usize) {
+        let error = match transport::stretched_limit(self.max_incoming, n) {
+            Some(limit) => {
+                tracing::warn!(
+                    bytes = n,
+                    limit = self.max_incoming,
+                    "the broker sent a message larger than the client's packet limit; \
+                     reconnecting with a limit of {limit} bytes to read and discard it"
+                );
+                self.max_incoming = limit;
+                format!("an incoming message of {n} bytes was above the packet limit")
+            }
+            None => {
+                let msg = format!(
+                    "the broker holds a message of {n} bytes, more than this node can read \
+                     ({} bytes): remove it from the broker (an empty retained message on its \
+                     topic) or cap messages there (Mosquitto: message_size_limit)",
+                    transport::OVERSIZE_CEILING.max(self.max_incoming)
+                );
+                tracing::error!("{msg}");
+                msg
+            }
+        };
+        self.lose_conn(error);
+    }
+
     async fn on_publish(&mut self, topic: &str, payload: &[u8]) {
+        let max = self.cfg.mqtt.max_payload_bytes;
+        if u64::try_from(payload.len()).unwrap_or(u64::MAX) > u64::from(max) {
+            let reason = format!(
+                "{} bytes on `{}` is larger than mqtt.max_payload_bytes {max}: discarded",
+                payload.len(),
+                clip(topic)
+            );
+            self.status.oversized = self.status.oversized.saturating_add(1);
+            self.reject(reason);
+            return;
+        }
         match self.topics.classify(topic) {
             Inbound::Announcement(id) => {
                 let _ = self.intake.send(Item::Announcement {

@@ -199,6 +199,9 @@ pub struct LinkStatus {
     pub rejected: u64,
     /// The last rejection's reason.
     pub last_rejection: Option<String>,
+    /// Incoming messages discarded unread because they were larger than
+    /// `mqtt.max_payload_bytes` (also counted in `rejected`).
+    pub oversized: u64,
     /// Changes accepted into the announcement cache (new or withdrawn announcements, audio).
     pub announcements_accepted: u64,
     /// Event store operations that failed (the outbox keeps such events in memory): a loud

@@ -8,7 +8,7 @@
 //!  "started_at":"2026-11-23T06:00:00.000Z",
 //!  "announcements":[{"id":"outage-phl","version":3,"state":"active"}],
 //!  "callbacks_waiting":2,"outbox_depth":0,"last_seq":1234,"acked_seq":1234,"calls":1,
-//!  "counters":{"sip_denied":0,…,"events_published":1234,"rejected":0,"outbox_dropped":0,
+//!  "counters":{"sip_denied":0,…,"events_published":1234,"rejected":0,"oversized":0,"outbox_dropped":0,
 //!              "store_errors":0}}
 //! ```
 //!
@@ -46,6 +46,7 @@ struct Counters<'a> {
     stats: &'a Stats,
     events_published: u64,
     rejected: u64,
+    oversized: u64,
     outbox_dropped: u64,
     store_errors: u64,
 }
@@ -84,6 +85,7 @@ pub(crate) fn online(cfg: &LinkConfig, snap: &Snapshot, link: &LinkStatus) -> Ve
             stats: &snap.stats,
             events_published: link.events_published,
             rejected: link.rejected,
+            oversized: link.oversized,
             outbox_dropped: link.outbox_dropped,
             store_errors: link.store_errors,
         },

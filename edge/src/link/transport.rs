@@ -3,16 +3,32 @@
 //!
 //! ## Incoming size limit
 //!
-//! rumqttc drops the *connection* when an incoming packet is larger than its limit. A
-//! retained message that large would then arrive again on every reconnect (retained
-//! messages are sent on each subscription): an endless reconnect loop. So the client's limit
-//! is set well above what the node accepts ([`incoming_limit`]: twice the larger of
-//! `mqtt.max_payload_bytes` and `announcements.max_audio_bytes`, plus 64 KiB for the topic
-//! and header) and the link rejects oversized messages itself, with a reason and a counter.
+//! rumqttc checks an incoming packet's length from its fixed header and, when it is above
+//! the client's limit, fails the *connection* without reading the packet: it cannot skip
+//! one. The broker then hands the same message over again on the next connection (as an
+//! unacknowledged QoS 1 message of the persistent session, or as a retained message on
+//! every subscription), and a fixed limit would turn one oversized message into an endless
+//! reconnect loop with the node off the CRM link.
 //!
-//! Remaining risk: a retained message larger than even that limit still makes the
-//! connection fail on every attempt (the log names the error, `LinkStatus.last_error` shows
-//! it, reconnects back off to 30 s). The broker should cap messages too (Mosquitto:
+//! So the limit adapts. Normally it is [`incoming_limit`]: twice the larger of
+//! `mqtt.max_payload_bytes` and `announcements.max_audio_bytes`, plus 64 KiB for the topic
+//! and header, well above anything the node accepts. When a connection fails because a
+//! packet was larger, the link raises the limit for its next connections to that size
+//! ([`stretched_limit`]), up to [`OVERSIZE_CEILING`]: the next connection reads the message
+//! whole, the link discards it (logged, counted in `LinkStatus::oversized`) and rumqttc
+//! acknowledges it, so the session carries on. This costs the message's size in memory while
+//! it is read, once per connection for a retained one, which is why the limit is raised
+//! only after such a message was seen, and never above the ceiling.
+//!
+//! The alternatives were worse: a fixed limit of the ceiling would let any message make the
+//! node hold that much memory from the first connection on; consuming and dropping the
+//! payload bytes in the transport needs a byte stream between the socket and rumqttc's
+//! decoder, which rumqttc only allows through a local proxy socket that would also have to
+//! terminate TLS itself.
+//!
+//! Remaining risk: a message above the ceiling still makes every connection fail (the log
+//! and `LinkStatus.last_error` say so; reconnects back off to 30 s, since the backoff only
+//! resets after a connection has lived). The broker should cap messages too (Mosquitto:
 //! `message_size_limit`).
 //!
 //! ## TLS
@@ -60,6 +76,9 @@ pub(crate) enum TransportError {
     NoCa,
 }
 
+/// The most the incoming limit is raised to for an oversized message (see the module docs).
+pub(crate) const OVERSIZE_CEILING: usize = 64 * 1024 * 1024;
+
 /// rumqttc's incoming packet limit (see the module docs).
 pub(crate) fn incoming_limit(max_payload_bytes: u64, max_audio_bytes: u64) -> usize {
     let biggest = max_payload_bytes.max(max_audio_bytes);
@@ -67,7 +86,20 @@ pub(crate) fn incoming_limit(max_payload_bytes: u64, max_audio_bytes: u64) -> us
     usize::try_from(limit).unwrap_or(usize::MAX)
 }
 
-/// The options for one connection attempt.
+/// The incoming limit that lets the next connection read a packet of `seen` bytes (its
+/// remaining length), rounded up to a whole MiB; `None` when that is above
+/// [`OVERSIZE_CEILING`] (and above `current`, which is never lowered).
+pub(crate) fn stretched_limit(current: usize, seen: usize) -> Option<usize> {
+    const MIB: usize = 1024 * 1024;
+    if seen <= current {
+        return Some(current);
+    }
+    let rounded = seen.div_ceil(MIB).saturating_mul(MIB);
+    (rounded <= OVERSIZE_CEILING.max(current)).then_some(rounded.max(current))
+}
+
+/// The options for one connection attempt; `max_incoming` is the incoming packet limit
+/// ([`incoming_limit`], or raised by [`stretched_limit`]).
 ///
 /// # Errors
 /// [`TransportError`] when a TLS file cannot be read.
@@ -75,6 +107,7 @@ pub(crate) fn options(
     cfg: &LinkConfig,
     will_topic: String,
     will_payload: Vec<u8>,
+    max_incoming: usize,
 ) -> Result<MqttOptions, TransportError> {
     let m = &cfg.mqtt;
     let client_id = if cfg.client_id.is_empty() {
@@ -91,10 +124,7 @@ pub(crate) fn options(
         QoS::AtLeastOnce,
         true,
     ));
-    o.set_max_packet_size(
-        incoming_limit(u64::from(m.max_payload_bytes), cfg.max_audio_bytes),
-        MAX_OUTGOING,
-    );
+    o.set_max_packet_size(max_incoming, MAX_OUTGOING);
     o.set_inflight(INFLIGHT);
     if let Some(user) = &m.username {
         let password = m.password.as_ref().map_or("", |p| p.expose());
@@ -147,6 +177,27 @@ mod tests {
         assert_eq!(incoming_limit(100, 50), 200 + 65536);
         assert!(incoming_limit(16 << 20, 16 << 20) > 32 << 20);
         assert_eq!(incoming_limit(u64::MAX, 0), usize::MAX);
+    }
+
+    #[test]
+    fn the_limit_stretches_to_an_oversized_packet_up_to_the_ceiling() {
+        const MIB: usize = 1024 * 1024;
+        let base = incoming_limit(16 << 20, 16 << 20);
+        // 34 MB: read whole on the next connection.
+        assert_eq!(stretched_limit(base, 34_000_000), Some(33 * MIB));
+        assert!(stretched_limit(base, 34_000_000).unwrap() >= 34_000_000);
+        // Never lowered.
+        assert_eq!(stretched_limit(base, 100), Some(base));
+        assert_eq!(stretched_limit(40 * MIB, 34_000_000), Some(40 * MIB));
+        // Exactly the ceiling still fits; one byte more does not.
+        assert_eq!(
+            stretched_limit(base, OVERSIZE_CEILING),
+            Some(OVERSIZE_CEILING)
+        );
+        assert_eq!(stretched_limit(base, OVERSIZE_CEILING + 1), None);
+        // A configured limit above the ceiling is its own ceiling.
+        assert_eq!(stretched_limit(200 * MIB, 150 * MIB), Some(200 * MIB));
+        assert_eq!(stretched_limit(200 * MIB, 201 * MIB), None);
     }
 
     #[test]

@@ -84,6 +84,15 @@ pub enum StoreError {
         /// The value given.
         value: u64,
     },
+    /// The database could not be opened (a full or failing disk at start-up); the store
+    /// thread keeps trying, and nothing is written until it opens.
+    #[error("{}: the state store is not open ({detail})", path.display())]
+    NotOpen {
+        /// The state directory.
+        path: PathBuf,
+        /// Why it could not be opened.
+        detail: String,
+    },
     /// The store thread is gone (it could not be started, or the agent is shutting down).
     #[error("the store thread is not running")]
     Closed,
@@ -108,7 +117,10 @@ impl StoreError {
     pub fn is_disk_failure(&self) -> bool {
         matches!(
             self,
-            StoreError::DiskFull { .. } | StoreError::Io { .. } | StoreError::ReadOnly { .. }
+            StoreError::DiskFull { .. }
+                | StoreError::Io { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::NotOpen { .. }
         )
     }
 

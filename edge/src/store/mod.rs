@@ -50,5 +50,5 @@ mod tests;
 
 pub use db::{CallbackRecord, Inserted, Store, BUSY_TIMEOUT, DB_FILE_NAME, SCHEMA_VERSION};
 pub use error::StoreError;
-pub use handle::{StoreHandle, MAX_GROUP_COMMIT};
+pub use handle::{StoreHandle, StoreHealth, MAX_GROUP_COMMIT, RETRY};
 pub use probe::check_writable;

@@ -30,6 +30,16 @@ pub fn check_writable(state_dir: &Path) -> Result<u64, StoreError> {
             detail: "not a directory".to_owned(),
         });
     }
+    probe_write(state_dir)?;
+    free_bytes(state_dir)
+}
+
+/// Writes, `fsync`s and deletes a probe file in `state_dir`, then `fsync`s the directory.
+///
+/// # Errors
+/// [`StoreError::DiskFull`], [`StoreError::ReadOnly`], [`StoreError::Io`] and
+/// [`StoreError::CannotOpen`] as the file system answers.
+pub(crate) fn probe_write(state_dir: &Path) -> Result<(), StoreError> {
     let probe = state_dir.join(format!(".ccedge-probe-{}", std::process::id()));
     let written = OpenOptions::new()
         .write(true)
@@ -47,8 +57,7 @@ pub fn check_writable(state_dir: &Path) -> Result<u64, StoreError> {
     removed.map_err(|e| StoreError::from_io(&probe, &e))?;
     File::open(state_dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::from_io(state_dir, &e))?;
-    free_bytes(state_dir)
+        .map_err(|e| StoreError::from_io(state_dir, &e))
 }
 
 /// Free bytes (available to unprivileged users) on the file system holding `dir`.

@@ -965,3 +965,40 @@ async fn bench_callback_booking_latency() {
     drop(handle);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_store_that_could_not_open_refuses_jobs_and_opens_once_it_can() {
+    let tmp = TempDir::new("deferred");
+    // A file where the state directory should be: opening fails until it is gone.
+    let state = tmp.path().join("state");
+    std::fs::write(&state, b"not a directory").unwrap();
+    let h = StoreHandle::start(
+        Err(StoreError::DiskFull {
+            path: state.clone(),
+        }),
+        state.clone(),
+    );
+    assert!(!h.health().open);
+    assert!(h.health().problem.is_some());
+    let e = h.insert_callback(rec("a", 1)).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotOpen { .. }) && e.is_disk_failure(),
+        "{e}"
+    );
+    assert!(matches!(
+        h.callbacks().await.unwrap_err(),
+        StoreError::NotOpen { .. }
+    ));
+    assert!(!h.health().open);
+
+    std::fs::remove_file(&state).unwrap();
+    assert_eq!(h.insert_callback(rec("a", 1)).await.unwrap(), Inserted::New);
+    assert_eq!(
+        h.health(),
+        StoreHealth {
+            open: true,
+            problem: None
+        }
+    );
+    assert_eq!(h.callbacks().await.unwrap().len(), 1);
+}
