@@ -171,6 +171,14 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         sip_listen: cfg.sip.listen,
         allow: Arc::new(move |ip| allow.allows(ip)),
         deny_with_403: matches!(cfg.sip.deny_action, config::DenyAction::Forbidden),
+        tls: match (cfg.sip.tls_listen, &cfg.sip.tls_cert, &cfg.sip.tls_key) {
+            (Some(listen), Some(cert), Some(key)) => Some(crate::agent::TlsSettings {
+                listen,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
         tcp: cfg.sip.tcp.then(|| crate::agent::TcpSettings {
             idle: Duration::from_secs(u64::from(cfg.sip.tcp_idle_s)),
             max_connections: usize::try_from(cfg.sip.tcp_max_connections).unwrap_or(usize::MAX),

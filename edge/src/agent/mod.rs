@@ -88,6 +88,17 @@ impl Default for TcpSettings {
     }
 }
 
+/// SIP over TLS: where, and with which certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The TLS listener (`sip.tls_listen`, commonly port 5061).
+    pub listen: SocketAddr,
+    /// PEM certificate chain (`sip.tls_cert`).
+    pub cert: PathBuf,
+    /// PEM private key (`sip.tls_key`).
+    pub key: PathBuf,
+}
+
 /// Everything the agent needs, resolved from the configuration file.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -101,6 +112,8 @@ pub struct AgentConfig {
     pub sip_listen: SocketAddr,
     /// SIP over TCP on the same address as UDP (`sip.tcp`), and its limits; `None`: UDP only.
     pub tcp: Option<TcpSettings>,
+    /// SIP over TLS (`sip.tls_listen`, `sip.tls_cert`, `sip.tls_key`); `None`: off.
+    pub tls: Option<TlsSettings>,
     /// `sip.allow`, as a predicate on the source address.
     pub allow: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
     /// Answer refused sources with 403 (else drop silently).
@@ -148,6 +161,7 @@ impl AgentConfig {
             state_dir: PathBuf::from("./ccedge-state"),
             sip_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
             tcp: Some(TcpSettings::default()),
+            tls: None,
             allow: Arc::new(|ip: IpAddr| ip.is_loopback()),
             deny_with_403: false,
             rate_limit_per_source: 200,
@@ -186,6 +200,9 @@ pub enum AgentError {
     /// Built-in or override prompts could not be loaded.
     #[error("prompts: {0}")]
     Prompts(String),
+    /// The SIP TLS certificate or key cannot be used.
+    #[error("SIP over TLS: {0}")]
+    Tls(String),
     /// The configuration cannot be given to the core (e.g. a site name too long).
     #[error("configuration: {0}")]
     Config(String),
@@ -425,6 +442,20 @@ pub async fn start(
         } else {
             sip_addr.ip()
         });
+    let tls = match &cfg.tls {
+        Some(t) => {
+            let acceptor = stream::tls_acceptor(&t.cert, &t.key).map_err(AgentError::Tls)?;
+            let listener =
+                TcpListener::bind(t.listen)
+                    .await
+                    .map_err(|source| AgentError::Bind {
+                        addr: t.listen,
+                        source,
+                    })?;
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
     let prompts = PromptSet::load(cfg.prompts_dir.as_deref())
         .map_err(|e| AgentError::Prompts(e.to_string()))?;
     // A full or failing disk does not stop the agent: it takes calls and refuses bookings
@@ -492,19 +523,32 @@ pub async fn start(
         tcp_per_source: 0,
         callbacks_restored: false,
     };
-    let stream_rx = tcp.map(|(listener, t)| {
+    // TCP and TLS share the connection limits (TLS alone uses the defaults).
+    let limits = engine.cfg.tcp.unwrap_or_default();
+    let stream_rx = (tcp.is_some() || tls.is_some()).then(|| {
         let (tx, rx) = mpsc::channel(4096);
-        engine.stream_limits.idle = t.idle;
-        engine.stream_limits.max_connections = t.max_connections;
-        engine.tcp_per_source = t.max_per_source;
-        engine.stream_slots = Arc::new(tokio::sync::Semaphore::new(t.max_connections));
+        engine.stream_limits.idle = limits.idle;
+        engine.stream_limits.max_connections = limits.max_connections;
+        engine.tcp_per_source = limits.max_per_source;
+        engine.stream_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         engine.stream_tx = Some(tx.clone());
-        tokio::spawn(stream::listen(
-            listener,
-            tx,
-            engine.stream_limits,
-            Arc::clone(&engine.stream_slots),
-        ));
+        if let Some((listener, _)) = tcp {
+            tokio::spawn(stream::listen(
+                listener,
+                tx.clone(),
+                engine.stream_limits,
+                Arc::clone(&engine.stream_slots),
+            ));
+        }
+        if let Some((listener, acceptor)) = tls {
+            tokio::spawn(stream::listen_tls(
+                listener,
+                acceptor,
+                tx,
+                engine.stream_limits,
+                Arc::clone(&engine.stream_slots),
+            ));
+        }
         rx
     });
     if engine.store.health().open {
@@ -871,6 +915,12 @@ impl Engine {
             debug!(%to, "SIP over TCP is off: message dropped");
             return;
         };
+        if transport == Transport::Tls {
+            // The node opens no TLS connections of its own (it would need the peer's name and
+            // trust roots): a TLS call's messages go on its own connection only.
+            debug!(%to, "no TLS connection to the next hop: message dropped");
+            return;
+        }
         if self.connecting.insert(to) {
             tokio::spawn(stream::connect(
                 to,
@@ -897,15 +947,24 @@ impl Engine {
                     self.streams.insert(peer, tx);
                 }
             }
-            stream::StreamIn::Message { peer, data } => {
+            stream::StreamIn::Message {
+                peer,
+                transport,
+                data,
+            } => {
                 if self.streams.contains_key(&peer) {
-                    self.on_sip_on(&data, false, peer, Transport::Tcp);
+                    self.on_sip_on(&data, false, peer, transport);
                 }
             }
-            stream::StreamIn::Broken { peer, head, status } => {
+            stream::StreamIn::Broken {
+                peer,
+                transport,
+                head,
+                status,
+            } => {
                 if self.streams.contains_key(&peer) {
                     self.sip_oversize += 1;
-                    self.respond_stateless(&head, status, peer, Transport::Tcp);
+                    self.respond_stateless(&head, status, peer, transport);
                 }
             }
             stream::StreamIn::Closed { peer } => {

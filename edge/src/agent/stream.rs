@@ -1,5 +1,6 @@
-//! SIP over TCP (RFC 3261 §18): the listener, one task per connection, framing by
-//! Content-Length, limits on connections, and idle timeouts.
+//! SIP over TCP and TLS (RFC 3261 §18, §26.2): the listeners, one task per connection,
+//! framing by Content-Length, limits on connections, and idle timeouts. TLS is the same code
+//! path with a rustls handshake after accept.
 //!
 //! The engine owns every decision: each framed message reaches it as [`StreamIn::Message`] and
 //! goes through the same allow list, rate limit and node as a UDP datagram. A connection task
@@ -17,7 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use shared::sip::route::Transport;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
@@ -40,6 +42,8 @@ pub(crate) enum StreamIn {
     Message {
         /// The connection's peer.
         peer: SocketAddr,
+        /// TCP or TLS.
+        transport: Transport,
         /// The message.
         data: Vec<u8>,
     },
@@ -48,6 +52,8 @@ pub(crate) enum StreamIn {
     Broken {
         /// The connection's peer.
         peer: SocketAddr,
+        /// TCP or TLS.
+        transport: Transport,
         /// The start of the message.
         head: Vec<u8>,
         /// 513 (too large) or 400.
@@ -162,11 +168,80 @@ pub(crate) async fn listen(
             continue;
         };
         let to_engine = to_engine.clone();
+        let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            run(stream, peer, to_engine, limits, None).await;
+            run(stream, peer, Transport::Tcp, to_engine, limits, None).await;
             drop(permit);
         });
     }
+}
+
+/// [`listen`] for SIP over TLS: each accepted connection first completes a TLS handshake
+/// (within 10 s) with `acceptor`.
+pub(crate) async fn listen_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    to_engine: mpsc::Sender<StreamIn>,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "SIP TLS accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if to_engine.is_closed() {
+            return;
+        }
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!(%peer, "SIP TLS connection refused: too many connections");
+            continue;
+        };
+        let to_engine = to_engine.clone();
+        let acceptor = acceptor.clone();
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => run(tls, peer, Transport::Tls, to_engine, limits, None).await,
+                Ok(Err(e)) => debug!(%peer, error = %e, "SIP TLS handshake failed"),
+                Err(_) => debug!(%peer, "SIP TLS handshake timed out"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The TLS server settings from PEM files: the certificate chain and its private key.
+///
+/// # Errors
+/// A readable message naming the file when a file cannot be read or holds no usable
+/// certificate or key.
+pub(crate) fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use tokio_rustls::rustls;
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let cert_pem = read(cert)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", cert.display()));
+    }
+    let key_pem = read(key)?;
+    let key_der = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("{}: {e}", key.display()))?
+        .ok_or_else(|| format!("{}: no PEM private key in it", key.display()))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Connects to `peer`, writes `first`, then serves the connection like an accepted one.
@@ -196,22 +271,25 @@ pub(crate) async fn connect(
             return;
         }
     };
-    run(stream, peer, to_engine, limits, Some(first)).await;
+    let _ = stream.set_nodelay(true);
+    run(stream, peer, Transport::Tcp, to_engine, limits, Some(first)).await;
     drop(permit);
 }
 
 /// Serves one connection: reads and frames towards the engine, writes what the engine sends,
 /// closes on idle, on a framing error, when the engine drops its sender, or on shutdown of
 /// the engine's channel.
-async fn run(
-    stream: TcpStream,
+async fn run<S>(
+    stream: S,
     peer: SocketAddr,
+    transport: Transport,
     to_engine: mpsc::Sender<StreamIn>,
     limits: Limits,
     first: Option<Vec<u8>>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
     if to_engine.send(StreamIn::Opened { peer, tx }).await.is_err() {
         return;
@@ -246,7 +324,8 @@ async fn run(
                         }
                         Frame::Message(len) => {
                             let data: Vec<u8> = buf.drain(..len).collect();
-                            if to_engine.send(StreamIn::Message { peer, data }).await.is_err() {
+                            let msg = StreamIn::Message { peer, transport, data };
+                            if to_engine.send(msg).await.is_err() {
                                 break 'conn;
                             }
                         }
@@ -254,7 +333,8 @@ async fn run(
                             let status = if f == Frame::Bad { 400 } else { 513 };
                             let head_len = buf.len().min(limits.max_message);
                             let head = buf[..head_len].to_vec();
-                            let _ = to_engine.send(StreamIn::Broken { peer, head, status }).await;
+                            let broken = StreamIn::Broken { peer, transport, head, status };
+                            let _ = to_engine.send(broken).await;
                             // Let the engine's answer go out before closing.
                             if let Ok(Some(answer)) =
                                 tokio::time::timeout(Duration::from_secs(1), rx.recv()).await

@@ -134,6 +134,13 @@ pub struct Sip {
     pub tcp_max_connections: u32,
     /// `sip.tcp_max_per_source`: most TCP connections from one address. Default 128.
     pub tcp_max_per_source: u32,
+    /// `sip.tls_listen`: address for SIP over TLS (commonly port 5061). Default unset (off).
+    #[serde(deserialize_with = "source::de_opt_socket_addr")]
+    pub tls_listen: Option<SocketAddr>,
+    /// `sip.tls_cert`: PEM certificate chain for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// `sip.tls_key`: PEM private key for `tls_listen`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Sip {
@@ -150,6 +157,9 @@ impl Default for Sip {
             tcp_idle_s: 600,
             tcp_max_connections: 1024,
             tcp_max_per_source: 128,
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

@@ -193,6 +193,14 @@ impl Config {
             65_535,
         )?;
         range("sip.tcp_max_per_source", sip.tcp_max_per_source, 1, 65_535)?;
+        if sip.tls_listen.is_some() {
+            if sip.tls_cert.is_none() {
+                return fail("sip.tls_cert", "required when sip.tls_listen is set");
+            }
+            if sip.tls_key.is_none() {
+                return fail("sip.tls_key", "required when sip.tls_listen is set");
+            }
+        }
         range("sip.answer_delay_ms", sip.answer_delay_ms, 0, 30_000)
     }
 
