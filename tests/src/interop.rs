@@ -459,8 +459,9 @@ fn find_module_dir(bin: &Path) -> String {
 
 /// linphonec (linphone-cli 5.1) as a softphone: commands on its stdin, its own configuration
 /// file, IPv4 only, WAV files instead of a sound card (`soundcard use files`, no file: it
-/// sends silence), RFC 4733 for keys (`use_rfc2833=1`, `use_info=0`), every codec it ships
-/// with enabled as installed. It logs at level 6 (SIP included) to a file the tests read.
+/// sends silence), keys as RFC 4733 events (`use_rfc2833=1`) or in-band tones, never SIP INFO
+/// (`use_info=0`), its codecs as installed (it offers Opus and Speex before G.711). It logs at
+/// level 6 (SIP included) to a file the tests read.
 #[derive(Debug)]
 pub struct Linphonec {
     process: PeerProcess,
@@ -478,6 +479,16 @@ impl Linphonec {
     /// When linphonec does not start.
     #[must_use]
     pub fn start(bin: &Path, dir: &Path, user: &str) -> Linphonec {
+        Self::start_with(bin, dir, user, true)
+    }
+
+    /// [`Linphonec::start`], with keys as RFC 4733 events (`rfc4733`) or, without
+    /// telephone-event in its offer, as in-band tones in the audio.
+    ///
+    /// # Panics
+    /// When linphonec does not start.
+    #[must_use]
+    pub fn start_with(bin: &Path, dir: &Path, user: &str, rfc4733: bool) -> Linphonec {
         let sip_port = free_udp_port();
         let rtp = free_rtp_pair();
         let home = dir.join("home");
@@ -495,7 +506,7 @@ impl Linphonec {
              use_ipv6=0\n\
              ipv6_migration_done=1\n\
              use_info=0\n\
-             use_rfc2833=1\n\
+             use_rfc2833={}\n\
              inc_timeout=30\n\
              \n\
              [rtp]\n\
@@ -509,6 +520,7 @@ impl Linphonec {
              enabled=0\n\
              capture=0\n\
              display=0\n",
+            u8::from(rfc4733),
             rtp + 2,
         );
         std::fs::write(&rc, config).expect("linphonerc");

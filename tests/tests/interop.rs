@@ -1,7 +1,8 @@
 //! Interoperability: the real `ccedge agent` with SIP software nobody on the team wrote.
 //!
 //! * baresip and linphonec (Debian packages) call the agent as softphones, press 1 and 1 with
-//!   RFC 4733 telephone-events to book a callback, and see the node hang up with BYE.
+//!   RFC 4733 telephone-events (linphonec also as in-band tones) to book a callback, and see
+//!   the node hang up with BYE.
 //! * Kamailio runs as a record-routing proxy in front of the agent (`tests/kamailio/`): the
 //!   200 OK must carry its Record-Route and dialog requests from either side follow the route
 //!   set through it (RFC 3261 §12, §16.12).
@@ -163,13 +164,25 @@ fn baresip_books_a_callback_with_rfc4733_keys_and_the_node_hangs_up() {
 
 #[test]
 fn linphonec_books_a_callback_with_rfc4733_keys_and_the_node_hangs_up() {
+    linphonec_books_a_callback(true);
+}
+
+#[test]
+fn linphonec_books_a_callback_with_in_band_keys_and_the_node_hangs_up() {
+    linphonec_books_a_callback(false);
+}
+
+/// linphonec calls, presses 1 and 1 (as RFC 4733 events when `rfc4733`, else as in-band DTMF
+/// tones in G.711 with no telephone-event offered), the callback is booked on disk and the node
+/// hangs up.
+fn linphonec_books_a_callback(rfc4733: bool) {
     let Some(bin) = peer_binary("linphonec", "linphone-cli") else {
         return;
     };
     let dir = TempDir::new("interop-linphonec");
     let agent = Agent::start(dir.path(), &AgentOptions::default());
     let phone_dir = TempDir::new("interop-linphonec-phone");
-    let mut phone = Linphonec::start(&bin, phone_dir.path(), CALLER);
+    let mut phone = Linphonec::start_with(&bin, phone_dir.path(), CALLER, rfc4733);
 
     phone.send(&format!("call sip:{DIALLED}@{}", agent.sip));
     assert!(
@@ -209,24 +222,30 @@ fn linphonec_books_a_callback_with_rfc4733_keys_and_the_node_hangs_up() {
         .iter()
         .find(|m| m.method() == Some("INVITE"))
         .expect("linphonec's INVITE in its log");
-    assert!(
+    assert_eq!(
         sdp_media(&invite.body)
             .first()
             .and_then(telephone_event_pt)
             .is_some(),
-        "linphonec offered no telephone-event:\n{}",
+        rfc4733,
+        "telephone-event in linphonec's offer:\n{}",
         invite.body
     );
     let answer = messages
         .iter()
         .find(|m| m.status() == Some(200) && m.cseq_method() == Some("INVITE"))
         .expect("the agent's 200 OK in linphonec's log");
+    let audio = sdp_media(&answer.body);
+    let audio = audio.first().expect("an audio answer");
+    assert_eq!(
+        telephone_event_pt(audio).is_some(),
+        rfc4733,
+        "telephone-event in the agent's answer:\n{}",
+        answer.body
+    );
     assert!(
-        sdp_media(&answer.body)
-            .first()
-            .and_then(telephone_event_pt)
-            .is_some(),
-        "the agent's answer negotiated no telephone-event:\n{}",
+        audio.formats.iter().any(|f| f == "0" || f == "8"),
+        "{}",
         answer.body
     );
     assert!(
