@@ -545,6 +545,87 @@ fn through_kamailio_the_nodes_bye_reaches_the_caller_via_the_proxy() {
         .wait_log("reason=\"node_hangup\"", Duration::from_secs(3)));
 }
 
+#[test]
+#[ignore = "needs issue #11 dialog sizing/routing"]
+fn baresip_through_kamailio_books_a_callback_and_gets_the_nodes_bye_via_the_proxy() {
+    let Some(bin) = peer_binary("baresip", "baresip-core") else {
+        return;
+    };
+    let Some(kamailio) = peer_binary("kamailio", "kamailio") else {
+        return;
+    };
+    let dir = TempDir::new("interop-baresip-kam");
+    let agent = Agent::start(dir.path(), &AgentOptions::default());
+    let proxy_dir = TempDir::new("interop-baresip-kam-proxy");
+    let proxy = Kamailio::start(&kamailio, proxy_dir.path(), agent.sip);
+    let phone_dir = TempDir::new("interop-baresip-kam-phone");
+    let mut phone = Baresip::start(&bin, phone_dir.path(), CALLER);
+    let kamailio_bye = || {
+        proxy
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("BYE"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    phone.command("dial", &format!("sip:{DIALLED}@{}", proxy.addr));
+    assert!(
+        phone
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some(),
+        "not answered through the proxy: {:?}\n{}",
+        phone.events(),
+        proxy.output()
+    );
+    assert!(phone
+        .wait_event("CALL_RTPESTAB", Duration::from_secs(5))
+        .is_some());
+    phone.command("sndcode", "1");
+    assert!(wait_digit_presses(&agent, "D1", 1, Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(600));
+    phone.command("sndcode", "1");
+    assert!(
+        agent.wait_log("callback booked (durable)", Duration::from_secs(8)),
+        "{}",
+        agent_log(&agent)
+    );
+    let closed = phone.wait_event("CALL_CLOSED", Duration::from_secs(20));
+    assert!(
+        closed.is_some(),
+        "the node's BYE never reached baresip through the proxy\nKamailio on BYE:\n{}",
+        kamailio_bye()
+    );
+    let trace = phone.sip_trace();
+    let ok = trace
+        .iter()
+        .find(|(s, m)| !*s && m.status() == Some(200) && m.cseq_method() == Some("INVITE"))
+        .map(|(_, m)| m)
+        .expect("the 200 OK in baresip's trace");
+    let proxy_uri = format!("sip:{}", proxy.addr);
+    assert!(
+        ok.header_values("Record-Route")
+            .iter()
+            .any(|r| uri_of(r).starts_with(&proxy_uri)),
+        "no Record-Route of the proxy in the 200 OK:\n{}",
+        ok.to_wire()
+    );
+    let bye = trace
+        .iter()
+        .find(|(s, m)| !*s && m.method() == Some("BYE"))
+        .map(|(_, m)| m)
+        .expect("baresip received the node's BYE");
+    // It came through the proxy: the proxy's Via on top of the agent's.
+    let vias = bye.header_values("Via");
+    assert!(
+        vias.len() == 2 && vias[0].contains(&proxy.addr.to_string()),
+        "{}",
+        bye.to_wire()
+    );
+    assert!(agent.wait_log("reason=\"node_hangup\"", Duration::from_secs(2)));
+    assert_one_callback_on_disk(&dir);
+}
+
 // ───────────────────────────────────────────────────────────────────────────────────────────
 // Vendor-shaped INVITEs
 // ───────────────────────────────────────────────────────────────────────────────────────────
