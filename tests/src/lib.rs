@@ -11,6 +11,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod broker;
+pub mod interop;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
