@@ -420,7 +420,6 @@ fn through_kamailio_a_call_is_answered_along_the_via_path() {
 }
 
 #[test]
-#[ignore = "needs issue #11 dialog sizing/routing"]
 fn through_kamailio_the_200_ok_carries_record_route_and_the_callers_requests_follow_it() {
     let Some(call) = proxied_call("interop-kam-rr") else {
         return;
@@ -475,7 +474,6 @@ fn through_kamailio_the_200_ok_carries_record_route_and_the_callers_requests_fol
 }
 
 #[test]
-#[ignore = "needs issue #11 dialog sizing/routing"]
 fn through_kamailio_the_nodes_bye_reaches_the_caller_via_the_proxy() {
     let Some(call) = proxied_call("interop-kam-bye") else {
         return;
@@ -546,7 +544,6 @@ fn through_kamailio_the_nodes_bye_reaches_the_caller_via_the_proxy() {
 }
 
 #[test]
-#[ignore = "needs issue #11 dialog sizing/routing"]
 fn baresip_through_kamailio_books_a_callback_and_gets_the_nodes_bye_via_the_proxy() {
     let Some(bin) = peer_binary("baresip", "baresip-core") else {
         return;
@@ -850,31 +847,26 @@ fn the_vendor_corpus_is_shaped_as_it_claims() {
 }
 
 #[test]
-#[ignore = "needs issue #11 dialog sizing/routing"]
 fn a_cisco_cube_shaped_invite_is_answered() {
     vendor_invite_is_answered("cisco_cube.sip");
 }
 
 #[test]
-#[ignore = "needs issue #11 dialog sizing/routing"]
 fn an_audiocodes_mediant_shaped_invite_is_answered() {
     vendor_invite_is_answered("audiocodes_mediant.sip");
 }
 
 #[test]
-#[ignore = "needs issue #11 dialog sizing/routing"]
 fn a_ribbon_sbc_shaped_invite_is_answered() {
     vendor_invite_is_answered("ribbon_sbc.sip");
 }
 
 #[test]
-#[ignore = "needs issue #11 dialog sizing/routing"]
 fn an_avaya_sbce_shaped_invite_of_4_kb_is_answered() {
     vendor_invite_is_answered("avaya_sbce.sip");
 }
 
 #[test]
-#[ignore = "needs issue #11 dialog sizing/routing"]
 fn a_genesys_shaped_invite_of_8_kb_with_16_vias_is_answered() {
     vendor_invite_is_answered("genesys_sipserver.sip");
 }
