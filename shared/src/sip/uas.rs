@@ -49,6 +49,7 @@
 //! ```text
 //!   Early --2xx sent--> Confirmed --BYE sent and answered / BYE received--> Terminated
 //!     |                    |  ACK timeout, BYE timeout ----------------------^
+//!     |                    |  session expired (RFC 4028), then BYE ----------^
 //!     +--final non-2xx sent, CANCEL, BYE on the early dialog ---------------^
 //! ```
 //!
