@@ -720,6 +720,7 @@ fn the_core_types_serialize_to_what_the_schemas_say() {
         EndReason::Abandoned,
         EndReason::Rejected,
         EndReason::MediaTimeout,
+        EndReason::SessionExpired,
         EndReason::Error,
         EndReason::Shutdown,
     ] {

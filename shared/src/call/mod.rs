@@ -1078,6 +1078,7 @@ impl Call {
                         }
                         TerminationReason::Cancelled => EndReason::Abandoned,
                         TerminationReason::Rejected => EndReason::Rejected,
+                        TerminationReason::SessionExpired => EndReason::SessionExpired,
                     };
                     self.end_reason.get_or_insert(mapped);
                     self.ended_at.get_or_insert(now);

@@ -873,3 +873,47 @@ fn a_booking_that_never_answers_does_not_keep_the_call_forever() {
     assert!(ended, "call.ended after the booking deadline");
     assert!(call.is_done());
 }
+
+#[test]
+fn a_missed_session_refresh_ends_the_call_as_session_expired() {
+    let cfg = cfg_with(|_| {});
+    let inv = request("INVITE", 1, None, "inv1", &std_offer()).replace(
+        "Contact:",
+        "Supported: timer\r\nSession-Expires: 90\r\nContact:",
+    );
+    let mut call = with_req(&inv, |r| Call::new(Instant::ZERO, cfg, &setup(), r, &[])).unwrap();
+    let sent = drain_sip(&mut call);
+    assert!(
+        sent.iter().any(|s| s.starts_with("SIP/2.0 200")
+            && s.contains("\r\nSession-Expires: 90;refresher=uac\r\n")
+            && s.contains("\r\nRequire: timer\r\n")),
+        "{sent:?}"
+    );
+    let _ = drain(&mut call);
+    let tag = to_tag(&mut call);
+    with_req(&request("ACK", 1, Some(&tag), "a", ""), |r| {
+        call.handle_sip_request(Instant::from_millis(20), r)
+    })
+    .unwrap();
+    // No prompt ever finishes, so the IVR waits; no refresh comes: BYE at 60 s.
+    let (mut sent, mut outs) = (Vec::new(), Vec::new());
+    while let Some(at) = call.poll_timeout() {
+        if at > Instant::from_millis(61_000) {
+            break;
+        }
+        call.handle_timeout(at);
+        sent.extend(drain_sip(&mut call));
+        outs.extend(drain(&mut call));
+    }
+    let byes: Vec<&String> = sent.iter().filter(|s| s.starts_with("BYE ")).collect();
+    // The BYE and its Timer E retransmission at 60.5 s.
+    assert_eq!(byes.len(), 2, "{sent:?}");
+    assert!(byes.iter().all(|b| b.contains("\r\nCSeq: 1 BYE\r\n")));
+    assert!(events(&outs).iter().any(|(_, e)| matches!(
+        e,
+        Event::Ended {
+            reason: EndReason::SessionExpired,
+            ..
+        }
+    )));
+}

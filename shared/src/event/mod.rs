@@ -95,6 +95,9 @@ pub enum EndReason {
     Rejected,
     /// No RTP arrived for too long.
     MediaTimeout,
+    /// The SIP session timer (RFC 4028) ran out: the gateway stopped refreshing the session,
+    /// or the node's own refresh failed.
+    SessionExpired,
     /// A protocol error ended the call.
     Error,
     /// The node shut down.
@@ -112,6 +115,7 @@ impl EndReason {
             EndReason::Abandoned => "abandoned",
             EndReason::Rejected => "rejected",
             EndReason::MediaTimeout => "media_timeout",
+            EndReason::SessionExpired => "session_expired",
             EndReason::Error => "error",
             EndReason::Shutdown => "shutdown",
         }
@@ -383,6 +387,7 @@ mod tests {
         }
         assert_eq!(Codec::Pcmu.as_str(), "PCMU");
         assert_eq!(EndReason::MediaTimeout.as_str(), "media_timeout");
+        assert_eq!(EndReason::SessionExpired.as_str(), "session_expired");
         assert_eq!(SkipReason::Unavailable.as_str(), "unavailable");
     }
 

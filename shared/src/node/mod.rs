@@ -489,7 +489,7 @@ impl<T: CallTable> Node<T> {
                     self.mark(key);
                     return;
                 }
-                match endpoint::verdict(&req) {
+                match endpoint::verdict_with(&req, self.cfg.call.sip.min_se_secs) {
                     endpoint::Verdict::Ignore => {}
                     endpoint::Verdict::Respond(status) => self.reply(from, &req, status),
                     endpoint::Verdict::NewDialog => self.new_call(now, from, &req, setup),
@@ -1015,7 +1015,8 @@ impl<T: CallTable> Node<T> {
             .vias
             .first()
             .map_or(from, |v| sip::route::reply_address(v, from, req.transport));
-        if let Ok(n) = endpoint::respond(req, status, &mut self.reply) {
+        let min_se = self.cfg.call.sip.min_se_secs;
+        if let Ok(n) = endpoint::respond_with(req, status, min_se, &mut self.reply) {
             self.reply_pending = Some((to, req.transport, n));
         }
     }

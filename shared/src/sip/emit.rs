@@ -12,26 +12,27 @@
 //! that is too small gives [`BufferTooSmall`].
 //!
 //! Header order of a response: Via…, From, To, Call-ID, CSeq, Contact, Allow, Accept,
-//! Supported, Unsupported, Retry-After, Server, Content-Type, Content-Length.
+//! Supported, Unsupported, Retry-After, Require, Session-Expires, Min-SE, Server, Content-Type,
+//! Content-Length.
 
 use core::fmt;
 use core::net::SocketAddr;
 
 use crate::sip::route::{write_stamped_via, Transport};
-use crate::sip::{Incoming, Method};
+use crate::sip::{Incoming, Method, Refresher};
 
 /// The default `Server`/`User-Agent` value: `ccedge/<crate version>`.
 pub const SERVER: &str = concat!("ccedge/", env!("CARGO_PKG_VERSION"));
 
 /// The methods ccedge accepts, as written in `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY, UPDATE";
 
 /// The body types ccedge accepts, as written in `Accept`.
 pub const ACCEPT: &str = "application/sdp";
 
-/// The SIP option tags ccedge supports (none: no 100rel, no session timers). A request that
-/// `Require`s any tag not listed here is answered 420.
-pub const SUPPORTED_OPTION_TAGS: &[&str] = &[];
+/// The SIP option tags ccedge supports: `timer` (RFC 4028 session timers; no 100rel). A
+/// request that `Require`s any tag not listed here is answered 420.
+pub const SUPPORTED_OPTION_TAGS: &[&str] = &["timer"];
 
 pub use crate::BufferTooSmall;
 
@@ -234,6 +235,12 @@ pub struct Extras<'a> {
     pub unsupported: Option<&'a [u8]>,
     /// `Retry-After` seconds (500, 503).
     pub retry_after: Option<u32>,
+    /// Write `Require: timer` (a 2xx that settles a session timer, RFC 4028 §9).
+    pub require_timer: bool,
+    /// `Session-Expires: N;refresher=X` (a 2xx that settles a session timer).
+    pub session_expires: Option<(u32, Refresher)>,
+    /// `Min-SE` seconds (422, RFC 4028 §6).
+    pub min_se: Option<u32>,
 }
 
 /// A SIP response ready to be written.
@@ -383,6 +390,25 @@ fn write_extras(w: &mut Writer<'_>, e: &Extras<'_>) {
         w.number(u64::from(s));
         w.bytes(b"\r\n");
     }
+    if e.require_timer {
+        w.bytes(b"Require: timer\r\n");
+    }
+    if let Some((secs, refresher)) = e.session_expires {
+        write_session_expires(w, secs, refresher);
+    }
+    if let Some(s) = e.min_se {
+        w.bytes(b"Min-SE: ");
+        w.number(u64::from(s));
+        w.bytes(b"\r\n");
+    }
+}
+
+fn write_session_expires(w: &mut Writer<'_>, secs: u32, refresher: Refresher) {
+    w.bytes(b"Session-Expires: ");
+    w.number(u64::from(secs));
+    w.bytes(b";refresher=");
+    w.bytes(refresher.as_str().as_bytes());
+    w.bytes(b"\r\n");
 }
 
 fn write_body(w: &mut Writer<'_>, content_type: &str, body: &[u8]) {
@@ -412,6 +438,8 @@ pub enum OutMethod {
     Bye,
     /// REFER: we transfer the caller out.
     Refer,
+    /// UPDATE without a body: we refresh the session (RFC 4028 §10, RFC 3311).
+    Update,
 }
 
 impl OutMethod {
@@ -421,6 +449,7 @@ impl OutMethod {
         match self {
             OutMethod::Bye => "BYE",
             OutMethod::Refer => "REFER",
+            OutMethod::Update => "UPDATE",
         }
     }
 
@@ -430,6 +459,7 @@ impl OutMethod {
         match self {
             OutMethod::Bye => Method::Bye,
             OutMethod::Refer => Method::Refer,
+            OutMethod::Update => Method::Update,
         }
     }
 }
@@ -437,7 +467,7 @@ impl OutMethod {
 /// An in-dialog request ccedge sends (as the UAS's peer-facing UAC).
 #[derive(Copy, Clone, Debug)]
 pub struct Request<'a> {
-    /// BYE or REFER.
+    /// BYE, REFER or UPDATE.
     pub method: OutMethod,
     /// The remote target (the peer's Contact URI).
     pub request_uri: &'a [u8],
@@ -470,6 +500,9 @@ pub struct Request<'a> {
     pub referred_by: Option<&'a str>,
     /// The `User-Agent` value.
     pub user_agent: &'a str,
+    /// The session interval of a refresh: written as `Session-Expires: N;refresher=uas` with
+    /// `Supported: timer` (our UPDATE, RFC 4028 §10).
+    pub session_expires: Option<u32>,
 }
 
 /// The Via branch of our request number `cseq` in the dialog with local tag `tag`: unique per
@@ -529,6 +562,10 @@ impl Request<'_> {
             w.value(r.as_bytes());
             w.bytes(b">\r\n");
         }
+        if let Some(secs) = self.session_expires {
+            write_session_expires(&mut w, secs, Refresher::Uas);
+            w.bytes(b"Supported: timer\r\n");
+        }
         w.header("User-Agent", self.user_agent.as_bytes());
         write_body(&mut w, "", &[]);
         w.finish()
@@ -555,6 +592,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
+        422 => "Session Interval Too Small",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         482 => "Loop Detected",
@@ -635,6 +673,7 @@ pub(crate) mod tests {
             body: &[],
             require: None,
             user_agent: Some("gw/1.0"),
+            session_timer: crate::sip::SessionTimer::default(),
         }
     }
 
@@ -787,6 +826,7 @@ pub(crate) mod tests {
             refer_to: None,
             referred_by: None,
             user_agent: SERVER,
+            session_expires: None,
         };
         let mut buf = [0u8; 1024];
         let n = r.emit(&mut buf).unwrap();
@@ -811,6 +851,19 @@ pub(crate) mod tests {
         assert!(h.contains(&("Refer-To".into(), "<sip:agent@pbx.example.com>".into())));
         assert!(h.contains(&("Referred-By".into(), "<sip:ccedge@10.0.0.2>".into())));
         assert!(h.contains(&("CSeq".into(), "2 REFER".into())));
+        let _ = oracle(&buf[..n]);
+
+        r.method = OutMethod::Update;
+        r.refer_to = None;
+        r.referred_by = None;
+        r.session_expires = Some(1800);
+        let n = r.emit(&mut buf).unwrap();
+        let (start, h, body) = split(&buf[..n]);
+        assert!(start.starts_with("UPDATE "));
+        assert!(h.contains(&("Session-Expires".into(), "1800;refresher=uas".into())));
+        assert!(h.contains(&("Supported".into(), "timer".into())));
+        assert!(h.contains(&("CSeq".into(), "2 UPDATE".into())));
+        assert!(body.is_empty());
         let _ = oracle(&buf[..n]);
     }
 
@@ -855,7 +908,7 @@ pub(crate) mod tests {
             let req = incoming(Method::Invite, cseq, None);
             let mut r = Response::to_request(&req, status, LocalTag(tag));
             r.body = &body;
-            r.extras = Extras { allow: true, accept: true, supported: true, unsupported: Some(b"100rel"), retry_after: Some(5) };
+            r.extras = Extras { allow: true, accept: true, supported: true, unsupported: Some(b"100rel"), retry_after: Some(5), require_timer: true, session_expires: Some((1800, Refresher::Uac)), min_se: Some(90) };
             let mut buf = alloc::vec![0u8; len];
             if let Ok(n) = r.emit(&mut buf) {
                 let (s, c, _) = oracle(&buf[..n]);

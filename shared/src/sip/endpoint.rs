@@ -10,16 +10,21 @@
 //! | REGISTER, SUBSCRIBE, PUBLISH, MESSAGE | 405 with Allow |
 //! | INVITE or OPTIONS that `Require`s an option tag we lack | 420 with Unsupported |
 //! | INVITE with Max-Forwards 0 | 483 |
+//! | INVITE listing `timer` whose Session-Expires is below our minimum (RFC 4028 §9) | 422 with Min-SE |
 //! | OPTIONS | 200 with Allow, Accept, Supported |
 //! | INVITE without To tag | [`Verdict::NewDialog`]: create a call ([`crate::sip::uas::Dialog::new`]) |
 //! | INVITE with To tag, BYE, CANCEL, INFO, NOTIFY, REFER, UPDATE, PRACK | 481 |
+//!
+//! [`verdict`] and [`respond`] assume the default minimum session interval
+//! ([`SESSION_EXPIRES_FLOOR`], 90 s); a node configured with another
+//! [`crate::sip::uas::Config::min_se_secs`] uses [`verdict_with`] and [`respond_with`].
 //!
 //! [`respond`] writes any other code the shell decides on (400, 403 for sources outside
 //! `sip.allow`, 503 under overload, 505, 513). Stateless responses carry a To tag derived
 //! from the request (Call-ID, From tag, branch), so a retransmission gets the same tag.
 
 use crate::sip::emit::{BufferTooSmall, Extras, LocalTag, Response, SUPPORTED_OPTION_TAGS};
-use crate::sip::{Incoming, Method};
+use crate::sip::{Incoming, Method, SESSION_EXPIRES_FLOOR};
 
 /// What to do with a request that matched no dialog.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -33,9 +38,17 @@ pub enum Verdict {
     Ignore,
 }
 
-/// Decides how to treat `req`, which matched no dialog.
+/// Decides how to treat `req`, which matched no dialog, with the default minimum session
+/// interval.
 #[must_use]
 pub fn verdict(req: &Incoming<'_>) -> Verdict {
+    verdict_with(req, SESSION_EXPIRES_FLOOR)
+}
+
+/// Decides how to treat `req`, which matched no dialog; a new INVITE whose session interval
+/// is below `min_se_secs` gets 422 (see [`crate::sip::SessionTimer::too_small`]).
+#[must_use]
+pub fn verdict_with(req: &Incoming<'_>, min_se_secs: u32) -> Verdict {
     match req.method {
         Method::Ack => return Verdict::Ignore,
         Method::Other => return Verdict::Respond(501),
@@ -55,6 +68,7 @@ pub fn verdict(req: &Incoming<'_>) -> Verdict {
         Method::Invite if req.max_forwards == Some(0) => Verdict::Respond(483),
         Method::Options => Verdict::Respond(200),
         Method::Invite => match check_new_invite(req) {
+            Ok(()) if req.session_timer.too_small(min_se_secs) => Verdict::Respond(422),
             Ok(()) => Verdict::NewDialog,
             Err(status) => Verdict::Respond(status),
         },
@@ -101,12 +115,27 @@ pub fn respond_stateless(
 }
 
 /// Writes a response with `status` to `req` (the headers each code needs included: Allow for
-/// 405/501/OPTIONS, Unsupported for 420, Retry-After for 503).
+/// 405/501/OPTIONS, Unsupported for 420, Min-SE for 422 with the default minimum, Retry-After
+/// for 503).
 ///
 /// # Errors
 /// [`BufferTooSmall`] when `buf` cannot hold it; the response echoes the request's Vias, From
 /// and To, so up to the request's size plus 512 bytes may be needed.
 pub fn respond(req: &Incoming<'_>, status: u16, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    respond_with(req, status, SESSION_EXPIRES_FLOOR, buf)
+}
+
+/// [`respond`] for a node whose minimum session interval is `min_se_secs` (the Min-SE of a
+/// 422, never below [`SESSION_EXPIRES_FLOOR`]).
+///
+/// # Errors
+/// As [`respond`].
+pub fn respond_with(
+    req: &Incoming<'_>,
+    status: u16,
+    min_se_secs: u32,
+    buf: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
     let mut r = Response::to_request(req, status, stateless_tag(req));
     let options_ok = req.method == Method::Options && status == 200;
     let mut unsupported: heapless::Vec<u8, 256> = heapless::Vec::new();
@@ -119,6 +148,8 @@ pub fn respond(req: &Incoming<'_>, status: u16, buf: &mut [u8]) -> Result<usize,
         supported: options_ok,
         unsupported: (status == 420).then_some(&unsupported[..]),
         retry_after: (status == 503).then_some(30),
+        min_se: (status == 422).then_some(min_se_secs.max(SESSION_EXPIRES_FLOOR)),
+        ..Extras::default()
     };
     r.emit(buf)
 }
@@ -286,9 +317,45 @@ mod tests {
         assert_eq!(verdict(&req), Verdict::Respond(420));
         let (start, h) = answer(&req).unwrap();
         assert_eq!(start, "SIP/2.0 420 Bad Extension");
-        assert_eq!(header(&h, "Unsupported"), Some("100rel, timer"));
+        // `timer` is supported: only 100rel is listed.
+        assert_eq!(header(&h, "Unsupported"), Some("100rel"));
         req.require = Some(" ");
         assert_eq!(verdict(&req), Verdict::NewDialog);
+        req.require = Some("timer");
+        assert_eq!(verdict(&req), Verdict::NewDialog);
+        req.require = Some("TIMER, 100rel");
+        assert_eq!(verdict(&req), Verdict::Respond(420));
+    }
+
+    #[test]
+    fn small_session_interval_gets_422_with_min_se() {
+        let mut req = incoming(Method::Invite, 1, None);
+        req.session_timer.supported = true;
+        req.session_timer.expires = Some(60);
+        assert_eq!(verdict(&req), Verdict::Respond(422));
+        let (start, h) = answer(&req).unwrap();
+        assert_eq!(start, "SIP/2.0 422 Session Interval Too Small");
+        assert_eq!(header(&h, "Min-SE"), Some("90"));
+        // Our own minimum, when configured higher.
+        req.session_timer.expires = Some(90);
+        assert_eq!(verdict(&req), Verdict::NewDialog);
+        assert_eq!(verdict_with(&req, 120), Verdict::Respond(422));
+        let mut buf = [0u8; 2048];
+        let n = respond_with(&req, 422, 120, &mut buf).unwrap();
+        let (_, h, _) = split(&buf[..n]);
+        assert_eq!(header(&h, "Min-SE"), Some("120"));
+        // A minimum configured below RFC 4028's floor is raised to it.
+        req.session_timer.expires = Some(60);
+        assert_eq!(verdict_with(&req, 30), Verdict::Respond(422));
+        // A caller without `timer` (a proxy added Session-Expires) could not retry: no 422.
+        req.session_timer.supported = false;
+        assert_eq!(verdict(&req), Verdict::NewDialog);
+        req.session_timer.required = true;
+        assert_eq!(verdict(&req), Verdict::Respond(422));
+        // A To tag is checked first (481).
+        let mut tagged = incoming(Method::Invite, 2, Some("ours"));
+        tagged.session_timer = req.session_timer;
+        assert_eq!(verdict(&tagged), Verdict::Respond(481));
     }
 
     #[test]

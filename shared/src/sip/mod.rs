@@ -162,6 +162,70 @@ pub struct Incoming<'a> {
     pub require: Option<&'a str>,
     /// User-Agent, if present (used by scanner detection).
     pub user_agent: Option<&'a str>,
+    /// What the request says about RFC 4028 session timers.
+    pub session_timer: SessionTimer,
+}
+
+/// Who refreshes the session: the `refresher` parameter of `Session-Expires` (RFC 4028 §4).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Refresher {
+    /// `refresher=uac`: the side that sent the INVITE (the gateway).
+    Uac,
+    /// `refresher=uas`: the side that answered it (ccedge).
+    Uas,
+}
+
+impl Refresher {
+    /// The parameter value, `uac` or `uas`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refresher::Uac => "uac",
+            Refresher::Uas => "uas",
+        }
+    }
+}
+
+/// The RFC 4028 session-timer fields of a request. Everything is absent or `false` when the
+/// request does not use session timers.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SessionTimer {
+    /// `Session-Expires` (`x`) delta-seconds; values beyond `u32::MAX` saturate.
+    pub expires: Option<u32>,
+    /// Its `refresher` parameter, when it names `uac` or `uas` (any case).
+    pub refresher: Option<Refresher>,
+    /// `Min-SE` delta-seconds; a malformed value is treated as absent.
+    pub min_se: Option<u32>,
+    /// Some `Supported` (`k`) header line lists `timer`.
+    pub supported: bool,
+    /// Some `Require` header line lists `timer`.
+    pub required: bool,
+}
+
+/// The smallest session interval RFC 4028 allows (§4), seconds: no minimum is ever below it.
+pub const SESSION_EXPIRES_FLOOR: u32 = 90;
+
+impl SessionTimer {
+    /// Whether the sender supports session timers (`timer` in Supported or Require).
+    #[must_use]
+    pub fn peer_supports(&self) -> bool {
+        self.supported || self.required
+    }
+
+    /// Whether the request must be refused with 422 against our minimum `min_se_secs`
+    /// (raised to [`SESSION_EXPIRES_FLOOR`]): its Session-Expires is below it and the sender
+    /// supports timers, so it can retry with a larger interval (RFC 4028 §9). A sender without
+    /// `timer` would not understand a 422 (a proxy put the header in): its interval is raised
+    /// instead, see [`crate::sip::uas`].
+    #[must_use]
+    pub fn too_small(&self, min_se_secs: u32) -> bool {
+        self.peer_supports()
+            && self
+                .expires
+                .is_some_and(|e| e < min_se_secs.max(SESSION_EXPIRES_FLOOR))
+    }
 }
 
 /// A parsed response, as the UAC side of the dialog (our BYE, REFER) needs it.

@@ -80,7 +80,7 @@ pub use text::{
 };
 
 use crate::limits::{SIP_MAX_DATAGRAM, SIP_MAX_HEADERS, SIP_MAX_VIAS};
-use crate::sip::{Incoming, IncomingResponse, Method};
+use crate::sip::{Incoming, IncomingResponse, Method, Refresher, SessionTimer};
 
 use text::{is_token, parse_u32, parse_usize};
 
@@ -128,12 +128,14 @@ pub enum HeaderName {
     AllowEvents,
     /// `Record-Route`
     RecordRoute,
+    /// `Min-SE`
+    MinSe,
     /// Any other header name (compare the name itself).
     Other,
 }
 
 /// (kind, long name, compact form) for every known header.
-const NAMES: [(HeaderName, &str, Option<u8>); 19] = [
+const NAMES: [(HeaderName, &str, Option<u8>); 20] = [
     (HeaderName::Via, "Via", Some(b'v')),
     (HeaderName::From, "From", Some(b'f')),
     (HeaderName::To, "To", Some(b't')),
@@ -153,6 +155,7 @@ const NAMES: [(HeaderName, &str, Option<u8>); 19] = [
     (HeaderName::SessionExpires, "Session-Expires", Some(b'x')),
     (HeaderName::AllowEvents, "Allow-Events", Some(b'u')),
     (HeaderName::RecordRoute, "Record-Route", None),
+    (HeaderName::MinSe, "Min-SE", None),
 ];
 
 impl HeaderName {
@@ -419,6 +422,7 @@ impl<'a> Request<'a> {
             body: self.body,
             require: h.of_kind(HeaderName::Require).next(),
             user_agent: h.of_kind(HeaderName::UserAgent).next(),
+            session_timer: session_timer(h, self.method)?,
         })
     }
 }
@@ -493,6 +497,64 @@ impl<'a> Response<'a> {
             cseq_method: Method::from_token(cseq.method.as_bytes()),
         })
     }
+}
+
+/// The RFC 4028 fields of a request. A malformed `Session-Expires` (not `delta-seconds`
+/// followed by well-formed parameters) rejects an INVITE or UPDATE, the requests that
+/// negotiate the session interval; other methods ignore it. A malformed `Min-SE` is ignored.
+fn session_timer(h: &Headers<'_>, method: Method) -> Result<SessionTimer, Problem> {
+    let mut st = SessionTimer::default();
+    if let Some(v) = h.of_kind(HeaderName::SessionExpires).next() {
+        match session_expires(v) {
+            Some((secs, refresher)) => {
+                st.expires = Some(secs);
+                st.refresher = refresher;
+            }
+            None if matches!(method, Method::Invite | Method::Update) => {
+                return Err(Problem::Invalid(HeaderName::SessionExpires));
+            }
+            None => {}
+        }
+    }
+    st.min_se = h
+        .of_kind(HeaderName::MinSe)
+        .next()
+        .and_then(|v| session_expires(v).map(|(secs, _)| secs));
+    let lists_timer = |kind| {
+        h.of_kind(kind)
+            .flat_map(split_list)
+            .any(|t| t.eq_ignore_ascii_case("timer"))
+    };
+    st.supported = lists_timer(HeaderName::Supported);
+    st.required = lists_timer(HeaderName::Require);
+    Ok(st)
+}
+
+/// `delta-seconds *(SEMI se-params)` (RFC 4028 §4): the seconds (saturating at `u32::MAX`)
+/// and the `refresher` when it is `uac` or `uas`. `None` when malformed.
+fn session_expires(value: &str) -> Option<(u32, Option<Refresher>)> {
+    let v = trim_lws(value);
+    let (delta, params) = match v.find(';') {
+        Some(i) => (v.get(..i)?, Params::new(v.get(i..)?)),
+        None => (v, Params::new("")),
+    };
+    let delta = trim_lws(delta);
+    if delta.is_empty() || !delta.bytes().all(|c| c.is_ascii_digit()) || !params.is_valid() {
+        return None;
+    }
+    let secs = delta.bytes().fold(0u32, |acc, c| {
+        acc.saturating_mul(10).saturating_add(u32::from(c - b'0'))
+    });
+    let refresher = params.get("refresher").and_then(|r| {
+        if r.eq_ignore_ascii_case("uac") {
+            Some(Refresher::Uac)
+        } else if r.eq_ignore_ascii_case("uas") {
+            Some(Refresher::Uas)
+        } else {
+            None
+        }
+    });
+    Some((secs, refresher))
 }
 
 /// Checks a Call-ID: non-empty visible ASCII (RFC 3261 `word ["@" word]`).
@@ -963,5 +1025,6 @@ pub fn salvage(datagram: &[u8]) -> Option<Incoming<'_>> {
         body: &[],
         require: None,
         user_agent: None,
+        session_timer: SessionTimer::default(),
     })
 }

@@ -1,5 +1,5 @@
-//! The UAS side of one call: the INVITE server transaction, the dialog, and the few client
-//! transactions ccedge starts inside it (BYE, REFER). RFC 3261 §12, §13.3.1.4, §15, §17 over an
+//! The UAS side of one call: the INVITE server transaction, the dialog, the RFC 4028 session
+//! timer, and the few client transactions ccedge starts inside it (BYE, REFER, UPDATE). RFC 3261 §12, §13.3.1.4, §15, §17 over an
 //! unreliable transport (UDP), with the RFC 6026 `Accepted` state for 2xx retransmission.
 //! Sans-IO and on virtual time: every input carries `now`.
 //!
@@ -49,6 +49,7 @@
 //! ```text
 //!   Early --2xx sent--> Confirmed --BYE sent and answered / BYE received--> Terminated
 //!     |                    |  ACK timeout, BYE timeout ----------------------^
+//!     |                    |  session expired (RFC 4028), then BYE ----------^
 //!     +--final non-2xx sent, CANCEL, BYE on the early dialog ---------------^
 //! ```
 //!
@@ -67,9 +68,11 @@
 //! | H | final non-2xx sent | 64·T1 | stop waiting for the ACK |
 //! | I | ACK for the non-2xx (`Confirmed`) | T4 | transaction terminated |
 //! | J | response to an in-dialog non-INVITE request | 64·T1 | stop answering its retransmissions |
-//! | E | our BYE/REFER sent | T1, doubling, capped at T2 (T2 after a 1xx) | resend the request |
-//! | F | our BYE/REFER sent | 64·T1 | `Terminated(ByeTimeout)` / `ReferFailed(408)` |
-//! | K | final response to our BYE/REFER | T4 | transaction terminated |
+//! | E | our BYE/REFER/UPDATE sent | T1, doubling, capped at T2 (T2 after a 1xx) | resend the request |
+//! | F | our BYE/REFER/UPDATE sent | 64·T1 | `Terminated(ByeTimeout)` / `ReferFailed(408)` / `Terminated(SessionExpired)` and BYE |
+//! | K | final response to our BYE/REFER/UPDATE | T4 | transaction terminated |
+//! | session refresh | a 2xx settling a session timer with `refresher=uas` was sent, or our UPDATE got a 2xx | half the session interval | send UPDATE |
+//! | session expiry | a 2xx settling a session timer with `refresher=uac` was sent | interval − min(32 s, interval / 3) | `Terminated(SessionExpired)`, send BYE |
 //!
 //! Defaults: T1 = 500 ms, T2 = 4 s, T4 = 5 s. With the defaults a 2xx goes out at 0 s and again
 //! at 0.5, 1.5, 3.5, 7.5, 11.5, … 31.5 s; at 32 s without an ACK the dialog gives up.
@@ -97,6 +100,44 @@
 //! that router's URI and the remote target goes last in Route (§12.2.1.1). The route set is
 //! fixed when the dialog is created; the remote target follows the Contact of re-INVITEs.
 //! Limitations: no 100rel, UDP only.
+//!
+//! ## Session timers (RFC 4028)
+//!
+//! ccedge supports the `timer` option tag as a UAS. When an INVITE carries `Session-Expires`,
+//! the 2xx settles a session timer (§9): `Session-Expires: N;refresher=X`, plus `Require: timer`
+//! when the caller lists `timer` in Supported or Require. N is the request's value, raised to
+//! the request's Min-SE and to [`Config::min_se_secs`] when below them. Who refreshes follows
+//! §9's table:
+//!
+//! | caller lists `timer` | `refresher` in the request | refresher in our 2xx |
+//! |---|---|---|
+//! | yes | `uac` | `uac`: the gateway refreshes |
+//! | yes | none | `uac` (our choice; the RFC lets the UAS pick either) |
+//! | yes | `uas` | `uas`: the RFC obliges ccedge to refresh |
+//! | no (a proxy added Session-Expires) | any | `uas`: the caller cannot refresh, so ccedge does; no `Require: timer` |
+//!
+//! So ccedge follows the RFC for callers without `timer` too rather than ignoring the proxy's
+//! timer: the proxy that asked for it gets its refreshes.
+//!
+//! - **The gateway refreshes**: a re-INVITE or an UPDATE in the dialog, with or without
+//!   Session-Expires, answered 2xx, restarts the interval (its Session-Expires, when present,
+//!   sets the new interval and refresher by the same table); the 2xx carries Session-Expires
+//!   again. Without a refresh, at interval − min(32 s, interval / 3) after the last 2xx the
+//!   dialog ends the call (§10): `Terminated(SessionExpired)` and BYE.
+//! - **ccedge refreshes**: at half the interval it sends UPDATE without a body (RFC 3311) with
+//!   `Session-Expires: N;refresher=uas` and `Supported: timer`, as a client transaction like
+//!   BYE (Timers E, F, K). A 2xx restarts the interval; a 408 or 481 (§10) or Timer F
+//!   ends the call: `Terminated(SessionExpired)` and BYE. Any other final refusal comes from
+//!   a live peer (405/501 from a gateway without UPDATE, 422, 491): the call stays up and
+//!   the node stops refreshing. A refresh from
+//!   the gateway also restarts the interval.
+//! - **422**: a request listing `timer` whose Session-Expires is below our minimum is refused
+//!   with `422 Session Interval Too Small` and `Min-SE` (§9, §6): a new INVITE statelessly by
+//!   [`crate::sip::endpoint`], a re-INVITE or UPDATE inside the dialog. A request without
+//!   `timer` could not retry, so its interval is raised instead.
+//! - An UPDATE is answered 200 when it has no body; one carrying an SDP offer gets 488 (media
+//!   changes come by re-INVITE). Before our 2xx an UPDATE is answered 200 and changes nothing.
+//! - An INVITE without Session-Expires gets no session timer (ccedge does not ask for one).
 
 use core::fmt;
 use core::net::SocketAddr;
@@ -108,7 +149,9 @@ use crate::limits::{
 };
 use crate::sip::emit::{self, BufferTooSmall, Extras, LocalTag, OutMethod, Packed, Vias};
 use crate::sip::route;
-use crate::sip::{Incoming, IncomingResponse, Method};
+use crate::sip::{
+    Incoming, IncomingResponse, Method, Refresher, SessionTimer, SESSION_EXPIRES_FLOOR,
+};
 use crate::time::{Duration, Instant};
 
 #[cfg(test)]
@@ -138,6 +181,9 @@ pub struct Config {
     pub server: &'static str,
     /// Retry-After seconds in a 500 to an overlapping re-INVITE (RFC 3261 §14.2: 0–10).
     pub retry_after_secs: u32,
+    /// The smallest session interval accepted (RFC 4028 Min-SE), seconds; default and floor
+    /// 90 ([`SESSION_EXPIRES_FLOOR`]: a smaller value counts as 90).
+    pub min_se_secs: u32,
 }
 
 impl Config {
@@ -153,6 +199,7 @@ impl Config {
             send_trying: true,
             server: emit::SERVER,
             retry_after_secs: 3,
+            min_se_secs: SESSION_EXPIRES_FLOOR,
         }
     }
 }
@@ -201,6 +248,9 @@ pub enum TerminationReason {
     Rejected,
     /// Our BYE was never answered (Timer F).
     ByeTimeout,
+    /// The session timer ran out (RFC 4028): the gateway did not refresh in time, or our own
+    /// refresh failed; a BYE follows.
+    SessionExpired,
 }
 
 /// What happened in the dialog, for the call to react to.
@@ -423,7 +473,7 @@ enum ClientState {
     Completed,
 }
 
-/// Our BYE or REFER.
+/// Our BYE, REFER or UPDATE.
 #[derive(Copy, Clone, Debug)]
 struct ClientTx {
     state: ClientState,
@@ -485,6 +535,63 @@ const SEND_INVITE: u8 = 1;
 const SEND_REINVITE: u8 = 2;
 const SEND_BYE: u8 = 4;
 const SEND_REFER: u8 = 8;
+const SEND_UPDATE: u8 = 16;
+
+/// A session timer (RFC 4028), settled by a 2xx or proposed by the pending (re-)INVITE.
+#[derive(Copy, Clone, Debug)]
+struct Session {
+    /// The session interval, seconds; 0 = no session timer.
+    secs: u32,
+    refresher: Refresher,
+    /// The gateway lists `timer`: our 2xx carries `Require: timer`.
+    peer_timer: bool,
+    /// When the timer fires: our refresh (`uas`) or the expiry (`uac`); `MAX` when it does not
+    /// run.
+    at: Instant,
+}
+
+impl Session {
+    const NONE: Session = Session {
+        secs: 0,
+        refresher: Refresher::Uac,
+        peer_timer: false,
+        at: Instant::MAX,
+    };
+
+    /// What a 2xx to a request with `st` settles, the dialog's timer being `self` (RFC 4028
+    /// §9, see the module docs). A request without Session-Expires keeps the running timer.
+    fn negotiate(self, st: &SessionTimer, min_se_secs: u32) -> Session {
+        let Some(asked) = st.expires else {
+            return Session {
+                at: Instant::MAX,
+                ..self
+            };
+        };
+        let floor = min_se_secs
+            .max(SESSION_EXPIRES_FLOOR)
+            .max(st.min_se.unwrap_or(0));
+        Session {
+            secs: asked.max(floor),
+            refresher: if st.peer_supports() {
+                st.refresher.unwrap_or(Refresher::Uac)
+            } else {
+                Refresher::Uas
+            },
+            peer_timer: st.peer_supports(),
+            at: Instant::MAX,
+        }
+    }
+
+    /// Starts (or restarts) the interval at `now`.
+    fn start(&mut self, now: Instant) {
+        let ms = u64::from(self.secs) * 1000;
+        self.at = match (self.secs, self.refresher) {
+            (0, _) => Instant::MAX,
+            (_, Refresher::Uas) => now + Duration::from_millis(ms / 2),
+            (_, Refresher::Uac) => now + Duration::from_millis(ms - (ms / 3).min(32_000)),
+        };
+    }
+}
 
 /// One call's SIP state: the INVITE server transaction, the dialog, re-INVITEs, and our BYE and
 /// REFER client transactions. See the module docs for the state diagram and timers.
@@ -498,6 +605,11 @@ pub struct Dialog<const BODY: usize = SIP_BODY_MAX> {
     reinvite: ServerInvite,
     bye: ClientTx,
     refer: ClientTx,
+    update: ClientTx,
+    /// The session timer in force (settled by the last 2xx).
+    session: Session,
+    /// The session timer the 2xx to the pending INVITE or re-INVITE will settle.
+    proposed: Session,
     local_cseq: u32,
     remote_cseq: u32,
     last_request: Option<LastRequest>,
@@ -633,6 +745,9 @@ impl<const BODY: usize> Dialog<BODY> {
             reinvite: ServerInvite::IDLE,
             bye: ClientTx::IDLE,
             refer: ClientTx::IDLE,
+            update: ClientTx::IDLE,
+            session: Session::NONE,
+            proposed: Session::NONE.negotiate(&invite.session_timer, cfg.min_se_secs),
             local_cseq: 0,
             remote_cseq: invite.cseq,
             last_request: None,
@@ -682,6 +797,13 @@ impl<const BODY: usize> Dialog<BODY> {
     #[must_use]
     pub fn local_tag(&self) -> u64 {
         self.tag.0
+    }
+
+    /// The session timer in force: the interval in seconds and who refreshes; `None` without
+    /// one.
+    #[must_use]
+    pub fn session_timer(&self) -> Option<(u32, Refresher)> {
+        (self.session.secs > 0).then_some((self.session.secs, self.session.refresher))
     }
 
     /// The dialog's Call-ID.
@@ -748,6 +870,7 @@ impl<const BODY: usize> Dialog<BODY> {
             && self.reinvite.state == TxState::Terminated
             && self.bye.state == ClientState::Idle
             && self.refer.state == ClientState::Idle
+            && self.update.state == ClientState::Idle
             && self.linger.is_none()
             && self.send == 0
             && self.pending.is_empty()
@@ -955,6 +1078,7 @@ impl<const BODY: usize> Dialog<BODY> {
                     200
                 }
                 Method::Options | Method::Info => 200,
+                Method::Update => self.on_update(now, req),
                 Method::Notify if self.refer_sent => {
                     if let Some(code) = sipfrag_status(req.body) {
                         self.event(Event::ReferProgress(code));
@@ -992,12 +1116,10 @@ impl<const BODY: usize> Dialog<BODY> {
         let method = match resp.cseq_method {
             Method::Bye => OutMethod::Bye,
             Method::Refer => OutMethod::Refer,
+            Method::Update => OutMethod::Update,
             _ => return Ok(()),
         };
-        let tx = match method {
-            OutMethod::Bye => self.bye,
-            OutMethod::Refer => self.refer,
-        };
+        let tx = self.client(method);
         if !tx.active() || tx.cseq != resp.cseq {
             return Ok(());
         }
@@ -1018,12 +1140,20 @@ impl<const BODY: usize> Dialog<BODY> {
                 OutMethod::Bye => self.terminate(TerminationReason::LocalBye),
                 OutMethod::Refer if resp.status < 300 => self.event(Event::ReferAccepted),
                 OutMethod::Refer => self.event(Event::ReferFailed(resp.status)),
+                OutMethod::Update if resp.status < 300 => {
+                    if self.reason.is_none() {
+                        self.session.start(now);
+                    }
+                }
+                // RFC 4028 §10: a 408 or 481 means the session is gone. Any other refusal
+                // (405/501 from a gateway without UPDATE, 422, 491 …) comes from a live peer:
+                // the call stays up without a session timer, and the media timeout remains
+                // the dead-peer check.
+                OutMethod::Update if matches!(resp.status, 408 | 481) => self.end_session(now),
+                OutMethod::Update => self.session.at = Instant::MAX,
             }
         }
-        match method {
-            OutMethod::Bye => self.bye = tx,
-            OutMethod::Refer => self.refer = tx,
-        }
+        self.set_client(method, tx);
         Ok(())
     }
 
@@ -1038,9 +1168,10 @@ impl<const BODY: usize> Dialog<BODY> {
                 TxState::Accepted if now >= tx.end => {
                     tx.state = TxState::Terminated;
                     self.set_tx(re, tx);
-                    if self.reason.is_none() {
+                    // A BYE waiting for this ACK (the session expired meanwhile) goes now.
+                    let deferred = core::mem::take(&mut self.bye_deferred);
+                    if self.reason.is_none() || deferred {
                         self.terminate(TerminationReason::AckTimeout);
-                        self.bye_deferred = false;
                         if self.bye.state == ClientState::Idle {
                             self.start_client(now, OutMethod::Bye);
                         }
@@ -1057,27 +1188,37 @@ impl<const BODY: usize> Dialog<BODY> {
             }
             self.set_tx(re, tx);
         }
-        for method in [OutMethod::Bye, OutMethod::Refer] {
-            let (mut tx, flag) = match method {
-                OutMethod::Bye => (self.bye, SEND_BYE),
-                OutMethod::Refer => (self.refer, SEND_REFER),
-            };
+        for method in [OutMethod::Bye, OutMethod::Refer, OutMethod::Update] {
+            let mut tx = self.client(method);
+            let mut failed = false;
             if tx.active() && now >= tx.end {
                 tx.state = ClientState::Idle;
-                match method {
-                    OutMethod::Bye => self.terminate(TerminationReason::ByeTimeout),
-                    OutMethod::Refer => self.event(Event::ReferFailed(408)),
-                }
+                failed = true;
             } else if tx.active() && now >= tx.next {
                 // In Proceeding the interval is already T2 (§17.1.2.2).
                 (tx.next, tx.interval_us) = backoff(tx.next, tx.interval_us, t2, now);
-                self.send |= flag;
+                self.send |= send_flag(method);
             } else if tx.state == ClientState::Completed && now >= tx.next {
                 tx.state = ClientState::Idle;
             }
-            match method {
-                OutMethod::Bye => self.bye = tx,
-                OutMethod::Refer => self.refer = tx,
+            self.set_client(method, tx);
+            if failed {
+                match method {
+                    OutMethod::Bye => self.terminate(TerminationReason::ByeTimeout),
+                    OutMethod::Refer => self.event(Event::ReferFailed(408)),
+                    OutMethod::Update => self.end_session(now),
+                }
+            }
+        }
+        let hanging_up = self.bye.state != ClientState::Idle || self.bye_deferred;
+        if !hanging_up && self.session_deadline().is_some_and(|at| now >= at) {
+            self.session.at = Instant::MAX;
+            match self.session.refresher {
+                Refresher::Uas if !self.update.active() => {
+                    self.start_client(now, OutMethod::Update);
+                }
+                Refresher::Uas => {}
+                Refresher::Uac => self.end_session(now),
             }
         }
         if self.linger.is_some_and(|l| now >= l) {
@@ -1133,7 +1274,8 @@ impl<const BODY: usize> Dialog<BODY> {
                 return Some(self.emit_invite_response(re, buf, body));
             }
         }
-        for (flag, m) in [(SEND_BYE, OutMethod::Bye), (SEND_REFER, OutMethod::Refer)] {
+        for m in [OutMethod::Bye, OutMethod::Refer, OutMethod::Update] {
+            let flag = send_flag(m);
             if self.send & flag != 0 {
                 self.send &= !flag;
                 self.dest = self.next_hop;
@@ -1158,6 +1300,8 @@ impl<const BODY: usize> Dialog<BODY> {
             self.reinvite.deadline(),
             self.bye.deadline(),
             self.refer.deadline(),
+            self.update.deadline(),
+            self.session_deadline(),
             self.linger,
         ]
         .into_iter()
@@ -1209,6 +1353,83 @@ impl<const BODY: usize> Dialog<BODY> {
         tx.end = now + self.cfg.t1.saturating_mul(64);
         self.set_tx(re, tx);
         self.send |= if re { SEND_REINVITE } else { SEND_INVITE };
+        // The 2xx settles the proposed session timer; its interval starts now (RFC 4028 §9).
+        self.session = self.proposed;
+        self.session.start(now);
+    }
+
+    /// The instant the session timer fires, while the dialog is up and has one.
+    fn session_deadline(&self) -> Option<Instant> {
+        let up = self.state == DialogState::Confirmed && self.reason.is_none();
+        (up && self.session.secs > 0 && self.session.at != Instant::MAX).then_some(self.session.at)
+    }
+
+    /// The session cannot go on (not refreshed in time, or our refresh failed): end the call
+    /// with BYE, after the ACK if our 2xx still waits for one (RFC 3261 §15).
+    fn end_session(&mut self, now: Instant) {
+        if self.reason.is_some() || self.bye.state != ClientState::Idle || self.bye_deferred {
+            // Already ending (or hanging up): that end stands.
+            return;
+        }
+        self.session.at = Instant::MAX;
+        self.terminate(TerminationReason::SessionExpired);
+        if self.invite.state == TxState::Accepted {
+            self.bye_deferred = true;
+        } else if self.bye.state == ClientState::Idle {
+            self.start_client(now, OutMethod::Bye);
+        }
+    }
+
+    fn client(&self, m: OutMethod) -> ClientTx {
+        match m {
+            OutMethod::Bye => self.bye,
+            OutMethod::Refer => self.refer,
+            OutMethod::Update => self.update,
+        }
+    }
+
+    fn set_client(&mut self, m: OutMethod, tx: ClientTx) {
+        match m {
+            OutMethod::Bye => self.bye = tx,
+            OutMethod::Refer => self.refer = tx,
+            OutMethod::Update => self.update = tx,
+        }
+    }
+
+    /// An UPDATE in the dialog (RFC 3311): a session refresh when it has no body. Returns the
+    /// status to answer with.
+    fn on_update(&mut self, now: Instant, req: &Incoming<'_>) -> u16 {
+        if !req.body.is_empty() {
+            // No offer/answer by UPDATE: media changes come by re-INVITE.
+            return 488;
+        }
+        if req.session_timer.too_small(self.cfg.min_se_secs) {
+            return 422;
+        }
+        if let Some(c) = req.contact_uri {
+            // UPDATE is a target refresh request (RFC 3311 §5.2); on a full arena the old
+            // target stays.
+            if self.arena.set(TARGET, one(c), false).is_ok() {
+                self.next_hop = self.compute_next_hop();
+            }
+        }
+        if self.state == DialogState::Confirmed {
+            self.session = self
+                .session
+                .negotiate(&req.session_timer, self.cfg.min_se_secs);
+            self.session.start(now);
+        }
+        200
+    }
+
+    /// The session-timer headers of a 2xx (INVITE, re-INVITE, UPDATE) and of a 422.
+    fn session_extras(&self, status: u16, extras: &mut Extras<'_>) {
+        if (200..300).contains(&status) && self.session.secs > 0 {
+            extras.session_expires = Some((self.session.secs, self.session.refresher));
+            extras.require_timer = self.session.peer_timer;
+        } else if status == 422 {
+            extras.min_se = Some(self.cfg.min_se_secs.max(SESSION_EXPIRES_FLOOR));
+        }
     }
 
     /// Sends a final non-2xx on the (re-)INVITE transaction and starts Timers G and H.
@@ -1234,19 +1455,11 @@ impl<const BODY: usize> Dialog<BODY> {
             interval_us: t1,
             end: now + self.cfg.t1.saturating_mul(64),
         };
-        match method {
-            OutMethod::Bye => {
-                self.bye = tx;
-                self.send |= SEND_BYE;
-                if self.reinvite.state == TxState::Proceeding {
-                    // The call is ending: an unanswered re-INVITE gets 487 (§15.1.2).
-                    self.complete(now, true, 487);
-                }
-            }
-            OutMethod::Refer => {
-                self.refer = tx;
-                self.send |= SEND_REFER;
-            }
+        self.set_client(method, tx);
+        self.send |= send_flag(method);
+        if method == OutMethod::Bye && self.reinvite.state == TxState::Proceeding {
+            // The call is ending: an unanswered re-INVITE gets 487 (§15.1.2).
+            self.complete(now, true, 487);
         }
     }
 
@@ -1332,6 +1545,11 @@ impl<const BODY: usize> Dialog<BODY> {
             self.respond(req, 500, false, false);
             return;
         }
+        if req.session_timer.too_small(self.cfg.min_se_secs) {
+            // Not counted as seen: a retransmission gets 422 again.
+            self.respond(req, 422, false, false);
+            return;
+        }
         self.remote_cseq = req.cseq;
         let busy = match (self.invite.state, self.reinvite.state) {
             (TxState::Proceeding, _) | (_, TxState::Proceeding) => Some(500),
@@ -1360,6 +1578,9 @@ impl<const BODY: usize> Dialog<BODY> {
             cseq: req.cseq,
             ..ServerInvite::IDLE
         };
+        self.proposed = self
+            .session
+            .negotiate(&req.session_timer, self.cfg.min_se_secs);
         if self.cfg.send_trying {
             self.reinvite.status = 100;
             self.send |= SEND_REINVITE;
@@ -1465,6 +1686,12 @@ impl<const BODY: usize> Dialog<BODY> {
         r.extras.accept = p.status == 200 && token == b"OPTIONS";
         r.extras.supported = r.extras.accept;
         r.extras.retry_after = p.retry_after.then_some(self.cfg.retry_after_secs);
+        if token == b"UPDATE" || p.status == 422 {
+            self.session_extras(p.status, &mut r.extras);
+        }
+        if token == b"UPDATE" && (200..300).contains(&p.status) {
+            r.contact = Some(self.cfg.contact);
+        }
         r.emit(buf)
     }
 
@@ -1493,17 +1720,16 @@ impl<const BODY: usize> Dialog<BODY> {
         if (200..300).contains(&tx.status) {
             r.extras.allow = true;
             r.body = body.unwrap_or(&self.body);
+            self.session_extras(tx.status, &mut r.extras);
         }
         r.emit(buf)
     }
 
     fn emit_request(&self, m: OutMethod, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
-        let tx = match m {
-            OutMethod::Bye => &self.bye,
-            OutMethod::Refer => &self.refer,
-        };
+        let tx = self.client(m);
         let branch = emit::branch(self.tag, tx.cseq);
         let refer = m == OutMethod::Refer;
+        let update = m == OutMethod::Update;
         let routes = self.arena.get(ROUTES);
         let mut rest = Packed(routes);
         let first = rest.next().and_then(|r| core::str::from_utf8(r).ok());
@@ -1531,12 +1757,21 @@ impl<const BODY: usize> Dialog<BODY> {
             to: self.arena.get(FROM),
             call_id: self.arena.get(CALL_ID),
             cseq: tx.cseq,
-            contact: refer.then_some(self.cfg.contact),
+            contact: (refer || update).then_some(self.cfg.contact),
             refer_to: refer.then(|| self.arena.get(REFER_TARGET)),
             referred_by: refer.then_some(self.cfg.contact),
             user_agent: self.cfg.server,
+            session_expires: update.then_some(self.session.secs),
         }
         .emit(buf)
+    }
+}
+
+fn send_flag(m: OutMethod) -> u8 {
+    match m {
+        OutMethod::Bye => SEND_BYE,
+        OutMethod::Refer => SEND_REFER,
+        OutMethod::Update => SEND_UPDATE,
     }
 }
 

@@ -36,7 +36,11 @@ struct H {
 
 impl H {
     fn new(cfg: &'static Config) -> H {
-        let d = Dialog::new(ms(0), &incoming(Method::Invite, 1, None), cfg, TAG).unwrap();
+        H::with_invite(cfg, &incoming(Method::Invite, 1, None))
+    }
+
+    fn with_invite(cfg: &'static Config, invite: &Incoming<'_>) -> H {
+        let d = Dialog::new(ms(0), invite, cfg, TAG).unwrap();
         let mut h = H {
             d,
             now: ms(0),
@@ -634,7 +638,7 @@ fn in_dialog_options_info_update_unknown() {
         [
             (0, "200 OPTIONS"),
             (0, "200 INFO"),
-            (0, "405 UPDATE"),
+            (0, "200 UPDATE"),
             (0, "501 FROB"),
             (0, "481 NOTIFY"),
             (0, "500 INFO"),
@@ -642,7 +646,12 @@ fn in_dialog_options_info_update_unknown() {
         ]
     );
     assert_eq!(h.header(0, "Allow").unwrap(), emit::ALLOW);
-    assert_eq!(h.header(2, "Allow").unwrap(), emit::ALLOW);
+    assert_eq!(h.header(2, "Allow"), None);
+    assert_eq!(
+        h.header(2, "Session-Expires"),
+        None,
+        "no session timer was asked for"
+    );
     assert_eq!(h.header(3, "Allow").unwrap(), emit::ALLOW);
     assert_eq!(h.header(1, "Allow"), None);
     assert!(h.header(1, "To").unwrap().ends_with(";tag=abc"));
@@ -1360,4 +1369,418 @@ fn a_bye_with_as_many_vias_as_the_invite_is_answered_after_the_ack() {
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     assert_eq!(header_values(ok, "Via").len(), SIP_MAX_VIAS);
     assert_eq!(*to, Some("10.20.0.1:5060".parse().unwrap()));
+}
+
+// ---- session timers (RFC 4028) ----------------------------------------------------------------
+
+/// A request that asks for a session timer of `secs`; `timer` listed in Supported when
+/// `supported`.
+fn timed(
+    mut r: Incoming<'static>,
+    secs: u32,
+    refresher: Option<Refresher>,
+    supported: bool,
+) -> Incoming<'static> {
+    r.session_timer = SessionTimer {
+        expires: Some(secs),
+        refresher,
+        min_se: None,
+        supported,
+        required: false,
+    };
+    r
+}
+
+/// A dialog whose INVITE asked for `secs` with `refresher`, answered and acknowledged at t = 0.
+fn timed_call(secs: u32, refresher: Option<Refresher>, supported: bool) -> H {
+    let invite = timed(
+        incoming(Method::Invite, 1, None),
+        secs,
+        refresher,
+        supported,
+    );
+    let mut h = H::with_invite(&CFG, &invite);
+    h.d.answer(ms(0), SDP).unwrap();
+    h.drain();
+    h.req(incoming(Method::Ack, 1, Some("ours")));
+    h
+}
+
+#[test]
+fn two_xx_settles_the_session_timer() {
+    let h = timed_call(90, Some(Refresher::Uac), true);
+    assert_eq!(h.sent(), [(0, "100 INVITE"), (0, "200 INVITE")]);
+    assert_eq!(h.header(1, "Session-Expires").unwrap(), "90;refresher=uac");
+    assert_eq!(h.header(1, "Require").unwrap(), "timer");
+    assert_eq!(
+        h.header(0, "Session-Expires"),
+        None,
+        "a 100 settles nothing"
+    );
+    assert_eq!(h.d.session_timer(), Some((90, Refresher::Uac)));
+    // No refresher named: the gateway refreshes; the interval is the request's.
+    let h = timed_call(1800, None, true);
+    assert_eq!(
+        h.header(1, "Session-Expires").unwrap(),
+        "1800;refresher=uac"
+    );
+    assert_eq!(h.header(1, "Require").unwrap(), "timer");
+    // No Session-Expires: no session timer, no Require.
+    let mut h = H::new(&CFG);
+    h.d.answer(ms(0), SDP).unwrap();
+    h.drain();
+    assert_eq!(h.header(1, "Session-Expires"), None);
+    assert_eq!(h.header(1, "Require"), None);
+    assert_eq!(h.d.session_timer(), None);
+}
+
+#[test]
+fn interval_is_raised_to_the_requests_min_se_and_ours() {
+    let mut invite = timed(incoming(Method::Invite, 1, None), 100, None, true);
+    invite.session_timer.min_se = Some(300);
+    let mut h = H::with_invite(&CFG, &invite);
+    h.d.answer(ms(0), SDP).unwrap();
+    h.drain();
+    assert_eq!(h.header(1, "Session-Expires").unwrap(), "300;refresher=uac");
+    // A proxy's Session-Expires below our minimum, for a caller that could not retry a 422.
+    static CFG_120: Config = Config {
+        min_se_secs: 120,
+        ..Config::new("sip:ccedge@10.0.0.2:5060", "10.0.0.2:5060")
+    };
+    let invite = timed(incoming(Method::Invite, 1, None), 95, None, false);
+    let mut h = H::with_invite(&CFG_120, &invite);
+    h.d.answer(ms(0), SDP).unwrap();
+    h.drain();
+    assert_eq!(h.header(1, "Session-Expires").unwrap(), "120;refresher=uas");
+}
+
+#[test]
+fn missed_refresh_ends_the_call_with_bye_before_expiry() {
+    // 90 s: BYE at 90 - min(32, 30) = 60 s.
+    let mut h = timed_call(90, Some(Refresher::Uac), true);
+    h.clear();
+    h.at(59_999);
+    assert!(h.sent.is_empty() && h.events.is_empty());
+    h.at(60_000);
+    assert_eq!(h.sent(), [(60_000, "BYE 1")]);
+    assert_eq!(
+        h.events,
+        [(60_000, Event::Terminated(TerminationReason::SessionExpired))]
+    );
+    h.at(60_100).resp(Method::Bye, 1, 200);
+    assert_eq!(h.d.termination(), Some(TerminationReason::SessionExpired));
+    assert_eq!(h.events.len(), 1, "ended once");
+    h.at(200_000);
+    assert!(h.d.is_done());
+    // 1800 s: BYE 32 s before the end.
+    let mut h = timed_call(1800, None, true);
+    h.clear();
+    h.at(1_767_999);
+    assert!(h.sent.is_empty());
+    h.at(1_768_000);
+    assert_eq!(h.sent(), [(1_768_000, "BYE 1")]);
+}
+
+#[test]
+fn refresh_by_update_and_reinvite_moves_the_expiry() {
+    let mut h = timed_call(90, Some(Refresher::Uac), true);
+    h.clear();
+    // An UPDATE without Session-Expires at 40 s: expiry moves to 40 + 60 = 100 s.
+    h.at(40_000).req(incoming(Method::Update, 2, Some("ours")));
+    assert_eq!(h.sent(), [(40_000, "200 UPDATE")]);
+    assert_eq!(h.header(0, "Session-Expires").unwrap(), "90;refresher=uac");
+    assert_eq!(h.header(0, "Require").unwrap(), "timer");
+    assert_eq!(
+        h.header(0, "Contact").unwrap(),
+        "<sip:ccedge@10.0.0.2:5060>"
+    );
+    h.at(99_000);
+    assert_eq!(h.sent.len(), 1, "no BYE at the old expiry");
+    // A re-INVITE with a new interval at 99 s; answered at 99.5 s it starts there:
+    // 99.5 + 120 - 32 = 187.5 s.
+    h.req(timed(
+        with_body(incoming(Method::Invite, 3, Some("ours")), b"v=0\r\n"),
+        120,
+        Some(Refresher::Uac),
+        true,
+    ));
+    h.at(99_500);
+    h.d.answer_reinvite(h.now, SDP).unwrap();
+    h.drain();
+    h.at(99_600).req(incoming(Method::Ack, 3, Some("ours")));
+    let ok = h.sent.iter().position(|(_, s)| s == "200 INVITE").unwrap();
+    assert_eq!(
+        h.header(ok, "Session-Expires").unwrap(),
+        "120;refresher=uac"
+    );
+    assert_eq!(h.header(ok, "Require").unwrap(), "timer");
+    h.clear();
+    h.at(187_499);
+    assert!(h.sent.is_empty());
+    h.at(187_500);
+    assert_eq!(h.sent(), [(187_500, "BYE 1")]);
+    assert_eq!(
+        h.events,
+        [(
+            187_500,
+            Event::Terminated(TerminationReason::SessionExpired)
+        )]
+    );
+}
+
+#[test]
+fn a_refresh_counts_only_once_answered() {
+    // A re-INVITE the call has not answered by the expiry refreshes nothing: it gets 487.
+    let mut h = timed_call(90, None, true);
+    h.at(59_000).req(incoming(Method::Invite, 2, Some("ours")));
+    h.at(60_000);
+    assert_eq!(times(&h, "BYE 1"), [60_000]);
+    assert_eq!(times(&h, "487 INVITE"), [60_000]);
+}
+
+#[test]
+fn a_refused_reinvite_is_no_refresh() {
+    let mut h = timed_call(90, None, true);
+    h.at(30_000).req(incoming(Method::Invite, 2, Some("ours")));
+    h.d.reject_reinvite(h.now, 488).unwrap();
+    h.drain();
+    h.clear();
+    h.at(60_000);
+    assert!(h.sent().contains(&(60_000, "BYE 1")), "{:?}", h.sent);
+}
+
+#[test]
+fn too_small_interval_in_the_dialog_gets_422_with_min_se() {
+    let mut h = timed_call(90, None, true);
+    h.clear();
+    h.at(10_000).req(timed(
+        incoming(Method::Update, 2, Some("ours")),
+        60,
+        None,
+        true,
+    ));
+    h.req(timed(
+        incoming(Method::Invite, 3, Some("ours")),
+        30,
+        None,
+        true,
+    ));
+    // The retransmitted re-INVITE gets 422 again.
+    h.req(timed(
+        incoming(Method::Invite, 3, Some("ours")),
+        30,
+        None,
+        true,
+    ));
+    assert_eq!(
+        h.sent(),
+        [
+            (10_000, "422 UPDATE"),
+            (10_000, "422 INVITE"),
+            (10_000, "422 INVITE")
+        ]
+    );
+    for i in 0..3 {
+        assert_eq!(h.header(i, "Min-SE").unwrap(), "90");
+        assert_eq!(h.header(i, "Session-Expires"), None);
+    }
+    assert!(h.events.is_empty(), "no re-INVITE for the call");
+    // The retry with a larger interval is taken; the refused ones refreshed nothing.
+    h.req(timed(
+        incoming(Method::Update, 4, Some("ours")),
+        90,
+        None,
+        true,
+    ));
+    assert_eq!(h.sent.last().unwrap().1, "200 UPDATE");
+    h.clear();
+    h.at(69_999);
+    assert!(h.sent.is_empty());
+    h.at(70_000);
+    assert_eq!(h.sent(), [(70_000, "BYE 1")]);
+}
+
+#[test]
+fn update_with_an_offer_gets_488_and_refreshes_nothing() {
+    let mut h = timed_call(90, None, true);
+    h.clear();
+    h.at(30_000).req(with_body(
+        incoming(Method::Update, 2, Some("ours")),
+        b"v=0\r\n",
+    ));
+    assert_eq!(h.sent(), [(30_000, "488 UPDATE")]);
+    h.at(60_000);
+    assert!(h.sent().contains(&(60_000, "BYE 1")));
+}
+
+#[test]
+fn node_refreshes_with_update_when_asked_to() {
+    // refresher=uas from a caller that supports timers: ccedge must refresh (RFC 4028 §9).
+    let mut h = timed_call(90, Some(Refresher::Uas), true);
+    assert_eq!(h.header(1, "Session-Expires").unwrap(), "90;refresher=uas");
+    assert_eq!(h.header(1, "Require").unwrap(), "timer");
+    h.clear();
+    h.at(44_999);
+    assert!(h.sent.is_empty());
+    h.at(45_000);
+    assert_eq!(h.sent(), [(45_000, "UPDATE 1")]);
+    let (start, _, body) = split(&h.raw[0]);
+    assert_eq!(start, "UPDATE sip:gw@10.0.0.1:5060 SIP/2.0");
+    assert!(body.is_empty());
+    assert_eq!(h.header(0, "Session-Expires").unwrap(), "90;refresher=uas");
+    assert_eq!(h.header(0, "Supported").unwrap(), "timer");
+    assert_eq!(
+        h.header(0, "Contact").unwrap(),
+        "<sip:ccedge@10.0.0.2:5060>"
+    );
+    assert_eq!(h.d.destination(), Some("10.0.0.1:5060".parse().unwrap()));
+    // Retransmitted on Timer E until answered; the 2xx restarts the interval.
+    h.at(45_600);
+    assert_eq!(times(&h, "UPDATE 1"), [45_000, 45_500]);
+    h.resp(Method::Update, 1, 200);
+    h.clear();
+    h.at(90_599);
+    assert!(h.sent.is_empty(), "{:?}", h.sent);
+    h.at(90_600);
+    assert_eq!(h.sent(), [(90_600, "UPDATE 2")]);
+    // A refresh from the gateway restarts it too: the next UPDATE is 45 s after it.
+    h.resp(Method::Update, 2, 200);
+    h.at(100_000).req(incoming(Method::Update, 2, Some("ours")));
+    assert_eq!(h.header(1, "Session-Expires").unwrap(), "90;refresher=uas");
+    h.clear();
+    h.at(144_999);
+    assert!(h.sent.is_empty(), "{:?}", h.sent);
+    h.at(145_000);
+    assert_eq!(h.sent(), [(145_000, "UPDATE 3")]);
+    // A 405 from a gateway without UPDATE: the peer is alive, the call stays up and the node
+    // stops refreshing.
+    h.at(145_100).resp(Method::Update, 3, 405);
+    assert!(h.events.is_empty(), "{:?}", h.events);
+    h.clear();
+    h.at(400_000);
+    assert!(h.sent.is_empty(), "{:?}", h.sent);
+    assert!(h.events.is_empty(), "{:?}", h.events);
+}
+
+#[test]
+fn a_refresh_answered_481_ends_the_call_with_bye() {
+    let mut h = timed_call(90, Some(Refresher::Uas), true);
+    h.clear();
+    h.at(45_000);
+    assert_eq!(h.sent(), [(45_000, "UPDATE 1")]);
+    h.at(45_100).resp(Method::Update, 1, 481);
+    assert_eq!(h.sent().last().unwrap(), &(45_100, "BYE 2"));
+    assert_eq!(
+        h.events,
+        [(45_100, Event::Terminated(TerminationReason::SessionExpired))]
+    );
+}
+
+#[test]
+fn unanswered_refresh_ends_the_call_on_timer_f() {
+    let mut h = timed_call(90, Some(Refresher::Uas), true);
+    h.clear();
+    h.at(45_000 + 31_999);
+    assert!(h.events.is_empty());
+    assert_eq!(times(&h, "UPDATE 1").len(), 11);
+    h.at(77_000);
+    assert_eq!(
+        h.events,
+        [(77_000, Event::Terminated(TerminationReason::SessionExpired))]
+    );
+    assert_eq!(h.sent().last().unwrap(), &(77_000, "BYE 2"));
+}
+
+#[test]
+fn caller_without_timer_support_gets_the_node_as_refresher() {
+    // A proxy put Session-Expires in; the caller lists no `timer`: Table 2 of RFC 4028 §9
+    // makes ccedge the refresher, and the 2xx carries no Require.
+    let mut h = timed_call(120, Some(Refresher::Uac), false);
+    assert_eq!(h.header(1, "Session-Expires").unwrap(), "120;refresher=uas");
+    assert_eq!(h.header(1, "Require"), None);
+    h.clear();
+    h.at(60_000);
+    assert_eq!(h.sent(), [(60_000, "UPDATE 1")]);
+}
+
+#[test]
+fn hangup_stops_the_session_timer() {
+    let mut h = timed_call(90, None, true);
+    h.at(10_000);
+    h.d.hangup(h.now).unwrap();
+    h.drain();
+    h.resp(Method::Bye, 1, 200);
+    h.clear();
+    h.at(200_000);
+    assert!(h.sent.is_empty());
+    assert!(h.events.is_empty());
+    assert!(h.d.is_done());
+}
+
+#[test]
+fn session_expiry_before_the_ack_waits_for_it() {
+    // A T1 of 2 s makes Timer L (128 s) outlast a 90 s session: the BYE waits for the ACK.
+    static CFG_SLOW: Config = Config {
+        t1: Duration::from_secs(2),
+        t2: Duration::from_secs(16),
+        ..Config::new("sip:ccedge@10.0.0.2:5060", "10.0.0.2:5060")
+    };
+    let invite = timed(incoming(Method::Invite, 1, None), 90, None, true);
+    let mut h = H::with_invite(&CFG_SLOW, &invite);
+    h.d.answer(ms(0), SDP).unwrap();
+    h.drain();
+    h.clear();
+    h.at(60_000);
+    assert_eq!(
+        h.events,
+        [(60_000, Event::Terminated(TerminationReason::SessionExpired))]
+    );
+    assert!(times(&h, "BYE 1").is_empty());
+    h.at(61_000).req(incoming(Method::Ack, 1, Some("ours")));
+    assert_eq!(times(&h, "BYE 1"), [61_000]);
+}
+
+#[test]
+fn session_headers_parse_and_require_timer_is_no_longer_420() {
+    use crate::sip::endpoint::{verdict, Verdict};
+    let base = sbc_invite(1, &[]);
+    let with =
+        |extra: &str| base.replace("Content-Length: 0", &format!("{extra}Content-Length: 0"));
+    let text = with("Supported: 100rel\r\nk: replaces, TIMER\r\nRequire: timer\r\nx: 90 ; refresher=UAS\r\nMin-SE: 90\r\n");
+    with_incoming(&text, "10.20.0.1:5060", |inc| {
+        let st = inc.session_timer;
+        assert_eq!(st.expires, Some(90));
+        assert_eq!(st.refresher, Some(Refresher::Uas));
+        assert_eq!(st.min_se, Some(90));
+        assert!(st.supported && st.required);
+        assert_eq!(verdict(inc), Verdict::NewDialog);
+    });
+    let text = with("Require: timer, 100rel\r\nSession-Expires: 1800\r\n");
+    with_incoming(&text, "10.20.0.1:5060", |inc| {
+        assert_eq!(inc.session_timer.refresher, None);
+        assert_eq!(verdict(inc), Verdict::Respond(420));
+    });
+    let text = with("Supported: timer\r\nSession-Expires: 99999999999\r\nMin-SE: soon\r\n");
+    with_incoming(&text, "10.20.0.1:5060", |inc| {
+        assert_eq!(inc.session_timer.expires, Some(u32::MAX));
+        assert_eq!(inc.session_timer.min_se, None);
+    });
+    let text = with("Supported: timer\r\nSession-Expires: 60\r\n");
+    with_incoming(&text, "10.20.0.1:5060", |inc| {
+        assert_eq!(verdict(inc), Verdict::Respond(422));
+    });
+    // A malformed Session-Expires in an INVITE is a 400; in an OPTIONS it is ignored.
+    for bad in ["abc", "", "90;", "-5", "90 seconds", "9 0"] {
+        let text = with(&format!("Session-Expires: {bad}\r\n"));
+        let crate::sip::Message::Request(r) = crate::sip::parse(text.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.to_incoming().unwrap_err().status(), Some(400), "{bad:?}");
+        let options = text
+            .replace("INVITE sip:", "OPTIONS sip:")
+            .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS");
+        with_incoming(&options, "10.20.0.1:5060", |inc| {
+            assert_eq!(inc.session_timer.expires, None);
+        });
+    }
 }
