@@ -12,6 +12,7 @@
 
 pub mod broker;
 pub mod interop;
+pub mod rawsip;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

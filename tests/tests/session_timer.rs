@@ -7,32 +7,11 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use ccedge_tests::rawsip::{header, recv_udp_until as recv_until};
 use ccedge_tests::{Agent, AgentOptions, TempDir};
 
 const CALL_ID: &str = "st-4028-9b1c2d3e@127.0.0.1";
 const FROM_TAG: &str = "gw-st-77";
-
-fn recv_until(s: &UdpSocket, timeout: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
-    let end = Instant::now() + timeout;
-    let mut buf = vec![0u8; 65_536];
-    while Instant::now() < end {
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            let t = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if want(&t) {
-                return Some(t);
-            }
-        }
-    }
-    None
-}
-
-fn header<'m>(msg: &'m str, name: &str) -> Option<&'m str> {
-    let head = msg.split("\r\n\r\n").next().unwrap_or("");
-    head.split("\r\n")
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-}
 
 fn invite(agent: SocketAddr, gw: SocketAddr) -> String {
     let sdp = "v=0\r\no=gw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\

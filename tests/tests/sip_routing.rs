@@ -6,8 +6,9 @@
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ccedge_tests::rawsip::{header_values, recv_udp_until as recv_until, StreamEnd, StreamReader};
 use ccedge_tests::{Agent, AgentOptions, TempDir};
 
 fn socket() -> UdpSocket {
@@ -19,30 +20,6 @@ fn socket() -> UdpSocket {
 
 fn addr(s: &UdpSocket) -> SocketAddr {
     s.local_addr().expect("addr")
-}
-
-/// The next SIP message on `s` within `timeout` that `want` accepts; others are skipped.
-fn recv_until(s: &UdpSocket, timeout: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
-    let end = Instant::now() + timeout;
-    let mut buf = vec![0u8; 65_536];
-    while Instant::now() < end {
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            let t = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if want(&t) {
-                return Some(t);
-            }
-        }
-    }
-    None
-}
-
-fn header_values<'m>(msg: &'m str, name: &str) -> Vec<&'m str> {
-    let head = msg.split("\r\n\r\n").next().unwrap_or("");
-    head.split("\r\n")
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-        .collect()
 }
 
 const CALL_ID: &str =
@@ -319,10 +296,10 @@ fn responses_follow_the_via_port_unless_rport_asks_for_the_source() {
 
 // ---- SIP over TCP ------------------------------------------------------------------------------
 
-/// Reads framed SIP messages from a TCP stream (Content-Length framing).
+/// A SIP connection over TCP, read with Content-Length framing.
 struct TcpSip {
     s: std::net::TcpStream,
-    buf: Vec<u8>,
+    reader: StreamReader,
 }
 
 impl TcpSip {
@@ -330,7 +307,10 @@ impl TcpSip {
         let s = std::net::TcpStream::connect(to).expect("connect over TCP");
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
-        TcpSip { s, buf: Vec::new() }
+        TcpSip {
+            s,
+            reader: StreamReader::default(),
+        }
     }
 
     fn send(&mut self, msg: &[u8]) {
@@ -338,48 +318,17 @@ impl TcpSip {
         self.s.write_all(msg).expect("write");
     }
 
-    /// The next message within `timeout` that `want` accepts (others are skipped); `Err` when
-    /// the connection closed.
+    /// The next wanted message within `timeout` (`Ok(None)`: none came); `Err` when the
+    /// connection closed.
     fn recv_until(
         &mut self,
         timeout: Duration,
         want: impl Fn(&str) -> bool,
     ) -> Result<Option<String>, ()> {
-        use std::io::Read as _;
-        let end = Instant::now() + timeout;
-        loop {
-            while self.buf.starts_with(b"\r\n") {
-                self.buf.drain(..2);
-            }
-            if let Some(head) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let text = String::from_utf8_lossy(&self.buf[..head]).into_owned();
-                let len: usize = header_values(&format!("{text}\r\n\r\n"), "Content-Length")
-                    .first()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if self.buf.len() >= head + 4 + len {
-                    let msg: Vec<u8> = self.buf.drain(..head + 4 + len).collect();
-                    let msg = String::from_utf8_lossy(&msg).into_owned();
-                    if want(&msg) {
-                        return Ok(Some(msg));
-                    }
-                    continue;
-                }
-            }
-            if Instant::now() >= end {
-                return Ok(None);
-            }
-            let mut chunk = [0u8; 16_384];
-            match self.s.read(&mut chunk) {
-                Ok(0) => return Err(()),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return Err(()),
-            }
+        match self.reader.recv_until(&mut self.s, timeout, want) {
+            Ok(m) => Ok(Some(m)),
+            Err(StreamEnd::Timeout) => Ok(None),
+            Err(StreamEnd::Closed) => Err(()),
         }
     }
 }

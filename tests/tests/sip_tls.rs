@@ -7,8 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ccedge_tests::rawsip::StreamReader;
 use ccedge_tests::{free_tcp_port, Agent, AgentOptions, TempDir};
 use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConnection, StreamOwned};
 
@@ -104,51 +105,6 @@ fn tls_client(ca: &Path, to: SocketAddr) -> StreamOwned<ClientConnection, TcpStr
     StreamOwned::new(conn, tcp)
 }
 
-/// The next SIP message on the stream that `want` accepts, within `timeout`.
-fn recv_until(
-    s: &mut StreamOwned<ClientConnection, TcpStream>,
-    buf: &mut Vec<u8>,
-    timeout: Duration,
-    want: impl Fn(&str) -> bool,
-) -> Option<String> {
-    let end = Instant::now() + timeout;
-    loop {
-        while buf.starts_with(b"\r\n") {
-            buf.drain(..2);
-        }
-        if let Some(head) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let text = String::from_utf8_lossy(&buf[..head]).into_owned();
-            let len: usize = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= head + 4 + len {
-                let msg: Vec<u8> = buf.drain(..head + 4 + len).collect();
-                let msg = String::from_utf8_lossy(&msg).into_owned();
-                if want(&msg) {
-                    return Some(msg);
-                }
-                continue;
-            }
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        let mut chunk = [0u8; 16_384];
-        match s.read(&mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("TLS read: {e}"),
-        }
-    }
-}
-
 fn request(method: &str, cseq: u32, agent: SocketAddr, local: SocketAddr, to_tag: &str) -> String {
     let body = if method == "INVITE" {
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 43000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
@@ -195,13 +151,14 @@ fn a_call_over_tls_is_answered_and_ended_on_its_connection() {
     let tls_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let mut s = tls_client(&dir.path().join("ca.pem"), tls_addr);
     let local = s.sock.local_addr().expect("local");
-    let mut buf = Vec::new();
+    let mut reader = StreamReader::default();
     s.write_all(request("INVITE", 1, agent.sip, local, "").as_bytes())
         .expect("write");
-    let ok = recv_until(&mut s, &mut buf, Duration::from_secs(5), |t| {
-        t.starts_with("SIP/2.0 2") || t.starts_with("SIP/2.0 4") || t.starts_with("SIP/2.0 5")
-    })
-    .expect("a final answer over TLS");
+    let ok = reader
+        .recv_until(&mut s, Duration::from_secs(5), |t| {
+            t.starts_with("SIP/2.0 2") || t.starts_with("SIP/2.0 4") || t.starts_with("SIP/2.0 5")
+        })
+        .expect("a final answer over TLS");
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     assert!(ok.contains(";transport=tls>"), "{ok}");
     let tag = ok
@@ -219,10 +176,11 @@ fn a_call_over_tls_is_answered_and_ended_on_its_connection() {
     .expect("ack");
     s.write_all(request("BYE", 2, agent.sip, local, &tag).as_bytes())
         .expect("bye");
-    let bye_ok = recv_until(&mut s, &mut buf, Duration::from_secs(5), |t| {
-        t.contains("CSeq: 2 BYE")
-    })
-    .expect("the 200 to the BYE over TLS");
+    let bye_ok = reader
+        .recv_until(&mut s, Duration::from_secs(5), |t| {
+            t.contains("CSeq: 2 BYE")
+        })
+        .expect("the 200 to the BYE over TLS");
     assert!(bye_ok.starts_with("SIP/2.0 200"), "{bye_ok}");
     // Plain TCP on the TLS port is not SIP: the handshake fails and nothing is answered.
     let mut plain = TcpStream::connect(tls_addr).expect("connect");

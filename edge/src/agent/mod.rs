@@ -535,15 +535,16 @@ pub async fn start(
         if let Some((listener, _)) = tcp {
             tokio::spawn(stream::listen(
                 listener,
+                None,
                 tx.clone(),
                 engine.stream_limits,
                 Arc::clone(&engine.stream_slots),
             ));
         }
         if let Some((listener, acceptor)) = tls {
-            tokio::spawn(stream::listen_tls(
+            tokio::spawn(stream::listen(
                 listener,
-                acceptor,
+                Some(acceptor),
                 tx,
                 engine.stream_limits,
                 Arc::clone(&engine.stream_slots),

@@ -141,10 +141,12 @@ pub(crate) fn next_frame(buf: &[u8], max: usize) -> Frame {
     }
 }
 
-/// Accepts connections until the engine's channel closes. Beyond `limits.max_connections`
-/// open connections a new one is closed at once.
+/// Accepts connections until the engine's channel closes; with `tls`, each one first
+/// completes a TLS handshake (within 10 s). Beyond `limits.max_connections` open connections
+/// a new one is closed at once.
 pub(crate) async fn listen(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     to_engine: mpsc::Sender<StreamIn>,
     limits: Limits,
     slots: Arc<Semaphore>,
@@ -154,7 +156,7 @@ pub(crate) async fn listen(
             Ok(s) => s,
             Err(e) => {
                 // Out of descriptors and the like: wait a little rather than spin.
-                warn!(error = %e, "SIP TCP accept failed");
+                warn!(error = %e, "SIP stream accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -163,52 +165,23 @@ pub(crate) async fn listen(
             return;
         }
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!(%peer, "SIP TCP connection refused: too many connections");
-            drop(stream);
+            debug!(%peer, "SIP stream connection refused: too many connections");
             continue;
         };
-        let to_engine = to_engine.clone();
         let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            run(stream, peer, Transport::Tcp, to_engine, limits, None).await;
-            drop(permit);
-        });
-    }
-}
-
-/// [`listen`] for SIP over TLS: each accepted connection first completes a TLS handshake
-/// (within 10 s) with `acceptor`.
-pub(crate) async fn listen_tls(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    to_engine: mpsc::Sender<StreamIn>,
-    limits: Limits,
-    slots: Arc<Semaphore>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "SIP TLS accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if to_engine.is_closed() {
-            return;
-        }
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!(%peer, "SIP TLS connection refused: too many connections");
-            continue;
-        };
         let to_engine = to_engine.clone();
-        let acceptor = acceptor.clone();
-        let _ = stream.set_nodelay(true);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => run(tls, peer, Transport::Tls, to_engine, limits, None).await,
-                Ok(Err(e)) => debug!(%peer, error = %e, "SIP TLS handshake failed"),
-                Err(_) => debug!(%peer, "SIP TLS handshake timed out"),
+            match tls {
+                None => run(stream, peer, Transport::Tcp, to_engine, limits, None).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                        Ok(Ok(s)) => run(s, peer, Transport::Tls, to_engine, limits, None).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "SIP TLS handshake failed"),
+                        Err(_) => debug!(%peer, "SIP TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
