@@ -27,7 +27,8 @@
 //!
 //! ## Deliberate limits
 //!
-//! * No RTCP, no SRTP, no CSRC or extension on send, no RFC 2198 redundancy for events (only
+//! * RTCP: [`rtcp`] builds SR + SDES and BYE and reads SR/RR compound packets.
+//! * No SRTP, no CSRC or extension on send, no RFC 2198 redundancy for events (only
 //!   the first 4-byte event block of a payload is read).
 //! * `InboundStream` has no RFC 3550 probation period: the first packet of a source is counted.
 //!   Duplicates are detected exactly within the last 32 sequence numbers; an older late packet
@@ -38,6 +39,7 @@ mod event;
 mod inbound;
 mod outbound;
 mod packet;
+pub mod rtcp;
 
 use core::fmt;
 
