@@ -526,6 +526,11 @@ impl<T: CallTable> Node<T> {
             self.stats.rtp_dropped += 1;
             return Err(Error::UnknownCall);
         };
+        // RFC 5761 §4: with rtcp-mux the peer's RTCP arrives on the RTP port. It must not
+        // reach the RTP statistics; it is not read yet.
+        if crate::rtp::rtcp::is_rtcp(data) {
+            return Ok(());
+        }
         if let Err(e) = s.call.handle_rtp(now.at, from, data) {
             self.stats.rtp_dropped += 1;
             return Err(Error::Call(e));

@@ -77,6 +77,8 @@ pub struct Answer {
     pub telephone_event: Option<PayloadType>,
     /// Our direction attribute.
     pub direction: Direction,
+    /// Write `a=rtcp-mux` (the offer had it).
+    pub rtcp_mux: bool,
     lines: MediaLines,
 }
 
@@ -93,6 +95,7 @@ impl Negotiated {
             payload_type: self.payload_type,
             telephone_event: self.telephone_event.map(|t| t.payload_type),
             direction: self.direction,
+            rtcp_mux: self.rtcp_mux,
             lines: self.lines,
         }
     }
@@ -140,7 +143,11 @@ impl Answer {
         if let Some(te) = self.telephone_event {
             write_telephone_event(w, te)?;
         }
-        write!(w, "a=ptime:{PTIME_MS}\r\na={}\r\n", self.direction.as_str())
+        write!(w, "a=ptime:{PTIME_MS}\r\na={}\r\n", self.direction.as_str())?;
+        if self.rtcp_mux {
+            w.write_str("a=rtcp-mux\r\n")?;
+        }
+        Ok(())
     }
 
     /// The media kind of every line of the answer, in order (for logs and tests).

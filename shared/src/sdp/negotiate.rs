@@ -142,6 +142,9 @@ pub struct Negotiated {
     pub direction: Direction,
     /// `true` when the peer put the call on hold (`sendonly`, `inactive` or `0.0.0.0`).
     pub on_hold: bool,
+    /// The offer had `a=rtcp-mux` (RFC 5761): the answer has it too and RTCP shares the RTP
+    /// port.
+    pub rtcp_mux: bool,
     pub(crate) lines: MediaLines,
 }
 
@@ -282,6 +285,7 @@ fn finish(
         remote_maxptime: m.maxptime,
         direction,
         on_hold: held_by_address || !their_direction.receives(),
+        rtcp_mux: m.rtcp_mux,
         lines,
     })
 }

@@ -63,6 +63,8 @@ pub struct Media<'a> {
     pub ptime: Option<u16>,
     /// `a=maxptime` in milliseconds.
     pub maxptime: Option<u16>,
+    /// `a=rtcp-mux` (RFC 5761): RTCP on the RTP port.
+    pub rtcp_mux: bool,
     section: &'a str,
 }
 
@@ -193,6 +195,7 @@ fn parse_media_line(value: &str) -> Result<Media<'_>, Error> {
         direction: None,
         ptime: None,
         maxptime: None,
+        rtcp_mux: false,
         section: "",
     })
 }
@@ -239,6 +242,7 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription<'_>, Error> {
                 match (a.name, a.value) {
                     ("ptime", Some(v)) => m.ptime = leading_u16(v).or(m.ptime),
                     ("maxptime", Some(v)) => m.maxptime = leading_u16(v).or(m.maxptime),
+                    ("rtcp-mux", _) => m.rtcp_mux = true,
                     _ => {}
                 }
             }

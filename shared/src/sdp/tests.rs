@@ -766,3 +766,16 @@ fn a_codec_rich_offer_keeps_telephone_event_listed_late_and_declines_extra_strea
         "telephone-event listed 22nd is kept"
     );
 }
+
+// ---- rtcp-mux (RFC 5761) ----------------------------------------------------------------------
+
+#[test]
+fn rtcp_mux_is_answered_only_when_offered() {
+    let with = std::format!("{SIPP_UAC}\na=rtcp-mux");
+    let n = offer(&with).unwrap();
+    assert!(n.rtcp_mux);
+    assert!(answer_text(&n).contains("a=rtcp-mux\r\n"));
+    let n = offer(SIPP_UAC).unwrap();
+    assert!(!n.rtcp_mux);
+    assert!(!answer_text(&n).contains("rtcp-mux"));
+}
