@@ -448,6 +448,24 @@ fn refused_rtp_is_counted() {
     assert_eq!(sh.node.stats().rtp_dropped, 2);
 }
 
+// RFC 5761: RTCP on the RTP port is not RTP: neither refused nor fed to the RTP statistics.
+#[test]
+fn muxed_rtcp_is_not_refused_rtp() {
+    let mut sh = heap_shell(3600);
+    let (key, _) = answered(&mut sh, "d1");
+    let mut rr = [0u8; 16];
+    let n = crate::rtp::rtcp::build_bye(&mut rr, crate::rtp::Ssrc(5)).unwrap();
+    assert!(sh
+        .node
+        .handle_rtp(at(sh.now), key, gw_rtp(), &rr[..8])
+        .is_ok());
+    assert!(sh
+        .node
+        .handle_rtp(at(sh.now), key, gw_rtp(), &rr[..n])
+        .is_ok());
+    assert_eq!(sh.node.stats().rtp_dropped, 0);
+}
+
 fn announcement(id: &str, version: u32, site: Option<&str>, audio: u8) -> announce::Announcement {
     let mut a = announce::Announcement::new(AnnouncementId::new(id).unwrap(), version);
     if let Some(s) = site {

@@ -10,7 +10,7 @@
 //!
 //! `v=0` (must be the first line), `o=`, `c=` (`IN IP4`/`IN IP6`, session and media level, a
 //! multicast `/ttl` suffix is dropped), `m=` (media, port, optional `/count`, protocol, format
-//! list), and the attributes `rtpmap`, `fmtp`, `ptime`, `maxptime`, `sendrecv`, `sendonly`,
+//! list), and the attributes `rtpmap`, `fmtp`, `ptime`, `maxptime`, `rtcp-mux`, `sendrecv`, `sendonly`,
 //! `recvonly`, `inactive` (session and media level; media level wins). Other lines and
 //! attributes are skipped. `rtpmap`/`fmtp` are looked up on demand from the borrowed media
 //! section, so nothing is copied. Lines end in CRLF or LF. The body must be UTF-8.
