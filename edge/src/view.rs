@@ -37,6 +37,8 @@ pub struct Stats {
     /// Inbound RTP datagrams dropped: refused by their call (not RTP, a foreign source,
     /// before the media started) or because the agent fell behind.
     pub rtp_dropped: u64,
+    /// Of those, datagrams from a source the call does not take media from.
+    pub rtp_foreign: u64,
 }
 
 /// One announcement as the node holds it.
@@ -107,6 +109,22 @@ pub struct CallView {
     pub packets_sent: u64,
     /// RTP packets received.
     pub packets_received: u64,
+    /// Packets of the caller's stream that never arrived.
+    pub lost: u64,
+    /// Interarrival jitter of the caller's stream, ms (RFC 3550 A.8).
+    pub jitter_ms: u32,
+    /// RTCP reports read from the peer.
+    pub rtcp_reports: u32,
+    /// Packets of the node's stream the peer reported lost (its RTCP), in all.
+    pub peer_lost: i64,
+    /// Fraction of the node's packets the peer lost in its last report interval, in 1/256
+    /// (as RTCP carries it).
+    pub peer_fraction_lost: u8,
+    /// Jitter the peer measured on the node's stream, ms.
+    pub peer_jitter_ms: u32,
+    /// Round trip from RTCP (LSR/DLSR), ms; unset until the peer answered one of the node's
+    /// sender reports.
+    pub rtt_ms: Option<u32>,
 }
 
 /// One entry of the local callback queue for `ccedge callbacks`.

@@ -629,7 +629,7 @@ impl Driver {
                 other_source,
             } => self.rtp(*kind, *seq_step, *ts_step, *other_ssrc, *other_source),
             Op::RawRtp(bytes) => {
-                let _ = self.call.handle_rtp(self.now, gw_rtp(), bytes);
+                let _ = self.call.handle_rtp(self.now, gw_rtp(), false, bytes);
             }
             Op::Advance(ms) => {
                 self.now += Duration::from_millis(u64::from(*ms));
@@ -802,7 +802,10 @@ impl Driver {
         let mut buf = [0u8; 172];
         let n = header.emit(&payload[..len], &mut buf).expect("fits");
         let from = if other { other_rtp() } else { gw_rtp() };
-        let _ = self.call.handle_rtp(self.now, from, &buf[..n]);
+        // The other source is vouched for on every other packet, so both the latch and the
+        // refusal of a foreign source are exercised.
+        let trusted = other && self.rtp_seq % 2 == 0;
+        let _ = self.call.handle_rtp(self.now, from, trusted, &buf[..n]);
     }
 
     /// Shuts down and fires timers only: the call must finish.

@@ -250,6 +250,12 @@ struct CallIo {
     prompts: Arc<PromptSet>,
     /// The SIP peer's address, while the call counts in [`Engine::call_peers`].
     peer: Option<IpAddr>,
+    /// When the call's next RTCP report is due (set when its media starts).
+    next_rtcp: Option<shared::time::Instant>,
+    /// Where its last RTCP report went (its RTCP BYE goes there too).
+    rtcp_to: Option<SocketAddr>,
+    /// Reports sent (the RFC 3550 §6.2 interval is randomized from this and the SSRC).
+    rtcp_sent: u32,
 }
 
 /// The running agent's state (one task owns it).
@@ -708,6 +714,7 @@ impl Engine {
                     self.drain();
                 }
                 _ = snap.tick() => {
+                    self.send_rtcp_reports();
                     if !self.callbacks_restored && self.store.health().open {
                         if let Err(e) = self.restore_callbacks().await {
                             warn!(error = %e, "callback queue not restored yet");
@@ -762,7 +769,42 @@ impl Engine {
     fn on_rtp(&mut self, now: Now, pkt: &RtpIn) {
         let data = pkt.data.get(..pkt.len).unwrap_or(&[]);
         // A refusal is counted by the node (`rtp_dropped`).
-        let _ = self.node.handle_rtp(now, pkt.key, pkt.from, data);
+        let trusted = (self.cfg.allow)(pkt.from.ip());
+        if shared::rtp::rtcp::is_rtcp(data) {
+            // rtcp-mux (RFC 5761): the peer's reports on the RTP port.
+            let Some(io) = self.io.get(&pkt.key) else {
+                return;
+            };
+            let ours = shared::rtp::Ssrc(io.ssrc);
+            let _ = self
+                .node
+                .handle_rtcp(now, pkt.key, pkt.from, trusted, data, ours);
+            return;
+        }
+        let _ = self.node.handle_rtp(now, pkt.key, pkt.from, trusted, data);
+    }
+
+    /// Sends the RTCP reports that are due (checked every 500 ms; the interval is 5 s
+    /// randomized, so half a second of lateness is within what RFC 3550 §6.2 allows).
+    fn send_rtcp_reports(&mut self) {
+        let now = self.now();
+        let ntp = shared::rtp::rtcp::ntp_from_unix_ms(now.wall.0);
+        for (key, io) in &mut self.io {
+            let Some(due) = io.next_rtcp else {
+                continue;
+            };
+            if due > now.at {
+                continue;
+            }
+            io.rtcp_sent = io.rtcp_sent.wrapping_add(1);
+            io.next_rtcp = Some(now.at + rtcp_interval(io.ssrc, io.rtcp_sent));
+            let Some((to, block)) = self.node.rtcp_report(now, *key) else {
+                continue;
+            };
+            if self.media.send_rtcp_report(key.0, to, block.as_ref(), ntp) {
+                io.rtcp_to = Some(to);
+            }
+        }
     }
 
     fn stats(&self) -> Stats {
@@ -778,6 +820,7 @@ impl Engine {
             callbacks_expired: n.callbacks_expired,
             rtp_dropped: n.rtp_dropped
                 + self.rtp_overflow.load(std::sync::atomic::Ordering::Relaxed),
+            rtp_foreign: n.rtp_foreign,
         }
     }
 
@@ -1077,6 +1120,9 @@ impl Engine {
                 ts0: r as u32,
                 prompts: Arc::clone(&self.prompts),
                 peer,
+                next_rtcp: None,
+                rtcp_to: None,
+                rtcp_sent: 0,
             },
         );
     }
@@ -1128,11 +1174,19 @@ impl Engine {
                     shared::sdp::Codec::Pcma => shared::g711::Law::Alaw,
                 };
                 let session = Session::new(socket, law, payload_type, io.ssrc, io.seq0, io.ts0);
+                // RFC 3550 §6.2: the first report after half the minimum interval.
+                io.next_rtcp = Some(self.clock.now() + rtcp_interval(io.ssrc, 0) / 2);
                 self.media.start(key.0, session, remote, send);
             }
             call::Media::Remote(r) => self.media.set_remote(key.0, r),
             call::Media::Send(on) => self.media.set_sending(key.0, on),
             call::Media::Stop => {
+                if let Some(io) = self.io.get_mut(&key) {
+                    io.next_rtcp = None;
+                    if let Some(to) = io.rtcp_to.take() {
+                        self.media.send_rtcp_bye(key.0, to);
+                    }
+                }
                 if let Some(s) = self.media.stop(key.0) {
                     debug!(sent = s.sent(), errors = s.send_errors(), "media stopped");
                 }
@@ -1335,6 +1389,7 @@ impl Engine {
                     }
                     let c = slot.call();
                     let stats = c.rtp_stats();
+                    let peer = c.peer_report();
                     let sent = self.media.session(key.0).map_or(0, |s| s.sent());
                     list.push(CallView {
                         call_id: c.id().to_string(),
@@ -1348,6 +1403,14 @@ impl Engine {
                         }),
                         packets_sent: sent,
                         packets_received: u64::from(stats.received),
+                        lost: u64::from(stats.lost),
+                        // Timestamp units of the 8 kHz clock.
+                        jitter_ms: stats.jitter / 8,
+                        rtcp_reports: peer.packets,
+                        peer_lost: i64::from(peer.cumulative_lost),
+                        peer_fraction_lost: peer.fraction_lost,
+                        peer_jitter_ms: peer.jitter_ms,
+                        rtt_ms: peer.rtt_ms,
                     });
                 });
                 let _ = reply.send(list);
@@ -1561,6 +1624,17 @@ fn random(hasher: &std::collections::hash_map::RandomState, clock: &Clock, salt:
     h.write_u64(salt);
     h.write_u64(clock.now().as_micros());
     h.finish()
+}
+
+/// The RTCP report interval for a call's `n`th report: RFC 3550 §6.2's 5 s minimum times a
+/// factor in [0.5, 1.5) drawn from the SSRC and `n`, so calls answered together do not report
+/// together.
+fn rtcp_interval(ssrc: u32, n: u32) -> Duration {
+    let mut x = ssrc ^ n.wrapping_mul(0x9E37_79B9);
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    Duration::from_millis(2_500 + u64::from(x % 5_000))
 }
 
 /// Whether a SIP datagram belongs to a dialog that already exists: a response, or a request

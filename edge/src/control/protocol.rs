@@ -362,6 +362,9 @@ pub struct StatsData {
     pub callbacks_failed: u64,
     /// RTP datagrams dropped.
     pub rtp_dropped: u64,
+    /// Of those, datagrams from a source the call does not take media from.
+    #[serde(default)]
+    pub rtp_foreign: u64,
 }
 
 /// One active call in `calls`.
@@ -383,6 +386,29 @@ pub struct CallRow {
     pub packets_sent: u64,
     /// RTP packets received.
     pub packets_received: u64,
+    /// Packets of the caller's stream that never arrived.
+    #[serde(default)]
+    pub lost: u64,
+    /// Interarrival jitter of the caller's stream, ms (RFC 3550 A.8).
+    #[serde(default)]
+    pub jitter_ms: u32,
+    /// RTCP reports read from the peer.
+    #[serde(default)]
+    pub rtcp_reports: u32,
+    /// Packets of the node's stream the peer reported lost (its RTCP), in all.
+    #[serde(default)]
+    pub peer_lost: i64,
+    /// Fraction of the node's packets the peer lost in its last report interval, in 1/256
+    /// (as RTCP carries it).
+    #[serde(default)]
+    pub peer_fraction_lost: u8,
+    /// Jitter the peer measured on the node's stream, ms.
+    #[serde(default)]
+    pub peer_jitter_ms: u32,
+    /// Round trip from RTCP (LSR/DLSR), ms; unset until the peer answered one of the node's
+    /// sender reports.
+    #[serde(default)]
+    pub rtt_ms: Option<u32>,
 }
 
 /// One local callback in `callbacks`.

@@ -168,11 +168,12 @@ pub fn status(s: &StatusData) -> String {
         (
             "sip drops",
             format!(
-                "{} denied, {} rate-limited, {} malformed; rtp dropped {}",
+                "{} denied, {} rate-limited, {} malformed; rtp dropped {} ({} from foreign sources)",
                 s.stats.sip_denied,
                 s.stats.sip_rate_limited,
                 s.stats.sip_malformed,
-                s.stats.rtp_dropped
+                s.stats.rtp_dropped,
+                s.stats.rtp_foreign
             ),
         ),
         ("reloads", reloads(&s.reloads)),
@@ -241,7 +242,18 @@ pub fn calls(rows: &[CallRow]) -> String {
         return "no active calls\n".to_owned();
     }
     let mut t = Table::new(&[
-        "CALL ID", "CALLER", "DIALLED", "STATE", "AGE", "CODEC", "SENT", "RECEIVED",
+        "CALL ID",
+        "CALLER",
+        "DIALLED",
+        "STATE",
+        "AGE",
+        "CODEC",
+        "SENT",
+        "RECEIVED",
+        "LOST",
+        "JITTER",
+        "PEER LOSS",
+        "RTT",
     ]);
     for c in rows {
         t.row(vec![
@@ -253,6 +265,19 @@ pub fn calls(rows: &[CallRow]) -> String {
             opt(c.codec.as_deref()),
             c.packets_sent.to_string(),
             c.packets_received.to_string(),
+            c.lost.to_string(),
+            format!("{} ms", c.jitter_ms),
+            if c.rtcp_reports == 0 {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{:.1} % ({})",
+                    f64::from(c.peer_fraction_lost) * 100.0 / 256.0,
+                    c.peer_lost
+                )
+            },
+            c.rtt_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
         ]);
     }
     t.render()

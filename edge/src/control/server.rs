@@ -373,6 +373,7 @@ fn status(ctx: &ControlContext) -> StatusData {
             callbacks_booked: s.callbacks_booked,
             callbacks_failed: s.callbacks_failed,
             rtp_dropped: s.rtp_dropped,
+            rtp_foreign: s.rtp_foreign,
         },
         reloads: ReloadData {
             ok: r.ok,
@@ -401,6 +402,13 @@ fn call_row(c: CallView, reveal: bool) -> CallRow {
         codec: c.codec.map(str::to_owned),
         packets_sent: c.packets_sent,
         packets_received: c.packets_received,
+        lost: c.lost,
+        jitter_ms: c.jitter_ms,
+        rtcp_reports: c.rtcp_reports,
+        peer_lost: c.peer_lost,
+        peer_fraction_lost: c.peer_fraction_lost,
+        peer_jitter_ms: c.peer_jitter_ms,
+        rtt_ms: c.rtt_ms,
     }
 }
 
@@ -638,6 +646,13 @@ mod tests {
                                 codec: Some("PCMU"),
                                 packets_sent: 75,
                                 packets_received: 70,
+                                lost: 2,
+                                jitter_ms: 3,
+                                rtcp_reports: 1,
+                                peer_lost: 1,
+                                peer_fraction_lost: 1,
+                                peer_jitter_ms: 4,
+                                rtt_ms: Some(12),
                             }]);
                         }
                         Command::Callbacks(reply) => {

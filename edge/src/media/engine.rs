@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shared::g711::Law;
-use shared::rtp::{OutboundStream, PayloadType, Ssrc};
+use shared::rtp::{rtcp, OutboundStream, PayloadType, Ssrc};
 
 /// A call's RTP socket, shared with the task that reads it: one descriptor per call (10,000
 /// calls stay under a 20,000 descriptor limit). The engine sends through the same descriptor
@@ -188,6 +188,50 @@ impl MediaEngine {
     #[must_use]
     pub fn session(&self, key: u64) -> Option<&Session> {
         self.sessions.get(&key)
+    }
+
+    /// Sends call `key`'s RTCP sender report (RFC 3550 §6.4.1: what the session sent, the
+    /// wall-clock `ntp` and the matching RTP timestamp, `block` about the peer's stream) with
+    /// an SDES CNAME, from the call's RTP socket to `to`. Returns whether it was sent.
+    pub fn send_rtcp_report(
+        &mut self,
+        key: u64,
+        to: SocketAddr,
+        block: Option<&rtcp::ReportBlock>,
+        ntp: u64,
+    ) -> bool {
+        let Some(s) = self.sessions.get(&key) else {
+            return false;
+        };
+        let info = rtcp::SenderInfo {
+            ntp,
+            rtp_timestamp: s.stream.timestamp(),
+            // RFC 3550 §6.4.1: both counts wrap.
+            packet_count: s.sent as u32,
+            octet_count: s.sent.wrapping_mul(FRAME as u64) as u32,
+        };
+        let ssrc = s.stream.ssrc();
+        // RFC 7022: a CNAME unique to this session, not naming the host.
+        let cname = format!("{:08x}@ccedge", ssrc.0);
+        let mut buf = [0u8; 128];
+        let Ok(n) = rtcp::build_report(&mut buf, ssrc, &info, block, cname.as_bytes()) else {
+            return false;
+        };
+        socket2::SockRef::from(&*s.socket)
+            .send_to(&buf[..n], &socket2::SockAddr::from(to))
+            .is_ok()
+    }
+
+    /// Sends call `key`'s RTCP BYE (RFC 3550 §6.6) to `to`: the stream ends.
+    pub fn send_rtcp_bye(&mut self, key: u64, to: SocketAddr) {
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        let mut buf = [0u8; 16];
+        if let Ok(n) = rtcp::build_bye(&mut buf, s.stream.ssrc()) {
+            let _ =
+                socket2::SockRef::from(&*s.socket).send_to(&buf[..n], &socket2::SockAddr::from(to));
+        }
     }
 
     /// One 20 ms tick: sends one frame per sending session and appends to `finished` the keys

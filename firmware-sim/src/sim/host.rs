@@ -497,7 +497,9 @@ impl Host {
             return Ok(());
         };
         // A refused packet is counted by the node.
-        let _ = live.node.handle_rtp(now, key, from, data);
+        // The simulated gateway sends media from the address its SDP names; nothing is
+        // vouched for, so every seed runs the strict source rule.
+        let _ = live.node.handle_rtp(now, key, from, false, data);
         self.drain(ctx)
     }
 
@@ -1175,6 +1177,7 @@ fn add_stats(a: node::Stats, b: node::Stats) -> node::Stats {
         calls_refused: a.calls_refused + b.calls_refused,
         sip_malformed: a.sip_malformed + b.sip_malformed,
         rtp_dropped: a.rtp_dropped + b.rtp_dropped,
+        rtp_foreign: a.rtp_foreign + b.rtp_foreign,
         callbacks_booked: a.callbacks_booked + b.callbacks_booked,
         callbacks_failed: a.callbacks_failed + b.callbacks_failed,
         callbacks_already_booked: a.callbacks_already_booked + b.callbacks_already_booked,

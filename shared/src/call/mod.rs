@@ -49,7 +49,9 @@ use crate::ids::{AnnouncementHandle, CallId};
 use crate::ivr::{self, AnnouncementInfo, BookingResult, Ivr, Playlist};
 use crate::limits::{CALL_MAX_PENDING, G711_FRAME_BYTES};
 use crate::number::PhoneNumber;
-use crate::rtp::{self, InboundStream, PayloadType, Received, RtpPacket, TelephoneEvent};
+use crate::rtp::{
+    self, rtcp, InboundStream, PayloadType, Received, RtpPacket, Ssrc, TelephoneEvent,
+};
 use crate::sdp::{self, Answer, Codec, Offer};
 use crate::sip::uas::{self, BodylessDialog, TerminationReason};
 use crate::sip::{Incoming, IncomingResponse, Method};
@@ -231,6 +233,38 @@ pub enum Output {
     },
 }
 
+/// What the peer's RTCP receiver reports said about the stream the node sends (RFC 3550
+/// §6.4.1), for `ccedge calls`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PeerReport {
+    /// RTCP compound packets read from the peer.
+    pub packets: u32,
+    /// Fraction of our packets the peer lost in its last interval, in 1/256.
+    pub fraction_lost: u8,
+    /// Our packets the peer lost in all.
+    pub cumulative_lost: i32,
+    /// Interarrival jitter the peer measured, in milliseconds (8 kHz clock).
+    pub jitter_ms: u32,
+    /// Round trip from the peer's LSR/DLSR, in milliseconds; `None` before the peer has
+    /// answered one of our SRs.
+    pub rtt_ms: Option<u32>,
+    /// The peer said BYE on RTCP.
+    pub bye: bool,
+}
+
+impl PeerReport {
+    /// Nothing heard yet.
+    pub const NONE: PeerReport = PeerReport {
+        packets: 0,
+        fraction_lost: 0,
+        cumulative_lost: 0,
+        jitter_ms: 0,
+        rtt_ms: None,
+        bye: false,
+    };
+}
+
 /// Why the shell's input was refused.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -243,6 +277,9 @@ pub enum Error {
     Backlog,
     /// An RTP packet that is not RTP or not for this call's media.
     Rtp,
+    /// An RTP packet from a source this call does not take media from (see
+    /// [`Call::handle_rtp`]).
+    RtpSource,
 }
 
 impl core::fmt::Display for Error {
@@ -252,6 +289,7 @@ impl core::fmt::Display for Error {
             Error::Ivr(e) => write!(f, "ivr: {e}"),
             Error::Backlog => f.write_str("call outputs not drained"),
             Error::Rtp => f.write_str("not an RTP packet for this call"),
+            Error::RtpSource => f.write_str("RTP from a source this call does not take media from"),
         }
     }
 }
@@ -302,6 +340,8 @@ struct MediaState {
     remote: Option<SocketAddr>,
     sending: bool,
     latched: bool,
+    /// RTCP shares the RTP port (RFC 5761, the offer had `a=rtcp-mux`).
+    rtcp_mux: bool,
 }
 
 /// A 200 OK prepared but not sent yet (ringing first).
@@ -309,6 +349,12 @@ struct MediaState {
 enum Deferred {
     Answer(MediaState),
     Offer,
+}
+
+/// Two socket addresses are the same endpoint (an IPv4 peer may show up IPv4-mapped on a
+/// dual-stack socket).
+fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
 }
 
 impl MediaState {
@@ -319,6 +365,7 @@ impl MediaState {
         remote: None,
         sending: false,
         latched: false,
+        rtcp_mux: false,
     };
 
     fn from_negotiated(n: &sdp::Negotiated) -> MediaState {
@@ -332,6 +379,18 @@ impl MediaState {
             remote: n.remote,
             sending: n.sends(),
             latched: false,
+            rtcp_mux: n.rtcp_mux,
+        }
+    }
+
+    /// Whether media from `from` is heard (the rule of [`Call::handle_rtp`]).
+    fn accepts(&self, from: SocketAddr, trusted: bool) -> bool {
+        match self.remote {
+            Some(r) if self.latched => same_addr(r, from),
+            Some(r) => {
+                trusted || same_addr(r, from) || r.ip().to_canonical() == from.ip().to_canonical()
+            }
+            None => trusted,
         }
     }
 
@@ -361,6 +420,10 @@ pub struct Call {
     local_rtp: SocketAddr,
     media: Option<MediaState>,
     inbound: InboundStream,
+    /// Receiver-report bookkeeping for the RTCP the shell sends (RFC 3550 A.3).
+    rtcp: rtcp::ReportState,
+    /// What the peer's RTCP said about the stream the node sends.
+    peer_report: PeerReport,
     rfc4733: EventDetector,
     inband: InbandDetector,
     caller: Option<PhoneNumber>,
@@ -424,6 +487,8 @@ impl Call {
             local_rtp: setup.local_rtp,
             media: None,
             inbound: InboundStream::new(),
+            rtcp: rtcp::ReportState::new(),
+            peer_report: PeerReport::NONE,
             rfc4733: EventDetector::new(),
             inband: InbandDetector::new(),
             caller,
@@ -511,6 +576,9 @@ impl Call {
         if self.answered_at.is_none() {
             self.answered_at = Some(now);
         }
+        // `rtp.media_timeout` counts from the answer: a peer that never sends RTP is as dead
+        // as one that stopped.
+        self.last_rtp.get_or_insert(now);
         self.push(Pending::Answered);
         self.push(Pending::MediaStart);
         if !self.ivr_started {
@@ -563,6 +631,80 @@ impl Call {
         self.inbound.stats()
     }
 
+    /// What the peer's RTCP said about the stream the node sends.
+    #[must_use]
+    pub fn peer_report(&self) -> PeerReport {
+        self.peer_report
+    }
+
+    /// Where the node's RTCP for this call goes: the media address itself with rtcp-mux,
+    /// otherwise the port above it (RFC 3550 §11). `None` while the call has no media peer.
+    #[must_use]
+    pub fn rtcp_target(&self) -> Option<SocketAddr> {
+        let m = self.media?;
+        if self.phase != Phase::Answered || self.hanging_up {
+            return None;
+        }
+        let mut r = m.remote?;
+        if !m.rtcp_mux {
+            r.set_port(r.port().checked_add(1)?);
+        }
+        Some(r)
+    }
+
+    /// The report block about the peer's stream for an RTCP report the shell sends `now`
+    /// (moves the loss interval on); `None` before the peer's first RTP packet.
+    pub fn rtcp_block(&mut self, now: Instant) -> Option<rtcp::ReportBlock> {
+        self.now = now;
+        self.rtcp.block(&self.inbound.stats(), now)
+    }
+
+    /// Feeds one RTCP compound packet from `from` (on the RTP port with rtcp-mux, or wherever
+    /// the shell receives RTCP). `ours` is the SSRC of the stream the shell sends; `arrival` is
+    /// the NTP time it arrived (for the round trip). RTCP is heard only from the media peer's
+    /// address (any port: RTCP comes from the port above RTP) or a `trusted` source.
+    ///
+    /// # Errors
+    /// [`Error::Rtp`] when it does not parse or the call has no media; [`Error::RtpSource`]
+    /// when it comes from elsewhere.
+    pub fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        arrival: u64,
+        from: SocketAddr,
+        trusted: bool,
+        datagram: &[u8],
+        ours: Ssrc,
+    ) -> Result<(), Error> {
+        self.now = now;
+        let Some(media) = self.media else {
+            return Err(Error::Rtp);
+        };
+        if self.phase != Phase::Answered || self.hanging_up {
+            return Err(Error::Rtp);
+        }
+        let peer_ip = media.remote.map(|r| r.ip().to_canonical());
+        if !trusted && peer_ip != Some(from.ip().to_canonical()) {
+            return Err(Error::RtpSource);
+        }
+        let parsed = rtcp::parse(datagram, ours).map_err(|_| Error::Rtp)?;
+        let r = &mut self.peer_report;
+        r.packets = r.packets.saturating_add(1);
+        r.bye |= parsed.bye;
+        if let Some(ntp) = parsed.sender_ntp {
+            self.rtcp.on_sender_report(ntp, now);
+        }
+        if let Some(b) = parsed.about_us {
+            r.fraction_lost = b.fraction_lost;
+            r.cumulative_lost = b.cumulative_lost;
+            r.jitter_ms = b.jitter / 8;
+            if let Some(rtt) = b.round_trip(rtcp::ntp_middle(arrival)) {
+                r.rtt_ms = Some(rtcp::units_to_ms(rtt));
+            }
+        }
+        Ok(())
+    }
+
     /// When the INVITE arrived.
     #[must_use]
     pub fn started_at(&self) -> Instant {
@@ -612,12 +754,23 @@ impl Call {
     /// from a foreign SSRC are ignored (counted in the inbound stats); telephone-events and,
     /// without them, in-band tones become key presses.
     ///
+    /// Media is taken from one source only. Until the first packet is accepted, that is the
+    /// address the SDP gave, any port of its IP address (a NAT that moved the port), or a
+    /// source the shell calls `trusted` (one of its signalling peers: symmetric RTP from a
+    /// gateway whose SDP names another address). The first accepted packet latches the call
+    /// onto its source, and from then on only that exact address is heard, whatever SSRC it
+    /// sends: a packet from anywhere else is refused before it can touch the stream's state,
+    /// so nobody on the path can inject key presses or steal the call's audio. Only a new SDP
+    /// (re-INVITE) moves the media somewhere else.
+    ///
     /// # Errors
-    /// [`Error::Rtp`] when the datagram is not RTP or the call has no media.
+    /// [`Error::Rtp`] when the datagram is not RTP or the call has no media;
+    /// [`Error::RtpSource`] when it comes from a source the call does not take media from.
     pub fn handle_rtp(
         &mut self,
         now: Instant,
         from: SocketAddr,
+        trusted: bool,
         datagram: &[u8],
     ) -> Result<(), Error> {
         self.now = now;
@@ -627,6 +780,9 @@ impl Call {
         if self.phase != Phase::Answered || self.hanging_up {
             return Err(Error::Rtp);
         }
+        if !media.accepts(from, trusted) {
+            return Err(Error::RtpSource);
+        }
         let packet = RtpPacket::parse(datagram).map_err(|_| Error::Rtp)?;
         let pt = packet.payload_type();
         if pt != media.payload_type && Some(pt) != media.telephone_event {
@@ -634,13 +790,9 @@ impl Call {
         }
         match self.inbound.on_packet(now, &packet.header(), &self.cfg.rtp) {
             Received::Duplicate | Received::Jump | Received::OtherSsrc => return Ok(()),
-            // A new source took over (first packet, or a relock after silence): follow it.
-            Received::Locked => {
-                if let Some(m) = self.media.as_mut() {
-                    m.latched = false;
-                }
-            }
-            Received::InOrder { .. } | Received::Late | Received::Resynced => {}
+            // A new SSRC (first packet, or a relock after silence) from the one source the
+            // call takes media from: the stream restarted there, the address stays.
+            Received::Locked | Received::InOrder { .. } | Received::Late | Received::Resynced => {}
         }
         self.last_rtp = Some(now);
         self.latch(from);
@@ -1058,6 +1210,10 @@ impl Call {
         if sending != m.sending {
             m.sending = sending;
             self.push(Pending::MediaSend(sending));
+            if sending {
+                // Off hold: the media timeout starts again from now.
+                self.last_rtp = Some(now);
+            }
         }
     }
 

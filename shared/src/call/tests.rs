@@ -292,7 +292,7 @@ fn rfc4733_digit_barges_in_and_books_a_callback() {
     let mut now = Instant::from_millis(1_000);
     for p in dtmf_packets(Digit::D1, 8000, 100) {
         now += Duration::from_millis(20);
-        call.handle_rtp(now, gw_rtp(), &p).unwrap();
+        call.handle_rtp(now, gw_rtp(), false, &p).unwrap();
     }
     let outs = drain(&mut call);
     let digits: Vec<_> = events(&outs)
@@ -320,7 +320,7 @@ fn rfc4733_digit_barges_in_and_books_a_callback() {
     // "1" again: confirm → the call asks the shell to book the caller's number.
     for p in dtmf_packets(Digit::D1, 16000, 200) {
         now += Duration::from_millis(20);
-        call.handle_rtp(now, gw_rtp(), &p).unwrap();
+        call.handle_rtp(now, gw_rtp(), false, &p).unwrap();
     }
     let outs = drain(&mut call);
     let number = outs.iter().find_map(|o| match o {
@@ -557,12 +557,12 @@ fn symmetric_rtp_latches_onto_the_real_source() {
         .next_packet_header(true)
         .emit(&[0xFF; 160], &mut buf)
         .unwrap();
-    call.handle_rtp(Instant::from_millis(100), nat, &buf[..n])
+    call.handle_rtp(Instant::from_millis(100), nat, true, &buf[..n])
         .unwrap();
     assert_eq!(drain(&mut call), [Output::Media(Media::Remote(nat))]);
     // Garbage and foreign payload types are refused and change nothing.
     assert_eq!(
-        call.handle_rtp(Instant::from_millis(120), nat, b"\x00junk"),
+        call.handle_rtp(Instant::from_millis(120), nat, true, b"\x00junk"),
         Err(Error::Rtp)
     );
     let h = RtpHeader {
@@ -574,7 +574,7 @@ fn symmetric_rtp_latches_onto_the_real_source() {
     };
     let n = h.emit(&[0; 20], &mut buf).unwrap();
     assert_eq!(
-        call.handle_rtp(Instant::from_millis(140), nat, &buf[..n]),
+        call.handle_rtp(Instant::from_millis(140), nat, true, &buf[..n]),
         Err(Error::Rtp)
     );
     assert!(drain(&mut call).is_empty());
@@ -612,7 +612,7 @@ fn inband_dtmf_is_used_without_telephone_event() {
             .emit(&payload, &mut buf)
             .unwrap();
         now += Duration::from_millis(20);
-        call.handle_rtp(now, gw_rtp(), &buf[..n]).unwrap();
+        call.handle_rtp(now, gw_rtp(), false, &buf[..n]).unwrap();
         keys.extend(
             events(&drain(&mut call))
                 .into_iter()
@@ -637,6 +637,215 @@ fn media_timeout_hangs_up_a_silent_call() {
     call.handle_timeout(Instant::from_millis(10_100));
     let sent = drain_sip(&mut call);
     assert!(sent.iter().any(|s| s.starts_with("BYE ")), "{sent:?}");
+}
+
+#[test]
+fn media_timeout_counts_from_the_answer_when_no_rtp_ever_arrives() {
+    let cfg = cfg_with(|c| c.media_timeout = Some(Duration::from_secs(10)));
+    let (mut call, _tag) = answered_and_acked(cfg);
+    let _ = drain(&mut call);
+    // No RTP at all: the deadline is the answer plus the timeout, not never.
+    let deadline = call.poll_timeout().unwrap();
+    assert!(deadline <= Instant::from_millis(10_100), "{deadline:?}");
+    call.handle_timeout(Instant::from_millis(10_100));
+    let sent = drain_sip(&mut call);
+    assert!(sent.iter().any(|s| s.starts_with("BYE ")), "{sent:?}");
+}
+
+fn rtp_packet(ssrc: u32, seq: u16, pt: PayloadType, payload: &[u8], buf: &mut [u8]) -> usize {
+    let h = RtpHeader {
+        marker: false,
+        payload_type: pt,
+        sequence: seq,
+        timestamp: u32::from(seq) * 160,
+        ssrc: Ssrc(ssrc),
+    };
+    h.emit(payload, buf).unwrap()
+}
+
+fn key_one(ssrc: u32, seq: u16, end: bool, buf: &mut [u8]) -> usize {
+    // RFC 4733 event 1, volume 10, duration 400 (the end bit on the last packets).
+    let payload = [1u8, if end { 0x80 | 10 } else { 10 }, 0x01, 0x90];
+    rtp_packet(ssrc, seq, PayloadType::new(101).unwrap(), &payload, buf)
+}
+
+#[test]
+fn rtp_from_a_foreign_source_is_refused_before_and_after_the_latch() {
+    let cfg = cfg_with(|_| {});
+    let (mut call, _tag) = answered_and_acked(cfg);
+    let _ = drain(&mut call);
+    let attacker: SocketAddr = "203.0.113.66:40000".parse().unwrap();
+    let mut buf = [0u8; 200];
+    // Before the gateway's first packet: an untrusted stranger is refused, keys and all.
+    for seq in 0..4 {
+        let n = key_one(77, seq, seq >= 2, &mut buf);
+        assert_eq!(
+            call.handle_rtp(
+                Instant::from_millis(100 + u64::from(seq)),
+                attacker,
+                false,
+                &buf[..n]
+            ),
+            Err(Error::RtpSource)
+        );
+    }
+    let outs = drain(&mut call);
+    assert!(
+        !outs.contains(&Output::Media(Media::Remote(attacker))),
+        "{outs:?}"
+    );
+    assert!(
+        events(&outs)
+            .iter()
+            .all(|(_, e)| !matches!(e, Event::Dtmf(_))),
+        "{outs:?}"
+    );
+    // The gateway's own packet (the SDP address) is heard and latches the call.
+    let n = rtp_packet(5, 1, PayloadType::PCMU, &[0xFF; 160], &mut buf);
+    call.handle_rtp(Instant::from_millis(200), gw_rtp(), false, &buf[..n])
+        .unwrap();
+    // After the latch, not even a trusted source elsewhere, nor the gateway's IP on
+    // another port, takes the media over, however long the gateway stays silent.
+    let later = Instant::from_millis(5_000);
+    let other_port: SocketAddr = "192.0.2.1:40002".parse().unwrap();
+    for (from, trusted) in [(attacker, true), (other_port, false)] {
+        let n = key_one(78, 9, true, &mut buf);
+        assert_eq!(
+            call.handle_rtp(later, from, trusted, &buf[..n]),
+            Err(Error::RtpSource)
+        );
+    }
+    let outs = drain(&mut call);
+    assert!(
+        !outs
+            .iter()
+            .any(|o| matches!(o, Output::Media(Media::Remote(_)))),
+        "{outs:?}"
+    );
+    assert!(
+        events(&outs)
+            .iter()
+            .all(|(_, e)| !matches!(e, Event::Dtmf(_))),
+        "{outs:?}"
+    );
+    // The latched source may restart its stream with a new SSRC after silence.
+    let n = key_one(99, 500, true, &mut buf);
+    call.handle_rtp(Instant::from_millis(6_000), gw_rtp(), false, &buf[..n])
+        .unwrap();
+    let evs = events(&drain(&mut call));
+    assert!(
+        evs.iter().any(|(_, e)| *e == Event::Dtmf(Digit::D1)),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn a_nat_moved_port_on_the_sdp_address_latches() {
+    let cfg = cfg_with(|_| {});
+    let (mut call, _tag) = answered_and_acked(cfg);
+    let _ = drain(&mut call);
+    let moved: SocketAddr = "192.0.2.1:50000".parse().unwrap();
+    let mut buf = [0u8; 200];
+    let n = rtp_packet(5, 1, PayloadType::PCMU, &[0xFF; 160], &mut buf);
+    call.handle_rtp(Instant::from_millis(200), moved, false, &buf[..n])
+        .unwrap();
+    assert_eq!(drain(&mut call), [Output::Media(Media::Remote(moved))]);
+}
+
+#[test]
+fn rtcp_from_the_peer_fills_the_peer_report_and_our_blocks_describe_its_stream() {
+    let cfg = cfg_with(|_| {});
+    let (mut call, _tag) = answered_and_acked(cfg);
+    let _ = drain(&mut call);
+    // Without rtcp-mux, reports go to the port above the peer's RTP port.
+    assert_eq!(call.rtcp_target(), Some("192.0.2.1:40001".parse().unwrap()));
+    // No RTP from the peer yet: nothing to report about its stream.
+    assert_eq!(call.rtcp_block(Instant::from_millis(50)), None);
+    let mut buf = [0u8; 200];
+    // Packets 1..=10 with 3 and 4 missing.
+    for seq in (1..=10u16).filter(|s| *s != 3 && *s != 4) {
+        let n = rtp_packet(5, seq, PayloadType::PCMU, &[0xFF; 160], &mut buf);
+        call.handle_rtp(
+            Instant::from_millis(100 + u64::from(seq) * 20),
+            gw_rtp(),
+            false,
+            &buf[..n],
+        )
+        .unwrap();
+    }
+    let block = call.rtcp_block(Instant::from_millis(400)).unwrap();
+    assert_eq!(block.ssrc, Ssrc(5));
+    assert_eq!(block.cumulative_lost, 2);
+    assert_eq!(block.fraction_lost, (2 * 256 / 10) as u8);
+    // The peer's SR + report block about our stream (SSRC 77): 1 % lost, jitter 80 units,
+    // LSR/DLSR such that 150 ms have passed in the network.
+    let ours = Ssrc(77);
+    let arrival_ntp = rtp::rtcp::ntp_from_unix_ms(1_700_000_000_000);
+    let lsr = rtp::rtcp::ntp_middle(arrival_ntp).wrapping_sub(65_536); // 1 s before
+    let dlsr = 65_536 - 9_830; // 850 ms held by the peer
+    let block = rtp::rtcp::ReportBlock {
+        ssrc: ours,
+        fraction_lost: 3,
+        cumulative_lost: 4,
+        extended_max_sequence: 500,
+        jitter: 80,
+        lsr,
+        dlsr,
+    };
+    let info = rtp::rtcp::SenderInfo {
+        ntp: arrival_ntp - (1 << 32),
+        rtp_timestamp: 1,
+        packet_count: 9,
+        octet_count: 1440,
+    };
+    let n = rtp::rtcp::build_report(&mut buf, Ssrc(5), &info, Some(&block), b"gw").unwrap();
+    // From elsewhere: refused, nothing recorded.
+    let stranger: SocketAddr = "203.0.113.9:40001".parse().unwrap();
+    assert_eq!(
+        call.handle_rtcp(
+            Instant::from_millis(500),
+            arrival_ntp,
+            stranger,
+            false,
+            &buf[..n],
+            ours
+        ),
+        Err(Error::RtpSource)
+    );
+    assert_eq!(call.peer_report(), PeerReport::NONE);
+    let rtcp_from: SocketAddr = "192.0.2.1:40001".parse().unwrap();
+    call.handle_rtcp(
+        Instant::from_millis(500),
+        arrival_ntp,
+        rtcp_from,
+        false,
+        &buf[..n],
+        ours,
+    )
+    .unwrap();
+    let r = call.peer_report();
+    assert_eq!(r.packets, 1);
+    assert_eq!(r.fraction_lost, 3);
+    assert_eq!(r.cumulative_lost, 4);
+    assert_eq!(r.jitter_ms, 10);
+    let rtt = r.rtt_ms.unwrap();
+    assert!((149..=151).contains(&rtt), "{rtt}");
+    // The peer's SR is echoed in our next block (LSR), with the time we held it (DLSR).
+    let next = call.rtcp_block(Instant::from_millis(1_500)).unwrap();
+    assert_eq!(next.lsr, rtp::rtcp::ntp_middle(info.ntp));
+    assert_eq!(next.dlsr, 65_536);
+    // Garbage is refused.
+    assert_eq!(
+        call.handle_rtcp(
+            Instant::from_millis(600),
+            arrival_ntp,
+            rtcp_from,
+            false,
+            &buf[..7],
+            ours
+        ),
+        Err(Error::Rtp)
+    );
 }
 
 #[test]
@@ -708,7 +917,7 @@ fn send_silence_frame(call: &mut Call, now: Instant) {
         .next_packet_header(true)
         .emit(&[0xFF; 160], &mut buf)
         .unwrap();
-    call.handle_rtp(now, gw_rtp(), &buf[..n]).unwrap();
+    call.handle_rtp(now, gw_rtp(), false, &buf[..n]).unwrap();
 }
 
 /// "1" (call back) then "1" (confirm the caller ID), 20 ms per packet from `now`.
@@ -716,7 +925,7 @@ fn press_one_one(call: &mut Call, now: &mut Instant) {
     for (digit, ts, seq) in [(Digit::D1, 8000u32, 100u16), (Digit::D1, 16000, 200)] {
         for p in dtmf_packets(digit, ts, seq) {
             *now += Duration::from_millis(20);
-            call.handle_rtp(*now, gw_rtp(), &p).unwrap();
+            call.handle_rtp(*now, gw_rtp(), false, &p).unwrap();
         }
     }
 }
@@ -750,7 +959,7 @@ fn no_media_commands_after_the_node_hangs_up() {
         .emit(&[0xFF; 160], &mut buf)
         .unwrap();
     assert_eq!(
-        call.handle_rtp(Instant::from_millis(120), nat, &buf[..n]),
+        call.handle_rtp(Instant::from_millis(120), nat, true, &buf[..n]),
         Err(Error::Rtp)
     );
     assert!(drain(&mut call).is_empty());

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! node.handle_sip(now, from, datagram, || allocate RTP address + randomness);
-//! node.handle_rtp(now, call, from, packet);            // a call's inbound RTP
+//! node.handle_rtp(now, call, from, trusted, packet);   // a call's inbound RTP
 //! node.handle_playback_finished(now, call);             // the pacer played the last Play
 //! node.handle_stored(now, &callback_id, ok);            // the disk wrote (or failed) a booking
 //! node.handle_crm(now, CrmInput::…);                    // announcement, ack, callback state …
@@ -238,6 +238,10 @@ pub struct Stats {
     pub sip_malformed: u64,
     /// Inbound RTP packets a call refused (foreign source, not RTP, before media).
     pub rtp_dropped: u64,
+    /// Of those, packets from a source the call does not take media from (RTP injection
+    /// attempts, or a gateway whose media comes from an address neither its SDP nor
+    /// `sip.allow` names).
+    pub rtp_foreign: u64,
     /// Callbacks booked durably.
     pub callbacks_booked: u64,
     /// Bookings that failed (disk, full queue, late).
@@ -509,7 +513,8 @@ impl<T: CallTable> Node<T> {
         }
     }
 
-    /// An RTP datagram on `call`'s port.
+    /// An RTP datagram on `call`'s port. `trusted`: the shell vouches for the source (it is
+    /// one of its signalling peers); see [`Call::handle_rtp`] for which sources a call hears.
     ///
     /// # Errors
     /// [`Error::UnknownCall`], or [`Error::Call`] when the call refused the packet (counted in
@@ -519,6 +524,7 @@ impl<T: CallTable> Node<T> {
         now: Now,
         key: CallKey,
         from: SocketAddr,
+        trusted: bool,
         data: &[u8],
     ) -> Result<(), Error> {
         self.last = now;
@@ -527,16 +533,66 @@ impl<T: CallTable> Node<T> {
             return Err(Error::UnknownCall);
         };
         // RFC 5761 §4: with rtcp-mux the peer's RTCP arrives on the RTP port. It must not
-        // reach the RTP statistics; it is not read yet.
+        // reach the RTP statistics; the shell reads it with [`Node::handle_rtcp`].
         if crate::rtp::rtcp::is_rtcp(data) {
             return Ok(());
         }
-        if let Err(e) = s.call.handle_rtp(now.at, from, data) {
+        if let Err(e) = s.call.handle_rtp(now.at, from, trusted, data) {
             self.stats.rtp_dropped += 1;
+            if e == call::Error::RtpSource {
+                self.stats.rtp_foreign += 1;
+            }
             return Err(Error::Call(e));
         }
         self.mark(key);
         Ok(())
+    }
+
+    /// An RTCP compound packet for `call` (on its RTP port with rtcp-mux): what the peer says
+    /// about the stream the shell sends (`ours`) goes into the call's [`call::PeerReport`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownCall`], or [`Error::Call`] when the call refused the packet (counted in
+    /// [`Stats::rtp_dropped`]).
+    pub fn handle_rtcp(
+        &mut self,
+        now: Now,
+        key: CallKey,
+        from: SocketAddr,
+        trusted: bool,
+        data: &[u8],
+        ours: crate::rtp::Ssrc,
+    ) -> Result<(), Error> {
+        self.last = now;
+        let Some(s) = self.calls.get_mut(key) else {
+            self.stats.rtp_dropped += 1;
+            return Err(Error::UnknownCall);
+        };
+        let arrival = crate::rtp::rtcp::ntp_from_unix_ms(now.wall.0);
+        if let Err(e) = s
+            .call
+            .handle_rtcp(now.at, arrival, from, trusted, data, ours)
+        {
+            self.stats.rtp_dropped += 1;
+            if e == call::Error::RtpSource {
+                self.stats.rtp_foreign += 1;
+            }
+            return Err(Error::Call(e));
+        }
+        Ok(())
+    }
+
+    /// What the shell needs to send `call`'s RTCP report `now`: where it goes and the report
+    /// block about the peer's stream (none before the peer's first RTP packet). `None` when
+    /// the call has no media peer (not answered, on its way out, or unknown).
+    pub fn rtcp_report(
+        &mut self,
+        now: Now,
+        key: CallKey,
+    ) -> Option<(SocketAddr, Option<crate::rtp::rtcp::ReportBlock>)> {
+        let s = self.calls.get_mut(key)?;
+        let to = s.call.rtcp_target()?;
+        Some((to, s.call.rtcp_block(now.at)))
     }
 
     /// The latest [`Output::Play`] of `call` played to its end.

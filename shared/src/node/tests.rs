@@ -160,7 +160,7 @@ impl<T: CallTable> Shell<T> {
     fn press(&mut self, key: CallKey, d: Digit, ts: u32, seq: u16) {
         for p in dtmf_packets(d, ts, seq) {
             self.now += 20;
-            let _ = self.node.handle_rtp(at(self.now), key, gw_rtp(), &p);
+            let _ = self.node.handle_rtp(at(self.now), key, gw_rtp(), false, &p);
             self.drain();
         }
     }
@@ -439,11 +439,11 @@ fn refused_rtp_is_counted() {
     let (key, _) = answered(&mut sh, "d1");
     assert!(sh
         .node
-        .handle_rtp(at(sh.now), key, gw_rtp(), b"not rtp")
+        .handle_rtp(at(sh.now), key, gw_rtp(), false, b"not rtp")
         .is_err());
     assert!(sh
         .node
-        .handle_rtp(at(sh.now), CallKey(999), gw_rtp(), b"x")
+        .handle_rtp(at(sh.now), CallKey(999), gw_rtp(), false, b"x")
         .is_err());
     assert_eq!(sh.node.stats().rtp_dropped, 2);
 }
@@ -457,11 +457,11 @@ fn muxed_rtcp_is_not_refused_rtp() {
     let n = crate::rtp::rtcp::build_bye(&mut rr, crate::rtp::Ssrc(5)).unwrap();
     assert!(sh
         .node
-        .handle_rtp(at(sh.now), key, gw_rtp(), &rr[..8])
+        .handle_rtp(at(sh.now), key, gw_rtp(), false, &rr[..8])
         .is_ok());
     assert!(sh
         .node
-        .handle_rtp(at(sh.now), key, gw_rtp(), &rr[..n])
+        .handle_rtp(at(sh.now), key, gw_rtp(), false, &rr[..n])
         .is_ok());
     assert_eq!(sh.node.stats().rtp_dropped, 0);
 }

@@ -72,6 +72,12 @@ impl OutboundStream {
         self.payload_type = payload_type;
     }
 
+    /// The RTP timestamp of the next packet (what an SR sent now pairs with the NTP time).
+    #[must_use]
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
+
     /// The SSRC.
     #[must_use]
     pub fn ssrc(&self) -> Ssrc {

@@ -139,6 +139,21 @@ pub struct SenderInfo {
     pub octet_count: u32,
 }
 
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
+
+/// The 64-bit NTP timestamp of a wall-clock time given in Unix milliseconds (0 before 1970).
+#[must_use]
+pub const fn ntp_from_unix_ms(ms: i64) -> u64 {
+    if ms < 0 {
+        return 0;
+    }
+    let ms = ms as u64;
+    let secs = ms / 1000 + NTP_UNIX_OFFSET_S;
+    let frac = ((ms % 1000) << 32) / 1000;
+    (secs << 32) | frac
+}
+
 /// The middle 32 bits of a 64-bit NTP timestamp (the LSR/DLSR clock).
 #[must_use]
 pub const fn ntp_middle(ntp: u64) -> u32 {
