@@ -198,7 +198,7 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         ivr: cfg.ivr_core(),
         callbacks: cfg.callbacks_core(),
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
-        max_calls: 20_000,
+        max_calls: usize::try_from(cfg.sip.max_calls).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(5),
         link: Some(link_config(cfg)),
     }

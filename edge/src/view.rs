@@ -39,6 +39,8 @@ pub struct Stats {
     pub rtp_dropped: u64,
     /// Of those, datagrams from a source the call does not take media from.
     pub rtp_foreign: u64,
+    /// Of the refused calls, those whose source held its fair share of `sip.max_calls`.
+    pub calls_refused_share: u64,
 }
 
 /// One announcement as the node holds it.

@@ -200,7 +200,7 @@ fn the_node_reports_on_rtcp_and_reads_the_peers_reports_into_ccedge_calls() {
     let (rtp2, rtcp2) = loop {
         let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let p = a.local_addr().expect("addr").port();
-        if p % 2 == 0 {
+        if p.is_multiple_of(2) {
             if let Ok(b) = UdpSocket::bind(("127.0.0.1", p + 1)) {
                 break (a, b);
             }

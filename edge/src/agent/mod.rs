@@ -250,6 +250,8 @@ struct CallIo {
     prompts: Arc<PromptSet>,
     /// The SIP peer's address, while the call counts in [`Engine::call_peers`].
     peer: Option<IpAddr>,
+    /// Counted in [`Engine::live_peers`] (until its `call.ended`).
+    live: bool,
     /// When the call's next RTCP report is due (set when its media starts).
     next_rtcp: Option<shared::time::Instant>,
     /// Where its last RTCP report went (its RTCP BYE goes there too).
@@ -281,12 +283,16 @@ pub struct Engine {
     /// Counters of the shell (refusals before parsing, RTP the agent could not take).
     sip_denied: u64,
     sip_rate_limited: u64,
+    /// New calls refused because their source held its fair share of `sip.max_calls`.
+    calls_refused_share: u64,
     /// Datagrams larger than the largest SIP message (answered 513).
     sip_oversize: u64,
     rtp_overflow: Arc<std::sync::atomic::AtomicU64>,
     /// Calls up per SIP peer address: a reload that takes an address out of `sip.allow`
     /// still lets the dialogs it already has finish.
     call_peers: HashMap<IpAddr, u32>,
+    /// Calls not yet ended per SIP peer address: the fair share of `sip.max_calls`.
+    live_peers: HashMap<IpAddr, u32>,
     /// Announcement and audio changes the CRM link handed over (see [`CacheState::epoch`]).
     link_epoch: u64,
     snapshot: watch::Sender<Snapshot>,
@@ -475,7 +481,7 @@ pub async fn start(
     };
     let node = Box::new(Node::new(
         node_cfg,
-        HeapCalls::with_capacity(cfg.max_calls),
+        HeapCalls::with_capacity(cfg.max_calls.saturating_mul(2)),
         now,
     ));
     let (rtp_tx, rtp_rx) = mpsc::channel(8192);
@@ -507,9 +513,11 @@ pub async fn start(
         hasher: std::collections::hash_map::RandomState::new(),
         sip_denied: 0,
         sip_rate_limited: 0,
+        calls_refused_share: 0,
         sip_oversize: 0,
         rtp_overflow: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         call_peers: HashMap::new(),
+        live_peers: HashMap::new(),
         link_epoch: 0,
         snapshot: snap_tx,
         ann_views: Vec::new(),
@@ -815,6 +823,7 @@ impl Engine {
             sip_malformed: n.sip_malformed + self.sip_oversize,
             calls_total: n.calls_total,
             calls_refused: n.calls_refused,
+            calls_refused_share: self.calls_refused_share,
             callbacks_booked: n.callbacks_booked,
             callbacks_failed: n.callbacks_failed,
             callbacks_expired: n.callbacks_expired,
@@ -859,7 +868,9 @@ impl Engine {
             }
             return;
         }
-        if !self.limiter.allow(from.ip(), now.at) {
+        // The limit is for what starts something new: a call's own requests and responses
+        // (and a CANCEL of its INVITE) always get through, however busy its gateway is.
+        if !continues_transaction_or_dialog(data) && !self.limiter.allow(from.ip(), now.at) {
             self.sip_rate_limited += 1;
             return;
         }
@@ -877,9 +888,25 @@ impl Engine {
         let ports = &mut self.ports;
         let bound = &mut self.bound;
         let advertised = self.advertised;
+        // Fair share (`sip.max_calls`): the last tenth of the capacity is kept for sources
+        // below their share (the capacity divided among the sources with calls, this one
+        // included, plus one more for a newcomer), so a flood from a few allowed sources
+        // leaves room for every other gateway. A lone source may use everything.
+        let capacity = ports.capacity().min(self.cfg.max_calls).max(1);
+        let reserve = (capacity / 10).max(1);
+        let held = self.live_peers.get(&from.ip()).map_or(0, |n| *n as usize);
+        let sources = self.live_peers.len() + usize::from(held == 0);
+        let over_share = sources > 1
+            && self.node.active_calls() + reserve >= capacity
+            && (held + 1) * (sources + 1) > capacity;
+        let mut refused_share = false;
         let mut used = false;
         self.node.handle_sip_on(now, from, transport, data, || {
             used = true;
+            if over_share {
+                refused_share = true;
+                return None;
+            }
             let (port, std_socket) = ports.bind(bind_ip)?;
             // One descriptor: the receive task reads it through tokio, the pacer sends on it.
             match UdpSocket::from_std(std_socket) {
@@ -899,7 +926,10 @@ impl Engine {
         });
         if used {
             self.next_call += 1;
-            if self.bound.is_none() {
+            if refused_share {
+                self.calls_refused_share += 1;
+                debug!(source = %from.ip(), held, "new call refused with 503: the source holds its fair share");
+            } else if self.bound.is_none() {
                 warn!("no free RTP port: the call was refused with 503");
             }
         }
@@ -1108,6 +1138,7 @@ impl Engine {
         let peer = self.node.call(key).map(|slot| slot.peer().ip());
         if let Some(ip) = peer {
             *self.call_peers.entry(ip).or_insert(0) += 1;
+            *self.live_peers.entry(ip).or_insert(0) += 1;
         }
         self.io.insert(
             key,
@@ -1120,6 +1151,7 @@ impl Engine {
                 ts0: r as u32,
                 prompts: Arc::clone(&self.prompts),
                 peer,
+                live: peer.is_some(),
                 next_rtcp: None,
                 rtcp_to: None,
                 rtcp_sent: 0,
@@ -1127,7 +1159,28 @@ impl Engine {
         );
     }
 
+    /// A call ended for its caller: it no longer counts against its source's fair share
+    /// (its dialog may linger for retransmissions until it is released).
+    fn call_ended(&mut self, key: CallKey) {
+        let Some(io) = self.io.get_mut(&key) else {
+            return;
+        };
+        if std::mem::take(&mut io.live) {
+            if let Some(ip) = io.peer {
+                if let Some(n) = self.live_peers.get_mut(&ip) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.live_peers.remove(&ip);
+                    }
+                }
+            }
+        }
+    }
+
     fn released(&mut self, key: Option<CallKey>, local_rtp: SocketAddr) {
+        if let Some(k) = key {
+            self.call_ended(k);
+        }
         match key.and_then(|k| self.io.remove(&k).map(|io| (k, io))) {
             Some((k, io)) => {
                 io.rtp_task.abort();
@@ -1195,6 +1248,11 @@ impl Engine {
     }
 
     fn event(&mut self, e: node::NodeEvent) {
+        if matches!(e.kind, EventKind::CallEnded { .. }) {
+            if let Some(key) = e.call {
+                self.call_ended(key);
+            }
+        }
         match &e.kind {
             EventKind::CallOffered { caller, dialled } => info!(
                 call = ?e.call_id.map(|c| c.to_string()), call_seq = e.call_seq,
@@ -1637,6 +1695,31 @@ fn rtcp_interval(ssrc: u32, n: u32) -> Duration {
     Duration::from_millis(2_500 + u64::from(x % 5_000))
 }
 
+/// Whether a SIP datagram continues something already started, judged cheaply (no parse: the
+/// rate limiter runs before parsing): a response, a CANCEL or ACK, or a request whose To
+/// header has a tag. A forged one from an allowed source costs the node a parse and a 481.
+fn continues_transaction_or_dialog(data: &[u8]) -> bool {
+    if data.starts_with(b"SIP/2.0 ") || data.starts_with(b"CANCEL ") || data.starts_with(b"ACK ") {
+        return true;
+    }
+    let head = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(data, |end| &data[..end]);
+    head.split(|b| *b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let name_end = line.iter().position(|b| *b == b':');
+        let Some(name_end) = name_end else {
+            return false;
+        };
+        let name = line[..name_end].trim_ascii();
+        (name.eq_ignore_ascii_case(b"to") || name.eq_ignore_ascii_case(b"t"))
+            && line[name_end..]
+                .windows(5)
+                .any(|w| w.eq_ignore_ascii_case(b";tag="))
+    })
+}
+
 /// Whether a SIP datagram belongs to a dialog that already exists: a response, or a request
 /// with a To tag. A source taken out of `sip.allow` by a reload may still send these for the
 /// calls it has up; it can start none.
@@ -1752,5 +1835,30 @@ async fn rtp_receive(
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::continues_transaction_or_dialog as continues;
+
+    #[test]
+    fn what_the_rate_limiter_lets_through_unmetered() {
+        let invite = b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+            From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        assert!(!continues(invite));
+        let bye = b"BYE sip:a@b SIP/2.0\r\nf: <sip:x@y>;tag=1\r\nt: <sip:a@b>;TAG=9\r\n\r\n";
+        assert!(continues(bye));
+        assert!(continues(b"SIP/2.0 200 OK\r\n\r\n"));
+        assert!(continues(
+            b"CANCEL sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n"
+        ));
+        assert!(continues(b"ACK sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\n"));
+        // A tag in the body or in another header does not count.
+        let tricky = b"OPTIONS sip:a@b SIP/2.0\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\n\
+            Subject: To: x;tag=2\r\n\r\nTo: <sip:a@b>;tag=3";
+        assert!(!continues(tricky));
+        assert!(!continues(b""));
+        assert!(!continues(b"\xff\xfe;tag="));
     }
 }

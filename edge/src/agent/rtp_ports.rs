@@ -27,6 +27,15 @@ impl PortPool {
         }
     }
 
+    /// How many ports the pool has.
+    pub(crate) fn capacity(&self) -> usize {
+        if self.max < self.min {
+            0
+        } else {
+            usize::from(self.max - self.min) + 1
+        }
+    }
+
     /// Binds the next free port on `ip` (non-blocking); `None` when every port is in use.
     pub(crate) fn bind(&mut self, ip: IpAddr) -> Option<(u16, std::net::UdpSocket)> {
         if self.max < self.min {

@@ -114,9 +114,17 @@ pub struct Sip {
     pub allow: AllowList,
     /// `sip.deny_action`: `silence` (default) or `403` for requests from outside `allow`.
     pub deny_action: DenyAction,
-    /// `sip.rate_limit_per_source`: requests per second accepted from one source address;
-    /// the excess is dropped. Default 50.
+    /// `sip.rate_limit_per_source`: requests that start something new (INVITE, OPTIONS, …)
+    /// accepted per second from one source address, bursts of twice that; the excess is
+    /// dropped. Requests inside a dialog, CANCEL and responses are never limited. Default 1000
+    /// (a trusted gateway's 500 new calls/s pass; the node's admission control, not this
+    /// limit, decides when calls are refused).
     pub rate_limit_per_source: u32,
+    /// `sip.max_calls`: most calls at once (also bounded by the RTP port range); a new INVITE
+    /// beyond gets 503 with Retry-After. When more than one source has calls, the last tenth
+    /// is kept for sources below their fair share (this divided by the sources with calls
+    /// plus one), so a few sources cannot take every slot from the others. Default 10000.
+    pub max_calls: u32,
     /// `sip.public_address`: the address written into Contact, Via and SDP when `listen` is a
     /// wildcard (`0.0.0.0` / `::`). Default unset (the listen address is used).
     #[serde(deserialize_with = "source::de_opt_ip")]
@@ -149,7 +157,8 @@ impl Default for Sip {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060),
             allow: AllowList::default(),
             deny_action: DenyAction::Silence,
-            rate_limit_per_source: 50,
+            rate_limit_per_source: 1000,
+            max_calls: 10_000,
             public_address: None,
             t1_ms: 500,
             answer_delay_ms: 0,

@@ -224,6 +224,16 @@ fn bad_values_name_the_key_and_the_file() {
             "sip.rate_limit_per_source",
             "out of range",
         ),
+        (
+            "[sip]\nmax_calls = 0".into(),
+            "sip.max_calls",
+            "out of range",
+        ),
+        (
+            "[sip]\nmax_calls = 100001".into(),
+            "sip.max_calls",
+            "out of range",
+        ),
         ("[sip]\nt1_ms = 0".into(), "sip.t1_ms", "out of range"),
         (
             "[rtp]\nport_min = 30000\nport_max = 20000".into(),

@@ -176,6 +176,7 @@ impl Config {
             1,
             100_000,
         )?;
+        range("sip.max_calls", sip.max_calls, 1, 100_000)?;
         if let Some(ip) = sip.public_address {
             if ip.is_unspecified() || ip.is_multicast() {
                 return fail(

@@ -356,6 +356,9 @@ pub struct StatsData {
     pub calls_total: u64,
     /// Calls refused with 503.
     pub calls_refused: u64,
+    /// Of those, calls whose source held its fair share of `sip.max_calls`.
+    #[serde(default)]
+    pub calls_refused_share: u64,
     /// Callbacks durably booked.
     pub callbacks_booked: u64,
     /// Callback writes that failed.

@@ -126,8 +126,11 @@ pub fn status(s: &StatusData) -> String {
         (
             "calls",
             format!(
-                "{} active, {} total, {} refused",
-                s.active_calls, s.stats.calls_total, s.stats.calls_refused
+                "{} active, {} total, {} refused ({} over a source's fair share)",
+                s.active_calls,
+                s.stats.calls_total,
+                s.stats.calls_refused,
+                s.stats.calls_refused_share
             ),
         ),
         (

@@ -370,6 +370,7 @@ fn status(ctx: &ControlContext) -> StatusData {
             sip_malformed: s.sip_malformed,
             calls_total: s.calls_total,
             calls_refused: s.calls_refused,
+            calls_refused_share: s.calls_refused_share,
             callbacks_booked: s.callbacks_booked,
             callbacks_failed: s.callbacks_failed,
             rtp_dropped: s.rtp_dropped,

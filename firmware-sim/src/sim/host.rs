@@ -260,9 +260,15 @@ impl Host {
         let p = &self.params;
         let table = l.node.calls().len();
         let active = l.node.active_calls();
-        if table > p.max_calls {
+        if table > p.max_calls * 2 {
             fail!(
-                "call table holds {table} calls, above the configured {}",
+                "call table holds {table} calls, above twice the configured {}",
+                p.max_calls
+            );
+        }
+        if active > p.max_calls {
+            fail!(
+                "{active} calls active, above the configured {}",
                 p.max_calls
             );
         }
@@ -353,7 +359,7 @@ impl Host {
         self.epoch += 1;
         self.disk.boot += 1;
         let now = now_of(ctx);
-        let calls = HeapCalls::with_capacity(self.params.max_calls);
+        let calls = HeapCalls::with_capacity(self.params.max_calls * 2);
         let mut node = Node::new(self.cfg.clone(), calls, now);
         let _report = node.restore_callbacks(now, self.disk.callbacks.values().cloned());
         for a in self.disk.announcements.values() {

@@ -91,7 +91,9 @@ pub struct Config {
     pub site: Site,
     /// The callback queue's settings.
     pub callbacks: callback::Config,
-    /// Most calls at once; new INVITEs beyond get 503.
+    /// Most calls at once (calls not ended yet); new INVITEs beyond get 503. An ended call's
+    /// dialog lingers up to 32 s to answer retransmissions without counting here; the table
+    /// holds at most twice this in all.
     pub max_calls: usize,
 }
 
@@ -995,7 +997,12 @@ impl<T: CallTable> Node<T> {
     where
         F: FnOnce() -> Option<Setup>,
     {
-        if self.draining || self.calls.len() >= self.cfg.max_calls {
+        // Live calls decide; ended calls still answering retransmissions only bound the table
+        // (a gateway's short calls would otherwise fill it with dialogs nobody is on).
+        if self.draining
+            || self.active >= self.cfg.max_calls
+            || self.calls.len() >= self.cfg.max_calls.saturating_mul(2)
+        {
             self.stats.calls_refused += 1;
             self.reply(from, req, 503);
             return;

@@ -256,7 +256,7 @@ fn answered<T: CallTable>(sh: &mut Shell<T>, call: &str) -> (CallKey, String) {
 fn heap_shell(max_age_s: u64) -> Shell<HeapCalls> {
     Shell::new(Node::new(
         config(max_age_s),
-        HeapCalls::with_capacity(8),
+        HeapCalls::with_capacity(16),
         at(0),
     ))
 }
@@ -564,6 +564,35 @@ fn a_full_table_answers_503_and_shutdown_hangs_up_every_call() {
     sh.run_until(sh.now + 64_000);
     assert_eq!(sh.node.active_calls(), 0);
     assert_eq!(sh.node.calls().len(), 0);
+}
+
+// Regression: ended calls whose dialogs linger for retransmissions filled `max_calls`, so
+// a gateway's short calls got 503 with nobody on the line.
+#[test]
+fn ended_calls_do_not_count_against_max_calls() {
+    let mut sh = heap_shell(3600);
+    for i in 0..8 {
+        let (_, tag) = answered(&mut sh, &format!("e{i}"));
+        sh.sip(&request(&format!("e{i}"), "BYE", 2, Some(&tag), ""));
+        assert_eq!(
+            sh.node.active_calls(),
+            0,
+            "after e{i}: {:?}",
+            sh.sent.last()
+        );
+    }
+    assert_eq!(sh.node.calls().len(), 8, "the dialogs linger");
+    let (_, _) = answered(&mut sh, "e9");
+    assert_eq!(sh.node.stats().calls_refused, 0);
+    assert_eq!(sh.node.active_calls(), 1);
+    // The table itself stays bounded: twice max_calls in all.
+    for i in 10..17 {
+        let (_, tag) = answered(&mut sh, &format!("e{i}"));
+        sh.sip(&request(&format!("e{i}"), "BYE", 2, Some(&tag), ""));
+    }
+    assert_eq!(sh.node.calls().len(), 16);
+    sh.sip(&request("e99", "INVITE", 1, None, &sdp()));
+    assert!(sh.sent.last().unwrap().1.starts_with("SIP/2.0 503"));
 }
 
 #[test]

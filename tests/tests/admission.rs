@@ -1,0 +1,184 @@
+//! Admission under a flood from allowed sources, with the real agent on loopback: sixteen
+//! addresses inside `sip.allow` (127.0.0.3–18) send new INVITEs as fast as a few thousand a
+//! second for three seconds, never hanging up; a gateway (127.0.0.1) places its ordinary calls
+//! alongside. The flood must not take every slot: the gateway's calls are answered, the
+//! flood's extra INVITEs get 503 with Retry-After, and `ccedge status` counts them.
+
+#![allow(clippy::disallowed_methods)] // the tests time real sockets
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ccedge_tests::{ccedge_cli, Agent, AgentOptions, CallGateway, TempDir};
+use firmware_sim::gateway::uac::UacState;
+use serde_json::Value;
+
+const SOURCES: u8 = 16;
+/// INVITEs per second from each flooding source.
+const FLOOD_RATE: u64 = 250;
+const FLOOD_FOR: Duration = Duration::from_secs(3);
+
+fn flood_invite(agent: SocketAddr, me: SocketAddr, n: u64) -> Vec<u8> {
+    let sdp = format!(
+        "v=0\r\no=f 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ip = me.ip()
+    );
+    format!(
+        "INVITE sip:+18005550100@{agent} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {me};branch=z9hG4bK-flood-{n}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:+12155550999@{ip}>;tag=f{n}\r\n\
+         To: <sip:+18005550100@{agent}>\r\n\
+         Call-ID: flood-{n}@{ip}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:f@{me}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        ip = me.ip()
+    )
+    .into_bytes()
+}
+
+/// One flooding source: sends INVITEs at [`FLOOD_RATE`] for [`FLOOD_FOR`], answers every 200
+/// with an ACK (so its calls stay up), and counts the 200s and the 503s with Retry-After.
+fn flood(
+    agent: SocketAddr,
+    ip: String,
+    answered: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let sock = UdpSocket::bind((ip.as_str(), 0)).expect("bind flood source");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let me = sock.local_addr().expect("addr");
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        let due = if start.elapsed() < FLOOD_FOR {
+            (start.elapsed().as_millis() as u64 * FLOOD_RATE / 1000).min(FLOOD_RATE * 3)
+        } else {
+            sent
+        };
+        while sent < due {
+            let _ = sock.send_to(&flood_invite(agent, me, sent), agent);
+            sent += 1;
+        }
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let t = String::from_utf8_lossy(&buf[..n]);
+            if t.starts_with("SIP/2.0 200") && t.contains(" INVITE\r\n") {
+                answered.fetch_add(1, Ordering::Relaxed);
+                let to = t
+                    .lines()
+                    .find(|l| l.starts_with("To:"))
+                    .unwrap_or("To: <sip:x@y>")
+                    .to_owned();
+                let call_id = t
+                    .lines()
+                    .find(|l| l.starts_with("Call-ID:"))
+                    .unwrap_or("Call-ID: x")
+                    .to_owned();
+                let ack = format!(
+                    "ACK sip:ccedge@{agent} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ack-{n}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:+12155550999@{ip}>;tag=f\r\n{to}\r\n{call_id}\r\n\
+                     CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+                    ip = me.ip()
+                );
+                let _ = sock.send_to(ack.as_bytes(), agent);
+            } else if t.starts_with("SIP/2.0 503") && t.contains("Retry-After:") {
+                refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn status(agent: &Agent) -> Value {
+    let run = ccedge_cli(&[
+        "status",
+        "--json",
+        "--config",
+        agent.config.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    serde_json::from_str(&run.stdout).expect("status json")
+}
+
+#[test]
+fn a_flood_from_sixteen_allowed_sources_leaves_room_for_the_gateways_calls() {
+    let dir = TempDir::new("admission");
+    let opts = AgentOptions {
+        // Capacity 160 calls; the flood alone would want 16 × 750.
+        sip_extra: "max_calls = 160".into(),
+        rtp_ports: 400,
+        ivr_extra: "no_input_timeout_ms = 60000\nmax_retries = 9".into(),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let answered = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let floods: Vec<_> = (3..3 + SOURCES)
+        .map(|i| {
+            let (a, r, s) = (
+                Arc::clone(&answered),
+                Arc::clone(&refused),
+                Arc::clone(&stop),
+            );
+            let target = agent.sip;
+            std::thread::spawn(move || flood(target, format!("127.0.0.{i}"), a, r, s))
+        })
+        .collect();
+    // Let the flood fill what it can, then the gateway calls: 40 calls over 4 s, each hung
+    // up after it is answered.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut gw = CallGateway::new();
+    for n in 1..=40u64 {
+        gw.place(agent.sip, n, "12155550123", 9);
+        gw.pump(agent.sip, Duration::from_millis(100));
+        let up: Vec<u64> = (1..=n)
+            .filter(|k| {
+                gw.calls().values().any(|c| {
+                    c.call_id.starts_with(&format!("sim-{k:08x}@"))
+                        && c.state == UacState::Confirmed
+                })
+            })
+            .collect();
+        for k in up {
+            gw.hang_up(agent.sip, k);
+        }
+    }
+    let _ = gw.wait_ended(agent.sip, Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    for f in floods {
+        f.join().expect("flood thread");
+    }
+    let states: Vec<UacState> = gw.calls().values().map(|c| c.state).collect();
+    let gateway_answered = states
+        .iter()
+        .filter(|s| matches!(s, UacState::Terminated | UacState::Confirmed))
+        .count();
+    let flood_answered = answered.load(Ordering::Relaxed);
+    let flood_refused = refused.load(Ordering::Relaxed);
+    assert!(
+        gateway_answered >= 38,
+        "only {gateway_answered} of 40 gateway calls answered ({states:?}); flood: {flood_answered} answered, {flood_refused} refused; status {}; {}",
+        status(&agent),
+        agent.log().iter().filter(|l| l.contains("fair share") || l.contains("RTP port")).take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+    // Each flooding source got at most about its share of the 160.
+    assert!(flood_answered <= 160, "{flood_answered}");
+    assert!(
+        flood_refused > 1_000,
+        "503s with Retry-After: {flood_refused}"
+    );
+    let s = status(&agent);
+    assert!(
+        s["stats"]["calls_refused_share"].as_u64().unwrap_or(0) > 1_000,
+        "{s}"
+    );
+}
