@@ -182,3 +182,104 @@ fn a_flood_from_sixteen_allowed_sources_leaves_room_for_the_gateways_calls() {
         "{s}"
     );
 }
+
+#[test]
+fn at_capacity_a_new_invite_gets_503_at_once_and_the_calls_up_keep_their_audio() {
+    let dir = TempDir::new("capacity");
+    let opts = AgentOptions {
+        sip_extra: "max_calls = 2".into(),
+        ivr_extra: "no_input_timeout_ms = 60000\nmax_retries = 9".into(),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let mut gw = CallGateway::new();
+    let sinks = [ccedge_tests::RtpSink::new(), ccedge_tests::RtpSink::new()];
+    for (n, sink) in sinks.iter().enumerate() {
+        gw.place(agent.sip, n as u64 + 1, "12155550123", sink.port());
+    }
+    assert_eq!(
+        gw.wait_answered(agent.sip, 2, Duration::from_secs(10))
+            .len(),
+        2
+    );
+    gw.pump(agent.sip, Duration::from_millis(500));
+    let before: Vec<usize> = sinks.iter().map(|s| s.packets().len()).collect();
+
+    // A third caller, by hand, to time the answer.
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .expect("timeout");
+    let me = sock.local_addr().expect("addr");
+    let sent = Instant::now();
+    sock.send_to(&flood_invite(agent.sip, me, 1), agent.sip)
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let mut answer = None;
+    while sent.elapsed() < Duration::from_secs(2) {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let t = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !t.starts_with("SIP/2.0 1") {
+                answer = Some((t, sent.elapsed()));
+                break;
+            }
+        }
+    }
+    let (answer, took) = answer.expect("an answer to the INVITE at capacity");
+    assert!(answer.starts_with("SIP/2.0 503"), "{answer}");
+    assert!(
+        answer.lines().any(|l| l.starts_with("Retry-After: ")),
+        "{answer}"
+    );
+    // Answered at once, not after a wait (the figure itself is a benchmark's business).
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    // The calls up kept their 50 packets a second meanwhile.
+    gw.pump(agent.sip, Duration::from_millis(1_000));
+    for (sink, b) in sinks.iter().zip(before) {
+        let got = sink.packets().len() - b;
+        assert!(got >= 40, "a call up got {got} packets in ~1 s");
+    }
+    let s = status(&agent);
+    assert!(s["stats"]["calls_refused"].as_u64() >= Some(1), "{s}");
+}
+
+#[test]
+fn with_the_defaults_one_gateway_starts_500_calls_a_second_and_nothing_is_dropped() {
+    let dir = TempDir::new("gateway-rate");
+    let opts = AgentOptions {
+        rtp_ports: 1_200,
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let mut gw = CallGateway::new();
+    // 1,000 calls in 2 s: ten every 20 ms, each hung up once answered (its BYE, ACK and the
+    // INVITEs all come from the one address).
+    let total = 1_000u64;
+    let start = Instant::now();
+    let mut placed = 0u64;
+    while placed < total {
+        let due = ((start.elapsed().as_millis() as u64 / 20) + 1) * 10;
+        while placed < due.min(total) {
+            placed += 1;
+            gw.place(agent.sip, placed, "12155550123", 9);
+        }
+        gw.pump(agent.sip, Duration::from_millis(5));
+        gw.hang_up_all(agent.sip);
+    }
+    let _ = gw.wait_answered(agent.sip, usize::MAX, Duration::from_secs(3));
+    gw.hang_up_all(agent.sip);
+    let _ = gw.wait_ended(agent.sip, Duration::from_secs(10));
+    let rejected: Vec<UacState> = gw
+        .calls()
+        .values()
+        .map(|c| c.state)
+        .filter(|s| !matches!(s, UacState::Terminated))
+        .collect();
+    let s = status(&agent);
+    assert_eq!(s["stats"]["sip_rate_limited"], 0, "{s}");
+    assert!(
+        rejected.is_empty(),
+        "{} of {total} calls not answered and ended: {:?}; {s}",
+        rejected.len(),
+        &rejected[..rejected.len().min(10)]
+    );
+}
