@@ -55,6 +55,7 @@ fn answered_call(
     })
     .expect("200 OK");
     assert_eq!(ok.contains("a=rtcp-mux"), mux, "{ok}");
+    // Without rtcp-mux the answer names its RTCP port (RFC 3605): the RTP port itself.
     let to = header(&ok, "To").expect("To").to_owned();
     let ack = format!(
         "ACK sip:ccedge@{} SIP/2.0\r\nVia: SIP/2.0/UDP {gw};branch=z9hG4bK-ack-{call_id}\r\n\
@@ -69,6 +70,11 @@ fn answered_call(
         .and_then(|l| l.split(' ').next())
         .and_then(|p| p.parse().ok())
         .expect("m=audio port");
+    assert_eq!(
+        ok.contains(&format!("a=rtcp:{media_port}\r\n")),
+        !mux,
+        "{ok}"
+    );
     format!("127.0.0.1:{media_port}").parse().expect("addr")
 }
 
@@ -206,9 +212,38 @@ fn the_node_reports_on_rtcp_and_reads_the_peers_reports_into_ccedge_calls() {
             }
         }
     };
-    let _media2 = answered_call(&agent, &sip, "rtcp-nomux-2@127.0.0.1", &rtp2, false);
-    assert!(
-        wait_sr(&rtcp2, Duration::from_secs(5)).is_some(),
-        "no SR on the RTCP port"
-    );
+    let media2 = answered_call(&agent, &sip, "rtcp-nomux-2@127.0.0.1", &rtp2, false);
+    let (node_ssrc2, node_ntp2, _) =
+        wait_sr(&rtcp2, Duration::from_secs(5)).expect("an SR on the RTCP port");
+    // The answer's a=rtcp (RFC 3605) names the node's RTP port: a receiver report sent there
+    // from our RTCP port is read.
+    let block = ReportBlock {
+        ssrc: node_ssrc2,
+        fraction_lost: 0,
+        cumulative_lost: 11,
+        extended_max_sequence: 100,
+        jitter: 16,
+        lsr: rtcp::ntp_middle(node_ntp2),
+        dlsr: 0,
+    };
+    let n = rtcp::build_report(
+        &mut buf,
+        Ssrc(0x0B0B_0B0B),
+        &info,
+        Some(&block),
+        b"gw2@test",
+    )
+    .expect("build");
+    rtcp2.send_to(&buf[..n], media2).expect("send rtcp");
+    let mut found = false;
+    for _ in 0..20 {
+        found = calls(&agent)
+            .iter()
+            .any(|r| r["peer_lost"] == 11 && r["rtcp_reports"] == 1 && r["peer_jitter_ms"] == 2);
+        if found {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(found, "{:?}", calls(&agent));
 }

@@ -342,6 +342,8 @@ struct MediaState {
     latched: bool,
     /// RTCP shares the RTP port (RFC 5761, the offer had `a=rtcp-mux`).
     rtcp_mux: bool,
+    /// The peer's `a=rtcp` port (RFC 3605), when it named one.
+    rtcp_port: Option<u16>,
 }
 
 /// A 200 OK prepared but not sent yet (ringing first).
@@ -366,6 +368,7 @@ impl MediaState {
         sending: false,
         latched: false,
         rtcp_mux: false,
+        rtcp_port: None,
     };
 
     fn from_negotiated(n: &sdp::Negotiated) -> MediaState {
@@ -380,6 +383,7 @@ impl MediaState {
             sending: n.sends(),
             latched: false,
             rtcp_mux: n.rtcp_mux,
+            rtcp_port: n.remote_rtcp_port,
         }
     }
 
@@ -637,8 +641,9 @@ impl Call {
         self.peer_report
     }
 
-    /// Where the node's RTCP for this call goes: the media address itself with rtcp-mux,
-    /// otherwise the port above it (RFC 3550 §11). `None` while the call has no media peer.
+    /// Where the node's RTCP for this call goes: the media address itself with rtcp-mux, the
+    /// peer's `a=rtcp` port (RFC 3605), otherwise the port above the media port (RFC 3550
+    /// §11). `None` while the call has no media peer.
     #[must_use]
     pub fn rtcp_target(&self) -> Option<SocketAddr> {
         let m = self.media?;
@@ -647,7 +652,10 @@ impl Call {
         }
         let mut r = m.remote?;
         if !m.rtcp_mux {
-            r.set_port(r.port().checked_add(1)?);
+            r.set_port(match m.rtcp_port {
+                Some(p) => p,
+                None => r.port().checked_add(1)?,
+            });
         }
         Some(r)
     }
@@ -1203,6 +1211,10 @@ impl Call {
             m.remote = negotiated.remote;
             m.latched = false;
             self.push(Pending::MediaRemote);
+        }
+        if let Some(m) = self.media.as_mut() {
+            m.rtcp_mux = negotiated.rtcp_mux;
+            m.rtcp_port = negotiated.remote_rtcp_port;
         }
         let Some(m) = self.media.as_mut() else {
             return;

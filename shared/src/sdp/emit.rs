@@ -79,6 +79,8 @@ pub struct Answer {
     pub direction: Direction,
     /// Write `a=rtcp-mux` (the offer had it).
     pub rtcp_mux: bool,
+    /// Without rtcp-mux: write `a=rtcp:PORT` (RFC 3605) so the peer sends its RTCP there.
+    pub rtcp_port: Option<u16>,
     lines: MediaLines,
 }
 
@@ -96,6 +98,9 @@ impl Negotiated {
             telephone_event: self.telephone_event.map(|t| t.payload_type),
             direction: self.direction,
             rtcp_mux: self.rtcp_mux,
+            // The node reads RTCP on its RTP port (one socket per call), told apart from RTP
+            // by the RFC 5761 rule; without rtcp-mux the peer learns that from `a=rtcp`.
+            rtcp_port: (!self.rtcp_mux).then_some(local_rtp.port()),
             lines: self.lines,
         }
     }
@@ -142,6 +147,9 @@ impl Answer {
         )?;
         if let Some(te) = self.telephone_event {
             write_telephone_event(w, te)?;
+        }
+        if let (false, Some(p)) = (self.rtcp_mux, self.rtcp_port) {
+            write!(w, "a=rtcp:{p}\r\n")?;
         }
         write!(w, "a=ptime:{PTIME_MS}\r\na={}\r\n", self.direction.as_str())?;
         if self.rtcp_mux {

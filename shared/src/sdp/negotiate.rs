@@ -145,6 +145,8 @@ pub struct Negotiated {
     /// The offer had `a=rtcp-mux` (RFC 5761): the answer has it too and RTCP shares the RTP
     /// port.
     pub rtcp_mux: bool,
+    /// The peer's `a=rtcp` port (RFC 3605), if it gave one.
+    pub remote_rtcp_port: Option<u16>,
     pub(crate) lines: MediaLines,
 }
 
@@ -286,6 +288,7 @@ fn finish(
         direction,
         on_hold: held_by_address || !their_direction.receives(),
         rtcp_mux: m.rtcp_mux,
+        remote_rtcp_port: m.rtcp_port,
         lines,
     })
 }

@@ -65,6 +65,9 @@ pub struct Media<'a> {
     pub maxptime: Option<u16>,
     /// `a=rtcp-mux` (RFC 5761): RTCP on the RTP port.
     pub rtcp_mux: bool,
+    /// `a=rtcp` (RFC 3605): the port the peer takes RTCP on, when not the one above RTP (an
+    /// address after the port is not read: RTCP goes to the media address).
+    pub rtcp_port: Option<u16>,
     section: &'a str,
 }
 
@@ -196,6 +199,7 @@ fn parse_media_line(value: &str) -> Result<Media<'_>, Error> {
         ptime: None,
         maxptime: None,
         rtcp_mux: false,
+        rtcp_port: None,
         section: "",
     })
 }
@@ -243,6 +247,7 @@ pub fn parse(body: &[u8]) -> Result<SessionDescription<'_>, Error> {
                     ("ptime", Some(v)) => m.ptime = leading_u16(v).or(m.ptime),
                     ("maxptime", Some(v)) => m.maxptime = leading_u16(v).or(m.maxptime),
                     ("rtcp-mux", _) => m.rtcp_mux = true,
+                    ("rtcp", Some(v)) => m.rtcp_port = leading_u16(v).filter(|p| *p != 0),
                     _ => {}
                 }
             }

@@ -78,6 +78,7 @@ fn sipp_default_uac_offer() {
             t=0 0
             m=audio 30000 RTP/AVP 0
             a=rtpmap:0 PCMU/8000
+            a=rtcp:30000
             a=ptime:20
             a=sendrecv"
         )
@@ -127,6 +128,7 @@ fn many_codec_offer_in_the_freeswitch_style() {
             a=rtpmap:0 PCMU/8000
             a=rtpmap:101 telephone-event/8000
             a=fmtp:101 0-15
+            a=rtcp:30000
             a=ptime:20
             a=sendrecv"
         )
@@ -347,6 +349,7 @@ fn video_and_audio_answer_rejects_video_in_place() {
             a=rtpmap:0 PCMU/8000
             a=rtpmap:101 telephone-event/8000
             a=fmtp:101 0-15
+            a=rtcp:30000
             a=ptime:20
             a=sendrecv
             m=audio 0 RTP/AVP 8
@@ -778,4 +781,33 @@ fn rtcp_mux_is_answered_only_when_offered() {
     let n = offer(SIPP_UAC).unwrap();
     assert!(!n.rtcp_mux);
     assert!(!answer_text(&n).contains("rtcp-mux"));
+}
+
+// ---- a=rtcp (RFC 3605) ------------------------------------------------------------------------
+
+#[test]
+fn rtcp_port_is_read_from_the_offer_and_ours_is_the_rtp_port_without_mux() {
+    let with = std::format!("{SIPP_UAC}\na=rtcp:53020 IN IP4 127.0.0.1");
+    let n = offer(&with).unwrap();
+    assert_eq!(n.remote_rtcp_port, Some(53020));
+    let n = offer(SIPP_UAC).unwrap();
+    assert_eq!(n.remote_rtcp_port, None);
+    // Without rtcp-mux the answer tells the peer to send RTCP to our RTP port, where it is
+    // told apart from RTP by the RFC 5761 rule; with rtcp-mux that is implied.
+    assert!(answer_text(&n).contains("a=rtcp:30000\r\n"));
+    let n = offer(&std::format!("{SIPP_UAC}\na=rtcp-mux")).unwrap();
+    assert!(!answer_text(&n).contains("a=rtcp:"));
+    // Port 0 or garbage is not a port.
+    assert_eq!(
+        offer(&std::format!("{SIPP_UAC}\na=rtcp:0"))
+            .unwrap()
+            .remote_rtcp_port,
+        None
+    );
+    assert_eq!(
+        offer(&std::format!("{SIPP_UAC}\na=rtcp:x"))
+            .unwrap()
+            .remote_rtcp_port,
+        None
+    );
 }
