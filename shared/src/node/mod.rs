@@ -503,6 +503,9 @@ impl<T: CallTable> Node<T> {
             }
             Message::Response(r) => {
                 let Ok(resp) = r.to_incoming_response() else {
+                    // A response beyond the dialog limits (or without what a response
+                    // needs) is dropped, never silently: it counts as malformed.
+                    self.stats.sip_malformed += 1;
                     return;
                 };
                 if let Some(key) = self.calls.find(resp.call_id.as_bytes()) {

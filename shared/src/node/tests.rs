@@ -595,6 +595,22 @@ fn ended_calls_do_not_count_against_max_calls() {
     assert!(sh.sent.last().unwrap().1.starts_with("SIP/2.0 503"));
 }
 
+// A response the node cannot read (here: no CSeq) is dropped, and counted as malformed.
+#[test]
+fn an_unreadable_response_is_counted_as_malformed() {
+    let mut sh = heap_shell(3600);
+    let (_, tag) = answered(&mut sh, "r1");
+    let before = sh.node.stats().sip_malformed;
+    let resp = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKx1\r\n\
+         From: <sip:+12155550123@192.0.2.1>;tag=gw1\r\n\
+         To: <sip:+18005550100@192.0.2.10>;tag={tag}\r\nCall-ID: r1@192.0.2.1\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    sh.sip(&resp);
+    assert_eq!(sh.node.stats().sip_malformed, before + 1);
+}
+
 #[test]
 fn the_firmware_table_runs_the_same_calls() {
     let mut sh = Shell::new(Node::new(config(60), ArrayCalls::<4>::new(), at(0)));
