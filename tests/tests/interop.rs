@@ -870,3 +870,63 @@ fn an_avaya_sbce_shaped_invite_of_4_kb_is_answered() {
 fn a_genesys_shaped_invite_of_8_kb_with_16_vias_is_answered() {
     vendor_invite_is_answered("genesys_sipserver.sip");
 }
+
+/// `ccedge calls --json` of `agent`.
+fn calls_json(agent: &Agent) -> Vec<serde_json::Value> {
+    let run = ccedge_tests::ccedge_cli(&[
+        "calls",
+        "--json",
+        "--config",
+        agent.config.to_str().expect("utf-8 path"),
+    ]);
+    serde_json::from_str::<serde_json::Value>(&run.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn baresips_rtcp_reports_show_in_ccedge_calls() {
+    let Some(bin) = peer_binary("baresip", "baresip-core") else {
+        return;
+    };
+    let dir = TempDir::new("interop-baresip-rtcp");
+    let opts = AgentOptions {
+        ivr_extra: "no_input_timeout_ms = 60000\nmax_retries = 9".into(),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let phone_dir = TempDir::new("interop-baresip-rtcp-phone");
+    let mut phone = Baresip::start(&bin, phone_dir.path(), CALLER);
+    phone.command("dial", &format!("sip:{DIALLED}@{}", agent.sip));
+    assert!(
+        phone
+            .wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
+            .is_some(),
+        "baresip's call was not answered: {:?}\n{}",
+        phone.events(),
+        agent_log(&agent)
+    );
+    // baresip reports every few seconds (RFC 3550 §6.2); it learns where from the answer's
+    // a=rtcp (the node's RTP port), since it offered no rtcp-mux.
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    let mut row = serde_json::Value::Null;
+    while std::time::Instant::now() < end {
+        if let Some(r) = calls_json(&agent).into_iter().next() {
+            row = r;
+            if row["rtcp_reports"].as_u64().unwrap_or(0) >= 1 && !row["rtt_ms"].is_null() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    phone.command("hangup", "");
+    assert!(
+        row["rtcp_reports"].as_u64().unwrap_or(0) >= 1,
+        "no RTCP from baresip read: {row}\n{}",
+        agent_log(&agent)
+    );
+    // Loopback: nothing lost, a round trip of a few milliseconds at most.
+    assert_eq!(row["peer_lost"], 0, "{row}");
+    assert!(row["rtt_ms"].as_u64().is_some_and(|ms| ms < 100), "{row}");
+}
