@@ -439,6 +439,10 @@ pub struct Call {
     ivr_started: bool,
     end_reason: Option<EndReason>,
     ended_emitted: bool,
+    /// The ACK for our 2xx arrived. Until then no RTP is sent: an unconfirmed call (a flood
+    /// that never ACKs, a forged INVITE naming someone else's media address) costs the node
+    /// a dialog and a port, never a media stream towards the address it named.
+    acked: bool,
     started_at: Instant,
     answered_at: Option<Instant>,
     ended_at: Option<Instant>,
@@ -504,6 +508,7 @@ impl Call {
             ivr_started: false,
             end_reason: None,
             ended_emitted: false,
+            acked: false,
             started_at: now,
             answered_at: None,
             ended_at: None,
@@ -1009,14 +1014,14 @@ impl Call {
                     codec: m.codec(),
                     payload_type: m.payload_type,
                     telephone_event: m.telephone_event,
-                    send: m.sending,
+                    send: m.sending && self.acked,
                 });
             }
             Pending::MediaRemote => match self.media.and_then(|m| m.remote) {
                 Some(r) => return Output::Media(Media::Remote(r)),
                 None => return Output::Media(Media::Send(false)),
             },
-            Pending::MediaSend(on) => return Output::Media(Media::Send(on)),
+            Pending::MediaSend(on) => return Output::Media(Media::Send(on && self.acked)),
             Pending::MediaStop => return Output::Media(Media::Stop),
             Pending::StopPlayback => return Output::StopPlayback,
             Pending::Offered => Event::Offered {
@@ -1275,7 +1280,15 @@ impl Call {
                         self.hangup(now, EndReason::Transferred);
                     }
                 }
-                uas::Event::Confirmed | uas::Event::Cancelled | uas::Event::ReInviteCancelled => {}
+                uas::Event::Confirmed => {
+                    if !self.acked {
+                        self.acked = true;
+                        if self.media.is_some_and(|m| m.sending) && !self.hanging_up {
+                            self.push(Pending::MediaSend(true));
+                        }
+                    }
+                }
+                uas::Event::Cancelled | uas::Event::ReInviteCancelled => {}
             }
         }
         if self.ivr.is_ended() && !self.dialog_over() && self.phase == Phase::Answered {

@@ -187,7 +187,8 @@ fn answers_an_offer_with_pcmu_and_starts_the_ivr() {
         codec: Codec::Pcmu,
         payload_type: PayloadType::PCMU,
         telephone_event: PayloadType::new(101),
-        send: true,
+        // No RTP before the ACK.
+        send: false,
     })));
     // No announcement matched: the default greeting plays first.
     let play = outs
@@ -199,6 +200,48 @@ fn answers_an_offer_with_pcmu_and_starts_the_ivr() {
         .expect("a playlist");
     assert_eq!(play.first(), Some(&Prompt::Greeting));
     assert_eq!(call.phase(), Phase::Answered);
+    // The ACK turns the media on; a retransmitted ACK changes nothing.
+    let tag = to_tag(&mut call);
+    for _ in 0..2 {
+        with_req(&request("ACK", 1, Some(&tag), "a", ""), |r| {
+            call.handle_sip_request(Instant::from_millis(20), r)
+        })
+        .unwrap();
+    }
+    assert_eq!(drain(&mut call), [Output::Media(Media::Send(true))]);
+}
+
+#[test]
+fn an_unacknowledged_call_never_sends_rtp_and_ends_at_the_ack_timeout() {
+    let cfg = cfg_with(|_| {});
+    let mut call = new_call(cfg, &std_offer(), &[]);
+    let _ = drain_sip(&mut call);
+    let outs = drain(&mut call);
+    assert!(
+        !outs.iter().any(|o| matches!(
+            o,
+            Output::Media(Media::Start { send: true, .. } | Media::Send(true))
+        )),
+        "{outs:?}"
+    );
+    // No ACK ever: timer H ends the call, and media never turned on.
+    let mut now = Instant::from_millis(10);
+    let mut all = Vec::new();
+    while let Some(t) = call.poll_timeout() {
+        if t > Instant::from_millis(40_000) {
+            break;
+        }
+        now = t.max(now);
+        call.handle_timeout(now);
+        let _ = drain_sip(&mut call);
+        all.extend(drain(&mut call));
+    }
+    assert!(
+        !all.iter()
+            .any(|o| matches!(o, Output::Media(Media::Send(true)))),
+        "{all:?}"
+    );
+    assert_eq!(call.phase(), Phase::Ended);
 }
 
 #[test]
