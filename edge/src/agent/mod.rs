@@ -1515,6 +1515,9 @@ impl Engine {
                 audio_present: a.audio.as_ref().is_some_and(|h| self.audio.contains_key(h)),
                 valid_from_ms: a.valid_from.map(|t| t.0),
                 valid_until_ms: a.valid_until.map(|t| t.0),
+                playing_version: (state == announce::State::Pending)
+                    .then(|| set.fallback(&a.id).map(|(_, f)| f.version))
+                    .flatten(),
             })
             .collect();
         if views != self.ann_views {

@@ -434,6 +434,7 @@ fn announcement_row(a: &AnnouncementView) -> AnnouncementRow {
         audio_present: a.audio_present,
         valid_from_ms: a.valid_from_ms,
         valid_until_ms: a.valid_until_ms,
+        playing_version: a.playing_version,
     }
 }
 
