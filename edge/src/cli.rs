@@ -188,6 +188,7 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         public_address: cfg.sip.public_address,
         t1: Duration::from_millis(u64::from(cfg.sip.t1_ms)),
         answer_delay: Duration::from_millis(u64::from(cfg.sip.answer_delay_ms)),
+        server_header: cfg.sip.server_header.clone(),
         rtp_port_min: cfg.rtp.port_min,
         rtp_port_max: cfg.rtp.port_max,
         media_timeout: (cfg.rtp.media_timeout_s > 0)

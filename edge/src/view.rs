@@ -69,6 +69,8 @@ pub struct AnnouncementView {
     pub valid_from_ms: Option<i64>,
     /// Valid until (Unix ms), when bounded.
     pub valid_until_ms: Option<i64>,
+    /// While this version is `pending`: the older version callers hear instead, if any.
+    pub playing_version: Option<u32>,
 }
 
 /// A snapshot of the agent for the control socket, the status topic and tests.

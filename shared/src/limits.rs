@@ -114,6 +114,9 @@ pub const LANGUAGE_MAX: usize = 16;
 /// Announcement versions kept readable after they were replaced, withdrawn or pruned, so a call
 /// that is still playing one can resolve its handle.
 pub const ANNOUNCE_RETIRED: usize = 8;
+/// Previous versions kept playing while the version that replaced them waits for its audio
+/// (one per announcement id; see `announce`'s module docs, "Replacement").
+pub const ANNOUNCE_FALLBACKS: usize = 8;
 /// Audio hashes the announcement set remembers as present in the local cache.
 pub const ANNOUNCE_AUDIO_KNOWN: usize = 2 * MAX_ANNOUNCEMENTS;
 /// Announcement events queued between two drains of `poll_output`.

@@ -111,3 +111,73 @@ fn sources_outside_sip_allow_get_nothing_or_403() {
         assert!(!good_call(&agent), "no call from outside sip.allow");
     }
 }
+
+/// Places one good call and returns every message the agent sent for it.
+fn call_messages(agent: &Agent) -> Vec<String> {
+    let s = socket();
+    let local = s.local_addr().expect("addr").to_string();
+    let mut c = UacCall::new(
+        98,
+        &local,
+        &agent.sip.to_string(),
+        40_002,
+        Some("12155550123"),
+        "18005550100",
+        Offer::Standard,
+    );
+    s.send_to(&c.invite(), agent.sip).expect("send");
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && c.state == UacState::Calling {
+        if let Some(t) = recv_text(&s) {
+            for reply in c.on_datagram(t.as_bytes()) {
+                let _ = s.send_to(&reply, agent.sip);
+            }
+            got.push(t);
+        }
+    }
+    assert_eq!(c.state, UacState::Confirmed, "{got:?}");
+    got
+}
+
+/// The `Server` values of an OPTIONS answer (stateless), a 400 and a call's responses.
+fn server_values(agent: &Agent) -> Vec<Option<String>> {
+    let s = socket();
+    let options = BAD_REQUEST
+        .replace("INVITE sip", "OPTIONS sip")
+        .replace("CSeq: 1 BYE", "CSeq: 1 OPTIONS");
+    let mut answers = Vec::new();
+    for msg in [options.as_str(), BAD_REQUEST] {
+        s.send_to(msg.as_bytes(), agent.sip).expect("send");
+        answers.push(recv_text(&s).expect("an answer"));
+    }
+    assert!(answers[0].starts_with("SIP/2.0 200"), "{}", answers[0]);
+    assert!(answers[1].starts_with("SIP/2.0 400"), "{}", answers[1]);
+    answers.extend(call_messages(agent));
+    answers
+        .iter()
+        .map(|t| ccedge_tests::rawsip::header(t, "Server").map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_server_header_names_no_version_and_follows_sip_server_header() {
+    let dir = TempDir::new("server-default");
+    let agent = Agent::start(dir.path(), &AgentOptions::default());
+    let values = server_values(&agent);
+    assert!(values.len() >= 3, "{values:?}");
+    assert!(
+        values.iter().all(|v| v.as_deref() == Some("ccedge")),
+        "{values:?}"
+    );
+    drop(agent);
+
+    let dir = TempDir::new("server-empty");
+    let opts = AgentOptions {
+        sip_extra: "server_header = \"\"".into(),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let values = server_values(&agent);
+    assert!(values.iter().all(Option::is_none), "{values:?}");
+}

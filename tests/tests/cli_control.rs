@@ -585,3 +585,53 @@ fn events_tail_follows_call_events_one_json_per_line() {
     assert!(ev["type"].is_string(), "{ev}");
     assert!(!line.contains("2155550188"), "caller not masked: {line}");
 }
+
+/// Opens an `events_tail` stream on the control socket and returns it with its first reply.
+fn follower(socket: &Path) -> (UnixStream, String) {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"{\"v\":1,\"cmd\":\"events_tail\"}\n").unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    let _ = r.read_line(&mut line);
+    (s, line)
+}
+
+// Regression: 16 `ccedge events tail` followers took every control client slot and
+// `ccedge status` got "busy".
+#[test]
+fn events_tail_followers_cannot_lock_out_the_other_commands() {
+    let dir = TempDir::new("ctl-followers");
+    let agent = Agent::start(dir.path(), &AgentOptions::default());
+    let socket = agent.control_socket();
+    let mut followers = Vec::new();
+    for i in 0..edge::control::server::MAX_FOLLOWERS {
+        let (s, line) = follower(&socket);
+        assert!(line.contains("\"ok\":true"), "follower {i}: {line}");
+        followers.push(s);
+    }
+    // Every command still works, the CLI's own `events tail` excepted, which says why.
+    for _ in 0..3 {
+        let status = cli(&["status", "--json"], &agent.config);
+        assert_eq!(json(&status)["node_id"], "test-node", "{}", status.stdout);
+    }
+    let (_, line) = follower(&socket);
+    assert!(
+        line.contains("\"ok\":false") && line.contains("events tail"),
+        "{line}"
+    );
+    let extra = cli(&["events", "tail"], &agent.config);
+    assert_ne!(extra.code, Some(0));
+    assert!(extra.stderr.contains("events tail"), "{}", extra.stderr);
+    // A follower that leaves frees its place.
+    drop(followers.pop());
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_s, line) = follower(&socket);
+        if line.contains("\"ok\":true") {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{line}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

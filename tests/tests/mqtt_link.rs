@@ -103,13 +103,21 @@ fn a_retained_announcement_is_heard_replaced_by_a_newer_version_and_withdrawn() 
     );
     assert!(longest_tone_run(&heard, 600.0) < 5);
 
-    // Version 2 replaces it for the next caller.
-    crm.publish(&format!("{P}/audio/{h2}"), &a2, true);
+    // Version 2 arrives before its audio: it is pending, and callers keep hearing version 1
+    // until the audio is here; then version 2 replaces it for the next caller.
     crm.publish(
         &format!("{P}/announcements/outage-phl"),
         announcement("outage-phl", 2, &h2).as_bytes(),
         true,
     );
+    assert!(wait_status(&crm, "outage-phl", Some((2, "pending"))));
+    let heard = listen_call(&agent, 2500);
+    assert!(
+        longest_tone_run(&heard, 1000.0) >= 25,
+        "version 2 waiting for its audio silenced version 1 ({} frames)",
+        heard.len()
+    );
+    crm.publish(&format!("{P}/audio/{h2}"), &a2, true);
     assert!(wait_status(&crm, "outage-phl", Some((2, "active"))));
 
     // Junk changes nothing: not JSON, wrong schema, an older version, audio under the wrong

@@ -127,6 +127,8 @@ pub struct AgentConfig {
     pub t1: StdDuration,
     /// Ring this long before answering.
     pub answer_delay: StdDuration,
+    /// `sip.server_header`: `Server`/`User-Agent` value (empty: no header).
+    pub server_header: String,
     /// `rtp.port_min`.
     pub rtp_port_min: u16,
     /// `rtp.port_max`.
@@ -168,6 +170,7 @@ impl AgentConfig {
             public_address: None,
             t1: StdDuration::from_millis(500),
             answer_delay: StdDuration::ZERO,
+            server_header: shared::sip::emit::SERVER.into(),
             rtp_port_min: 20000,
             rtp_port_max: 29999,
             media_timeout: Some(StdDuration::from_secs(60)),
@@ -395,6 +398,7 @@ fn node_config(
                 .into_boxed_str(),
         );
         let mut c = uas::Config::new(contact, via);
+        c.server = Box::leak(cfg.server_header.clone().into_boxed_str());
         c.t1 = Duration::from_micros(u64::try_from(cfg.t1.as_micros()).unwrap_or(500_000));
         c
     }));
@@ -951,7 +955,14 @@ impl Engine {
                 .first()
                 .map_or(to, |v| shared::sip::route::reply_address(v, to, transport));
             let mut buf = std::mem::take(&mut self.sipbuf);
-            if let Ok(n) = shared::sip::endpoint::respond(&req, status, &mut buf) {
+            let sip = self.node.config().call.sip;
+            if let Ok(n) = shared::sip::endpoint::respond_with(
+                &req,
+                status,
+                sip.min_se_secs,
+                sip.server,
+                &mut buf,
+            ) {
                 self.send_sip(&buf[..n], dest, transport, Some(to));
             }
             self.sipbuf = buf;
@@ -1636,6 +1647,9 @@ impl Engine {
                 audio_present: a.audio.as_ref().is_some_and(|h| self.audio.contains_key(h)),
                 valid_from_ms: a.valid_from.map(|t| t.0),
                 valid_until_ms: a.valid_until.map(|t| t.0),
+                playing_version: (state == announce::State::Pending)
+                    .then(|| set.fallback(&a.id).map(|(_, f)| f.version))
+                    .flatten(),
             })
             .collect();
         if views != self.ann_views {

@@ -89,6 +89,9 @@ pub struct Node {
     pub state_dir: PathBuf,
 }
 
+/// Longest `sip.server_header`, characters.
+pub const SERVER_HEADER_MAX: usize = 64;
+
 /// Longest `node.id`, characters.
 pub const NODE_ID_MAX: usize = 64;
 
@@ -133,6 +136,11 @@ pub struct Sip {
     pub t1_ms: u32,
     /// `sip.answer_delay_ms`: wait between 180 Ringing and 200 OK. Default 0.
     pub answer_delay_ms: u32,
+    /// `sip.server_header`: the `Server` value of responses and `User-Agent` of the node's
+    /// requests. Default `ccedge` (no version, which would tell scanners what to attack);
+    /// empty: neither header is sent. At most [`SERVER_HEADER_MAX`] characters: RFC 3261
+    /// token characters, `/` and single spaces between words.
+    pub server_header: String,
     /// `sip.tcp`: also take SIP over TCP on the `listen` address and port (RFC 3261 §18).
     /// Default true.
     pub tcp: bool,
@@ -162,6 +170,7 @@ impl Default for Sip {
             public_address: None,
             t1_ms: 500,
             answer_delay_ms: 0,
+            server_header: shared::sip::emit::SERVER.to_owned(),
             tcp: true,
             tcp_idle_s: 600,
             tcp_max_connections: 1024,

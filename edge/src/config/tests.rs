@@ -236,6 +236,31 @@ fn bad_values_name_the_key_and_the_file() {
         ),
         ("[sip]\nt1_ms = 0".into(), "sip.t1_ms", "out of range"),
         (
+            "[sip]\nserver_header = \"ccedge\\r\\nX-Evil: 1\"".into(),
+            "sip.server_header",
+            "contains '\\r'",
+        ),
+        (
+            "[sip]\nserver_header = \"ccedge (1.2)\"".into(),
+            "sip.server_header",
+            "contains '('",
+        ),
+        (
+            "[sip]\nserver_header = \"ccedge \"".into(),
+            "sip.server_header",
+            "trailing",
+        ),
+        (
+            format!("[sip]\nserver_header = \"{}\"", "a".repeat(65)),
+            "sip.server_header",
+            "longer than 64",
+        ),
+        (
+            "[sip]\nserver_header = \"ccédge\"".into(),
+            "sip.server_header",
+            "contains 'é'",
+        ),
+        (
             "[rtp]\nport_min = 30000\nport_max = 20000".into(),
             "rtp.port_max",
             "inverted",
@@ -767,6 +792,20 @@ fn core_settings_follow_the_keys() {
         core::time::Duration::from_secs(60)
     );
     assert!(!Config::default().ivr_core().transfer_available);
+}
+
+#[test]
+fn server_header_values() {
+    assert_eq!(Config::default().sip.server_header, "ccedge");
+    let dir = Scratch::new();
+    for ok in ["", "ccedge", "Acme-SBC/2.1 edge", "x~y+z'`!%*_."] {
+        let (_, r) = load_toml(&dir, &format!("[sip]\nserver_header = \"{ok}\""), &[]);
+        assert_eq!(r.unwrap().sip.server_header, ok);
+    }
+    // From the environment too; the agent takes it as is.
+    let (_, r) = load_toml(&dir, "", &[("CCEDGE__SIP__SERVER_HEADER", "edge/7")]);
+    let c = r.unwrap();
+    assert_eq!(crate::cli::agent_config(&c).server_header, "edge/7");
 }
 
 #[test]

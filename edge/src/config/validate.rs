@@ -5,7 +5,7 @@ use std::path::Path;
 
 use shared::limits::{CALLBACK_QUEUE_CAPACITY, SIP_URI_MAX, SITE_MAX};
 
-use super::{Config, ConfigError, NODE_ID_MAX};
+use super::{Config, ConfigError, NODE_ID_MAX, SERVER_HEADER_MAX};
 
 type Check = Result<(), ConfigError>;
 
@@ -16,6 +16,34 @@ fn fail(key: &str, message: impl Into<String>) -> Check {
 fn range<T: PartialOrd + core::fmt::Display + Copy>(key: &str, v: T, min: T, max: T) -> Check {
     if v < min || v > max {
         return fail(key, format!("{v} is out of range (allowed {min}..={max})"));
+    }
+    Ok(())
+}
+
+/// A `Server`/`User-Agent` value: RFC 3261 token characters and `/` (`product/version`), words
+/// separated by single spaces; empty is allowed (no header).
+fn server_header(key: &str, v: &str) -> Check {
+    if v.len() > SERVER_HEADER_MAX {
+        return fail(
+            key,
+            format!("is longer than {SERVER_HEADER_MAX} characters"),
+        );
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "-.!%*_+`'~/".contains(c);
+    if let Some(c) = v.chars().find(|c| !(token(*c) || *c == ' ')) {
+        return fail(
+            key,
+            format!(
+                "`{}` contains {c:?}; only letters, digits, `- . ! % * _ + ` ' ~ /` and single spaces between words are allowed (an empty value omits the header)",
+                v.escape_default()
+            ),
+        );
+    }
+    if v.starts_with(' ') || v.ends_with(' ') || v.contains("  ") {
+        return fail(
+            key,
+            format!("`{v}` has a leading, trailing or double space"),
+        );
     }
     Ok(())
 }
@@ -202,6 +230,7 @@ impl Config {
                 return fail("sip.tls_key", "required when sip.tls_listen is set");
             }
         }
+        server_header("sip.server_header", &sip.server_header)?;
         range("sip.answer_delay_ms", sip.answer_delay_ms, 0, 30_000)
     }
 

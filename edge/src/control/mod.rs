@@ -25,7 +25,9 @@
 //!
 //! ## Bounds
 //! One request line of at most [`protocol::MAX_REQUEST_BYTES`], read within
-//! [`server::REQUEST_TIMEOUT`]; at most [`server::MAX_CLIENTS`] clients at once; the engine
+//! [`server::REQUEST_TIMEOUT`]; at most [`server::MAX_CLIENTS`] clients at once, plus at most
+//! [`server::MAX_FOLLOWERS`] `events_tail` followers counted apart (so followers never lock out
+//! `status` and the other commands; one follower too many gets an error reply); the engine
 //! answers within [`server::ENGINE_TIMEOUT`] or the client is told it did not; a client that
 //! stops reading is dropped after [`server::WRITE_TIMEOUT`]. Garbage gets an error reply and
 //! the connection is closed; the agent is unaffected.

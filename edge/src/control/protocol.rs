@@ -469,6 +469,10 @@ pub struct AnnouncementRow {
     pub valid_from_ms: Option<i64>,
     /// Valid until, Unix ms.
     pub valid_until_ms: Option<i64>,
+    /// While this version is `pending`: the older version callers hear until its audio
+    /// arrives, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playing_version: Option<u32>,
 }
 
 /// `events_tail`'s first (success) reply data.

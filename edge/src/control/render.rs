@@ -350,7 +350,10 @@ pub fn announcements(rows: &[AnnouncementRow]) -> String {
         t.row(vec![
             a.id.clone(),
             a.version.to_string(),
-            a.state.clone(),
+            match a.playing_version {
+                Some(v) => format!("{} (v{v} plays)", a.state),
+                None => a.state.clone(),
+            },
             a.priority.to_string(),
             list(&a.sites),
             list(&a.dialled),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, oneshot, Semaphore};
+use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -21,8 +21,13 @@ use super::protocol::{
 use super::{ControlContext, ControlError};
 use crate::view::{AnnouncementView, CallView, CallbackView, Command};
 
-/// Clients served at once; one more gets a "busy" error reply and is closed.
+/// Clients served at once (one-shot commands, and every client until its request is read);
+/// one more gets a "busy" error reply and is closed. `events_tail` followers leave this pool
+/// once their request is read, so followers never lock the other commands out.
 pub const MAX_CLIENTS: usize = 16;
+/// `events_tail` followers at once, counted apart from [`MAX_CLIENTS`]; one more gets an error
+/// reply naming the limit and is closed.
+pub const MAX_FOLLOWERS: usize = 16;
 /// Time a client has to send its request line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time the engine has to answer a [`Command`].
@@ -118,6 +123,7 @@ impl ControlListener {
 async fn accept_loop(l: ControlListener, ctx: Arc<ControlContext>) {
     info!(socket = %l.path.display(), "control socket listening");
     let limit = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let followers = Arc::new(Semaphore::new(MAX_FOLLOWERS));
     let mut shutdown = ctx.shutdown.clone();
     loop {
         if *shutdown.borrow_and_update() {
@@ -133,10 +139,10 @@ async fn accept_loop(l: ControlListener, ctx: Arc<ControlContext>) {
                 Ok((stream, _)) => match Arc::clone(&limit).try_acquire_owned() {
                     Ok(permit) => {
                         let ctx = Arc::clone(&ctx);
+                        let followers = Arc::clone(&followers);
                         let uid = l.uid;
                         tokio::spawn(async move {
-                            serve_client(stream, &ctx, uid).await;
-                            drop(permit);
+                            serve_client(stream, &ctx, uid, permit, &followers).await;
                         });
                     }
                     Err(_) => {
@@ -170,7 +176,15 @@ impl Drop for ControlListener {
     }
 }
 
-async fn serve_client(stream: UnixStream, ctx: &ControlContext, our_uid: u32) {
+/// Serves one client; `permit` is its place among [`MAX_CLIENTS`], given up when the client
+/// turns out to be an `events_tail` follower (which then takes one of [`MAX_FOLLOWERS`]).
+async fn serve_client(
+    stream: UnixStream,
+    ctx: &ControlContext,
+    our_uid: u32,
+    permit: OwnedSemaphorePermit,
+    followers: &Arc<Semaphore>,
+) {
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == our_uid || cred.uid() == 0 => {}
         Ok(cred) => {
@@ -203,7 +217,18 @@ async fn serve_client(stream: UnixStream, ctx: &ControlContext, our_uid: u32) {
     };
     debug!(cmd = request.cmd(), "control request");
     if let Request::EventsTail { reveal } = request {
+        let Ok(follower) = Arc::clone(followers).try_acquire_owned() else {
+            debug!("control socket: too many events tail followers");
+            let msg = format!(
+                "busy: {MAX_FOLLOWERS} clients already follow events (ccedge events tail); stop one and try again (other commands still work)"
+            );
+            let _ = write_all(&mut wr, protocol::error_line(&msg).as_bytes()).await;
+            let _ = wr.shutdown().await;
+            return;
+        };
+        drop(permit);
         tail_events(rd, wr, ctx, reveal).await;
+        drop(follower);
         return;
     }
     let line = match answer(ctx, request).await {
@@ -443,6 +468,7 @@ fn announcement_row(a: &AnnouncementView) -> AnnouncementRow {
         audio_present: a.audio_present,
         valid_from_ms: a.valid_from_ms,
         valid_until_ms: a.valid_until_ms,
+        playing_version: a.playing_version,
     }
 }
 

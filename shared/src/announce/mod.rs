@@ -40,6 +40,16 @@
 //! * **Selection** ([`AnnouncementSet::select`]): the playable announcements whose scope matches
 //!   the call, highest priority first (ties: newest `valid_from`, then id), at most
 //!   [`IVR_MAX_ANNOUNCEMENTS_PER_CALL`].
+//! * **A replacement waiting for its audio does not silence its predecessor.** When a newer
+//!   version replaces one that is playable and the new one is [`State::Pending`], the old
+//!   version is kept as the id's fallback ([`AnnouncementSet::fallback`]): selection plays it
+//!   (with its own scope, window, priority and audio) until the new version leaves `Pending`.
+//!   Once the new version's audio arrives it alone plays; when it expires, is withdrawn or
+//!   becomes scheduled or unplayable, the fallback is dropped too (the CRM replaced it, and
+//!   only missing audio is waited for). A version that replaces a pending one keeps the
+//!   fallback the pending one had. The stored version (and so the status) is the new one,
+//!   `pending`. At most [`ANNOUNCE_FALLBACKS`] ids have a fallback at once; beyond that a
+//!   pending replacement silences its predecessor as if it had no fallback.
 //!
 //! ## Time
 //!
@@ -52,8 +62,8 @@
 //! ## Memory
 //!
 //! One [`Announcement`] is 904 bytes on x86_64 (the three scope lists dominate); the whole
-//! set, with [`MAX_ANNOUNCEMENTS`] live versions, [`ANNOUNCE_RETIRED`] retired ones, the audio
-//! table and its event queue, is 44,944 bytes. A test asserts < 1 KiB and < 64 KiB.
+//! set, with [`MAX_ANNOUNCEMENTS`] live versions, [`ANNOUNCE_RETIRED`] retired ones,
+//! [`ANNOUNCE_FALLBACKS`] fallbacks, the audio table and its event queue, is 52,248 bytes. A test asserts < 1 KiB and < 64 KiB.
 
 use core::cmp::Ordering;
 use core::fmt;
@@ -62,8 +72,8 @@ use heapless::{Deque, String, Vec};
 
 use crate::ids::{AnnouncementHandle, AnnouncementId};
 use crate::limits::{
-    ANNOUNCE_AUDIO_KNOWN, ANNOUNCE_EVENT_QUEUE, ANNOUNCE_RETIRED, IVR_MAX_ANNOUNCEMENTS_PER_CALL,
-    LANGUAGE_MAX, MAX_ANNOUNCEMENTS, MAX_SCOPE_ENTRIES, SITE_MAX,
+    ANNOUNCE_AUDIO_KNOWN, ANNOUNCE_EVENT_QUEUE, ANNOUNCE_FALLBACKS, ANNOUNCE_RETIRED,
+    IVR_MAX_ANNOUNCEMENTS_PER_CALL, LANGUAGE_MAX, MAX_ANNOUNCEMENTS, MAX_SCOPE_ENTRIES, SITE_MAX,
 };
 use crate::number::PhoneNumber;
 use crate::time::UnixMillis;
@@ -390,6 +400,8 @@ struct Slot {
 #[derive(Debug)]
 pub struct AnnouncementSet {
     slots: Vec<Slot, MAX_ANNOUNCEMENTS>,
+    /// Per id, the playable version a pending replacement displaced (see the module docs).
+    fallbacks: Vec<(AnnouncementHandle, Announcement), ANNOUNCE_FALLBACKS>,
     retired: Deque<(AnnouncementHandle, Announcement), ANNOUNCE_RETIRED>,
     audio: Vec<Sha256, ANNOUNCE_AUDIO_KNOWN>,
     text_renderable: bool,
@@ -410,6 +422,7 @@ impl AnnouncementSet {
     pub fn new() -> AnnouncementSet {
         AnnouncementSet {
             slots: Vec::new(),
+            fallbacks: Vec::new(),
             retired: Deque::new(),
             audio: Vec::new(),
             text_renderable: false,
@@ -504,19 +517,23 @@ impl AnnouncementSet {
         dialled: Option<&PhoneNumber>,
         caller: Option<&PhoneNumber>,
     ) -> Vec<AnnouncementHandle, IVR_MAX_ANNOUNCEMENTS_PER_CALL> {
-        let mut picked: Vec<&Slot, MAX_ANNOUNCEMENTS> = self
+        let mut picked: Vec<(AnnouncementHandle, &Announcement), MAX_ANNOUNCEMENTS> = self
             .slots
             .iter()
-            .filter(|s| {
-                self.state_at(&s.ann, now_wall) == State::Active
-                    && s.ann.scope.matches(site, dialled, caller)
+            .filter_map(|s| match self.state_at(&s.ann, now_wall) {
+                State::Active => Some((s.handle, &s.ann)),
+                State::Pending => self
+                    .fallback(&s.ann.id)
+                    .filter(|(_, f)| self.state_at(f, now_wall) == State::Active),
+                _ => None,
             })
+            .filter(|(_, a)| a.scope.matches(site, dialled, caller))
             .collect();
-        picked.sort_unstable_by(|a, b| play_order(&a.ann, &b.ann));
+        picked.sort_unstable_by(|a, b| play_order(a.1, b.1));
         picked
             .iter()
             .take(IVR_MAX_ANNOUNCEMENTS_PER_CALL)
-            .map(|s| s.handle)
+            .map(|(h, _)| *h)
             .collect()
     }
 
@@ -528,6 +545,12 @@ impl AnnouncementSet {
             .iter()
             .find(|s| s.handle == handle)
             .map(|s| &s.ann)
+            .or_else(|| {
+                self.fallbacks
+                    .iter()
+                    .find(|(h, _)| *h == handle)
+                    .map(|(_, a)| a)
+            })
             .or_else(|| {
                 self.retired
                     .iter()
@@ -567,6 +590,17 @@ impl AnnouncementSet {
             .map(|s| s.handle)
     }
 
+    /// The older version of `id` that plays while the stored one is [`State::Pending`] (see the
+    /// module docs): its handle and content. `None` when the stored version is not pending or
+    /// there was no playable version before it. Selection still checks its window and audio.
+    #[must_use]
+    pub fn fallback(&self, id: &AnnouncementId) -> Option<(AnnouncementHandle, &Announcement)> {
+        self.fallbacks
+            .iter()
+            .find(|(_, a)| &a.id == id)
+            .map(|(h, a)| (*h, a))
+    }
+
     /// Every stored version with its state, in storage order: what the status message and
     /// `ccedge announcements` report.
     pub fn iter(&self) -> impl Iterator<Item = (AnnouncementHandle, &Announcement, State)> + '_ {
@@ -601,12 +635,18 @@ impl AnnouncementSet {
                 Ordering::Equal if self.slots[i].ann == ann => Ok(()),
                 Ordering::Equal => Err(Error::SameVersionChanged { current }),
                 Ordering::Greater => {
+                    // `handle_input` brought the states up to `now`.
+                    let old_playable = self.slots[i].state == State::Active;
                     let handle = self.fresh_handle();
                     let state = self.state_at(&ann, now);
                     let new = Slot { handle, ann, state };
                     let old = core::mem::replace(&mut self.slots[i], new);
                     let (id, new_version) = (old.ann.id.clone(), self.slots[i].ann.version);
                     let old_version = old.ann.version;
+                    if old_playable {
+                        // Dropped again by `recompute` unless the new version is pending.
+                        self.keep_fallback(old.handle, &old.ann);
+                    }
                     self.retire(old);
                     self.push(Event::Replaced {
                         handle,
@@ -639,8 +679,11 @@ impl AnnouncementSet {
         }
         if self.audio.is_full() {
             let slots = &self.slots;
-            self.audio
-                .retain(|h| slots.iter().any(|s| s.ann.audio.as_ref() == Some(h)));
+            let fallbacks = &self.fallbacks;
+            self.audio.retain(|h| {
+                slots.iter().any(|s| s.ann.audio.as_ref() == Some(h))
+                    || fallbacks.iter().any(|(_, a)| a.audio.as_ref() == Some(h))
+            });
         }
         self.audio.push(sha).map_err(|_| Error::AudioTableFull)
     }
@@ -656,6 +699,16 @@ impl AnnouncementSet {
             } else {
                 i += 1;
             }
+        }
+    }
+
+    /// Makes `ann` the fallback of its id, replacing an older one; nothing when the table is
+    /// full (see the module docs).
+    fn keep_fallback(&mut self, handle: AnnouncementHandle, ann: &Announcement) {
+        if let Some(f) = self.fallbacks.iter_mut().find(|(_, a)| a.id == ann.id) {
+            *f = (handle, ann.clone());
+        } else {
+            let _ = self.fallbacks.push((handle, ann.clone()));
         }
     }
 
@@ -692,6 +745,14 @@ impl AnnouncementSet {
                 self.push_state_event(i);
             }
         }
+        // A fallback lasts while its id's stored version waits for audio, within its own window.
+        let slots = &self.slots;
+        self.fallbacks.retain(|(_, f)| {
+            f.window_state(now) != Some(State::Expired)
+                && slots
+                    .iter()
+                    .any(|s| s.ann.id == f.id && s.state == State::Pending)
+        });
     }
 
     fn push_state_event(&mut self, i: usize) {

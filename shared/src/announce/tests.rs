@@ -509,3 +509,94 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn pending_replacement_keeps_the_playable_version_until_its_audio_arrives() {
+    let mut set = AnnouncementSet::new();
+    set.handle_input(T0, Input::AudioAvailable(sha(1))).unwrap();
+    set.handle_input(T0, Input::Upsert(audio_ann("outage-phl", 1, 1)))
+        .unwrap();
+    let h1 = set.current(&id("outage-phl")).unwrap();
+    assert_eq!(set.select(T0, "phl", None, None).as_slice(), [h1]);
+
+    // Version 2 names audio that is not here yet: it is stored and reported pending, and
+    // callers keep hearing version 1.
+    set.handle_input(at(1), Input::Upsert(audio_ann("outage-phl", 2, 2)))
+        .unwrap();
+    let h2 = set.current(&id("outage-phl")).unwrap();
+    assert_eq!(set.state(h2), Some(State::Pending));
+    assert_eq!(
+        set.iter()
+            .map(|(_, a, s)| (a.version, s))
+            .collect::<StdVec<_>>(),
+        [(2, State::Pending)]
+    );
+    assert_eq!(set.select(at(2), "phl", None, None).as_slice(), [h1]);
+    assert_eq!(set.get(h1).map(|a| a.version), Some(1));
+    assert_eq!(set.media(h1), Some(Media::Audio(sha(1))));
+    assert_eq!(set.fallback(&id("outage-phl")).map(|(h, _)| h), Some(h1));
+
+    // A version 3 that is pending too keeps version 1 playing.
+    set.handle_input(at(3), Input::Upsert(audio_ann("outage-phl", 3, 3)))
+        .unwrap();
+    let h3 = set.current(&id("outage-phl")).unwrap();
+    assert_eq!(set.select(at(4), "phl", None, None).as_slice(), [h1]);
+
+    // Its audio arrives: version 3 replaces version 1 for new calls.
+    set.handle_input(at(5), Input::AudioAvailable(sha(3)))
+        .unwrap();
+    assert_eq!(set.state(h3), Some(State::Active));
+    assert_eq!(set.select(at(6), "phl", None, None).as_slice(), [h3]);
+    assert_eq!(set.fallback(&id("outage-phl")), None);
+
+    // Only a replacement of a playable version leaves a fallback: version 4 replaces version 3
+    // with other audio not here yet, version 3 plays; version 5 with cached audio plays at once.
+    set.handle_input(at(7), Input::Upsert(audio_ann("outage-phl", 4, 4)))
+        .unwrap();
+    assert_eq!(set.select(at(8), "phl", None, None).as_slice(), [h3]);
+    set.handle_input(at(9), Input::Upsert(audio_ann("outage-phl", 5, 1)))
+        .unwrap();
+    let h5 = set.current(&id("outage-phl")).unwrap();
+    assert_eq!(set.select(at(10), "phl", None, None).as_slice(), [h5]);
+    assert_eq!(set.fallback(&id("outage-phl")), None);
+}
+
+#[test]
+fn fallback_ends_with_withdrawal_expiry_and_its_own_window() {
+    let mut set = AnnouncementSet::new();
+    set.handle_input(T0, Input::AudioAvailable(sha(1))).unwrap();
+    let mut v1 = audio_ann("a", 1, 1);
+    v1.valid_until = Some(at(HOUR));
+    set.handle_input(T0, Input::Upsert(v1)).unwrap();
+    let h1 = set.current(&id("a")).unwrap();
+    set.handle_input(T0, Input::Upsert(audio_ann("a", 2, 2)))
+        .unwrap();
+    assert_eq!(set.select(at(1), "phl", None, None).as_slice(), [h1]);
+    // Version 1's own window closes: it stops playing though version 2 is still pending.
+    assert!(set.select(at(HOUR), "phl", None, None).is_empty());
+    set.handle_timeout(at(HOUR));
+    assert_eq!(set.fallback(&id("a")), None);
+
+    // A withdrawal ends the fallback with the announcement.
+    set.handle_input(at(HOUR), Input::Upsert(audio_ann("b", 1, 1)))
+        .unwrap();
+    let b1 = set.current(&id("b")).unwrap();
+    set.handle_input(at(HOUR), Input::Upsert(audio_ann("b", 2, 2)))
+        .unwrap();
+    assert_eq!(set.select(at(HOUR), "phl", None, None).as_slice(), [b1]);
+    set.handle_input(at(HOUR), Input::Withdraw(id("b")))
+        .unwrap();
+    assert!(set.select(at(HOUR), "phl", None, None).is_empty());
+    assert_eq!(set.fallback(&id("b")), None);
+
+    // The pending version's window closing ends the fallback too.
+    set.handle_input(at(HOUR), Input::Upsert(audio_ann("c", 1, 1)))
+        .unwrap();
+    let mut c2 = audio_ann("c", 2, 2);
+    c2.valid_until = Some(at(2 * HOUR));
+    set.handle_input(at(HOUR), Input::Upsert(c2)).unwrap();
+    assert_eq!(set.select(at(HOUR), "phl", None, None).len(), 1);
+    assert!(set.select(at(2 * HOUR), "phl", None, None).is_empty());
+    set.handle_timeout(at(2 * HOUR));
+    assert_eq!(set.fallback(&id("c")), None);
+}

@@ -1146,6 +1146,9 @@ impl Call {
         }
         self.hanging_up = true;
         self.end_reason.get_or_insert(reason);
+        // For the caller the call ends with our BYE (or final response), not when the gateway
+        // answers it: an unanswered BYE is retransmitted for 64·T1.
+        self.ended_at.get_or_insert(now);
         // The flow is over for the IVR too: no prompt or timer may follow the hang-up.
         if self.ivr_started && !self.ivr.is_ended() {
             let _ = self.ivr.handle_input(now, ivr::Input::RemoteHangup);

@@ -1169,3 +1169,41 @@ fn a_missed_session_refresh_ends_the_call_as_session_expired() {
         }
     )));
 }
+
+// Regression: when the gateway never answered the node's BYE, `call.ended` counted the 32 s of
+// BYE retransmissions (Timer F) into the call's duration.
+#[test]
+fn duration_ends_at_our_bye_even_when_it_is_never_answered() {
+    let cfg = cfg_with(|_| {});
+    let (mut call, _) = answered_and_acked(cfg);
+    let answered_at = call.answered_at.expect("answered");
+    let bye_at = Instant::from_millis(10_000);
+    call.handle_input(bye_at, Input::Shutdown).unwrap();
+    let mut sent = drain_sip(&mut call);
+    let mut outs = drain(&mut call);
+    assert!(sent.iter().any(|s| s.starts_with("BYE ")), "{sent:?}");
+    while let Some(at) = call.poll_timeout() {
+        call.handle_timeout(at);
+        sent.extend(drain_sip(&mut call));
+        outs.extend(drain(&mut call));
+        if call.is_done() {
+            break;
+        }
+    }
+    assert!(
+        sent.iter().filter(|s| s.starts_with("BYE ")).count() > 1,
+        "{sent:?}"
+    );
+    let ended: Vec<Event> = events(&outs)
+        .into_iter()
+        .filter_map(|(_, e)| matches!(e, Event::Ended { .. }).then_some(e))
+        .collect();
+    assert_eq!(
+        ended,
+        [Event::Ended {
+            reason: EndReason::Shutdown,
+            duration: bye_at - Instant::ZERO,
+            answered: bye_at - answered_at,
+        }]
+    );
+}

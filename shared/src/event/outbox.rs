@@ -36,7 +36,8 @@
 //!   ever yielded again.
 //! * [`Outbox::replay`]`(a, b)`: the held, already published events in `[a, b]` are yielded
 //!   again in order; the part below the held range gets [`Output::Skipped`] (the shell
-//!   publishes a `seq.skipped` event); the part not yet published is published anyway; bogus
+//!   publishes a `seq.skipped` event); the part not yet published is published anyway; `a` = 0
+//!   counts as 1 (`seq` starts at 1, so no range is ever reported that holds no `seq`); bogus
 //!   ranges (`a > b`, beyond `next_seq`) are ignored. Overlapping replay requests merge.
 //! * Full: appending beyond `capacity` drops the oldest events; retention: an event PUBACKed at
 //!   least `retention` ago and never acknowledged by the CRM may be dropped by
@@ -270,6 +271,8 @@ impl Outbox {
 
     /// The CRM asks for `[from_seq, to_seq]` again (`…/events/replay`); see the module docs.
     pub fn replay(&mut self, from_seq: u64, to_seq: u64) {
+        // `seq` starts at 1: there is no event 0 to replay or to report skipped.
+        let from_seq = from_seq.max(1);
         if from_seq > to_seq || from_seq >= self.next_seq {
             return;
         }

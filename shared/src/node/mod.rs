@@ -1086,8 +1086,10 @@ impl<T: CallTable> Node<T> {
             .vias
             .first()
             .map_or(from, |v| sip::route::reply_address(v, from, req.transport));
-        let min_se = self.cfg.call.sip.min_se_secs;
-        if let Ok(n) = endpoint::respond_with(req, status, min_se, &mut self.reply) {
+        let sip = self.cfg.call.sip;
+        if let Ok(n) =
+            endpoint::respond_with(req, status, sip.min_se_secs, sip.server, &mut self.reply)
+        {
             self.reply_pending = Some((to, req.transport, n));
         }
     }

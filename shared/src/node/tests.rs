@@ -546,6 +546,58 @@ fn removed_audio_stops_an_announcement_playing() {
     );
 }
 
+/// The versions of the announcements `key`'s first playlist names, as the shell resolves them.
+fn announced_versions<T: CallTable>(sh: &Shell<T>, key: CallKey) -> Vec<u32> {
+    sh.plays(key)[0]
+        .1
+        .iter()
+        .filter_map(|p| match p {
+            Prompt::Announcement(h) => {
+                assert!(sh.node.announcements().media(*h).is_some(), "{h:?}");
+                sh.node.announcements().get(*h).map(|a| a.version)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+// Regression: a new version whose audio had not arrived silenced the version before it.
+#[test]
+fn a_pending_version_leaves_the_old_one_playing_until_its_audio_arrives() {
+    let mut sh = heap_shell(3600);
+    publish(&mut sh, announcement("out", 1, None, 1));
+    sh.node
+        .handle_crm(
+            at(sh.now),
+            CrmInput::Announcement(announce::Input::Upsert(announcement("out", 2, None, 2))),
+        )
+        .unwrap();
+    sh.drain();
+    let states: Vec<_> = sh
+        .node
+        .announcements()
+        .iter()
+        .map(|(_, a, s)| (a.version, s))
+        .collect();
+    assert_eq!(states, [(2, announce::State::Pending)]);
+
+    let (k1, _) = answered(&mut sh, "p1");
+    assert_eq!(announced_versions(&sh, k1), [1]);
+    sh.run_until(sh.now + 2 * PLAY_MS);
+    assert!(sh.events().iter().any(|e| e.call == Some(k1)
+        && matches!(&e.kind, EventKind::AnnouncementStarted { version: 1, .. })));
+
+    sh.node
+        .handle_crm(
+            at(sh.now),
+            CrmInput::Announcement(announce::Input::AudioAvailable([2; 32])),
+        )
+        .unwrap();
+    sh.drain();
+    let (k2, _) = answered(&mut sh, "p2");
+    assert_eq!(announced_versions(&sh, k2), [2]);
+}
+
 #[test]
 fn a_full_table_answers_503_and_shutdown_hangs_up_every_call() {
     let mut sh = heap_shell(3600);

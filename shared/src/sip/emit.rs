@@ -21,8 +21,9 @@ use core::net::SocketAddr;
 use crate::sip::route::{write_stamped_via, Transport};
 use crate::sip::{Incoming, Method, Refresher};
 
-/// The default `Server`/`User-Agent` value: `ccedge/<crate version>`.
-pub const SERVER: &str = concat!("ccedge/", env!("CARGO_PKG_VERSION"));
+/// The default `Server`/`User-Agent` value: the product name without its version, so that a
+/// scanner does not learn which release to attack (the `edge` shell makes it configurable).
+pub const SERVER: &str = "ccedge";
 
 /// The methods ccedge accepts, as written in `Allow`.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, NOTIFY, UPDATE";
@@ -273,7 +274,7 @@ pub struct Response<'a> {
     pub contact_transport: Transport,
     /// Optional extra headers.
     pub extras: Extras<'a>,
-    /// The `Server` value.
+    /// The `Server` value; empty: no `Server` header.
     pub server: &'a str,
     /// Content-Type of `body` (written only when `body` is not empty).
     pub content_type: &'a str,
@@ -349,7 +350,9 @@ impl<'a> Response<'a> {
             write_contact(&mut w, c, self.contact_transport);
         }
         write_extras(&mut w, &self.extras);
-        w.header("Server", self.server.as_bytes());
+        if !self.server.is_empty() {
+            w.header("Server", self.server.as_bytes());
+        }
         write_body(&mut w, self.content_type, self.body);
         w.finish()
     }
@@ -498,7 +501,7 @@ pub struct Request<'a> {
     pub refer_to: Option<&'a [u8]>,
     /// REFER's `Referred-By` URI (written inside `<>`).
     pub referred_by: Option<&'a str>,
-    /// The `User-Agent` value.
+    /// The `User-Agent` value; empty: no `User-Agent` header.
     pub user_agent: &'a str,
     /// The session interval of a refresh: written as `Session-Expires: N;refresher=uas` with
     /// `Supported: timer` (our UPDATE, RFC 4028 §10).
@@ -566,7 +569,9 @@ impl Request<'_> {
             write_session_expires(&mut w, secs, Refresher::Uas);
             w.bytes(b"Supported: timer\r\n");
         }
-        w.header("User-Agent", self.user_agent.as_bytes());
+        if !self.user_agent.is_empty() {
+            w.header("User-Agent", self.user_agent.as_bytes());
+        }
         write_body(&mut w, "", &[]);
         w.finish()
     }
@@ -771,7 +776,7 @@ pub(crate) mod tests {
         assert_eq!(h[5].1, "1 INVITE");
         assert_eq!(h[6].1, "<sip:ccedge@10.0.0.2:5060>");
         assert_eq!(h[8].1, SERVER);
-        assert!(SERVER.starts_with("ccedge/"));
+        assert_eq!(SERVER, "ccedge", "no version disclosed by default");
         assert_eq!(h[10].1, "5");
         assert_eq!(body, b"v=0\r\n");
         let (status, cseq, _) = oracle(&buf[..n]);
@@ -792,6 +797,49 @@ pub(crate) mod tests {
         assert_eq!(to, "<sip:+18005550100@10.0.0.2>;tag=abc");
         let cseq = &h.iter().find(|(n, _)| n == "CSeq").unwrap().1;
         assert_eq!(cseq, "9 FROB");
+    }
+
+    #[test]
+    fn an_empty_server_value_omits_server_and_user_agent() {
+        let req = incoming(Method::Options, 1, None);
+        let mut r = Response::to_request(&req, 200, LocalTag(1));
+        r.server = "acme-sbc";
+        let mut buf = [0u8; 1024];
+        let n = r.emit(&mut buf).unwrap();
+        let (_, h, _) = split(&buf[..n]);
+        assert!(
+            h.iter().any(|(n, v)| n == "Server" && v == "acme-sbc"),
+            "{h:?}"
+        );
+        r.server = "";
+        let n = r.emit(&mut buf).unwrap();
+        let (_, h, _) = split(&buf[..n]);
+        assert!(h.iter().all(|(n, _)| n != "Server"), "{h:?}");
+        assert_eq!(oracle(&buf[..n]).0, 200);
+
+        let r = Request {
+            method: OutMethod::Bye,
+            request_uri: b"sip:gw@10.0.0.1:5060",
+            route: Vias::EMPTY,
+            route_last: None,
+            via_sent_by: "10.0.0.2:5060",
+            transport: Transport::Udp,
+            branch: b"z9hG4bKccabc.2",
+            from: b"<sip:+18005550100@10.0.0.2>",
+            from_tag: LocalTag(0xabc),
+            to: b"<sip:+12155550123@10.0.0.1>;tag=gw42",
+            call_id: b"cid",
+            cseq: 2,
+            contact: None,
+            refer_to: None,
+            referred_by: None,
+            user_agent: "",
+            session_expires: None,
+        };
+        let n = r.emit(&mut buf).unwrap();
+        let (_, h, _) = split(&buf[..n]);
+        assert!(h.iter().all(|(n, _)| n != "User-Agent"), "{h:?}");
+        assert_eq!(oracle(&buf[..n]).1, 2);
     }
 
     #[test]

@@ -122,11 +122,18 @@ pub fn respond_stateless(
 /// [`BufferTooSmall`] when `buf` cannot hold it; the response echoes the request's Vias, From
 /// and To, so up to the request's size plus 512 bytes may be needed.
 pub fn respond(req: &Incoming<'_>, status: u16, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
-    respond_with(req, status, SESSION_EXPIRES_FLOOR, buf)
+    respond_with(
+        req,
+        status,
+        SESSION_EXPIRES_FLOOR,
+        crate::sip::emit::SERVER,
+        buf,
+    )
 }
 
 /// [`respond`] for a node whose minimum session interval is `min_se_secs` (the Min-SE of a
-/// 422, never below [`SESSION_EXPIRES_FLOOR`]).
+/// 422, never below [`SESSION_EXPIRES_FLOOR`]) and whose `Server` value is `server` (empty:
+/// no `Server` header), as in its [`crate::sip::uas::Config`].
 ///
 /// # Errors
 /// As [`respond`].
@@ -134,9 +141,11 @@ pub fn respond_with(
     req: &Incoming<'_>,
     status: u16,
     min_se_secs: u32,
+    server: &str,
     buf: &mut [u8],
 ) -> Result<usize, BufferTooSmall> {
     let mut r = Response::to_request(req, status, stateless_tag(req));
+    r.server = server;
     let options_ok = req.method == Method::Options && status == 200;
     let mut unsupported: heapless::Vec<u8, 256> = heapless::Vec::new();
     if status == 420 {
@@ -341,9 +350,14 @@ mod tests {
         assert_eq!(verdict(&req), Verdict::NewDialog);
         assert_eq!(verdict_with(&req, 120), Verdict::Respond(422));
         let mut buf = [0u8; 2048];
-        let n = respond_with(&req, 422, 120, &mut buf).unwrap();
+        let n = respond_with(&req, 422, 120, "", &mut buf).unwrap();
         let (_, h, _) = split(&buf[..n]);
         assert_eq!(header(&h, "Min-SE"), Some("120"));
+        // The node's Server value: empty omits the header, the default names no version.
+        assert_eq!(header(&h, "Server"), None);
+        let n = respond(&req, 422, &mut buf).unwrap();
+        let (_, h, _) = split(&buf[..n]);
+        assert_eq!(header(&h, "Server"), Some("ccedge"));
         // A minimum configured below RFC 4028's floor is raised to it.
         req.session_timer.expires = Some(60);
         assert_eq!(verdict_with(&req, 30), Verdict::Respond(422));

@@ -177,7 +177,8 @@ pub struct Config {
     pub t4: Duration,
     /// Send 100 Trying as soon as an INVITE arrives (default true).
     pub send_trying: bool,
-    /// `Server` / `User-Agent` value.
+    /// `Server` (responses) and `User-Agent` (our requests) value; default [`emit::SERVER`]
+    /// (`ccedge`, no version); empty: neither header is sent.
     pub server: &'static str,
     /// Retry-After seconds in a 500 to an overlapping re-INVITE (RFC 3261 §14.2: 0–10).
     pub retry_after_secs: u32,
