@@ -113,6 +113,8 @@ pub struct AgentOptions {
     pub sip_extra: String,
     /// Extra lines inside `[ivr]`.
     pub ivr_extra: String,
+    /// Extra lines inside `[rtp]`.
+    pub rtp_extra: String,
     /// RTP ports to use.
     pub rtp_ports: u16,
     /// `mqtt.url` (default: a closed port, so the agent runs offline and never touches a
@@ -126,6 +128,7 @@ impl Default for AgentOptions {
             extra: String::new(),
             sip_extra: String::new(),
             ivr_extra: String::new(),
+            rtp_extra: String::new(),
             rtp_ports: 200,
             mqtt_url: "mqtt://127.0.0.1:1".into(),
         }
@@ -164,9 +167,10 @@ impl Agent {
         let (pmin, pmax) = free_port_range(opts.rtp_ports);
         let config = state_dir.join("ccedge.toml");
         let text = format!(
-            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"{allow}\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n\n[mqtt]\nurl = \"{}\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
+            "[node]\nid = \"test-node\"\nsite = \"phl\"\nstate_dir = \"{}\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nallow = [\"{allow}\"]\n{}\n\n[rtp]\nport_min = {pmin}\nport_max = {pmax}\n{}\n\n[mqtt]\nurl = \"{}\"\n\n[control]\nsocket = \"{}\"\n\n[ivr]\n{}\n{}\n",
             state_dir.display(),
             opts.sip_extra,
+            opts.rtp_extra,
             opts.mqtt_url,
             state_dir.join("control.sock").display(),
             opts.ivr_extra,

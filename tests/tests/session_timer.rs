@@ -76,6 +76,9 @@ fn required_session_timer_is_answered_refreshed_and_ends_the_call_when_refreshes
     let opts = AgentOptions {
         // Keep the IVR waiting for a key well past the session interval.
         ivr_extra: "no_input_timeout_ms = 60000\nmax_retries = 9".into(),
+        // This gateway sends no RTP; the media timeout (which counts from the answer) must
+        // not end the call before the session timer does.
+        rtp_extra: "media_timeout_s = 0".into(),
         ..AgentOptions::default()
     };
     let agent = Agent::start(dir.path(), &opts);

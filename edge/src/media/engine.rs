@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shared::g711::Law;
+use shared::rtp::playout::{Frame, Playout};
 use shared::rtp::{rtcp, OutboundStream, PayloadType, Ssrc};
 
 /// A call's RTP socket, shared with the task that reads it: one descriptor per call (10,000
@@ -34,7 +35,11 @@ pub trait Audio: Send + Sync + std::fmt::Debug {
     fn frames(&self, law: Law) -> &[[u8; FRAME]];
 }
 
-/// One call's sending side.
+/// The queue of what a call plays.
+type Queue = VecDeque<Arc<dyn Audio>>;
+
+/// One call's sending side: its socket and address around the core's
+/// [`shared::rtp::playout::Playout`] (the playlist, hold and talk-spurt rules).
 #[derive(Debug)]
 pub struct Session {
     socket: SendSocket,
@@ -42,15 +47,8 @@ pub struct Session {
     /// `remote` in the form `sendto` takes, converted once.
     remote_raw: Option<socket2::SockAddr>,
     law: Law,
-    stream: OutboundStream,
-    sending: bool,
-    queue: VecDeque<Arc<dyn Audio>>,
-    frame: usize,
-    /// The next frame sent starts a talk-spurt (RTP marker).
-    talkspurt: bool,
-    /// Set when the queue ran out since the last `take_finished`.
-    finished: bool,
-    playing: bool,
+    playout: Playout<Queue>,
+    /// Packets the socket took.
     sent: u64,
     send_errors: u64,
 }
@@ -71,13 +69,10 @@ impl Session {
             remote: None,
             remote_raw: None,
             law,
-            stream: OutboundStream::new(Ssrc(ssrc), initial_seq, initial_ts, payload_type),
-            sending: false,
-            queue: VecDeque::new(),
-            frame: 0,
-            talkspurt: true,
-            finished: false,
-            playing: false,
+            playout: Playout::new(
+                OutboundStream::new(Ssrc(ssrc), initial_seq, initial_ts, payload_type),
+                Queue::new(),
+            ),
             sent: 0,
             send_errors: 0,
         }
@@ -135,7 +130,8 @@ impl MediaEngine {
     ) {
         session.remote = remote;
         session.remote_raw = remote.map(socket2::SockAddr::from);
-        session.sending = send;
+        session.playout.set_target(remote.is_some());
+        session.playout.set_sending(send);
         self.sessions.insert(key, session);
     }
 
@@ -144,38 +140,29 @@ impl MediaEngine {
         if let Some(s) = self.sessions.get_mut(&key) {
             s.remote = Some(remote);
             s.remote_raw = Some(socket2::SockAddr::from(remote));
+            s.playout.set_target(true);
         }
     }
 
     /// Holds (`false`) or resumes (`true`) sending.
     pub fn set_sending(&mut self, key: u64, on: bool) {
         if let Some(s) = self.sessions.get_mut(&key) {
-            if on && !s.sending {
-                s.talkspurt = true;
-            }
-            s.sending = on;
+            s.playout.set_sending(on);
         }
     }
 
     /// Replaces what plays with `segments` (empty: silence).
     pub fn play(&mut self, key: u64, segments: Vec<Arc<dyn Audio>>) {
         if let Some(s) = self.sessions.get_mut(&key) {
-            s.queue = segments.into();
-            s.frame = 0;
-            s.talkspurt = true;
-            s.finished = false;
-            s.playing = true;
-            skip_empty(s);
+            let law = s.law;
+            s.playout.play(segments, |seg| seg.frames(law).len());
         }
     }
 
     /// Stops what plays (silence follows); no "finished" is reported for it.
     pub fn stop_playback(&mut self, key: u64) {
         if let Some(s) = self.sessions.get_mut(&key) {
-            s.queue.clear();
-            s.frame = 0;
-            s.playing = false;
-            s.finished = false;
+            s.playout.stop_playback();
         }
     }
 
@@ -205,12 +192,12 @@ impl MediaEngine {
         };
         let info = rtcp::SenderInfo {
             ntp,
-            rtp_timestamp: s.stream.timestamp(),
+            rtp_timestamp: s.playout.stream().timestamp(),
             // RFC 3550 §6.4.1: both counts wrap.
             packet_count: s.sent as u32,
             octet_count: s.sent.wrapping_mul(FRAME as u64) as u32,
         };
-        let ssrc = s.stream.ssrc();
+        let ssrc = s.playout.stream().ssrc();
         // RFC 7022: a CNAME unique to this session, not naming the host.
         let cname = format!("{:08x}@ccedge", ssrc.0);
         let mut buf = [0u8; 128];
@@ -228,7 +215,7 @@ impl MediaEngine {
             return;
         };
         let mut buf = [0u8; 16];
-        if let Ok(n) = rtcp::build_bye(&mut buf, s.stream.ssrc()) {
+        if let Ok(n) = rtcp::build_bye(&mut buf, s.playout.stream().ssrc()) {
             let _ =
                 socket2::SockRef::from(&*s.socket).send_to(&buf[..n], &socket2::SockAddr::from(to));
         }
@@ -239,50 +226,34 @@ impl MediaEngine {
     pub fn tick(&mut self, finished: &mut Vec<u64>) {
         let buf = &mut self.buf;
         for (key, s) in &mut self.sessions {
-            let silence = [s.law.silence(); FRAME];
-            let frame: &[u8; FRAME] = match s.queue.front() {
-                Some(seg) if s.playing => seg.frames(s.law).get(s.frame).unwrap_or(&silence),
-                _ => &silence,
-            };
-            if s.sending {
-                if let Some(remote) = &s.remote_raw {
-                    let header = s.stream.next_packet_header(s.talkspurt);
-                    s.talkspurt = false;
-                    if let Ok(n) = header.emit(frame, buf) {
-                        match socket2::SockRef::from(&*s.socket).send_to(&buf[..n], remote) {
-                            Ok(_) => s.sent += 1,
-                            Err(_) => s.send_errors += 1,
+            let law = s.law;
+            let silence = [law.silence(); FRAME];
+            let (socket, remote) = (&s.socket, &s.remote_raw);
+            let (sent, errors) = (&mut s.sent, &mut s.send_errors);
+            let ended = s.playout.tick(
+                |seg| seg.frames(law).len(),
+                |header, frame| {
+                    let payload = match frame {
+                        Frame::Audio { segment, index } => {
+                            segment.frames(law).get(index).unwrap_or(&silence)
+                        }
+                        Frame::Silence => &silence,
+                    };
+                    let Some(remote) = remote else {
+                        return;
+                    };
+                    if let Ok(n) = header.emit(payload, buf) {
+                        match socket2::SockRef::from(&**socket).send_to(&buf[..n], remote) {
+                            Ok(_) => *sent += 1,
+                            Err(_) => *errors += 1,
                         }
                     }
-                } else {
-                    s.stream.skip_frames(1);
-                }
-            } else {
-                // On hold: time goes on for the stream, the next packet starts a talk-spurt.
-                s.stream.skip_frames(1);
-                s.talkspurt = true;
-            }
-            if s.playing {
-                s.frame += 1;
-                skip_empty(s);
-                if s.queue.is_empty() {
-                    s.playing = false;
-                    s.finished = true;
-                    finished.push(*key);
-                }
+                },
+            );
+            if ended {
+                finished.push(*key);
             }
         }
-    }
-}
-
-/// Moves past segments that are fully played (or empty).
-fn skip_empty(s: &mut Session) {
-    while let Some(seg) = s.queue.front() {
-        if s.frame < seg.frames(s.law).len() {
-            return;
-        }
-        s.queue.pop_front();
-        s.frame = 0;
     }
 }
 

@@ -24,6 +24,8 @@
 //!   packets from the 16-bit sequence number extended as in RFC 3550 A.1 (with
 //!   [`Config::max_dropout`] / [`Config::max_misorder`]); interarrival jitter as in RFC 3550 A.8.
 //! * [`TelephoneEvent`]: the 4-byte RFC 4733 event payload (event, end bit, volume, duration).
+//! * [`playout::Playout`]: what a call sends on each 20 ms tick (its playlist, hold, talk-spurts),
+//!   for the shell's pacer.
 //!
 //! ## Deliberate limits
 //!
@@ -39,6 +41,7 @@ mod event;
 mod inbound;
 mod outbound;
 mod packet;
+pub mod playout;
 pub mod rtcp;
 
 use core::fmt;
