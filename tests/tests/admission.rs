@@ -283,3 +283,31 @@ fn with_the_defaults_one_gateway_starts_500_calls_a_second_and_nothing_is_droppe
         &rejected[..rejected.len().min(10)]
     );
 }
+
+// Regression: an ended call kept its RTP port for the 32 s its dialog lingers to answer
+// retransmissions, so a gateway's short calls ran the port range dry with nobody talking.
+#[test]
+fn an_ended_calls_rtp_port_is_free_for_the_next_call_at_once() {
+    let dir = TempDir::new("port-reuse");
+    let opts = AgentOptions {
+        rtp_ports: 4,
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let mut gw = CallGateway::new();
+    // Twelve calls one after the other on a range of four ports, each hung up once answered.
+    for n in 1..=12u64 {
+        gw.place(agent.sip, n, "12155550123", 9);
+        let answered = gw.wait_answered(agent.sip, 1, Duration::from_secs(5));
+        assert_eq!(
+            answered.len(),
+            1,
+            "call {n} was not answered: {:?}",
+            gw.calls().values().map(|c| c.state).collect::<Vec<_>>()
+        );
+        gw.hang_up(agent.sip, n);
+        assert!(gw.wait_ended(agent.sip, Duration::from_secs(5)), "call {n}");
+    }
+    let s = status(&agent);
+    assert_eq!(s["stats"]["calls_refused"], 0, "{s}");
+}

@@ -255,6 +255,8 @@ struct CallIo {
     peer: Option<IpAddr>,
     /// Counted in [`Engine::live_peers`] (until its `call.ended`).
     live: bool,
+    /// Its RTP port went back to the pool at `call.ended`.
+    port_released: bool,
     /// When the call's next RTCP report is due (set when its media starts).
     next_rtcp: Option<shared::time::Instant>,
     /// Where its last RTCP report went (its RTCP BYE goes there too).
@@ -1163,6 +1165,7 @@ impl Engine {
                 prompts: Arc::clone(&self.prompts),
                 peer,
                 live: peer.is_some(),
+                port_released: false,
                 next_rtcp: None,
                 rtcp_to: None,
                 rtcp_sent: 0,
@@ -1170,12 +1173,23 @@ impl Engine {
         );
     }
 
-    /// A call ended for its caller: it no longer counts against its source's fair share
-    /// (its dialog may linger for retransmissions until it is released).
+    /// A call ended for its caller: it no longer counts against its source's fair share, and
+    /// its RTP port goes back to the pool now, not when its dialog has stopped lingering for
+    /// retransmissions (32 s later: a gateway's short calls would otherwise hold thousands of
+    /// ports nobody talks on). The pool hands ports out round-robin, so the port is reused
+    /// last.
     fn call_ended(&mut self, key: CallKey) {
         let Some(io) = self.io.get_mut(&key) else {
             return;
         };
+        if !io.port_released {
+            io.port_released = true;
+            io.rtp_task.abort();
+            io.rtp = None;
+            io.next_rtcp = None;
+            self.media.stop(key.0);
+            self.ports.release(io.rtp_port);
+        }
         if std::mem::take(&mut io.live) {
             if let Some(ip) = io.peer {
                 if let Some(n) = self.live_peers.get_mut(&ip) {
@@ -1204,7 +1218,9 @@ impl Engine {
                     }
                 }
                 self.media.stop(k.0);
-                self.ports.release(io.rtp_port);
+                if !io.port_released {
+                    self.ports.release(io.rtp_port);
+                }
             }
             None => {
                 // The call was never created: give back what its setup bound.
