@@ -41,6 +41,8 @@ pub struct Stats {
     pub rtp_foreign: u64,
     /// Of the refused calls, those whose source held its fair share of `sip.max_calls`.
     pub calls_refused_share: u64,
+    /// SIP datagrams dropped because the agent's queue for them was full (overload).
+    pub sip_overload_dropped: u64,
 }
 
 /// One announcement as the node holds it.

@@ -311,3 +311,58 @@ fn an_ended_calls_rtp_port_is_free_for_the_next_call_at_once() {
     let s = status(&agent);
     assert_eq!(s["stats"]["calls_refused"], 0, "{s}");
 }
+
+// Under a burst of new INVITEs larger than the agent can take at once, what continues the
+// calls already up (their BYEs) is not lost: it has its own queue ahead of new requests, and
+// the excess INVITEs are dropped and counted (their senders retransmit).
+#[test]
+fn a_burst_of_new_invites_cannot_make_the_agent_lose_a_bye() {
+    let dir = TempDir::new("sip-queues");
+    let opts = AgentOptions {
+        sip_extra: "rate_limit_per_source = 100000".into(),
+        ivr_extra: "no_input_timeout_ms = 60000\nmax_retries = 9".into(),
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let mut gw = CallGateway::new();
+    for n in 1..=20u64 {
+        gw.place(agent.sip, n, "12155550123", 9);
+    }
+    assert_eq!(
+        gw.wait_answered(agent.sip, 20, Duration::from_secs(10))
+            .len(),
+        20
+    );
+    // INVITEs back to back from another allowed address for three seconds; half a second
+    // in, every BYE at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = agent.sip;
+    let flooding = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let flood = UdpSocket::bind("127.0.0.5:0").expect("bind");
+            let me = flood.local_addr().expect("addr");
+            let start = Instant::now();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(3) {
+                let _ = flood.send_to(&flood_invite(target, me, n), target);
+                n += 1;
+            }
+            n
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    gw.hang_up_all(agent.sip);
+    let ended = gw.wait_ended(agent.sip, Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooding.join().expect("flood");
+    assert!(
+        ended,
+        "BYEs were lost under {sent} INVITEs: {:?}",
+        gw.calls().values().map(|c| c.state).collect::<Vec<_>>()
+    );
+    // The status snapshot is refreshed every 500 ms.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let s = status(&agent);
+    assert!(s["stats"]["calls_total"].as_u64() >= Some(20), "{s}");
+}

@@ -227,6 +227,59 @@ const RTP_MAX: usize = 512;
 /// Inbound RTP datagrams handled per wake-up of the agent's task, at most.
 const RTP_BATCH: usize = 256;
 const SIP_BUF: usize = shared::limits::SIP_MAX_DATAGRAM;
+/// Datagrams that continue a call (responses, ACK, BYE, CANCEL, in-dialog requests) waiting
+/// for the agent's task.
+const SIP_CONTINUING_QUEUE: usize = 8_192;
+/// Datagrams that start something new (INVITE, OPTIONS, …) waiting for the agent's task;
+/// beyond, they are dropped and counted (the gateway retransmits).
+const SIP_NEW_QUEUE: usize = 2_048;
+/// Continuing datagrams taken per loop turn.
+const SIP_BATCH: usize = 64;
+
+/// One SIP datagram from the UDP socket.
+struct SipIn {
+    data: Vec<u8>,
+    truncated: bool,
+    from: SocketAddr,
+}
+
+/// Drains the SIP socket into the agent's two queues (see [`Engine::run`]).
+async fn sip_receive(
+    socket: Arc<UdpSocket>,
+    continuing: mpsc::Sender<SipIn>,
+    new: mpsc::Sender<SipIn>,
+    overload: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut buf = vec![0u8; SIP_BUF + 1];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(error = %e, "SIP receive error");
+                continue;
+            }
+        };
+        let data = &buf[..n.min(SIP_BUF)];
+        let m = SipIn {
+            data: data.to_vec(),
+            truncated: n > SIP_BUF,
+            from,
+        };
+        // A CANCEL queues behind the INVITE it cancels (which may still be waiting).
+        let queue = if continues_transaction_or_dialog(data) && !data.starts_with(b"CANCEL ") {
+            &continuing
+        } else {
+            &new
+        };
+        match queue.try_send(m) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                overload.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
 /// Room for the node's largest datagram (a stateless answer echoes the request).
 const SIP_OUT: usize = shared::limits::SIP_MAX_DATAGRAM + 512;
 
@@ -290,6 +343,8 @@ pub struct Engine {
     sip_rate_limited: u64,
     /// New calls refused because their source held its fair share of `sip.max_calls`.
     calls_refused_share: u64,
+    /// SIP datagrams dropped because the agent's queue for them was full.
+    sip_overload: Arc<std::sync::atomic::AtomicU64>,
     /// Datagrams larger than the largest SIP message (answered 513).
     sip_oversize: u64,
     rtp_overflow: Arc<std::sync::atomic::AtomicU64>,
@@ -520,6 +575,7 @@ pub async fn start(
         sip_denied: 0,
         sip_rate_limited: 0,
         calls_refused_share: 0,
+        sip_overload: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         sip_oversize: 0,
         rtp_overflow: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         call_peers: HashMap::new(),
@@ -653,8 +709,19 @@ impl Engine {
             link_task,
             streams: mut stream_rx,
         } = inputs;
-        let sip = Arc::clone(&self.sip);
-        let mut buf = vec![0u8; SIP_BUF + 1];
+        // The SIP socket is drained by its own task into two queues: what continues a call
+        // (responses, ACK, BYE, CANCEL, in-dialog requests) and what starts something new. A
+        // flood of new INVITEs then waits (or is dropped, counted) in its own queue; a call's
+        // BYE never waits behind it, and the kernel's socket buffer does not overflow while
+        // this task is busy with calls.
+        let (cont_tx, mut cont_rx) = mpsc::channel::<SipIn>(SIP_CONTINUING_QUEUE);
+        let (new_tx, mut new_rx) = mpsc::channel::<SipIn>(SIP_NEW_QUEUE);
+        let sip_task = tokio::spawn(sip_receive(
+            Arc::clone(&self.sip),
+            cont_tx,
+            new_tx,
+            Arc::clone(&self.sip_overload),
+        ));
         let mut next_tick = tokio::time::Instant::now() + PTIME;
         let mut finished = Vec::new();
         let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -700,11 +767,19 @@ impl Engine {
                         self.drain();
                     }
                 }
-                r = sip.recv_from(&mut buf) => {
-                    match r {
-                        Ok((n, from)) => self.on_sip(&buf[..n.min(SIP_BUF)], n > SIP_BUF, from),
-                        Err(e) => debug!(error = %e, "SIP receive error"),
+                Some(m) = cont_rx.recv() => {
+                    self.on_sip(&m.data, m.truncated, m.from);
+                    for _ in 0..SIP_BATCH {
+                        let Ok(m) = cont_rx.try_recv() else { break };
+                        self.on_sip(&m.data, m.truncated, m.from);
                     }
+                }
+                Some(m) = new_rx.recv() => {
+                    // Whatever continues a call goes first.
+                    while let Ok(c) = cont_rx.try_recv() {
+                        self.on_sip(&c.data, c.truncated, c.from);
+                    }
+                    self.on_sip(&m.data, m.truncated, m.from);
                 }
                 Some(pkt) = rtp_rx.recv() => {
                     // Take whatever else has queued up in the same wake-up (bounded, so SIP
@@ -755,6 +830,7 @@ impl Engine {
                 break;
             }
         }
+        sip_task.abort();
         for (_, io) in self.io.drain() {
             io.rtp_task.abort();
         }
@@ -830,6 +906,7 @@ impl Engine {
             calls_total: n.calls_total,
             calls_refused: n.calls_refused,
             calls_refused_share: self.calls_refused_share,
+            sip_overload_dropped: self.sip_overload.load(std::sync::atomic::Ordering::Relaxed),
             callbacks_booked: n.callbacks_booked,
             callbacks_failed: n.callbacks_failed,
             callbacks_expired: n.callbacks_expired,

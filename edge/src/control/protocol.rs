@@ -359,6 +359,9 @@ pub struct StatsData {
     /// Of those, calls whose source held its fair share of `sip.max_calls`.
     #[serde(default)]
     pub calls_refused_share: u64,
+    /// SIP datagrams dropped because the agent's queue for them was full (overload).
+    #[serde(default)]
+    pub sip_overload_dropped: u64,
     /// Callbacks durably booked.
     pub callbacks_booked: u64,
     /// Callback writes that failed.
