@@ -630,6 +630,37 @@ impl Agent {
     pub fn control_socket(&self) -> PathBuf {
         self.state_dir.join("control.sock")
     }
+
+    /// `ccedge status --json` of this agent.
+    ///
+    /// # Panics
+    /// When the command fails or prints no JSON.
+    #[must_use]
+    pub fn status_json(&self) -> serde_json::Value {
+        let run = ccedge_cli(&[
+            "status",
+            "--json",
+            "--config",
+            &self.config.to_string_lossy(),
+        ]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        serde_json::from_str(&run.stdout).expect("status json")
+    }
+
+    /// `ccedge calls --json` of this agent (empty when it prints no list).
+    #[must_use]
+    pub fn calls_json(&self) -> Vec<serde_json::Value> {
+        let run = ccedge_cli(&[
+            "calls",
+            "--json",
+            "--config",
+            &self.config.to_string_lossy(),
+        ]);
+        serde_json::from_str::<serde_json::Value>(&run.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
 }
 
 /// A gateway placing calls at the agent from one SIP socket, with firmware-sim's UAC.

@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ccedge_tests::{ccedge_cli, Agent, AgentOptions, CallGateway, TempDir};
+use ccedge_tests::{Agent, AgentOptions, CallGateway, TempDir};
 use firmware_sim::gateway::uac::UacState;
-use serde_json::Value;
 
 const SOURCES: u8 = 16;
 /// INVITEs per second from each flooding source.
@@ -97,17 +96,6 @@ fn flood(
     }
 }
 
-fn status(agent: &Agent) -> Value {
-    let run = ccedge_cli(&[
-        "status",
-        "--json",
-        "--config",
-        agent.config.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    serde_json::from_str(&run.stdout).expect("status json")
-}
-
 #[test]
 fn a_flood_from_sixteen_allowed_sources_leaves_room_for_the_gateways_calls() {
     let dir = TempDir::new("admission");
@@ -167,7 +155,7 @@ fn a_flood_from_sixteen_allowed_sources_leaves_room_for_the_gateways_calls() {
     assert!(
         gateway_answered >= 38,
         "only {gateway_answered} of 40 gateway calls answered ({states:?}); flood: {flood_answered} answered, {flood_refused} refused; status {}; {}",
-        status(&agent),
+        agent.status_json(),
         agent.log().iter().filter(|l| l.contains("fair share") || l.contains("RTP port")).take(5).cloned().collect::<Vec<_>>().join("\n")
     );
     // Each flooding source got at most about its share of the 160.
@@ -176,7 +164,7 @@ fn a_flood_from_sixteen_allowed_sources_leaves_room_for_the_gateways_calls() {
         flood_refused > 1_000,
         "503s with Retry-After: {flood_refused}"
     );
-    let s = status(&agent);
+    let s = agent.status_json();
     assert!(
         s["stats"]["calls_refused_share"].as_u64().unwrap_or(0) > 1_000,
         "{s}"
@@ -238,7 +226,7 @@ fn at_capacity_a_new_invite_gets_503_at_once_and_the_calls_up_keep_their_audio()
         let got = sink.packets().len() - b;
         assert!(got >= 40, "a call up got {got} packets in ~1 s");
     }
-    let s = status(&agent);
+    let s = agent.status_json();
     assert!(s["stats"]["calls_refused"].as_u64() >= Some(1), "{s}");
 }
 
@@ -274,7 +262,7 @@ fn with_the_defaults_one_gateway_starts_500_calls_a_second_and_nothing_is_droppe
         .map(|c| c.state)
         .filter(|s| !matches!(s, UacState::Terminated))
         .collect();
-    let s = status(&agent);
+    let s = agent.status_json();
     assert_eq!(s["stats"]["sip_rate_limited"], 0, "{s}");
     assert!(
         rejected.is_empty(),
@@ -308,7 +296,7 @@ fn an_ended_calls_rtp_port_is_free_for_the_next_call_at_once() {
         gw.hang_up(agent.sip, n);
         assert!(gw.wait_ended(agent.sip, Duration::from_secs(5)), "call {n}");
     }
-    let s = status(&agent);
+    let s = agent.status_json();
     assert_eq!(s["stats"]["calls_refused"], 0, "{s}");
 }
 
@@ -363,6 +351,6 @@ fn a_burst_of_new_invites_cannot_make_the_agent_lose_a_bye() {
     );
     // The status snapshot is refreshed every 500 ms.
     std::thread::sleep(Duration::from_millis(1_200));
-    let s = status(&agent);
+    let s = agent.status_json();
     assert!(s["stats"]["calls_total"].as_u64() >= Some(20), "{s}");
 }

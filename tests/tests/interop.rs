@@ -871,20 +871,6 @@ fn a_genesys_shaped_invite_of_8_kb_with_16_vias_is_answered() {
     vendor_invite_is_answered("genesys_sipserver.sip");
 }
 
-/// `ccedge calls --json` of `agent`.
-fn calls_json(agent: &Agent) -> Vec<serde_json::Value> {
-    let run = ccedge_tests::ccedge_cli(&[
-        "calls",
-        "--json",
-        "--config",
-        agent.config.to_str().expect("utf-8 path"),
-    ]);
-    serde_json::from_str::<serde_json::Value>(&run.stdout)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn baresips_rtcp_reports_show_in_ccedge_calls() {
     let Some(bin) = peer_binary("baresip", "baresip-core") else {
@@ -912,7 +898,7 @@ fn baresips_rtcp_reports_show_in_ccedge_calls() {
     let end = std::time::Instant::now() + Duration::from_secs(15);
     let mut row = serde_json::Value::Null;
     while std::time::Instant::now() < end {
-        if let Some(r) = calls_json(&agent).into_iter().next() {
+        if let Some(r) = agent.calls_json().into_iter().next() {
             row = r;
             if row["rtcp_reports"].as_u64().unwrap_or(0) >= 1 && !row["rtt_ms"].is_null() {
                 break;

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use ccedge_tests::rawsip::{header, recv_udp_until};
-use ccedge_tests::{ccedge_cli, Agent, AgentOptions, TempDir};
+use ccedge_tests::{Agent, AgentOptions, TempDir};
 use serde_json::Value;
 use shared::rtp::rtcp::{self, ReportBlock, SenderInfo};
 use shared::rtp::{PayloadType, RtpHeader, Ssrc};
@@ -99,21 +99,6 @@ fn wait_sr(s: &UdpSocket, timeout: Duration) -> Option<(Ssrc, u64, Vec<u8>)> {
     None
 }
 
-fn calls(agent: &Agent) -> Vec<Value> {
-    let run = ccedge_cli(&[
-        "calls",
-        "--json",
-        "--config",
-        agent.config.to_str().expect("path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    serde_json::from_str::<Value>(&run.stdout)
-        .expect("json")
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[test]
 fn the_node_reports_on_rtcp_and_reads_the_peers_reports_into_ccedge_calls() {
     let dir = TempDir::new("rtcp");
@@ -180,7 +165,7 @@ fn the_node_reports_on_rtcp_and_reads_the_peers_reports_into_ccedge_calls() {
     rtp.send_to(&buf[..n], media).expect("send rtcp");
     let mut row = Value::Null;
     for _ in 0..20 {
-        row = calls(&agent).into_iter().next().unwrap_or(Value::Null);
+        row = agent.calls_json().into_iter().next().unwrap_or(Value::Null);
         if row["rtcp_reports"].as_u64() == Some(1) {
             break;
         }
@@ -237,7 +222,8 @@ fn the_node_reports_on_rtcp_and_reads_the_peers_reports_into_ccedge_calls() {
     rtcp2.send_to(&buf[..n], media2).expect("send rtcp");
     let mut found = false;
     for _ in 0..20 {
-        found = calls(&agent)
+        found = agent
+            .calls_json()
             .iter()
             .any(|r| r["peer_lost"] == 11 && r["rtcp_reports"] == 1 && r["peer_jitter_ms"] == 2);
         if found {
@@ -245,5 +231,5 @@ fn the_node_reports_on_rtcp_and_reads_the_peers_reports_into_ccedge_calls() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(found, "{:?}", calls(&agent));
+    assert!(found, "{:?}", agent.calls_json());
 }

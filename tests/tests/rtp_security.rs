@@ -8,8 +8,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use ccedge_tests::{ccedge_cli, Agent, AgentOptions, CallGateway, RtpSink, TempDir};
-use serde_json::Value;
+use ccedge_tests::{Agent, AgentOptions, CallGateway, RtpSink, TempDir};
 use shared::dtmf::Digit;
 use shared::rtp::{PayloadType, RtpHeader, Ssrc, TelephoneEvent};
 
@@ -49,17 +48,6 @@ fn audio_received(sock: &UdpSocket, d: Duration) -> usize {
         }
     }
     n
-}
-
-fn status(agent: &Agent) -> Value {
-    let run = ccedge_cli(&[
-        "status",
-        "--json",
-        "--config",
-        agent.config.to_str().expect("utf-8 path"),
-    ]);
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    serde_json::from_str(&run.stdout).expect("status json")
 }
 
 #[test]
@@ -109,7 +97,7 @@ fn an_rtp_spray_from_another_host_neither_presses_keys_nor_hears_the_call() {
     let store = edge::store::Store::open(dir.path()).expect("open store");
     assert!(store.callbacks().expect("callbacks").is_empty());
     drop(store);
-    let s = status(&agent);
+    let s = agent.status_json();
     let foreign = s["stats"]["rtp_foreign"].as_u64().expect("rtp_foreign");
     assert!(foreign >= 20, "foreign packets counted: {s}");
 
