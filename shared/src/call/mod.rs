@@ -391,9 +391,8 @@ impl MediaState {
     fn accepts(&self, from: SocketAddr, trusted: bool) -> bool {
         match self.remote {
             Some(r) if self.latched => same_addr(r, from),
-            Some(r) => {
-                trusted || same_addr(r, from) || r.ip().to_canonical() == from.ip().to_canonical()
-            }
+            // Any port of the SDP's address (the SDP's own port included).
+            Some(r) => trusted || r.ip().to_canonical() == from.ip().to_canonical(),
             None => trusted,
         }
     }
