@@ -51,6 +51,10 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest time to write a response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a response, how long and how much of what the client still sends is read and
+/// dropped before the connection is closed.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
 /// The OpenMetrics text format's media type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -722,7 +726,22 @@ async fn respond(
         stream.write_all(body).await?;
     }
     stream.flush().await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    // Read (and drop) what the client still sends for a moment before closing: closing with
+    // unread data resets the connection, and the client could lose the response to the reset
+    // (a 431 for an oversized head, say).
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]

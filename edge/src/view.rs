@@ -69,6 +69,9 @@ pub struct AnnouncementView {
     pub valid_from_ms: Option<i64>,
     /// Valid until (Unix ms), when bounded.
     pub valid_until_ms: Option<i64>,
+    /// How often this version was heard since the agent started.
+    #[serde(flatten)]
+    pub heard: crate::metrics::AnnouncementCounts,
 }
 
 /// A snapshot of the agent for the control socket, the status topic and tests.

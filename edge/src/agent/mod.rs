@@ -1647,6 +1647,7 @@ impl Engine {
                 audio_present: a.audio.as_ref().is_some_and(|h| self.audio.contains_key(h)),
                 valid_from_ms: a.valid_from.map(|t| t.0),
                 valid_until_ms: a.valid_until.map(|t| t.0),
+                heard: self.metrics.announcement(a.id.as_str(), a.version),
             })
             .collect();
         if views != self.ann_views {

@@ -469,6 +469,15 @@ pub struct AnnouncementRow {
     pub valid_from_ms: Option<i64>,
     /// Valid until, Unix ms.
     pub valid_until_ms: Option<i64>,
+    /// Plays of this version since the agent started.
+    #[serde(default)]
+    pub plays: u64,
+    /// Of those, played to their end.
+    #[serde(default)]
+    pub completions: u64,
+    /// Of those, cut short by the caller's key (barge-in).
+    #[serde(default)]
+    pub barge_ins: u64,
 }
 
 /// `events_tail`'s first (success) reply data.

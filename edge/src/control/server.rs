@@ -443,6 +443,9 @@ fn announcement_row(a: &AnnouncementView) -> AnnouncementRow {
         audio_present: a.audio_present,
         valid_from_ms: a.valid_from_ms,
         valid_until_ms: a.valid_until_ms,
+        plays: a.heard.plays,
+        completions: a.heard.completions,
+        barge_ins: a.heard.barge_ins,
     }
 }
 
