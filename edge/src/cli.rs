@@ -326,6 +326,17 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let metrics_listener = match cfg.metrics.listen {
+            Some(addr) => match crate::metrics::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(error = %e, metrics = %addr, "metrics endpoint unusable");
+                    say(format_args!("ccedge: cannot listen for metrics on {addr}: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         let reload_stop = stop_rx.clone();
         let running = match agent::start(agent_config(&cfg), stop_rx).await {
             Ok(r) => r,
@@ -335,6 +346,15 @@ fn run_agent(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(listener) = metrics_listener {
+            let registry = crate::metrics::registry(
+                &running.metrics,
+                running.snapshot.clone(),
+                running.link_status.clone(),
+                env!("CARGO_PKG_VERSION"),
+            );
+            tokio::spawn(crate::metrics::serve(listener, registry));
+        }
         let (reload_status, reload_status_rx) =
             tokio::sync::watch::channel(crate::view::ReloadStatus::default());
         let reloader = crate::reload::Reloader {

@@ -13,6 +13,7 @@
 //! | [`control`] | the control socket (agent side) and the technician commands' client, tables and `doctor` |
 //! | [`clock`] | the one conversion between tokio time and `shared::Instant` |
 //! | [`reload`] | `SIGHUP`: re-reads the configuration and applies what can change while calls are up |
+//! | [`metrics`] | the Prometheus / OpenMetrics endpoint (`metrics.listen`): what the engine records, the HTTP server |
 //! | [`logsink`] | the log's writer to standard error, which never fails the agent |
 //!
 //! ## Run loop
@@ -36,6 +37,7 @@ pub mod control;
 pub mod link;
 pub mod logsink;
 pub mod media;
+pub mod metrics;
 pub mod reload;
 pub mod store;
 pub mod view;

@@ -363,6 +363,19 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_endpoint_needs_a_restart() {
+        let a = parse("");
+        let b = parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+        let c = changes(&a, &b);
+        assert_eq!(
+            (c.live.len(), c.restart.as_slice()),
+            (0, &["metrics.listen".to_owned()][..])
+        );
+        let c = parse("[metrics]\nlisten = \"127.0.0.1:9465\"\n");
+        assert_eq!(changes(&b, &c).restart, ["metrics.listen"]);
+    }
+
+    #[test]
     fn a_changed_password_is_seen_though_it_serializes_redacted() {
         let a = parse("[mqtt]\nusername = \"n\"\npassword = \"one\"\n");
         let b = parse("[mqtt]\nusername = \"n\"\npassword = \"two\"\n");

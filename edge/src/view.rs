@@ -73,6 +73,9 @@ pub struct AnnouncementView {
     pub valid_until_ms: Option<i64>,
     /// While this version is `pending`: the older version callers hear instead, if any.
     pub playing_version: Option<u32>,
+    /// How often this version was heard since the agent started.
+    #[serde(flatten)]
+    pub heard: crate::metrics::AnnouncementCounts,
 }
 
 /// A snapshot of the agent for the control socket, the status topic and tests.

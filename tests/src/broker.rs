@@ -38,6 +38,20 @@ impl Mosquitto {
     /// When Mosquitto cannot be started.
     #[must_use]
     pub fn start(dir: &Path) -> Mosquitto {
+        Self::start_with(dir, |port| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
+            )
+        })
+    }
+
+    /// Starts a broker whose config file is `conf(port)`, and waits until it accepts
+    /// connections.
+    ///
+    /// # Panics
+    /// When Mosquitto cannot be started.
+    #[must_use]
+    pub fn start_with(dir: &Path, conf: impl Fn(u16) -> String) -> Mosquitto {
         // A port found free can be handed to another socket (another test's client
         // connection) before Mosquitto binds it: then another port.
         for _ in 0..5 {
@@ -45,17 +59,13 @@ impl Mosquitto {
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
                 .expect("free port");
-            let conf = dir.join(format!("mosquitto-{port}.conf"));
-            let mut f = std::fs::File::create(&conf).expect("mosquitto config");
-            writeln!(
-                f,
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"
-            )
-            .expect("write mosquitto config");
+            let path = dir.join(format!("mosquitto-{port}.conf"));
+            let mut f = std::fs::File::create(&path).expect("mosquitto config");
+            writeln!(f, "{}", conf(port)).expect("write mosquitto config");
             let mut m = Mosquitto {
                 child: None,
                 port,
-                conf,
+                conf: path,
             };
             if m.try_restart() {
                 return m;

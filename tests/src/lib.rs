@@ -41,6 +41,12 @@ pub fn ccedge_bin() -> PathBuf {
     dir.join("ccedge-under-test")
 }
 
+/// The `firmware-sim` binary built from this checkout (next to [`ccedge_bin`]).
+#[must_use]
+pub fn firmware_sim_bin() -> PathBuf {
+    ccedge_bin().with_file_name("firmware-sim-under-test")
+}
+
 /// Whether sipp is installed (`apt-get install sip-tester`); `.ci/run` installs it.
 #[must_use]
 pub fn have_sipp() -> bool {

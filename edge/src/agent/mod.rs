@@ -376,6 +376,8 @@ pub struct Engine {
     tcp_per_source: usize,
     /// The callback queue was reloaded from disk (deferred while the store is not open).
     callbacks_restored: bool,
+    /// What the metrics endpoint shows (fed from the node's outputs and the pacer).
+    metrics: crate::metrics::Recorder,
 }
 
 impl std::fmt::Debug for Engine {
@@ -410,6 +412,8 @@ pub struct Running {
     pub link_status: watch::Receiver<crate::link::LinkStatus>,
     /// Every call event as published to the CRM (JSON), for `ccedge events tail`.
     pub events: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// The figures the engine keeps for the metrics endpoint.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What the SIP socket asks the kernel for: a burst of gateway traffic (a BYE for every call
@@ -598,6 +602,7 @@ pub async fn start(
         stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
         tcp_per_source: 0,
         callbacks_restored: false,
+        metrics: crate::metrics::Recorder::new(),
     };
     // TCP and TLS share the connection limits (TLS alone uses the defaults).
     let limits = engine.cfg.tcp.unwrap_or_default();
@@ -651,6 +656,7 @@ pub async fn start(
         ),
     };
     engine.publish_snapshot();
+    let metrics = engine.metrics.metrics();
     let task = tokio::spawn(engine.run(
         shutdown,
         Inputs {
@@ -669,6 +675,7 @@ pub async fn start(
         commands,
         link_status,
         events,
+        metrics,
     })
 }
 
@@ -749,6 +756,7 @@ impl Engine {
                     // Absolute deadlines: send what is owed when woken late (at most 5 frames;
                     // beyond that the schedule restarts from now).
                     let now = tokio::time::Instant::now();
+                    self.metrics.pacer_tick(now.saturating_duration_since(next_tick));
                     let mut owed = 0;
                     while next_tick <= now && owed < 5 {
                         self.media.tick(&mut finished);
@@ -1160,7 +1168,10 @@ impl Engine {
                     debug!(event = ?ev, "announcement");
                     views_changed = true;
                 }
-                o => self.act(o),
+                o => {
+                    self.metrics.output(&o, self.node.active_calls());
+                    self.act(o);
+                }
             }
         }
         self.sipbuf = buf;
@@ -1743,6 +1754,7 @@ impl Engine {
                 playing_version: (state == announce::State::Pending)
                     .then(|| set.fallback(&a.id).map(|(_, f)| f.version))
                     .flatten(),
+                heard: self.metrics.announcement(a.id.as_str(), a.version),
             })
             .collect();
         if views != self.ann_views {

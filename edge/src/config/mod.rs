@@ -71,6 +71,8 @@ pub struct Config {
     pub announcements: Announcements,
     /// `[log]`: logging to stderr.
     pub log: Log,
+    /// `[metrics]`: the Prometheus / OpenMetrics endpoint.
+    pub metrics: Metrics,
 }
 
 /// `[node]`.
@@ -382,6 +384,17 @@ impl Default for Log {
             format: LogFormat::Text,
         }
     }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// `metrics.listen`: TCP address of the HTTP endpoint serving `GET /metrics` in the
+    /// OpenMetrics text format. Default unset (off). Taken at start (a reload needs a
+    /// restart to change it).
+    #[serde(deserialize_with = "source::de_opt_metrics_addr")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Config {

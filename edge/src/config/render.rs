@@ -18,6 +18,7 @@ const SECTIONS: &[&str] = &[
     "callbacks",
     "announcements",
     "log",
+    "metrics",
 ];
 
 pub(super) fn to_toml(config: &Config) -> String {

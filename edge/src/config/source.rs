@@ -225,6 +225,21 @@ pub(super) fn de_opt_socket_addr<'de, D: Deserializer<'de>>(
     .transpose()
 }
 
+/// `metrics.listen`, with a message that shows the form.
+pub(super) fn de_opt_metrics_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| {
+        s.trim().parse().map_err(|_| {
+            de::Error::custom(format!(
+                "`{s}` is not an address and port (expected e.g. 127.0.0.1:9464 or [::]:9464)"
+            ))
+        })
+    })
+    .transpose()
+}
+
 /// An optional IP address, with a message that shows the expected form.
 pub(super) fn de_opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
     let s = Option::<String>::deserialize(d)?;

@@ -142,6 +142,7 @@ fn deploy_example_mentions_every_key() {
     full.ivr.country_code = Some(1);
     full.ivr.speech_command = Some("x".into());
     full.announcements.signing_key = Some(SigningKey([0; 32]));
+    full.metrics.listen = Some("127.0.0.1:9464".parse().unwrap());
     let serde_json::Value::Object(root) = serde_json::to_value(&full).unwrap() else {
         panic!("config is not a map");
     };
@@ -485,6 +486,51 @@ fn bad_values_name_the_key_and_the_file() {
             "error, warn, info, debug, trace",
         ),
         ("[log]\nformat = \"xml\"".into(), "log.format", "text, json"),
+        (
+            "[metrics]\nlisten = \"localhost:9464\"".into(),
+            "metrics.listen",
+            "not an address and port (expected e.g. 127.0.0.1:9464",
+        ),
+        (
+            "[metrics]\nlisten = \"127.0.0.1\"".into(),
+            "metrics.listen",
+            "not an address and port",
+        ),
+        (
+            "[metrics]\nlisten = 9464".into(),
+            "metrics.listen",
+            "`9464` is not an address and port",
+        ),
+        (
+            "[metrics]\nlisten = \"127.0.0.1:0\"".into(),
+            "metrics.listen",
+            "port 0",
+        ),
+        (
+            "[metrics]\nlisten = \"224.0.0.1:9464\"".into(),
+            "metrics.listen",
+            "multicast",
+        ),
+        (
+            "[sip]\nlisten = \"127.0.0.1:5060\"\n[metrics]\nlisten = \"127.0.0.1:5060\"".into(),
+            "metrics.listen",
+            "the TCP port of sip.listen",
+        ),
+        (
+            "[sip]\nlisten = \"0.0.0.0:5070\"\n[metrics]\nlisten = \"127.0.0.1:5070\"".into(),
+            "metrics.listen",
+            "the TCP port of sip.listen",
+        ),
+        (
+            format!("[sip]\ntls_listen = \"127.0.0.1:5061\"\ntls_cert = \"{cert}\"\ntls_key = \"{cert}\"\n[metrics]\nlisten = \"[::]:5061\""),
+            "metrics.listen",
+            "the TCP port of sip.tls_listen",
+        ),
+        (
+            "[metrics]\nport = 9464".into(),
+            "metrics.port",
+            "unknown key",
+        ),
         // Unknown keys and sections.
         (
             "[sip]\nlisten_port = 5".into(),
@@ -590,6 +636,39 @@ fn readable_tls_files_are_accepted() {
     assert!(c.mqtt.url.tls());
     assert_eq!(c.mqtt.url.port(), 8883);
     assert_eq!(c.mqtt.key_file.as_deref(), Some(key.as_path()));
+}
+
+#[test]
+fn metrics_endpoint_is_off_by_default_and_takes_an_address() {
+    assert_eq!(Config::default().metrics.listen, None);
+    let dir = Scratch::new();
+    let (_, r) = load_toml(&dir, "[metrics]\nlisten = \" 127.0.0.1:9464 \"\n", &[]);
+    let c = r.unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    assert!(c
+        .to_toml_redacted()
+        .contains("\n[metrics]\nlisten = \"127.0.0.1:9464\"\n"));
+    // SIP over TCP off: its port is free for the endpoint.
+    let (_, r) = load_toml(
+        &dir,
+        "[sip]\nlisten = \"127.0.0.1:5060\"\ntcp = false\n[metrics]\nlisten = \"127.0.0.1:5060\"\n",
+        &[],
+    );
+    r.unwrap();
+    // From the environment, and a warning when it is not on loopback.
+    let c = load_from(None, &env(&[("CCEDGE__METRICS__LISTEN", "[::]:9464")])).unwrap();
+    assert_eq!(c.metrics.listen, Some("[::]:9464".parse().unwrap()));
+    let w = c.warnings();
+    assert!(
+        w.len() == 1 && w[0].contains("metrics.listen") && w[0].contains("no authentication"),
+        "{w:?}"
+    );
+    let e = load_from(None, &env(&[("CCEDGE__METRICS__LISTEN", "nowhere")])).unwrap_err();
+    assert_eq!(
+        (e.key.as_str(), e.env_var.as_deref()),
+        ("metrics.listen", Some("CCEDGE__METRICS__LISTEN"))
+    );
 }
 
 // ---- environment overrides --------------------------------------------------------------------

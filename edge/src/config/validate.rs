@@ -178,7 +178,43 @@ impl Config {
         self.validate_control()?;
         self.validate_ivr()?;
         self.validate_callbacks()?;
-        self.validate_announcements()
+        self.validate_announcements()?;
+        self.validate_metrics()
+    }
+
+    fn validate_metrics(&self) -> Check {
+        let Some(addr) = self.metrics.listen else {
+            return Ok(());
+        };
+        if addr.port() == 0 {
+            return fail(
+                "metrics.listen",
+                format!("`{addr}` has port 0; a scraper needs a fixed port (e.g. 9464)"),
+            );
+        }
+        if addr.ip().is_multicast() {
+            return fail(
+                "metrics.listen",
+                "a multicast address cannot be listened on",
+            );
+        }
+        // TCP ports the agent listens on itself.
+        let taken = [
+            self.sip.tcp.then_some(("sip.listen", self.sip.listen)),
+            self.sip.tls_listen.map(|a| ("sip.tls_listen", a)),
+        ];
+        for (key, other) in taken.into_iter().flatten() {
+            let overlap = other.ip() == addr.ip()
+                || other.ip().is_unspecified()
+                || addr.ip().is_unspecified();
+            if other.port() == addr.port() && overlap {
+                return fail(
+                    "metrics.listen",
+                    format!("`{addr}` is the TCP port of {key} (`{other}`)"),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate_node(&self) -> Check {
@@ -443,6 +479,11 @@ impl Config {
         }
         if self.sip.allow.0.is_empty() {
             w.push("sip.allow is empty: every SIP request will be refused".to_owned());
+        }
+        if let Some(addr) = self.metrics.listen.filter(|a| !a.ip().is_loopback()) {
+            w.push(format!(
+                "metrics.listen is {addr}: the metrics endpoint has no authentication; keep it reachable only from the monitoring network"
+            ));
         }
         if self.mqtt.password.is_some() && !self.mqtt.url.tls() {
             w.push("mqtt.password is sent in clear text over mqtt://; use mqtts://".to_owned());

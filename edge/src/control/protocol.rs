@@ -476,6 +476,15 @@ pub struct AnnouncementRow {
     /// arrives, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub playing_version: Option<u32>,
+    /// Plays of this version since the agent started.
+    #[serde(default)]
+    pub plays: u64,
+    /// Of those, played to their end.
+    #[serde(default)]
+    pub completions: u64,
+    /// Of those, cut short by the caller's key (barge-in).
+    #[serde(default)]
+    pub barge_ins: u64,
 }
 
 /// `events_tail`'s first (success) reply data.

@@ -334,6 +334,7 @@ pub fn announcements(rows: &[AnnouncementRow]) -> String {
     }
     let mut t = Table::new(&[
         "ID", "VER", "STATE", "PRIO", "SITES", "DIALLED", "CALLERS", "AUDIO", "LOCAL", "VALID",
+        "PLAYS", "DONE", "BARGE-IN",
     ]);
     for a in rows {
         let audio = a
@@ -368,6 +369,9 @@ pub fn announcements(rows: &[AnnouncementRow]) -> String {
                 "missing".to_owned()
             },
             valid,
+            a.plays.to_string(),
+            a.completions.to_string(),
+            a.barge_ins.to_string(),
         ]);
     }
     t.render()

@@ -470,6 +470,9 @@ fn announcement_row(a: &AnnouncementView) -> AnnouncementRow {
         valid_from_ms: a.valid_from_ms,
         valid_until_ms: a.valid_until_ms,
         playing_version: a.playing_version,
+        plays: a.heard.plays,
+        completions: a.heard.completions,
+        barge_ins: a.heard.barge_ins,
     }
 }
 

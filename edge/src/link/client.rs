@@ -175,6 +175,8 @@ struct Link {
     status_due: Option<TokioInstant>,
     published_states: Option<Vec<AnnouncementState>>,
     store_retry_at: Option<TokioInstant>,
+    /// Connections the broker accepted (CONNACK) since the link started.
+    connections: u64,
 }
 
 /// Runs the link until every [`ToLink`] sender is dropped (see [`super::spawn`]).
@@ -226,6 +228,7 @@ pub(crate) async fn run(
         status_due: None,
         published_states: None,
         store_retry_at: None,
+        connections: 0,
     };
     if !link.events.load().await {
         link.store_retry_at = Some(TokioInstant::now() + STORE_RETRY);
@@ -365,6 +368,7 @@ impl Link {
     fn update_status(&mut self) {
         self.status.outbox_depth = self.events.depth();
         self.status.outbox_dropped = self.events.dropped();
+        self.status.outbox_oldest_at_ms = self.events.oldest_at();
         self.status.last_seq = self.events.last_seq();
         self.status.acked_seq = self.events.acked_seq();
         self.status.store_errors = self.events.store_errors;
@@ -489,6 +493,10 @@ impl Link {
                     session_present = ack.session_present,
                     "connected to the broker"
                 );
+                if self.connections > 0 {
+                    self.status.reconnects = self.status.reconnects.saturating_add(1);
+                }
+                self.connections = self.connections.saturating_add(1);
                 self.status.connected = true;
                 self.status.since_ms = wall_now().0;
                 self.status.last_error = None;

@@ -189,6 +189,11 @@ pub struct LinkStatus {
     pub outbox_depth: u64,
     /// Events dropped from a full outbox or by retention.
     pub outbox_dropped: u64,
+    /// When the oldest event in the outbox happened, Unix ms (to within a second; `None`:
+    /// the outbox is empty).
+    pub outbox_oldest_at_ms: Option<i64>,
+    /// Connections to the broker after the first one (reconnections).
+    pub reconnects: u64,
     /// The last `seq` issued.
     pub last_seq: u64,
     /// The highest `seq` the CRM acknowledged.

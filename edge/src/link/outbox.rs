@@ -44,6 +44,9 @@ pub(crate) const FLOOR_KEY: &str = "link.outbox_floor";
 pub(crate) const STORE_ID_KEY: &str = "link.store_id";
 /// Events held while no `seq` can be issued (the store is failing); beyond, the oldest drop.
 pub(crate) const MAX_WAITING: usize = 10_000;
+/// Marks kept for the oldest held event's age ([`Events::oldest_at`]): one per second of
+/// events at most; beyond, newer events share the last mark (their age is over-stated).
+const MAX_AGE_MARKS: usize = 65_536;
 
 /// The CallEvent envelope (`deploy/asyncapi.yaml`).
 #[derive(Serialize)]
@@ -115,6 +118,9 @@ pub(crate) struct Events {
     pub(crate) store_errors: u64,
     /// The last store error.
     pub(crate) last_store_error: Option<String>,
+    /// `(seq, at)` of the first event sequenced in each second, oldest first: the oldest held
+    /// event's time to within a second, without reading the store.
+    marks: VecDeque<(u64, i64)>,
 }
 
 impl std::fmt::Debug for Events {
@@ -145,6 +151,7 @@ impl Events {
             mem: BTreeMap::new(),
             store_errors: 0,
             last_store_error: None,
+            marks: VecDeque::new(),
         }
     }
 
@@ -200,6 +207,20 @@ impl Events {
             Some((lo, hi)) => Outbox::restore(self.config, lo, hi.saturating_add(1)),
             None => Outbox::new(self.config),
         };
+        if let Some((lo, hi)) = bounds {
+            // The oldest held event's time, for its age: read once from its JSON.
+            let at = match self.store.outbox_range(lo, hi, 1).await {
+                Ok(rows) => rows.into_iter().next().and_then(|(s, json)| {
+                    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+                    let at = UnixMillis::parse_rfc3339(v.get("at")?.as_str()?).ok()?;
+                    Some((s.min(lo), at.0))
+                }),
+                Err(_) => None,
+            };
+            // Unreadable: the start of this process bounds it from below.
+            self.marks
+                .push_back(at.unwrap_or((lo, crate::clock::wall_now().0)));
+        }
         if let Some((from, to)) = seq.restart_gap() {
             tracing::info!(from, to, "seq numbers skipped by the restart");
             self.waiting.push_front(PendingEvent {
@@ -317,6 +338,13 @@ impl Events {
             };
             let json: Arc<str> = render(&self.node, &self.site, l.store_id, seq, &ev).into();
             rows.push((seq, json));
+            let new_second = self
+                .marks
+                .back()
+                .is_none_or(|&(_, at)| ev.at.0 >= at + 1000);
+            if new_second && self.marks.len() < MAX_AGE_MARKS {
+                self.marks.push_back((seq, ev.at.0));
+            }
         }
         rows
     }
@@ -478,6 +506,29 @@ impl Events {
         self.loaded.as_ref().map_or(0, |l| l.outbox.depth()) + self.waiting.len() as u64
     }
 
+    /// When the oldest event not yet acknowledged by the CRM happened (Unix ms, to within a
+    /// second, never later than it), or `None` when nothing is held.
+    pub(crate) fn oldest_at(&mut self) -> Option<i64> {
+        let waiting = self.waiting.front().map(|e| e.at.0);
+        let held = match self.loaded.as_ref() {
+            Some(l) if !l.outbox.is_empty() => {
+                let oldest = l.outbox.oldest();
+                while self.marks.get(1).is_some_and(|&(s, _)| s <= oldest) {
+                    self.marks.pop_front();
+                }
+                self.marks.front().map(|&(_, at)| at)
+            }
+            _ => {
+                self.marks.clear();
+                None
+            }
+        };
+        match (held, waiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Whether everything held was published and PUBACKed since the last (re)connect.
     pub(crate) fn flushed(&self) -> bool {
         self.waiting.is_empty()
@@ -567,6 +618,50 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&render("n", "s", 1, 1, &none)).unwrap();
         assert!(v["call_id"].is_null());
+    }
+
+    #[tokio::test]
+    async fn the_oldest_held_event_is_dated_to_within_a_second() {
+        let dir = std::env::temp_dir().join(format!(
+            "ccedge-oldest-{}-{}",
+            std::process::id(),
+            random_u64()
+        ));
+        let store = StoreHandle::open(&dir).unwrap();
+        let ev = |at: i64| PendingEvent {
+            call_id: Some(CallId(1)),
+            call_seq: 1,
+            at: UnixMillis(at),
+            kind: EventKind::Dtmf {
+                digit: shared::dtmf::Digit::D5,
+            },
+        };
+        let t0 = 1_795_413_662_000;
+        let mut events = Events::new(store.clone(), "n", "s", outbox::Config::default());
+        assert_eq!(events.oldest_at(), None);
+        // seq 1..=3 in the first second, 4 and 5 two and five seconds later.
+        let batch = vec![
+            ev(t0),
+            ev(t0 + 300),
+            ev(t0 + 900),
+            ev(t0 + 2_000),
+            ev(t0 + 5_000),
+        ];
+        assert_eq!(events.submit(batch).await.len(), 5);
+        assert_eq!(events.oldest_at(), Some(t0));
+        events.crm_ack(2).await;
+        // seq 3 is held: dated by its second's first event.
+        assert_eq!(events.oldest_at(), Some(t0));
+        events.crm_ack(3).await;
+        assert_eq!(events.oldest_at(), Some(t0 + 2_000));
+        // A restart reads the oldest held event's time from the store.
+        let mut again = Events::new(store.clone(), "n", "s", outbox::Config::default());
+        assert!(again.load().await);
+        assert_eq!(again.oldest_at(), Some(t0 + 2_000));
+        events.crm_ack(5).await;
+        assert_eq!(events.oldest_at(), None);
+        drop((events, again, store));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

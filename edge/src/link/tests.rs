@@ -697,6 +697,7 @@ async fn restarts_continue_seq_and_announce_gaps_status_and_last_will() {
             valid_from_ms: None,
             valid_until_ms: None,
             playing_version: None,
+            heard: crate::metrics::AnnouncementCounts::default(),
         });
         s.callbacks_waiting = 2;
     });

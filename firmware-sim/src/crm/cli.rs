@@ -28,6 +28,16 @@ pub struct CrmArgs {
     /// MQTT password.
     #[arg(long, global = true)]
     password: Option<String>,
+    /// PEM CA bundle that signed the broker's certificate (mqtts:// only; default: the
+    /// system's roots).
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to the broker (mqtts:// only; needs --key-file).
+    #[arg(long, global = true)]
+    cert_file: Option<PathBuf>,
+    /// PEM private key of --cert-file.
+    #[arg(long, global = true)]
+    key_file: Option<PathBuf>,
     #[command(subcommand)]
     action: CrmAction,
 }
@@ -154,6 +164,14 @@ pub fn main(args: CrmArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = broker.set_tls_files(
+        args.ca_file.as_deref(),
+        args.cert_file.as_deref(),
+        args.key_file.as_deref(),
+    ) {
+        eprintln!("firmware-sim crm: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(u) = &args.username {
         broker.credentials = Some((u.clone(), args.password.clone().unwrap_or_default()));
     }

@@ -16,10 +16,11 @@ pub mod cli;
 pub mod watch;
 
 use core::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edge::config::MqttUrl;
-use rumqttc::MqttOptions;
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 
 /// Largest packet the CRM sends or accepts (announcement audio can be megabytes).
 pub const MAX_PACKET_BYTES: usize = 64 << 20;
@@ -61,6 +62,40 @@ pub struct BrokerConfig {
     pub credentials: Option<(String, String)>,
     /// Keep-alive interval.
     pub keep_alive: Duration,
+    /// TLS trust and client certificate for `mqtts://` (`None`: the system's roots, no
+    /// client certificate).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files `--ca-file`, `--cert-file` and `--key-file` named, read.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA bundle that signed the broker's certificate.
+    pub ca: Vec<u8>,
+    /// The client certificate chain and its private key (`None`: no client certificate).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where the system CA bundle usually is, after `$SSL_CERT_FILE` (as the agent looks).
+const SYSTEM_CA_FILES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+fn read_pem(option: &str, path: &Path) -> Result<Vec<u8>, CrmError> {
+    match std::fs::read(path) {
+        Ok(b) if !b.is_empty() => Ok(b),
+        Ok(_) => Err(CrmError::Invalid(format!(
+            "{option} `{}` is empty",
+            path.display()
+        ))),
+        Err(e) => Err(CrmError::Invalid(format!(
+            "{option} `{}` cannot be read: {e}",
+            path.display()
+        ))),
+    }
 }
 
 impl BrokerConfig {
@@ -77,7 +112,55 @@ impl BrokerConfig {
             client_id: client_id.to_owned(),
             credentials: None,
             keep_alive: Duration::from_secs(10),
+            tls: None,
         })
+    }
+
+    /// Takes `--ca-file`, `--cert-file` and `--key-file` (as the agent's `mqtt.ca_file`,
+    /// `mqtt.cert_file`, `mqtt.key_file`): only with `mqtts://`, the certificate and key
+    /// together; without a CA file the system bundle is the trust.
+    ///
+    /// # Errors
+    /// [`CrmError::Invalid`] naming the option when a file cannot be read or the options do
+    /// not fit together.
+    pub fn set_tls_files(
+        &mut self,
+        ca: Option<&Path>,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<(), CrmError> {
+        if ca.is_none() && cert.is_none() && key.is_none() {
+            return Ok(());
+        }
+        if !self.url.tls() {
+            return Err(CrmError::Invalid(
+                "--ca-file, --cert-file and --key-file need an mqtts:// broker".into(),
+            ));
+        }
+        let client = match (cert, key) {
+            (Some(c), Some(k)) => Some((read_pem("--cert-file", c)?, read_pem("--key-file", k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(CrmError::Invalid(
+                    "--cert-file and --key-file go together".into(),
+                ))
+            }
+        };
+        let ca = match ca {
+            Some(p) => read_pem("--ca-file", p)?,
+            None => std::env::var_os("SSL_CERT_FILE")
+                .map(PathBuf::from)
+                .into_iter()
+                .chain(SYSTEM_CA_FILES.iter().map(PathBuf::from))
+                .find_map(|p| std::fs::read(p).ok().filter(|b| !b.is_empty()))
+                .ok_or_else(|| {
+                    CrmError::Invalid(
+                        "--ca-file is not given and no system CA bundle was found".into(),
+                    )
+                })?,
+        };
+        self.tls = Some(TlsFiles { ca, client });
+        Ok(())
     }
 
     /// The rumqttc options: clean session, large packets, TLS with the system's roots for
@@ -94,7 +177,14 @@ impl BrokerConfig {
             o.set_credentials(u, p);
         }
         if self.url.tls() {
-            o.set_transport(rumqttc::Transport::tls_with_default_config());
+            o.set_transport(match &self.tls {
+                Some(t) => Transport::Tls(TlsConfiguration::Simple {
+                    ca: t.ca.clone(),
+                    alpn: None,
+                    client_auth: t.client.clone(),
+                }),
+                None => Transport::tls_with_default_config(),
+            });
         }
         o
     }
