@@ -198,6 +198,9 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         // The one mapping from the configuration to the core (tested in config/tests.rs).
         ivr: cfg.ivr_core(),
         callbacks: cfg.callbacks_core(),
+        // Validated before the agent starts; the fallbacks are never used.
+        hours: cfg.callback_hours().unwrap_or_default(),
+        timezone: cfg.callback_zone().unwrap_or(jiff::tz::TimeZone::UTC),
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
         max_calls: usize::try_from(cfg.sip.max_calls).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(5),

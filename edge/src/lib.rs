@@ -41,3 +41,4 @@ pub mod metrics;
 pub mod reload;
 pub mod store;
 pub mod view;
+pub mod zone;

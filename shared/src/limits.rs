@@ -49,7 +49,7 @@ pub const G711_FRAME_BYTES: usize = 160;
 // ---- IVR ----------------------------------------------------------------------------------
 
 /// Most prompts in one playlist the IVR asks the shell to play.
-pub const IVR_MAX_PLAYLIST: usize = 32;
+pub const IVR_MAX_PLAYLIST: usize = 40;
 /// Most announcements played to one caller before the menu.
 pub const IVR_MAX_ANNOUNCEMENTS_PER_CALL: usize = 4;
 

@@ -626,8 +626,24 @@ fn bad_payloads_are_rejected() {
             json!({"callback_id": "cb-1", "node": "pi-001", "site": "phl",
                    "call_id": "00000000000000a1", "requested_at": "2026-11-23T06:01:30.120Z",
                    "caller": null, "callback_number": "+12155550123", "dialled": null,
-                   "announcement_id": null, "position": 1}),
+                   "announcement_id": null, "position": 1,
+                   "window": {"not_before": "2026-11-23T06:01:30Z", "not_after": "2026-11-24T06:01:30Z"}}),
             &[
+                (
+                    json!({"callback_id": "cb-1", "node": "pi-001", "site": "phl",
+                           "call_id": "00000000000000a1",
+                           "requested_at": "2026-11-23T06:01:30.120Z",
+                           "callback_number": "+12155550123", "position": 1}),
+                    "no window",
+                ),
+                (
+                    json!({"callback_id": "cb-1", "node": "pi-001", "site": "phl",
+                           "call_id": "00000000000000a1",
+                           "requested_at": "2026-11-23T06:01:30.120Z",
+                           "callback_number": "+12155550123", "position": 1,
+                           "window": {"not_before": "tomorrow", "not_after": "2026-11-24T06:01:30Z"}}),
+                    "window not RFC 3339",
+                ),
                 (
                     json!({"callback_id": "cb-1", "node": "pi-001", "site": "phl",
                            "call_id": "00000000000000a1",
@@ -793,7 +809,19 @@ fn the_core_types_serialize_to_what_the_schemas_say() {
         dialled: Some("+18005550100".into()),
         announcement_id: Some("outage-phl-20261123".into()),
         position: 5,
+        window: edge::zone::window_json(
+            &jiff::tz::TimeZone::get("America/New_York").unwrap(),
+            shared::callback::Window::new(
+                shared::time::UnixMillis::parse_rfc3339("2026-11-24T13:00:00Z").unwrap(),
+                shared::time::UnixMillis::parse_rfc3339("2026-11-24T17:00:00Z").unwrap(),
+            )
+            .unwrap(),
+        ),
     };
+    assert_eq!(
+        serde_json::to_value(&req.window).unwrap(),
+        json!({"not_before": "2026-11-24T08:00:00-05:00", "not_after": "2026-11-24T12:00:00-05:00"})
+    );
     assert_valid(&cr, "CallbackRequest", &serde_json::to_value(&req).unwrap());
     req.caller = None;
     req.dialled = None;
@@ -811,6 +839,18 @@ fn the_core_types_serialize_to_what_the_schemas_say() {
             &json!({"state": s, "at": "2026-11-23T06:10:00Z"}),
         );
     }
+    // A moved window; a window without its end is refused.
+    assert_valid(
+        &cs,
+        "CallbackState",
+        &json!({"state": "accepted", "at": "2026-11-23T06:10:00Z",
+                "window": {"not_before": "2026-11-24T13:00:00-05:00", "not_after": "2026-11-24T17:00:00-05:00"}}),
+    );
+    assert!(
+        !cs.is_valid(&json!({"state": "accepted", "at": "2026-11-23T06:10:00Z",
+                              "window": {"not_before": "2026-11-24T13:00:00-05:00"}})),
+        "a window needs not_after"
+    );
 }
 
 #[test]

@@ -143,6 +143,10 @@ pub struct AgentConfig {
     pub ivr: shared::ivr::Config,
     /// Callback queue settings.
     pub callbacks: callback::Config,
+    /// Opening hours for callback windows (`callbacks.hours`, `callbacks.holidays`).
+    pub hours: callback::window::Hours,
+    /// `callbacks.timezone`.
+    pub timezone: jiff::tz::TimeZone,
     /// Largest announcement audio file accepted.
     pub max_audio_bytes: u64,
     /// Most concurrent calls (503 beyond).
@@ -178,6 +182,8 @@ impl AgentConfig {
             prompts_dir: None,
             ivr: shared::ivr::Config::default(),
             callbacks: callback::Config::default(),
+            hours: callback::window::Hours::always(),
+            timezone: jiff::tz::TimeZone::UTC,
             max_audio_bytes: 16 << 20,
             max_calls: 20_000,
             shutdown_grace: StdDuration::from_secs(5),
@@ -363,6 +369,8 @@ pub struct Engine {
     /// Work for the CRM link (None: no link configured).
     to_link: Option<mpsc::UnboundedSender<ToLink>>,
     sipbuf: Vec<u8>,
+    /// When the callback zone's table was last handed to the node.
+    zone_at: Option<shared::time::Instant>,
     /// Open SIP TCP connections by peer address: a sender writes on one.
     streams: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// Peers we are connecting to.
@@ -481,6 +489,7 @@ fn node_config(
         site,
         callbacks: cfg.callbacks,
         max_calls: cfg.max_calls,
+        hours: Box::leak(Box::new(cfg.hours.clone())),
     })
 }
 
@@ -591,6 +600,7 @@ pub async fn start(
         started_at,
         to_link: link.as_ref().map(|l| l.tx.clone()),
         sipbuf: vec![0u8; SIP_OUT],
+        zone_at: None,
         streams: HashMap::new(),
         connecting: HashSet::new(),
         stream_tx: None,
@@ -812,6 +822,7 @@ impl Engine {
                 }
                 _ = snap.tick() => {
                     self.send_rtcp_reports();
+                    self.refresh_zone();
                     if !self.callbacks_restored && self.store.health().open {
                         if let Err(e) = self.restore_callbacks().await {
                             warn!(error = %e, "callback queue not restored yet");
@@ -1410,6 +1421,21 @@ impl Engine {
 
     // ---- callbacks -------------------------------------------------------------------------
 
+    /// Hands the node the callback zone's offsets for the coming weeks (at start, then
+    /// hourly: the table reaches 40 days ahead, so a daylight-saving change is never missed).
+    fn refresh_zone(&mut self) {
+        let now = self.clock.now();
+        if self
+            .zone_at
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(3600))
+        {
+            return;
+        }
+        self.zone_at = Some(now);
+        let table = crate::zone::table(&self.cfg.timezone, self.clock.wall());
+        self.node.set_zone(table);
+    }
+
     fn callback_work(&mut self, o: callback::Output) {
         match o {
             callback::Output::Store { id } => {
@@ -1431,9 +1457,14 @@ impl Engine {
             callback::Output::Update { id, state } => {
                 let store = self.store.clone();
                 let at = self.clock.wall().0;
+                let window = self
+                    .node
+                    .queue()
+                    .get(&id)
+                    .map(|e| (e.window.not_before.0, e.window.not_after.0));
                 tokio::spawn(async move {
                     if let Err(e) = store
-                        .update_callback_state(id.to_string(), state.as_str().into(), at)
+                        .update_callback_state(id.to_string(), state.as_str().into(), at, window)
                         .await
                     {
                         warn!(error = %e, "callback state not written");
@@ -1468,6 +1499,7 @@ impl Engine {
                     dialled: entry.dialled.as_ref().map(ToString::to_string),
                     announcement_id: entry.announcement.as_ref().map(ToString::to_string),
                     position,
+                    window: crate::zone::window_json(&self.cfg.timezone, entry.window),
                 };
                 let _ = tx.send(ToLink::Callback(Box::new(req)));
             }
@@ -1487,7 +1519,11 @@ impl Engine {
 
     async fn restore_callbacks(&mut self) -> Result<(), AgentError> {
         let records = self.store.callbacks().await?;
-        let entries: Vec<callback::Entry> = records.iter().filter_map(entry_from_record).collect();
+        let max_age = self.cfg.callbacks.max_age;
+        let entries: Vec<callback::Entry> = records
+            .iter()
+            .filter_map(|r| entry_from_record(r, max_age))
+            .collect();
         let n = entries.len();
         let now = self.now();
         let report = self.node.restore_callbacks(now, entries);
@@ -1532,8 +1568,18 @@ impl Engine {
                 Ok(id) => CrmInput::CallbackSynced(id),
                 Err(_) => return,
             },
-            FromLink::CallbackState { id, state, at } => match CallbackId::new(&id) {
-                Ok(id) => CrmInput::CallbackState { id, state, at },
+            FromLink::CallbackState {
+                id,
+                state,
+                at,
+                window,
+            } => match CallbackId::new(&id) {
+                Ok(id) => CrmInput::CallbackState {
+                    id,
+                    state,
+                    at,
+                    window,
+                },
                 Err(_) => {
                     warn!(callback = %id, "callback state for an invalid id");
                     return;
@@ -1887,10 +1933,12 @@ fn record(e: &callback::Entry, position: u32) -> CallbackRecord {
         state: e.state.as_str().into(),
         state_at_ms: e.state_at.0,
         position,
+        window_not_before_ms: Some(e.window.not_before.0),
+        window_not_after_ms: Some(e.window.not_after.0),
     }
 }
 
-fn entry_from_record(r: &CallbackRecord) -> Option<callback::Entry> {
+fn entry_from_record(r: &CallbackRecord, max_age: Duration) -> Option<callback::Entry> {
     let state = [
         callback::State::Requested,
         callback::State::Stored,
@@ -1917,6 +1965,14 @@ fn entry_from_record(r: &CallbackRecord) -> Option<callback::Entry> {
             .as_deref()
             .and_then(|a| AnnouncementId::new(a).ok()),
         requested_at: shared::time::UnixMillis(r.requested_at_ms),
+        // Records from before windows existed: as soon as possible.
+        window: match (r.window_not_before_ms, r.window_not_after_ms) {
+            (Some(a), Some(b)) if a <= b => callback::Window {
+                not_before: shared::time::UnixMillis(a),
+                not_after: shared::time::UnixMillis(b),
+            },
+            _ => callback::Window::asap(shared::time::UnixMillis(r.requested_at_ms), max_age),
+        },
         state,
         state_at: shared::time::UnixMillis(r.state_at_ms),
     })

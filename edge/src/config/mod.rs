@@ -331,9 +331,18 @@ pub struct Callbacks {
     /// `callbacks.dedupe_window_s`: a second request for the same number within this time is
     /// a duplicate. Default 86400.
     pub dedupe_window_s: u32,
-    /// `callbacks.max_age_s`: booked callbacks still open this long expire locally. Default
-    /// 86400.
+    /// `callbacks.max_age_s`: booked callbacks still open this long expire locally (a
+    /// callback whose window ends later waits for its window). Default 86400.
     pub max_age_s: u32,
+    /// `callbacks.timezone`: the IANA zone the hours and holidays are in, and the offset of
+    /// the windows sent to the CRM. Default `UTC`.
+    pub timezone: String,
+    /// `callbacks.hours`: when the centre calls back, e.g. `["Mon-Fri 08:00-20:00",
+    /// "Sat 09:00-13:00"]`. Empty (the default): always open, and callers are not asked for a
+    /// time (every callback is "as soon as possible").
+    pub hours: Vec<String>,
+    /// `callbacks.holidays`: dates (`YYYY-MM-DD`) the centre is closed all day.
+    pub holidays: Vec<String>,
 }
 
 impl Default for Callbacks {
@@ -342,6 +351,9 @@ impl Default for Callbacks {
             capacity: 256,
             dedupe_window_s: 86_400,
             max_age_s: 86_400,
+            timezone: "UTC".into(),
+            hours: Vec::new(),
+            holidays: Vec::new(),
         }
     }
 }
@@ -428,6 +440,7 @@ impl Config {
             no_input_timeout: Duration::from_millis(u64::from(self.ivr.no_input_timeout_ms)),
             country_code: self.ivr.country_code,
             booking_timeout: Duration::from_millis(u64::from(self.ivr.booking_timeout_ms)),
+            offer_windows: !self.callbacks.hours.is_empty(),
             ..shared::ivr::Config::default()
         }
     }
@@ -439,6 +452,44 @@ impl Config {
             dedup_window: Duration::from_secs(u64::from(self.callbacks.dedupe_window_s)),
             max_age: Duration::from_secs(u64::from(self.callbacks.max_age_s)),
         }
+    }
+
+    /// The opening hours `callbacks.hours` and `callbacks.holidays` select.
+    ///
+    /// # Errors
+    /// The key and what is wrong with it (validation reports the same).
+    pub fn callback_hours(&self) -> Result<shared::callback::window::Hours, ConfigError> {
+        use shared::callback::window::{parse_date, Hours, Span};
+        let mut h = Hours::always();
+        for s in &self.callbacks.hours {
+            let span = Span::parse(s)
+                .map_err(|e| ConfigError::new("callbacks.hours", format!("`{s}`: {e}")))?;
+            h.add_span(span)
+                .map_err(|e| ConfigError::new("callbacks.hours", e.to_string()))?;
+        }
+        for d in &self.callbacks.holidays {
+            let day = parse_date(d)
+                .map_err(|e| ConfigError::new("callbacks.holidays", format!("`{d}`: {e}")))?;
+            h.add_holiday(day)
+                .map_err(|e| ConfigError::new("callbacks.holidays", e.to_string()))?;
+        }
+        Ok(h)
+    }
+
+    /// The time zone `callbacks.timezone` names.
+    ///
+    /// # Errors
+    /// When the zone is unknown.
+    pub fn callback_zone(&self) -> Result<jiff::tz::TimeZone, ConfigError> {
+        jiff::tz::TimeZone::get(&self.callbacks.timezone).map_err(|_| {
+            ConfigError::new(
+                "callbacks.timezone",
+                format!(
+                    "`{}` is not a known IANA time zone (e.g. `Europe/Berlin`, `America/New_York`, `UTC`)",
+                    self.callbacks.timezone
+                ),
+            )
+        })
     }
 
     /// The configuration with derived defaults written out (`control.socket`,

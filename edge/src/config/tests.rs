@@ -1293,3 +1293,62 @@ fn prop_cidr_display_round_trip_and_containment() {
         }
     }
 }
+
+#[test]
+fn callback_hours_zone_and_holidays() {
+    let dir = Scratch::new();
+    let (_, r) = load_toml(
+        &dir,
+        "[callbacks]\ntimezone = \"America/New_York\"\nhours = [\"Mon-Fri 08:00-20:00\", \"Sat 09:00-13:00\"]\nholidays = [\"2026-12-25\"]\n",
+        &[],
+    );
+    let c = r.unwrap();
+    assert!(c.ivr_core().offer_windows);
+    assert!(!Config::default().ivr_core().offer_windows);
+    let h = c.callback_hours().unwrap();
+    let tz = c.callback_zone().unwrap();
+    let zone = crate::zone::table(
+        &tz,
+        shared::time::UnixMillis::parse_rfc3339("2026-12-24T12:00:00Z").unwrap(),
+    );
+    // Friday 2026-12-25 10:00 in New York is a holiday; Saturday 10:00 is open.
+    let t = |s: &str| shared::time::UnixMillis::parse_rfc3339(s).unwrap();
+    assert!(!h.is_open(&zone, t("2026-12-25T15:00:00Z")));
+    assert!(h.is_open(&zone, t("2026-12-26T15:00:00Z")));
+    assert!(!h.is_open(&zone, t("2026-12-26T19:00:00Z")));
+    for (toml, key, says) in [
+        (
+            "timezone = \"Mars/Olympus\"",
+            "callbacks.timezone",
+            "not a known IANA time zone",
+        ),
+        (
+            "hours = [\"Mon-Fri 8-20\"]",
+            "callbacks.hours",
+            "`Mon-Fri 8-20`",
+        ),
+        (
+            "hours = [\"Mon-Fry 08:00-20:00\"]",
+            "callbacks.hours",
+            "days are Mon",
+        ),
+        (
+            "hours = [\"Mon 22:00-06:00\"]",
+            "callbacks.hours",
+            "after the opening time",
+        ),
+        (
+            "holidays = [\"2026-02-30\"]",
+            "callbacks.holidays",
+            "YYYY-MM-DD",
+        ),
+    ] {
+        let (_, r) = load_toml(&dir, &format!("[callbacks]\n{toml}\n"), &[]);
+        let e = r.expect_err(toml);
+        let shown = e.to_string();
+        assert!(
+            shown.contains(key) && shown.contains(says),
+            "{toml}: {shown}"
+        );
+    }
+}

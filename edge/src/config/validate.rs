@@ -440,7 +440,10 @@ impl Config {
             0,
             30 * 86_400,
         )?;
-        range("callbacks.max_age_s", c.max_age_s, 60, 30 * 86_400)
+        range("callbacks.max_age_s", c.max_age_s, 60, 30 * 86_400)?;
+        self.callback_zone()?;
+        self.callback_hours()?;
+        Ok(())
     }
 
     fn validate_announcements(&self) -> Check {

@@ -338,9 +338,20 @@ struct StateMsg {
     state: String,
     #[serde(default)]
     at: Option<String>,
+    /// The CRM moves the callback window.
+    #[serde(default)]
+    window: Option<WindowMsg>,
     #[serde(default)]
     #[allow(dead_code)] // accepted by the contract; the node does not use it
     note: Option<String>,
+}
+
+/// `window` of a callback state update: RFC 3339 instants.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowMsg {
+    not_before: String,
+    not_after: String,
 }
 
 impl Link {
@@ -609,13 +620,30 @@ impl Link {
                             .map_err(|e| format!("callback state `at`: {e}"))?,
                         None => wall_now(),
                     };
-                    Ok((state, at))
+                    let window = match &m.window {
+                        Some(w) => {
+                            let t = |f: &str, v: &str| {
+                                UnixMillis::parse_rfc3339(v)
+                                    .map_err(|e| format!("callback state `window.{f}`: {e}"))
+                            };
+                            let (nb, na) = (
+                                t("not_before", &w.not_before)?,
+                                t("not_after", &w.not_after)?,
+                            );
+                            Some(shared::callback::Window::new(nb, na).ok_or_else(|| {
+                                "callback state `window`: not_after is before not_before".to_owned()
+                            })?)
+                        }
+                        None => None,
+                    };
+                    Ok((state, at, window))
                 }) {
-                    Ok((state, at)) => {
+                    Ok((state, at, window)) => {
                         let _ = self.to_engine.send(FromLink::CallbackState {
                             id: id.to_owned(),
                             state,
                             at,
+                            window,
                         });
                     }
                     Err(reason) => self.reject(format!("callback {}: {reason}", clip(id))),

@@ -131,8 +131,19 @@ pub struct CallbackRequest {
     pub dialled: Option<String>,
     /// The announcement the caller heard, when any.
     pub announcement_id: Option<String>,
-    /// Position in the node's queue.
+    /// Position in the node's queue, among the callbacks whose window starts no later.
     pub position: u32,
+    /// When the caller may be called back (RFC 3339 with the offset of `callbacks.timezone`).
+    pub window: WindowJson,
+}
+
+/// A callback window as published: RFC 3339 with the zone's offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowJson {
+    /// Not before.
+    pub not_before: String,
+    /// Not after.
+    pub not_after: String,
 }
 
 /// Work for the link, from the engine.
@@ -171,6 +182,8 @@ pub enum FromLink {
         state: CrmState,
         /// When (the message's `at`, or the arrival time).
         at: UnixMillis,
+        /// The window, when the CRM moves it.
+        window: Option<shared::callback::Window>,
     },
     /// A (re)connection to the broker: publish again every callback the CRM has not accepted.
     Connected,

@@ -983,6 +983,10 @@ async fn callbacks_are_published_synced_and_their_state_comes_back() {
         dialled: Some("+18005550100".into()),
         announcement_id: Some("outage-phl".into()),
         position: 5,
+        window: crate::link::WindowJson {
+            not_before: "2026-11-23T08:00:00-05:00".into(),
+            not_after: "2026-11-23T12:00:00-05:00".into(),
+        },
     };
     node.handle
         .tx
@@ -1013,6 +1017,7 @@ async fn callbacks_are_published_synced_and_their_state_comes_back() {
             id: "cb-1".into(),
             state: CrmState::Accepted,
             at: UnixMillis::parse_rfc3339("2026-11-23T06:05:00Z").unwrap(),
+            window: None,
         }
     );
     crm.publish(&t.callback_state("cb-1"), false, r#"{"state":"completed"}"#)

@@ -51,6 +51,7 @@ use core::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use shared::callback::window::{Clock, DayPart, DayRef, Weekday};
 use shared::dtmf::Digit;
 use shared::ids::AnnouncementHandle;
 use shared::ivr::Prompt;
@@ -160,6 +161,82 @@ prompt_keys! {
     TransferFailed => "transfer_failed",
     /// "Thank you. Goodbye."
     Goodbye => "goodbye",
+    /// "When should we call you back?"
+    WindowQuestion => "window_question",
+    /// "For"
+    WindowFor => "window_for",
+    /// "press"
+    WindowPress => "window_press",
+    /// "as soon as possible,"
+    WindowAsap => "window_asap",
+    /// "when we open,"
+    WindowWhenOpen => "window_when_open",
+    /// "at"
+    WindowAt => "window_at",
+    /// "between"
+    WindowBetween => "window_between",
+    /// "and"
+    WindowAnd => "window_and",
+    /// "today"
+    DayToday => "day_today",
+    /// "tomorrow"
+    DayTomorrow => "day_tomorrow",
+    /// "Monday"
+    DayMonday => "day_monday",
+    /// "Tuesday"
+    DayTuesday => "day_tuesday",
+    /// "Wednesday"
+    DayWednesday => "day_wednesday",
+    /// "Thursday"
+    DayThursday => "day_thursday",
+    /// "Friday"
+    DayFriday => "day_friday",
+    /// "Saturday"
+    DaySaturday => "day_saturday",
+    /// "Sunday"
+    DaySunday => "day_sunday",
+    /// "this morning,"
+    PartThisMorning => "part_this_morning",
+    /// "this afternoon,"
+    PartThisAfternoon => "part_this_afternoon",
+    /// "this evening,"
+    PartThisEvening => "part_this_evening",
+    /// "morning,"
+    PartMorning => "part_morning",
+    /// "afternoon,"
+    PartAfternoon => "part_afternoon",
+    /// "evening,"
+    PartEvening => "part_evening",
+    /// "oh"
+    NumberOh => "number_oh",
+    /// "ten"
+    Number10 => "number_10",
+    /// "eleven"
+    Number11 => "number_11",
+    /// "twelve"
+    Number12 => "number_12",
+    /// "thirteen"
+    Number13 => "number_13",
+    /// "fourteen"
+    Number14 => "number_14",
+    /// "fifteen"
+    Number15 => "number_15",
+    /// "sixteen"
+    Number16 => "number_16",
+    /// "seventeen"
+    Number17 => "number_17",
+    /// "eighteen"
+    Number18 => "number_18",
+    /// "nineteen"
+    Number19 => "number_19",
+    /// "twenty"
+    Number20 => "number_20",
+    /// "thirty"
+    Number30 => "number_30",
+    /// "forty"
+    Number40 => "number_40",
+    /// "fifty"
+    Number50 => "number_50",
 }
 
 impl PromptKey {
@@ -259,7 +336,95 @@ impl PromptKey {
             Prompt::Transferring => vec![K::Transferring],
             Prompt::TransferFailed => vec![K::TransferFailed],
             Prompt::Goodbye => vec![K::Goodbye],
+            Prompt::WindowQuestion => vec![K::WindowQuestion],
+            Prompt::WindowFor => vec![K::WindowFor],
+            Prompt::WindowPress => vec![K::WindowPress],
+            Prompt::WindowAsap => vec![K::WindowAsap],
+            Prompt::WindowWhenOpen => vec![K::WindowWhenOpen],
+            Prompt::WindowAt => vec![K::WindowAt],
+            Prompt::WindowBetween => vec![K::WindowBetween],
+            Prompt::WindowAnd => vec![K::WindowAnd],
+            Prompt::Day(day) => vec![K::day(day)],
+            Prompt::DayPart(DayRef::Today, part) => vec![match part {
+                DayPart::Morning => K::PartThisMorning,
+                DayPart::Afternoon => K::PartThisAfternoon,
+                DayPart::Evening => K::PartThisEvening,
+            }],
+            Prompt::DayPart(day, part) => vec![
+                K::day(day),
+                match part {
+                    DayPart::Morning => K::PartMorning,
+                    DayPart::Afternoon => K::PartAfternoon,
+                    DayPart::Evening => K::PartEvening,
+                },
+            ],
+            Prompt::Clock(c) => K::clock(c),
         }
+    }
+
+    fn day(day: DayRef) -> PromptKey {
+        match day {
+            DayRef::Today => PromptKey::DayToday,
+            DayRef::Tomorrow => PromptKey::DayTomorrow,
+            DayRef::On(w) => match w {
+                Weekday::Mon => PromptKey::DayMonday,
+                Weekday::Tue => PromptKey::DayTuesday,
+                Weekday::Wed => PromptKey::DayWednesday,
+                Weekday::Thu => PromptKey::DayThursday,
+                Weekday::Fri => PromptKey::DayFriday,
+                Weekday::Sat => PromptKey::DaySaturday,
+                Weekday::Sun => PromptKey::DaySunday,
+            },
+        }
+    }
+
+    /// 1–59 in words (digits below ten, then the number words).
+    fn number(n: u8) -> Vec<PromptKey> {
+        use PromptKey as K;
+        let teen = [
+            K::Number10,
+            K::Number11,
+            K::Number12,
+            K::Number13,
+            K::Number14,
+            K::Number15,
+            K::Number16,
+            K::Number17,
+            K::Number18,
+            K::Number19,
+        ];
+        match n {
+            0..=9 => vec![K::decimal(u16::from(n))],
+            10..=19 => vec![teen[usize::from(n - 10)]],
+            _ => {
+                let tens = match n / 10 {
+                    2 => K::Number20,
+                    3 => K::Number30,
+                    4 => K::Number40,
+                    _ => K::Number50,
+                };
+                let mut v = vec![tens];
+                if !n.is_multiple_of(10) {
+                    v.push(K::decimal(u16::from(n % 10)));
+                }
+                v
+            }
+        }
+    }
+
+    /// A time of day on a 12-hour clock: "8", "5 30", "9 oh 5", midnight and noon "12".
+    fn clock(c: Clock) -> Vec<PromptKey> {
+        let h = c.hour() % 12;
+        let mut v = Self::number(if h == 0 { 12 } else { h });
+        match c.minute() {
+            0 => {}
+            m @ 1..=9 => {
+                v.push(PromptKey::NumberOh);
+                v.push(PromptKey::decimal(u16::from(m)));
+            }
+            m => v.extend(Self::number(m)),
+        }
+        v
     }
 }
 
@@ -529,7 +694,7 @@ mod tests {
 
     #[test]
     fn keys_and_file_names_are_consistent() {
-        assert_eq!(PromptKey::ALL.len(), 36);
+        assert_eq!(PromptKey::ALL.len(), 74);
         for (i, &k) in PromptKey::ALL.iter().enumerate() {
             assert_eq!(k as usize, i, "ALL is in declaration order");
             let name = k.file_name();
@@ -592,7 +757,9 @@ mod tests {
     #[test]
     fn builtin_files_stay_small() {
         let total: usize = PromptKey::ALL.iter().map(|k| k.builtin_wav().len()).sum();
-        assert!(total < 400 * 1024, "built-in prompts take {total} bytes");
+        // About 600 kB: 8 kHz mu-law is 8 kB per second of speech (the callback-window words
+        // added about 200 kB).
+        assert!(total < 768 * 1024, "built-in prompts take {total} bytes");
     }
 
     fn keys_of(set: &PromptSet, segs: &[Arc<Frames>]) -> Vec<Option<PromptKey>> {
@@ -862,5 +1029,26 @@ mod tests {
         let err = PromptSet::load(Some(&missing)).unwrap_err();
         assert!(matches!(err, PromptsError::Dir { .. }));
         assert!(err.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn times_are_spoken_on_a_twelve_hour_clock() {
+        use PromptKey as K;
+        let t = |h: u16, m: u16| PromptKey::pieces(Prompt::Clock(Clock(h * 60 + m)));
+        assert_eq!(t(17, 0), [K::Digit5]);
+        assert_eq!(t(17, 30), [K::Digit5, K::Number30]);
+        assert_eq!(t(9, 5), [K::Digit9, K::NumberOh, K::Digit5]);
+        assert_eq!(t(0, 0), [K::Number12]);
+        assert_eq!(t(24, 0), [K::Number12]);
+        assert_eq!(t(12, 45), [K::Number12, K::Number40, K::Digit5]);
+        assert_eq!(t(11, 13), [K::Number11, K::Number13]);
+        assert_eq!(
+            PromptKey::pieces(Prompt::DayPart(DayRef::On(Weekday::Tue), DayPart::Evening)),
+            [K::DayTuesday, K::PartEvening]
+        );
+        assert_eq!(
+            PromptKey::pieces(Prompt::DayPart(DayRef::Today, DayPart::Morning)),
+            [K::PartThisMorning]
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::error::StoreError;
 pub const DB_FILE_NAME: &str = "ccedge.db";
 
 /// The schema version this build writes (stored as `schema_version` in the `meta` table).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another process (a technician's `sqlite3`)
 /// before failing with [`StoreError::Busy`].
@@ -49,9 +49,16 @@ CREATE TABLE outbox (
 );
 ";
 
+/// Version 2: the callback window (NULL in rows written by version 1: as soon as possible).
+const SCHEMA_V2: &str = "
+ALTER TABLE callbacks ADD COLUMN window_not_before_ms INTEGER;
+ALTER TABLE callbacks ADD COLUMN window_not_after_ms INTEGER;
+";
+
 const INSERT_CALLBACK: &str = "INSERT INTO callbacks (callback_id, call_id, caller, \
-     callback_number, dialled, announcement_id, requested_at_ms, state, state_at_ms, position) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (callback_id) DO NOTHING";
+     callback_number, dialled, announcement_id, requested_at_ms, state, state_at_ms, position, \
+     window_not_before_ms, window_not_after_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (callback_id) DO NOTHING";
 
 /// One booked callback as the node keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,6 +83,13 @@ pub struct CallbackRecord {
     pub state_at_ms: i64,
     /// The queue position the caller was told.
     pub position: u32,
+    /// When the caller may be called back: not before (Unix milliseconds). `None` in
+    /// records written before windows existed: as soon as possible.
+    #[serde(default)]
+    pub window_not_before_ms: Option<i64>,
+    /// When the caller may be called back: not after (Unix milliseconds).
+    #[serde(default)]
+    pub window_not_after_ms: Option<i64>,
 }
 
 /// The outcome of [`Store::insert_callback`].
@@ -237,6 +251,9 @@ impl Store {
         if found < 1 {
             tx.execute_batch(SCHEMA_V1).map_err(err)?;
         }
+        if found < 2 {
+            tx.execute_batch(SCHEMA_V2).map_err(err)?;
+        }
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -350,13 +367,17 @@ impl Store {
         id: &str,
         state: &str,
         at_ms: i64,
+        window_ms: Option<(i64, i64)>,
     ) -> Result<bool, StoreError> {
+        let (nb, na) = (window_ms.map(|w| w.0), window_ms.map(|w| w.1));
         let n = self
             .conn
             .prepare_cached(
-                "UPDATE callbacks SET state = ?2, state_at_ms = ?3 WHERE callback_id = ?1",
+                "UPDATE callbacks SET state = ?2, state_at_ms = ?3, \
+                 window_not_before_ms = COALESCE(?4, window_not_before_ms), \
+                 window_not_after_ms = COALESCE(?5, window_not_after_ms) WHERE callback_id = ?1",
             )
-            .and_then(|mut s| s.execute(params![id, state, at_ms]))
+            .and_then(|mut s| s.execute(params![id, state, at_ms, nb, na]))
             .map_err(|e| self.err(&e))?;
         self.write_transactions += 1;
         Ok(n > 0)
@@ -386,7 +407,8 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT callback_id, call_id, caller, callback_number, dialled, \
-                 announcement_id, requested_at_ms, state, state_at_ms, position \
+                 announcement_id, requested_at_ms, state, state_at_ms, position, \
+                 window_not_before_ms, window_not_after_ms \
                  FROM callbacks ORDER BY requested_at_ms, seq",
             )
             .map_err(|e| self.err(&e))?;
@@ -403,6 +425,8 @@ impl Store {
                     state: row.get(7)?,
                     state_at_ms: row.get(8)?,
                     position: row.get(9)?,
+                    window_not_before_ms: row.get(10)?,
+                    window_not_after_ms: row.get(11)?,
                 })
             })
             .map_err(|e| self.err(&e))?;
@@ -588,6 +612,8 @@ fn insert_one(conn: &Connection, rec: &CallbackRecord) -> rusqlite::Result<usize
         rec.state,
         rec.state_at_ms,
         rec.position,
+        rec.window_not_before_ms,
+        rec.window_not_after_ms,
     ])
 }
 

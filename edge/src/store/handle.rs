@@ -54,6 +54,9 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// A job run alone on the store thread: given the store, or why it is not open.
 type RunJob = Box<dyn FnOnce(Result<&mut Store, StoreError>) + Send>;
 
+// Inserts are the common job and a record is a few hundred bytes: kept inline rather than
+// boxed, the queue is bounded anyway.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     /// Queued inserts are gathered and committed together (group commit).
     Insert {
@@ -215,8 +218,9 @@ impl StoreHandle {
         id: String,
         state: String,
         at_ms: i64,
+        window_ms: Option<(i64, i64)>,
     ) -> Result<bool, StoreError> {
-        self.run(move |s| s.update_callback_state(&id, &state, at_ms))
+        self.run(move |s| s.update_callback_state(&id, &state, at_ms, window_ms))
             .await?
     }
 

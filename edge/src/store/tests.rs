@@ -68,6 +68,8 @@ fn rec(id: &str, requested_at_ms: i64) -> CallbackRecord {
         state: "pending".to_owned(),
         state_at_ms: requested_at_ms,
         position: 1,
+        window_not_before_ms: Some(requested_at_ms),
+        window_not_after_ms: Some(requested_at_ms + 86_400_000),
     }
 }
 
@@ -155,7 +157,7 @@ fn reopen_keeps_everything_and_does_not_migrate_again() {
         assert_eq!(s.write_transactions(), 1, "the v1 migration");
         s.insert_callback(&rec("a", 20)).unwrap();
         s.insert_callback(&rec("b", 10)).unwrap();
-        s.update_callback_state("a", "accepted", 30).unwrap();
+        s.update_callback_state("a", "accepted", 30, None).unwrap();
         s.set_counter("seq", 41).unwrap();
         s.outbox_append(&[(1, b"one".to_vec()), (2, b"two".to_vec())])
             .unwrap();
@@ -296,8 +298,10 @@ fn update_and_delete_report_whether_the_id_exists() {
     let tmp = TempDir::new("upd");
     let mut s = Store::open(tmp.path()).unwrap();
     s.insert_callback(&rec("a", 1)).unwrap();
-    assert!(s.update_callback_state("a", "assigned", 99).unwrap());
-    assert!(!s.update_callback_state("nope", "assigned", 99).unwrap());
+    assert!(s.update_callback_state("a", "assigned", 99, None).unwrap());
+    assert!(!s
+        .update_callback_state("nope", "assigned", 99, None)
+        .unwrap());
     let got = &s.callbacks().unwrap()[0];
     assert_eq!((got.state.as_str(), got.state_at_ms), ("assigned", 99));
     assert!(!s.delete_callback("nope").unwrap());
@@ -505,11 +509,11 @@ async fn handle_round_trips_every_method() {
     );
     assert_eq!(h.insert_callback(rec("b", 1)).await.unwrap(), Inserted::New);
     assert!(h
-        .update_callback_state("a".into(), "accepted".into(), 5)
+        .update_callback_state("a".into(), "accepted".into(), 5, None)
         .await
         .unwrap());
     assert!(!h
-        .update_callback_state("zz".into(), "accepted".into(), 5)
+        .update_callback_state("zz".into(), "accepted".into(), 5, None)
         .await
         .unwrap());
     let got = h.callbacks().await.unwrap();
@@ -1001,4 +1005,60 @@ async fn a_store_that_could_not_open_refuses_jobs_and_opens_once_it_can() {
         }
     );
     assert_eq!(h.callbacks().await.unwrap().len(), 1);
+}
+
+#[test]
+fn a_version_1_file_gains_the_window_columns_and_keeps_its_rows() {
+    let tmp = TempDir::new("v1");
+    std::fs::create_dir_all(tmp.path()).unwrap();
+    {
+        // What version 1 wrote: its schema, one booked callback, schema_version 1.
+        let c = rusqlite::Connection::open(tmp.path().join("ccedge.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', 1);
+             CREATE TABLE callbacks (seq INTEGER PRIMARY KEY, callback_id TEXT NOT NULL UNIQUE,
+               call_id TEXT NOT NULL, caller TEXT, callback_number TEXT NOT NULL, dialled TEXT,
+               announcement_id TEXT, requested_at_ms INTEGER NOT NULL, state TEXT NOT NULL,
+               state_at_ms INTEGER NOT NULL, position INTEGER NOT NULL);
+             CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE outbox (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
+             INSERT INTO callbacks (callback_id, call_id, callback_number, requested_at_ms,
+               state, state_at_ms, position) VALUES ('old', 'c1', '+12155550123', 5, 'stored', 5, 1);",
+        )
+        .unwrap();
+    }
+    let mut s = Store::open(tmp.path()).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 2);
+    let rows = s.callbacks().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].callback_id, "old");
+    assert_eq!(
+        (rows[0].window_not_before_ms, rows[0].window_not_after_ms),
+        (None, None)
+    );
+    // A moved window is written; a state-only update keeps it.
+    assert!(s
+        .update_callback_state("old", "accepted", 9, Some((100, 200)))
+        .unwrap());
+    assert!(s
+        .update_callback_state("old", "assigned", 10, None)
+        .unwrap());
+    let rows = s.callbacks().unwrap();
+    assert_eq!(
+        (
+            rows[0].state.as_str(),
+            rows[0].window_not_before_ms,
+            rows[0].window_not_after_ms
+        ),
+        ("assigned", Some(100), Some(200))
+    );
+    s.insert_callback(&rec("new", 50)).unwrap();
+    let new = s
+        .callbacks()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.callback_id == "new")
+        .unwrap();
+    assert_eq!(new.window_not_after_ms, Some(50 + 86_400_000));
 }

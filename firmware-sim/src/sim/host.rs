@@ -187,6 +187,7 @@ impl Host {
                 ..callback::Config::default()
             },
             max_calls: params.max_calls,
+            hours: Box::leak(Box::new(callback::window::Hours::always())),
         };
         Host {
             disk: Disk::default(),
@@ -862,6 +863,7 @@ impl Host {
                         id: cid,
                         state,
                         at: now.wall,
+                        window: None,
                     };
                     let _ = live.node.handle_crm(now, input);
                 }

@@ -33,6 +33,16 @@ pub(crate) fn prompt_length(p: &Prompt, ann: impl Fn(u32) -> Duration) -> Durati
         Prompt::QueueFull | Prompt::CouldNotBook => 3_000,
         Prompt::Transferring | Prompt::TransferFailed => 2_000,
         Prompt::Goodbye => 1_500,
+        Prompt::WindowQuestion => 1_800,
+        Prompt::WindowAsap | Prompt::WindowWhenOpen => 1_200,
+        Prompt::DayPart(..) => 1_000,
+        Prompt::WindowFor
+        | Prompt::WindowPress
+        | Prompt::WindowAt
+        | Prompt::WindowBetween
+        | Prompt::WindowAnd
+        | Prompt::Day(_)
+        | Prompt::Clock(_) => 500,
     };
     Duration::from_millis(ms)
 }

@@ -126,6 +126,10 @@ fn record(id: &str, call: u64, requested_at: i64) -> Entry {
         dialled: None,
         announcement: None,
         requested_at: UnixMillis(requested_at),
+        window: shared::callback::Window::asap(
+            UnixMillis(requested_at),
+            core::time::Duration::from_secs(0),
+        ),
         state: State::Synced,
         state_at: UnixMillis(requested_at),
     }

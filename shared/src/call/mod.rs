@@ -210,7 +210,11 @@ pub enum Event {
 }
 
 /// An output of the call (datagrams come out of [`Call::poll_transmit`] instead).
+///
+/// Transient like the IVR's outputs: polled and consumed at once, never stored per call, so
+/// the playlist inline is fine.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// Start, redirect, hold or stop the media path.
     Media(Media),
@@ -219,10 +223,14 @@ pub enum Output {
     Play(Playlist),
     /// Stop playing (barge-in with nothing new to play yet).
     StopPlayback,
+    /// Compute the callback offers now and hand them to [`Call::offer_windows`].
+    OfferWindows,
     /// Book a callback durably, then report [`Input::BookingResult`].
     BookCallback {
         /// The number to call back.
         number: PhoneNumber,
+        /// The window the caller chose; `None`: as soon as possible.
+        window: Option<crate::callback::Window>,
     },
     /// An event for the CRM, with the call's `call_seq`.
     Event {
@@ -863,6 +871,19 @@ impl Call {
         }
     }
 
+    /// The callback offers asked for with [`Output::OfferWindows`] (the first is the default).
+    ///
+    /// # Errors
+    /// [`Error::Ivr`] when the IVR did not ask for them.
+    pub fn offer_windows(
+        &mut self,
+        now: Instant,
+        offers: &[crate::callback::window::Offer],
+    ) -> Result<(), Error> {
+        self.now = now;
+        self.ivr.offer_windows(now, offers).map_err(Error::Ivr)
+    }
+
     /// Call when the deadline from [`Call::poll_timeout`] has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
@@ -1055,11 +1076,12 @@ impl Call {
         match o {
             ivr::Output::Play(p) => Some(Output::Play(p)),
             ivr::Output::StopPlayback => Some(Output::StopPlayback),
-            ivr::Output::BookCallback { number } => {
+            ivr::Output::OfferWindows => Some(Output::OfferWindows),
+            ivr::Output::BookCallback { number, window } => {
                 self.booking = Some(number.clone());
                 self.booking_deadline =
                     Some(now + self.cfg.ivr.booking_timeout + Duration::from_secs(1));
-                Some(Output::BookCallback { number })
+                Some(Output::BookCallback { number, window })
             }
             ivr::Output::Transfer => {
                 let ok = match self.cfg.transfer_uri {

@@ -367,7 +367,7 @@ fn rfc4733_digit_barges_in_and_books_a_callback() {
     }
     let outs = drain(&mut call);
     let number = outs.iter().find_map(|o| match o {
-        Output::BookCallback { number } => Some(number.clone()),
+        Output::BookCallback { number, .. } => Some(number.clone()),
         _ => None,
     });
     assert_eq!(number, PhoneNumber::parse("+12155550123").ok());

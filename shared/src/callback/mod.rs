@@ -204,6 +204,8 @@ pub struct Entry {
     pub announcement: Option<AnnouncementId>,
     /// When the IVR asked (wall clock).
     pub requested_at: UnixMillis,
+    /// When the caller may be called back.
+    pub window: Window,
     /// Current state.
     pub state: State,
     /// When the current state was reached (the CRM's `at` for its updates).
@@ -225,6 +227,8 @@ pub struct Request {
     pub dialled: Option<PhoneNumber>,
     /// The announcement that offered the callback.
     pub announcement: Option<AnnouncementId>,
+    /// The window the caller chose.
+    pub window: Window,
 }
 
 /// An accepted request: the entry is Requested, and will have `position` once stored (unless
@@ -424,7 +428,15 @@ impl CallbackQueue {
         if self.slots.is_full() {
             return Err(QueueError::Full);
         }
-        let position = self.waiting().saturating_add(1);
+        let position = u32::try_from(
+            self.live()
+                .filter(|s| {
+                    s.entry.state.is_waiting() && s.entry.window.not_before <= req.window.not_before
+                })
+                .count(),
+        )
+        .unwrap_or(u32::MAX)
+        .saturating_add(1);
         let entry = Entry {
             id: req.id.clone(),
             call_id: req.call_id,
@@ -433,6 +445,7 @@ impl CallbackQueue {
             dialled: req.dialled,
             announcement: req.announcement,
             requested_at: now_wall,
+            window: req.window,
             state: State::Requested,
             state_at: now_wall,
         };
@@ -533,14 +546,29 @@ impl CallbackQueue {
         Ok(())
     }
 
-    /// Expires booked entries requested [`Config::max_age`] or longer ago. Call when the
+    /// The CRM moved the window of `id` (a state update with a `window`): positions are
+    /// counted with the new window from now on, and the record is rewritten
+    /// ([`Output::Update`]).
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownId`].
+    pub fn move_window(&mut self, id: &CallbackId, window: Window) -> Result<(), QueueError> {
+        let i = self.find(id).ok_or(QueueError::UnknownId)?;
+        let slot = &mut self.slots[i];
+        if slot.entry.window != window {
+            slot.entry.window = window;
+            slot.pending |= UPDATE;
+        }
+        Ok(())
+    }
+
+    /// Expires booked entries requested [`Config::max_age`] or longer ago whose window has
+    /// also passed (a callback booked for next week waits for its window). Call when the
     /// deadline from [`Self::poll_timeout`] has passed.
     pub fn handle_timeout(&mut self, now_wall: UnixMillis) {
         let max_age = self.config.max_age;
         for slot in self.slots.iter_mut().filter(|s| s.live()) {
-            if slot.entry.state.is_booked()
-                && slot.entry.requested_at.saturating_add(max_age) <= now_wall
-            {
+            if slot.entry.state.is_booked() && expires_at(&slot.entry, max_age) <= now_wall {
                 Self::move_to(slot, State::Expired, now_wall);
             }
         }
@@ -551,7 +579,7 @@ impl CallbackQueue {
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
         self.live()
             .filter(|s| s.entry.state.is_booked())
-            .map(|s| s.entry.requested_at.saturating_add(self.config.max_age))
+            .map(|s| expires_at(&s.entry, self.config.max_age))
             .min()
     }
 
@@ -633,18 +661,28 @@ impl CallbackQueue {
         report
     }
 
-    /// 1-based position of a waiting entry (Stored, Synced, Accepted) among waiting entries in
-    /// request order; `None` for other states and unknown ids.
+    /// 1-based position of a waiting entry (Stored, Synced, Accepted) among the waiting
+    /// entries whose window starts no later than its own (same start: request order);
+    /// `None` for other states and unknown ids.
     #[must_use]
     pub fn position(&self, id: &CallbackId) -> Option<u32> {
-        let mut n: u32 = 0;
-        for s in self.live().filter(|s| s.entry.state.is_waiting()) {
-            n += 1;
-            if &s.entry.id == id {
-                return Some(n);
-            }
+        let i = self.find(id)?;
+        let me = &self.slots[i].entry;
+        if !me.state.is_waiting() {
+            return None;
         }
-        None
+        let ahead = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(j, s)| {
+                s.live()
+                    && s.entry.state.is_waiting()
+                    && (s.entry.window.not_before < me.window.not_before
+                        || (s.entry.window.not_before == me.window.not_before && *j < i))
+            })
+            .count();
+        Some(u32::try_from(ahead).unwrap_or(u32::MAX).saturating_add(1))
     }
 
     /// The live entry with this id.
@@ -703,3 +741,13 @@ impl CallbackQueue {
 
 #[cfg(test)]
 mod tests;
+pub mod window;
+
+pub use window::Window;
+
+/// When a booked entry expires: `max_age` after its request, but not before its window ends.
+fn expires_at(e: &Entry, max_age: Duration) -> UnixMillis {
+    e.requested_at
+        .saturating_add(max_age)
+        .max(e.window.not_after)
+}

@@ -33,6 +33,7 @@ fn req(n: u32, number_n: u32) -> Request {
         caller: Some(number(number_n)),
         dialled: Some(PhoneNumber::parse("+18005550100").unwrap()),
         announcement: Some(AnnouncementId::new("outage-phl").unwrap()),
+        window: Window::asap(UnixMillis(0), Duration::from_secs(86_400)),
     }
 }
 
@@ -445,4 +446,82 @@ proptest! {
             }
         }
     }
+}
+
+fn windowed(n: u32, not_before: i64, not_after: i64) -> Request {
+    Request {
+        window: Window::new(UnixMillis(not_before), UnixMillis(not_after)).unwrap(),
+        ..req(n, n)
+    }
+}
+
+fn store(q: &mut CallbackQueue, n: u32) -> u32 {
+    let Booking::Booked { position } = q.stored(&cid(n), true).unwrap() else {
+        panic!("not booked");
+    };
+    let _ = drain(q);
+    position
+}
+
+#[test]
+fn positions_count_only_the_same_window_or_earlier() {
+    let mut q = CallbackQueue::default();
+    let hour = 3_600_000;
+    // Two for tomorrow morning, then one as soon as possible.
+    q.request(T0, windowed(1, T0.0 + 20 * hour, T0.0 + 24 * hour))
+        .unwrap();
+    assert_eq!(store(&mut q, 1), 1);
+    let t = q
+        .request(T0, windowed(2, T0.0 + 20 * hour, T0.0 + 24 * hour))
+        .unwrap();
+    assert_eq!(t.position, 2);
+    assert_eq!(store(&mut q, 2), 2);
+    let t = q.request(T0, windowed(3, T0.0, T0.0 + 8 * hour)).unwrap();
+    assert_eq!(t.position, 1, "nobody waits for an earlier window");
+    assert_eq!(store(&mut q, 3), 1);
+    assert_eq!(q.position(&cid(1)), Some(2));
+    assert_eq!(q.position(&cid(2)), Some(3));
+    // The CRM moves #2 to the day after: #1 is now ahead of nobody but #3.
+    let later = Window::new(UnixMillis(T0.0 + 44 * hour), UnixMillis(T0.0 + 48 * hour)).unwrap();
+    q.move_window(&cid(2), later).unwrap();
+    assert_eq!(
+        drain(&mut q),
+        [Output::Update {
+            id: cid(2),
+            state: State::Stored
+        }]
+    );
+    assert_eq!(q.get(&cid(2)).unwrap().window, later);
+    assert_eq!(q.position(&cid(2)), Some(3));
+    assert_eq!(q.position(&cid(1)), Some(2));
+    // Moving to the same window writes nothing.
+    q.move_window(&cid(2), later).unwrap();
+    assert!(drain(&mut q).is_empty());
+    assert_eq!(q.move_window(&cid(9), later), Err(QueueError::UnknownId));
+}
+
+#[test]
+fn a_callback_waits_for_its_window_before_it_expires() {
+    let day = 86_400_000;
+    let mut q = CallbackQueue::new(Config {
+        dedup_window: Duration::from_secs(3600),
+        max_age: Duration::from_secs(3600),
+    });
+    q.request(T0, windowed(1, T0.0 + 2 * day, T0.0 + 3 * day))
+        .unwrap();
+    store(&mut q, 1);
+    q.request(T0, windowed(2, T0.0, T0.0 + 60_000)).unwrap();
+    store(&mut q, 2);
+    // #2 expires an hour after its request; #1 only when its window has passed.
+    assert_eq!(q.poll_timeout(), Some(UnixMillis(T0.0 + 3_600_000)));
+    q.handle_timeout(UnixMillis(T0.0 + 3_600_000));
+    assert!(q.get(&cid(2)).is_none() || q.get(&cid(2)).unwrap().state == State::Expired);
+    assert_eq!(q.get(&cid(1)).unwrap().state, State::Stored);
+    let _ = drain(&mut q);
+    assert_eq!(q.poll_timeout(), Some(UnixMillis(T0.0 + 3 * day)));
+    q.handle_timeout(UnixMillis(T0.0 + 3 * day));
+    assert!(drain(&mut q).contains(&Output::Remove {
+        id: cid(1),
+        state: State::Expired
+    }));
 }

@@ -31,6 +31,9 @@
 //!              │     1 confirm, 2 other" ── 2 ─▶   │  * restarts; # or inter-digit timeout
 //!              │ 1                                 │  submits; invalid: "not valid", retry
 //!              ▼                                   ▼
+//!        (Window: with callbacks.hours, "when should we call you back? for as soon as
+//!         │   possible press 1, for this evening between 6 and 8 press 2, …"; a key picks
+//!         │   an offer, no key picks the first)
 //!           Booking ◀──────────── valid number ────┘
 //!              │  Output::BookCallback, "please wait"
 //!              ├── Booked{N}        ─▶ "booked, you are number N", Goodbye ─┐
@@ -68,6 +71,13 @@
 //!   be a valid E.164 number with [`Config::min_number_digits`] to
 //!   [`Config::max_number_digits`] digits. The caller ID is read back for confirmation only
 //!   when it meets the same length rule; otherwise the caller goes straight to number entry.
+//! * **Windows** ([`Config::offer_windows`]): once the number is known the IVR asks the
+//!   call for the offers ([`Output::OfferWindows`]), which the node computes from the
+//!   opening hours at that moment and hands back with [`Ivr::offer_windows`]. One offer (or
+//!   none) books at once; more are spoken as "for … press N". A key 1..=N books that offer's
+//!   window; when the prompt ended and no key came within `no_input_timeout`, the first offer
+//!   is booked; an invalid key re-prompts like any other step. Without the step the booking
+//!   carries no window and the node books "as soon as possible".
 //! * **Positions** are spoken with one [`Prompt::Number`]: the shell renders it as decimal
 //!   digit prompts, most significant first (12 → "1", "2"; 0 → "0").
 //! * **Booked is said only** after [`BookingResult::Booked`] arrived while the booking was
@@ -95,6 +105,7 @@
 //! | `transfer_timeout` | 30 s | waiting for [`Input::TransferResult`]; then treated as failed |
 //! | `max_call_duration` | 10 min | from `Start` to a forced goodbye |
 //! | `closing_timeout` | 15 s | hang up even if the goodbye never reports finished |
+//! | `offer_windows` | `false` | ask for a callback window (`callbacks.hours` configured) |
 //!
 //! ## Shell contract
 //!
@@ -107,6 +118,7 @@ use core::fmt;
 
 use heapless::{Deque, Vec};
 
+use crate::callback::window::{self, Clock, DayPart, DayRef, Offer, Window};
 use crate::dtmf::Digit;
 use crate::ids::AnnouncementHandle;
 use crate::limits::{
@@ -161,6 +173,8 @@ pub struct Config {
     pub max_call_duration: Duration,
     /// Longest wait for the goodbye playlist to finish before hanging up anyway.
     pub closing_timeout: Duration,
+    /// Ask the caller when to call back (opening hours are configured).
+    pub offer_windows: bool,
 }
 
 impl Default for Config {
@@ -180,6 +194,7 @@ impl Default for Config {
             transfer_timeout: Duration::from_secs(30),
             max_call_duration: Duration::from_secs(600),
             closing_timeout: Duration::from_secs(15),
+            offer_windows: false,
         }
     }
 }
@@ -234,6 +249,28 @@ pub enum Prompt {
     TransferFailed,
     /// "Goodbye."
     Goodbye,
+    /// "When should we call you back?"
+    WindowQuestion,
+    /// "For" (an offer follows).
+    WindowFor,
+    /// "press" (a [`Prompt::Digit`] follows).
+    WindowPress,
+    /// "as soon as possible"
+    WindowAsap,
+    /// "when we open," (a [`Prompt::Day`], [`Prompt::WindowAt`] and [`Prompt::Clock`] follow).
+    WindowWhenOpen,
+    /// "today", "tomorrow", "Monday" …
+    Day(DayRef),
+    /// "this morning", "tomorrow afternoon", "Monday evening" …
+    DayPart(DayRef, DayPart),
+    /// "at"
+    WindowAt,
+    /// "between"
+    WindowBetween,
+    /// "and"
+    WindowAnd,
+    /// A local time of day, spoken on a 12-hour clock ("8", "5 30").
+    Clock(Clock),
 }
 
 /// Prompts played back to back; the shell stops whatever was playing and starts this.
@@ -364,10 +401,14 @@ pub enum Output {
     Play(Playlist),
     /// Stop playing (barge-in with nothing new to play at once).
     StopPlayback,
+    /// Compute the callback offers now and hand them to [`Ivr::offer_windows`].
+    OfferWindows,
     /// Book a callback; answer with [`Input::BookingResult`].
     BookCallback {
         /// The number to call back.
         number: PhoneNumber,
+        /// The window the caller chose; `None`: as soon as possible.
+        window: Option<Window>,
     },
     /// Transfer the caller to an agent (REFER); answer with [`Input::TransferResult`].
     Transfer,
@@ -417,6 +458,8 @@ enum Step {
     Menu,
     Confirm,
     Entry,
+    /// Waiting for the offers (`false`) or for the caller's choice among them (`true`).
+    Window(bool),
     Booking,
     Transferring,
     Closing,
@@ -435,6 +478,8 @@ enum Body {
     One(Prompt),
     /// Confirmation of the caller ID: intro, last four digits, choices.
     Confirm,
+    /// The callback offers, "for … press N" each.
+    Offers,
     /// "booked / already booked, you are number N, goodbye".
     Position {
         already: bool,
@@ -465,6 +510,7 @@ enum Ev {
 enum Pending {
     Play { lead: Option<Prompt>, body: Body },
     Stop,
+    Offers,
     Book,
     Transfer,
     Hangup,
@@ -482,6 +528,10 @@ pub struct Ivr {
     caller: Option<PhoneNumber>,
     /// The number of the current (or last) booking request.
     number: Option<PhoneNumber>,
+    /// The callback offers while the caller chooses.
+    offers: Vec<Offer, { window::MAX_OFFERS }, u8>,
+    /// The window chosen for the current booking.
+    window: Option<Window>,
     announcements: Vec<AnnouncementHandle, IVR_MAX_ANNOUNCEMENTS_PER_CALL, u8>,
     keys: Vec<Digit, IVR_MAX_KEYED_DIGITS, u8>,
     pending: Deque<Pending, IVR_MAX_PENDING_OUTPUTS>,
@@ -529,6 +579,8 @@ impl Ivr {
             cfg: *cfg,
             caller,
             number: None,
+            offers: Vec::new(),
+            window: None,
             announcements: handles,
             keys: Vec::new(),
             pending: Deque::new(),
@@ -555,6 +607,33 @@ impl Ivr {
     #[must_use]
     pub fn callback_offered(&self) -> bool {
         self.callback_offered
+    }
+
+    /// The callback offers asked for with [`Output::OfferWindows`], first the default.
+    /// Then drain [`Ivr::poll_output`] and re-arm the timer.
+    ///
+    /// # Errors
+    /// [`Error::Unexpected`] when no offers were asked for; [`Error::Backlog`].
+    pub fn offer_windows(&mut self, now: Instant, offers: &[Offer]) -> Result<(), Error> {
+        if self.pending.len() + MAX_OUTPUTS_PER_STEP > IVR_MAX_PENDING_OUTPUTS {
+            return Err(Error::Backlog);
+        }
+        if self.step != Step::Window(false) {
+            return Err(Error::Unexpected);
+        }
+        self.offers.clear();
+        for o in offers.iter().take(window::MAX_OFFERS) {
+            let _ = self.offers.push(*o);
+        }
+        if self.offers.len() <= 1 {
+            let w = self.offers.first().map(Offer::window);
+            self.book_window(now, w);
+        } else {
+            self.step = Step::Window(true);
+            self.deadline = None;
+            self.play(None, Body::Offers);
+        }
+        Ok(())
     }
 
     /// Feeds one input; call it when the call is answered (`Start`), a key arrives, the
@@ -642,6 +721,11 @@ impl Ivr {
                     self.submit(now);
                 }
             }
+            Step::Window(false) => self.book_window(now, None),
+            Step::Window(true) => {
+                let w = self.offers.first().map(Offer::window);
+                self.book_window(now, w);
+            }
             Step::Booking => {
                 self.booking_pending = false;
                 self.booking_failed(now, CallbackFailure::Timeout, Prompt::CouldNotBook);
@@ -660,10 +744,11 @@ impl Ivr {
             let out = match p {
                 Pending::Play { lead, body } => Some(Output::Play(self.render(lead, body))),
                 Pending::Stop => Some(Output::StopPlayback),
-                Pending::Book => self
-                    .number
-                    .clone()
-                    .map(|number| Output::BookCallback { number }),
+                Pending::Offers => Some(Output::OfferWindows),
+                Pending::Book => self.number.clone().map(|number| Output::BookCallback {
+                    number,
+                    window: self.window,
+                }),
                 Pending::Transfer => Some(Output::Transfer),
                 Pending::Hangup => Some(Output::Hangup),
                 Pending::Event(e) => self.render_event(e).map(Output::Event),
@@ -787,6 +872,7 @@ impl Ivr {
     fn reprompt(&mut self, lead: Prompt) {
         match self.step {
             Step::Confirm => self.play(Some(lead), Body::Confirm),
+            Step::Window(_) => self.play(Some(lead), Body::Offers),
             Step::Entry => {
                 self.keys.clear();
                 self.keys_overflow = false;
@@ -859,7 +945,9 @@ impl Ivr {
                     self.menu(None);
                 }
             }
-            Step::Menu | Step::Confirm => self.deadline = Some(now + self.cfg.no_input_timeout),
+            Step::Menu | Step::Confirm | Step::Window(true) => {
+                self.deadline = Some(now + self.cfg.no_input_timeout);
+            }
             Step::Entry => {
                 let t = if self.keys.is_empty() {
                     self.cfg.no_input_timeout
@@ -870,7 +958,8 @@ impl Ivr {
             }
             Step::Closing => self.hang_up(),
             // Hold prompt / transfer prompt over: silence while waiting.
-            Step::Booking | Step::Transferring | Step::Idle | Step::Ended => {}
+            Step::Window(false) | Step::Booking | Step::Transferring | Step::Idle | Step::Ended => {
+            }
         }
         Ok(())
     }
@@ -897,7 +986,23 @@ impl Ivr {
                 _ => self.invalid_choice(now),
             },
             Step::Entry => self.entry_key(now, d),
-            Step::Idle | Step::Booking | Step::Transferring | Step::Closing | Step::Ended => {}
+            Step::Window(true) => {
+                let chosen = d
+                    .decimal()
+                    .and_then(|n| usize::from(n).checked_sub(1))
+                    .and_then(|i| self.offers.get(i))
+                    .map(Offer::window);
+                match chosen {
+                    Some(w) => self.book_window(now, Some(w)),
+                    None => self.invalid_choice(now),
+                }
+            }
+            Step::Window(false)
+            | Step::Idle
+            | Step::Booking
+            | Step::Transferring
+            | Step::Closing
+            | Step::Ended => {}
         }
     }
 
@@ -987,8 +1092,22 @@ impl Ivr {
     }
 
     fn book(&mut self, now: Instant, number: PhoneNumber) {
-        self.enter(Step::Booking);
         self.number = Some(number);
+        if self.cfg.offer_windows {
+            self.stop();
+            self.enter(Step::Window(false));
+            self.push(Pending::Offers);
+            // The node answers at once; should it not, book "as soon as possible".
+            self.deadline = Some(now + self.cfg.booking_timeout);
+            return;
+        }
+        self.book_window(now, None);
+    }
+
+    fn book_window(&mut self, now: Instant, window: Option<Window>) {
+        self.offers.clear();
+        self.window = window;
+        self.enter(Step::Booking);
         self.booking_pending = true;
         self.push(Pending::Book);
         self.event(Ev::CallbackRequested);
@@ -1059,6 +1178,49 @@ impl Ivr {
                     }
                 }
                 let _ = list.push(Prompt::CallbackConfirmChoices);
+            }
+            Body::Offers => {
+                let _ = list.push(Prompt::WindowQuestion);
+                for (i, o) in self.offers.iter().enumerate() {
+                    let _ = list.push(Prompt::WindowFor);
+                    match *o {
+                        Offer::Asap(_) => {
+                            let _ = list.push(Prompt::WindowAsap);
+                        }
+                        Offer::WhenOpen { day, at, .. } => {
+                            for p in [
+                                Prompt::WindowWhenOpen,
+                                Prompt::Day(day),
+                                Prompt::WindowAt,
+                                Prompt::Clock(at),
+                            ] {
+                                let _ = list.push(p);
+                            }
+                        }
+                        Offer::Slot {
+                            day,
+                            part,
+                            from,
+                            to,
+                            ..
+                        } => {
+                            for p in [
+                                Prompt::DayPart(day, part),
+                                Prompt::WindowBetween,
+                                Prompt::Clock(from),
+                                Prompt::WindowAnd,
+                                Prompt::Clock(to),
+                            ] {
+                                let _ = list.push(p);
+                            }
+                        }
+                    }
+                    let _ = list.push(Prompt::WindowPress);
+                    let key = u8::try_from(i + 1).ok().and_then(Digit::from_event_code);
+                    if let Some(k) = key {
+                        let _ = list.push(Prompt::Digit(k));
+                    }
+                }
             }
             Body::Position { already, position } => {
                 let first = if already {

@@ -128,7 +128,8 @@ fn booked_playlist(n: u16) -> Output {
 fn sizes_fit_the_budget() {
     assert!(core::mem::size_of::<Prompt>() <= 8);
     assert!(
-        core::mem::size_of::<Ivr>() <= 640,
+        // 4 callback offers (about 100 bytes) are kept while the caller chooses.
+        core::mem::size_of::<Ivr>() <= 704,
         "Ivr is {} bytes",
         core::mem::size_of::<Ivr>()
     );
@@ -234,7 +235,8 @@ fn barge_in_confirm_book_booked() {
         [
             dtmf(D1),
             Output::BookCallback {
-                number: num("+12155550123")
+                number: num("+12155550123"),
+                window: None,
             },
             ev(Event::CallbackRequested {
                 number: num("+12155550123")
@@ -279,7 +281,8 @@ fn different_number_keyed() {
         [
             dtmf(Hash),
             Output::BookCallback {
-                number: num("+442079460000")
+                number: num("+442079460000"),
+                window: None,
             },
             ev(Event::CallbackRequested {
                 number: num("+442079460000")
@@ -313,7 +316,8 @@ fn invalid_number_then_retry() {
     assert_eq!(
         out[1],
         Output::BookCallback {
-            number: num("+12155550123")
+            number: num("+12155550123"),
+            window: None,
         }
     );
 }
@@ -354,7 +358,8 @@ fn star_restarts_entry() {
     assert_eq!(
         out[1],
         Output::BookCallback {
-            number: num("+331420000")
+            number: num("+331420000"),
+            window: None,
         }
     );
 }
@@ -373,7 +378,8 @@ fn inter_digit_timeout_submits() {
     assert_eq!(
         out[0],
         Output::BookCallback {
-            number: num("+331420000")
+            number: num("+331420000"),
+            window: None,
         }
     );
 }
@@ -1153,4 +1159,169 @@ mod props {
             run(&cfg, caller, &anns, &ops);
         }
     }
+}
+
+// ---- callback windows ---------------------------------------------------------------------
+
+fn w(a: i64, b: i64) -> Window {
+    Window {
+        not_before: crate::time::UnixMillis(a),
+        not_after: crate::time::UnixMillis(b),
+    }
+}
+
+fn three_offers() -> [Offer; 3] {
+    [
+        Offer::Asap(w(0, 10)),
+        Offer::Slot {
+            day: DayRef::Today,
+            part: DayPart::Evening,
+            from: Clock(18 * 60),
+            to: Clock(20 * 60),
+            window: w(20, 30),
+        },
+        Offer::Slot {
+            day: DayRef::Tomorrow,
+            part: DayPart::Morning,
+            from: Clock(8 * 60),
+            to: Clock(12 * 60),
+            window: w(40, 50),
+        },
+    ]
+}
+
+fn offers_playlist(lead: Option<Prompt>) -> Output {
+    let mut v: StdVec<Prompt> = lead.into_iter().collect();
+    v.extend([
+        Prompt::WindowQuestion,
+        Prompt::WindowFor,
+        Prompt::WindowAsap,
+        Prompt::WindowPress,
+        Prompt::Digit(D1),
+        Prompt::WindowFor,
+        Prompt::DayPart(DayRef::Today, DayPart::Evening),
+        Prompt::WindowBetween,
+        Prompt::Clock(Clock(18 * 60)),
+        Prompt::WindowAnd,
+        Prompt::Clock(Clock(20 * 60)),
+        Prompt::WindowPress,
+        Prompt::Digit(D2),
+        Prompt::WindowFor,
+        Prompt::DayPart(DayRef::Tomorrow, DayPart::Morning),
+        Prompt::WindowBetween,
+        Prompt::Clock(Clock(8 * 60)),
+        Prompt::WindowAnd,
+        Prompt::Clock(Clock(12 * 60)),
+        Prompt::WindowPress,
+        Prompt::Digit(D3),
+    ]);
+    play(&v)
+}
+
+fn windows_cfg() -> Config {
+    Config {
+        offer_windows: true,
+        ..Config::default()
+    }
+}
+
+/// Menu 1, confirm 1: the IVR asks for the offers.
+fn to_offers(h: &mut H) {
+    h.play_to_menu();
+    h.key(D1);
+    assert_eq!(
+        h.key(D1),
+        [dtmf(D1), Output::StopPlayback, Output::OfferWindows]
+    );
+}
+
+#[test]
+fn the_caller_picks_tomorrow_morning() {
+    let mut h = H::new(&windows_cfg(), Some("+12155550123"), &[ann(A1, true)]);
+    to_offers(&mut h);
+    h.ivr.offer_windows(h.now, &three_offers()).unwrap();
+    assert_eq!(h.drain(), [offers_playlist(None)]);
+    // Barge-in: 3 books the third offer's window.
+    assert_eq!(
+        h.key(D3),
+        [
+            dtmf(D3),
+            Output::BookCallback {
+                number: num("+12155550123"),
+                window: Some(w(40, 50)),
+            },
+            ev(Event::CallbackRequested {
+                number: num("+12155550123")
+            }),
+            play(&[Prompt::PleaseWait]),
+        ]
+    );
+}
+
+#[test]
+fn no_key_books_the_first_offer_and_a_bad_key_reprompts() {
+    let mut h = H::new(&windows_cfg(), Some("+12155550123"), &[ann(A1, true)]);
+    to_offers(&mut h);
+    h.ivr.offer_windows(h.now, &three_offers()).unwrap();
+    h.drain();
+    // 4 is not offered.
+    assert_eq!(
+        h.key(D4),
+        [
+            dtmf(D4),
+            ev(Event::InvalidInput),
+            offers_playlist(Some(Prompt::InvalidChoice)),
+        ]
+    );
+    // The no-input timer starts when the prompt ended.
+    let before = h.ivr.poll_timeout();
+    assert_ne!(before, Some(h.now + secs(5)));
+    h.finished();
+    assert_eq!(h.ivr.poll_timeout(), Some(h.now + secs(5)));
+    let out = h.fire();
+    assert_eq!(
+        out[0],
+        Output::BookCallback {
+            number: num("+12155550123"),
+            window: Some(w(0, 10)),
+        }
+    );
+}
+
+#[test]
+fn one_offer_books_at_once_and_no_answer_books_asap() {
+    let mut h = H::new(&windows_cfg(), Some("+12155550123"), &[ann(A1, true)]);
+    to_offers(&mut h);
+    h.ivr.offer_windows(h.now, &three_offers()[..1]).unwrap();
+    assert_eq!(
+        h.drain()[0],
+        Output::BookCallback {
+            number: num("+12155550123"),
+            window: Some(w(0, 10)),
+        }
+    );
+    // Offers never handed over: after booking_timeout, book as soon as possible.
+    let mut h = H::new(&windows_cfg(), Some("+12155550123"), &[ann(A1, true)]);
+    to_offers(&mut h);
+    assert_eq!(
+        h.ivr
+            .offer_windows(h.now, &[])
+            .map(|()| !h.drain().is_empty()),
+        Ok(true)
+    );
+    let mut h = H::new(&windows_cfg(), Some("+12155550123"), &[ann(A1, true)]);
+    to_offers(&mut h);
+    let out = h.fire();
+    assert_eq!(
+        out[0],
+        Output::BookCallback {
+            number: num("+12155550123"),
+            window: None,
+        }
+    );
+    // Offers that were not asked for are refused.
+    assert_eq!(
+        h.ivr.offer_windows(h.now, &three_offers()),
+        Err(Error::Unexpected)
+    );
 }

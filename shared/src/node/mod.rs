@@ -50,6 +50,7 @@ use heapless::Vec;
 
 use crate::announce::{self, AnnouncementSet, Site};
 use crate::call::{self, Call, Setup};
+use crate::callback::window::Zone;
 use crate::callback::{self, Booking, CallbackQueue, CrmState, QueueError};
 use crate::event::{EventKind, TransferTarget};
 use crate::ids::{AnnouncementHandle, AnnouncementId, CallId, CallbackId};
@@ -91,6 +92,11 @@ pub struct Config {
     pub site: Site,
     /// The callback queue's settings.
     pub callbacks: callback::Config,
+    /// The centre's opening hours (`callbacks.hours`, `callbacks.holidays`): callers choose
+    /// a callback window inside them when [`ivr::Config::offer_windows`] is set.
+    ///
+    /// [`ivr::Config::offer_windows`]: crate::ivr::Config::offer_windows
+    pub hours: &'static callback::window::Hours,
     /// Most calls at once (calls not ended yet); new INVITEs beyond get 503. An ended call's
     /// dialog lingers up to 32 s to answer retransmissions without counting here; the table
     /// holds at most twice this in all.
@@ -116,6 +122,8 @@ pub enum CrmInput {
         state: CrmState,
         /// When the CRM says it happened.
         at: UnixMillis,
+        /// A new callback window, when the CRM moves it.
+        window: Option<callback::Window>,
     },
 }
 
@@ -321,6 +329,8 @@ pub struct Node<T: CallTable> {
     active: usize,
     draining: bool,
     stats: Stats,
+    /// The centre's time zone, for callback offers ([`Node::set_zone`]).
+    zone: Zone,
 }
 
 impl<T: CallTable> fmt::Debug for Node<T> {
@@ -354,7 +364,15 @@ impl<T: CallTable> Node<T> {
             active: 0,
             draining: false,
             stats: Stats::default(),
+            zone: Zone::utc(),
         }
+    }
+
+    /// The centre's time zone (`callbacks.timezone`) as the offsets of the coming weeks; the
+    /// shell sets it at start and refreshes it (daily is plenty) so that callback offers are
+    /// spoken in local time. UTC until set.
+    pub fn set_zone(&mut self, zone: Zone) {
+        self.zone = zone;
     }
 
     // ---- queries ---------------------------------------------------------------------------
@@ -673,7 +691,15 @@ impl<T: CallTable> Node<T> {
                 Ok(())
             }
             CrmInput::CallbackSynced(id) => self.queue.synced(&id).map_err(Error::Queue),
-            CrmInput::CallbackState { id, state, at } => {
+            CrmInput::CallbackState {
+                id,
+                state,
+                at,
+                window,
+            } => {
+                if let Some(w) = window {
+                    self.queue.move_window(&id, w).map_err(Error::Queue)?;
+                }
                 self.queue.crm_state(&id, state, at).map_err(Error::Queue)
             }
         }
@@ -862,7 +888,16 @@ impl<T: CallTable> Node<T> {
                 playlist,
             }),
             call::Output::StopPlayback => Some(Output::StopPlayback { call: key }),
-            call::Output::BookCallback { number } => self.book(key, number),
+            call::Output::OfferWindows => {
+                let offers =
+                    self.cfg
+                        .hours
+                        .offers(&self.zone, self.last.wall, self.cfg.callbacks.max_age);
+                let s = self.calls.get_mut(key)?;
+                let _ = s.call.offer_windows(self.last.at, &offers);
+                None
+            }
+            call::Output::BookCallback { number, window } => self.book(key, number, window),
             call::Output::Event { call_seq, event } => {
                 let s = self.calls.get_mut(key)?;
                 let call_id = s.call.id();
@@ -924,7 +959,14 @@ impl<T: CallTable> Node<T> {
         }
     }
 
-    fn book(&mut self, key: CallKey, number: crate::number::PhoneNumber) -> Option<Output> {
+    fn book(
+        &mut self,
+        key: CallKey,
+        number: crate::number::PhoneNumber,
+        window: Option<callback::Window>,
+    ) -> Option<Output> {
+        let window = window
+            .unwrap_or_else(|| callback::Window::asap(self.last.wall, self.cfg.callbacks.max_age));
         self.next_booking += 1;
         let s = self.calls.get_mut(key)?;
         let mut raw: heapless::String<64> = heapless::String::new();
@@ -940,6 +982,7 @@ impl<T: CallTable> Node<T> {
             caller: s.call.caller().cloned(),
             dialled: s.call.dialled().cloned(),
             announcement: s.anns.first().map(|(_, a, _)| a.clone()),
+            window,
         };
         let (result, existing) = match self.queue.request(self.last.wall, req) {
             Ok(_) => {

@@ -36,6 +36,7 @@ fn config(max_age_s: u64) -> Config {
             ..callback::Config::default()
         },
         max_calls: 8,
+        hours: Box::leak(Box::new(callback::window::Hours::always())),
     }
 }
 
