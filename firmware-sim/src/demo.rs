@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shared::number::PhoneNumber;
+use shared::time::UnixMillis;
 
 use crate::crm::announce::{self, AnnounceSpec};
 use crate::crm::watch::{self, Seen, SeqStart, TrackerConfig, WatchConfig};
@@ -139,6 +140,7 @@ fn plans(calls: u32) -> Vec<CallPlan> {
             let keyed = format!("4420794{:05}", n % 100_000);
             let script = match n {
                 7 | 11 | 16 => Script::BookKeyed(keyed),
+                9 => Script::BookLater,
                 _ if n % 3 == 0 => Script::BookConfirm,
                 _ => Script::Listen,
             };
@@ -241,6 +243,8 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
         .map_err(|e: edge::config::MqttUrlError| e.to_string())?;
     cfg.mqtt.topic_prefix = PREFIX.to_owned();
     cfg.control.socket = Some(dir.path().join("control.sock"));
+    // Callers who book are asked when: as soon as possible, or a later part of a day.
+    cfg.callbacks.hours = vec!["Mon-Sun 08:00-20:00".to_owned()];
 
     // 3. The CRM watches the node from its first event.
     let crm_broker = BrokerConfig::parse(&url, &unique_client_id("demo-crm-watch"))
@@ -513,6 +517,30 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
             agent_callbacks.len()
         ),
     );
+    // The caller who chose a later time: the CRM got a window that starts after the request.
+    let later: Vec<&Value> = l
+        .callbacks
+        .iter()
+        .filter(|c| c.get("callback_number").and_then(Value::as_str) == Some("+12155550009"))
+        .collect();
+    let window_of = |c: &Value| -> Option<(String, String, bool)> {
+        let w = c.get("window")?;
+        let nb = w.get("not_before")?.as_str()?.to_owned();
+        let na = w.get("not_after")?.as_str()?.to_owned();
+        let at = UnixMillis::parse_rfc3339(c.get("requested_at")?.as_str()?).ok()?;
+        let from = UnixMillis::parse_rfc3339(&nb).ok()?;
+        Some((nb, na, from.0 > at.0 + 60_000))
+    };
+    match later.first().and_then(|c| window_of(c)) {
+        Some((nb, na, true)) => check(
+            true,
+            format!("a caller chose a later time: the CRM got the window {nb} to {na}"),
+        ),
+        other => check(
+            false,
+            format!("the caller who chose a later time: no later window at the CRM ({other:?})"),
+        ),
+    }
     let accepted = agent_callbacks_after
         .iter()
         .filter(|(_, s)| *s == "accepted")

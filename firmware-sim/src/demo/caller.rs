@@ -75,9 +75,13 @@ impl Expected {
 pub(crate) enum Script {
     /// Hang up.
     Listen,
-    /// "1" (call me back), "1" (confirm the caller ID); the agent books and hangs up.
+    /// "1" (call me back), "1" (confirm the caller ID), "1" (as soon as possible); the agent
+    /// books and hangs up.
     BookConfirm,
-    /// "1", then "2" (another number) unless anonymous, then the number and "#".
+    /// "1", "1", then "2": the second time offered (a later part of a day).
+    BookLater,
+    /// "1", then "2" (another number) unless anonymous, then the number and "#", then "1" (as
+    /// soon as possible).
     BookKeyed(String),
 }
 
@@ -87,6 +91,7 @@ impl Script {
         match self {
             Script::Listen => "listen",
             Script::BookConfirm => "book",
+            Script::BookLater => "book for later",
             Script::BookKeyed(_) => "book (keyed number)",
         }
     }
@@ -455,8 +460,9 @@ async fn script(
     let io = |e: std::io::Error| format!("RTP send: {e}");
     let keys: Vec<(Digit, u64)> = match &plan.script {
         Script::Listen => Vec::new(),
-        // "1" barges into the menu, "1" into the confirmation.
-        Script::BookConfirm => vec![(Digit::D1, 300), (Digit::D1, 700)],
+        // "1" barges into the menu, "1" into the confirmation, then into the times offered.
+        Script::BookConfirm => vec![(Digit::D1, 300), (Digit::D1, 700), (Digit::D1, 900)],
+        Script::BookLater => vec![(Digit::D1, 300), (Digit::D1, 700), (Digit::D2, 900)],
         Script::BookKeyed(number) => {
             let mut k = vec![(Digit::D1, 300)];
             if plan.caller.is_some() {
@@ -469,6 +475,7 @@ async fn script(
                     gap = 80;
                 }
             }
+            k.push((Digit::D1, 900));
             k
         }
     };
