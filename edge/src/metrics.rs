@@ -31,7 +31,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use serde::Serialize;
+use shared::callback::CallbackQueue;
 use shared::event::{EndReason, EventKind};
+use shared::ids::CallbackId;
 use shared::ivr::BookingResult;
 use shared::node::{self, CallKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,14 +82,25 @@ const END_REASONS: [EndReason; 9] = [
     EndReason::Shutdown,
 ];
 
-/// Every callback outcome counted.
-const OUTCOMES: [&str; 5] = [
-    "booked",
-    "already_booked",
-    "queue_full",
-    "failed",
-    "expired",
+/// Every callback outcome counted, with the windows it is counted by: `asap` (as soon as
+/// possible), `later` (a time the caller chose), `none` (nothing was booked).
+const OUTCOMES: [(&str, &[&str]); 5] = [
+    ("booked", &["asap", "later"]),
+    ("already_booked", &["asap", "later"]),
+    ("queue_full", &["none"]),
+    ("failed", &["none"]),
+    ("expired", &["asap", "later"]),
 ];
+
+/// The window label of a queued callback: `later` when it may not be called before a minute
+/// after the request.
+fn window_kind(e: &shared::callback::Entry) -> &'static str {
+    if e.window.not_before.0 > e.requested_at.0.saturating_add(60_000) {
+        "later"
+    } else {
+        "asap"
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -97,6 +110,7 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
+    window: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,8 +151,10 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
-        for outcome in OUTCOMES {
-            let _ = m.callbacks.get_or_create(&OutcomeLabel { outcome });
+        for (outcome, windows) in OUTCOMES {
+            for &window in windows {
+                let _ = m.callbacks.get_or_create(&OutcomeLabel { outcome, window });
+            }
         }
         m
     }
@@ -172,6 +188,8 @@ pub struct Recorder {
     metrics: Arc<Metrics>,
     calls: HashMap<CallKey, Track>,
     announcements: HashMap<(String, u32), AnnouncementCounts>,
+    /// The window label of each callback in the queue (for its expiry).
+    windows: HashMap<CallbackId, &'static str>,
 }
 
 impl Default for Recorder {
@@ -188,6 +206,7 @@ impl Recorder {
             metrics: Arc::new(Metrics::new()),
             calls: HashMap::new(),
             announcements: HashMap::new(),
+            windows: HashMap::new(),
         }
     }
 
@@ -204,25 +223,56 @@ impl Recorder {
 
     /// One output of the node, before the engine acts on it; `active_calls` is the node's
     /// count after it.
-    pub fn output(&mut self, o: &node::Output, active_calls: usize) {
+    /// `queue` is the node's callback queue (for the window of a booked callback).
+    pub fn output(&mut self, o: &node::Output, active_calls: usize, queue: &CallbackQueue) {
         self.metrics
             .calls_active
             .set(i64::try_from(active_calls).unwrap_or(i64::MAX));
         match o {
             node::Output::Event(e) => self.event(e),
-            node::Output::Booking { result, .. } => {
+            node::Output::Booking {
+                result, callback, ..
+            } => {
+                let entry = callback.as_ref().and_then(|id| queue.get(id));
+                let window = entry.map_or("none", window_kind);
                 let outcome = match result {
-                    BookingResult::Booked { .. } => "booked",
+                    BookingResult::Booked { .. } => {
+                        if let Some(e) = entry {
+                            self.windows.insert(e.id.clone(), window);
+                        }
+                        "booked"
+                    }
                     BookingResult::AlreadyBooked { .. } => "already_booked",
                     BookingResult::QueueFull => "queue_full",
                     BookingResult::Failed => "failed",
                 };
                 self.metrics
                     .callbacks
-                    .get_or_create(&OutcomeLabel { outcome })
+                    .get_or_create(&OutcomeLabel { outcome, window })
                     .inc();
             }
+            node::Output::Callback(shared::callback::Output::Remove { id, state }) => {
+                // A callback restored from disk after a restart has no label here; its
+                // window is read from the record the agent restored.
+                let window = self.windows.remove(id).unwrap_or("asap");
+                if *state == shared::callback::State::Expired {
+                    self.metrics
+                        .callbacks
+                        .get_or_create(&OutcomeLabel {
+                            outcome: "expired",
+                            window,
+                        })
+                        .inc();
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Callbacks restored from disk at start-up, so their expiry is counted by window.
+    pub fn restored(&mut self, queue: &CallbackQueue) {
+        for e in queue.iter() {
+            self.windows.insert(e.id.clone(), window_kind(e));
         }
     }
 
@@ -299,13 +349,8 @@ impl Recorder {
                     })
                     .inc();
             }
-            EventKind::CallbackExpired { .. } => {
-                self.metrics
-                    .callbacks
-                    .get_or_create(&OutcomeLabel { outcome: "expired" })
-                    .inc();
-            }
-            EventKind::CallbackRequested { .. }
+            EventKind::CallbackExpired { .. }
+            | EventKind::CallbackRequested { .. }
             | EventKind::CallTransferred { .. }
             | EventKind::SeqSkipped { .. } => {}
         }
@@ -503,7 +548,7 @@ pub fn registry(
     );
     r.register(
         "callbacks",
-        "Callback bookings by outcome (booked, already_booked, queue_full, failed) and booked callbacks that expired (expired)",
+        "Callback bookings by outcome (booked, already_booked, queue_full, failed) and booked callbacks that expired (expired), by window (asap: as soon as possible; later: a time the caller chose; none: nothing booked)",
         metrics.callbacks.clone(),
     );
     r.register(
@@ -784,6 +829,7 @@ mod tests {
     #[test]
     fn node_outputs_become_metrics() {
         let mut r = Recorder::new();
+        let mut q = shared::callback::CallbackQueue::default();
         let id = AnnouncementId::new("outage").unwrap();
         let started = |v| EventKind::AnnouncementStarted {
             announcement_id: id.clone(),
@@ -835,15 +881,15 @@ mod tests {
                 ],
             ),
         ] {
-            r.output(&ev(call, 0, offered.clone()), 1);
-            r.output(&ev(call, 0, answered.clone()), 1);
-            r.output(&ev(call, 0, started(3)), 1);
+            r.output(&ev(call, 0, offered.clone()), 1, &q);
+            r.output(&ev(call, 0, answered.clone()), 1, &q);
+            r.output(&ev(call, 0, started(3)), 1, &q);
             for (at, k) in script {
-                r.output(&ev(call, at, k), 0);
+                r.output(&ev(call, at, k), 0, &q);
             }
         }
-        r.output(&ev(5, 0, offered.clone()), 1);
-        r.output(&ev(5, 0, started(4)), 1);
+        r.output(&ev(5, 0, offered.clone()), 1, &q);
+        r.output(&ev(5, 0, started(4)), 1, &q);
         r.output(
             &Output::Booking {
                 call: CallKey(5),
@@ -851,6 +897,44 @@ mod tests {
                 result: BookingResult::AlreadyBooked { position: 1 },
             },
             1,
+            &q,
+        );
+        // A callback for tomorrow is booked, then expires: both counted as `later`.
+        let id = shared::ids::CallbackId::new("cb-later").unwrap();
+        let day = 86_400_000;
+        q.request(
+            shared::time::UnixMillis(day),
+            shared::callback::Request {
+                id: id.clone(),
+                call_id: shared::ids::CallId(5),
+                callback_number: shared::number::PhoneNumber::parse("+12155550123").unwrap(),
+                caller: None,
+                dialled: None,
+                announcement: None,
+                window: shared::callback::Window::new(
+                    shared::time::UnixMillis(2 * day),
+                    shared::time::UnixMillis(2 * day + 3_600_000),
+                )
+                .unwrap(),
+            },
+        )
+        .unwrap();
+        r.output(
+            &Output::Booking {
+                call: CallKey(5),
+                callback: Some(id.clone()),
+                result: BookingResult::Booked { position: 1 },
+            },
+            1,
+            &q,
+        );
+        r.output(
+            &Output::Callback(shared::callback::Output::Remove {
+                id,
+                state: shared::callback::State::Expired,
+            }),
+            1,
+            &q,
         );
         r.pacer_tick(std::time::Duration::from_micros(1500));
         assert!(r.calls.len() == 1, "ended calls are forgotten");
@@ -875,8 +959,22 @@ mod tests {
             ("ccedge_pacer_lateness_seconds_count", "1"),
             ("ccedge_pacer_lateness_seconds_bucket{le=\"0.001\"}", "0"),
             ("ccedge_pacer_lateness_seconds_bucket{le=\"0.002\"}", "1"),
-            ("ccedge_callbacks_total{outcome=\"already_booked\"}", "1"),
-            ("ccedge_callbacks_total{outcome=\"booked\"}", "0"),
+            (
+                "ccedge_callbacks_total{outcome=\"already_booked\",window=\"none\"}",
+                "1",
+            ),
+            (
+                "ccedge_callbacks_total{outcome=\"booked\",window=\"later\"}",
+                "1",
+            ),
+            (
+                "ccedge_callbacks_total{outcome=\"booked\",window=\"asap\"}",
+                "0",
+            ),
+            (
+                "ccedge_callbacks_total{outcome=\"expired\",window=\"later\"}",
+                "1",
+            ),
             (
                 "ccedge_announcement_plays_total{id=\"outage\",version=\"3\"}",
                 "4",

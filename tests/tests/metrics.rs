@@ -512,7 +512,10 @@ fn real_calls_show_in_the_metrics_during_and_after() {
     );
     assert_eq!(after.get("ccedge_announcement_barge_ins_total", &ANN), 1.0);
     assert_eq!(
-        after.get("ccedge_callbacks_total", &[("outcome", "booked")]),
+        after.get(
+            "ccedge_callbacks_total",
+            &[("outcome", "booked"), ("window", "asap")]
+        ),
         0.0
     );
     assert_eq!(after.get("ccedge_mqtt_connected", &[]), 0.0);

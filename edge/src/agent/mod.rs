@@ -1180,7 +1180,8 @@ impl Engine {
                     views_changed = true;
                 }
                 o => {
-                    self.metrics.output(&o, self.node.active_calls());
+                    self.metrics
+                        .output(&o, self.node.active_calls(), self.node.queue());
                     self.act(o);
                 }
             }
@@ -1527,6 +1528,7 @@ impl Engine {
         let n = entries.len();
         let now = self.now();
         let report = self.node.restore_callbacks(now, entries);
+        self.metrics.restored(self.node.queue());
         info!(restored = n, report = ?report, "callback queue restored from disk");
         self.callbacks_restored = true;
         self.drain();
