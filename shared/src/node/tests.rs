@@ -702,3 +702,75 @@ fn keepalives_are_not_errors_and_stateless_answers_follow_the_via() {
         "{msg}"
     );
 }
+
+/// A caller offered callback windows picks the second offer, tomorrow morning, in New York.
+#[test]
+fn a_caller_chooses_tomorrow_morning_and_the_queue_keeps_that_window() {
+    use crate::callback::window::{DayPart, DayRef, Hours, Span, Zone};
+    let mut cfg = config(3600);
+    let mut call_cfg = call::Config::new(sip_cfg());
+    call_cfg.ivr.offer_windows = true;
+    cfg.call = Box::leak(Box::new(call_cfg));
+    let mut hours = Hours::always();
+    hours
+        .add_span(Span::parse("Mon-Sun 08:00-20:00").unwrap())
+        .unwrap();
+    cfg.hours = Box::leak(Box::new(hours));
+    let mut node = Node::new(cfg, HeapCalls::with_capacity(16), at(0));
+    // UTC-5: the wall clock at zero is Monday 19:00, open until 20:00.
+    node.set_zone(Zone::fixed(-300));
+    let mut sh = Shell::new(node);
+    let (key, _) = answered(&mut sh, "w1");
+    let t = sh.now + 100;
+    sh.run_until(t);
+    sh.press(key, Digit::D1, 8000, 100);
+    sh.press(key, Digit::D1, 16000, 200);
+    assert!(
+        sh.stores.is_empty(),
+        "nothing is booked before the caller chose"
+    );
+    let offers = sh.plays(key).last().expect("offers played").1.clone();
+    assert_eq!(offers[0], Prompt::WindowQuestion);
+    assert!(offers.contains(&Prompt::WindowAsap), "{offers:?}");
+    assert!(
+        offers.contains(&Prompt::DayPart(DayRef::Tomorrow, DayPart::Morning)),
+        "{offers:?}"
+    );
+    sh.press(key, Digit::D2, 24000, 300);
+    assert_eq!(sh.stores.len(), 1);
+    let id = sh.stores[0].clone();
+    let e = sh.node.queue().get(&id).expect("queued");
+    // Tuesday 08:00–12:00 in New York.
+    assert_eq!(
+        (e.window.not_before, e.window.not_after),
+        (
+            UnixMillis(WALL0 + 13 * 3_600_000),
+            UnixMillis(WALL0 + 17 * 3_600_000)
+        )
+    );
+    sh.store_all(true);
+    let t = sh.now + 30_000;
+    sh.run_until(t);
+    assert!(byes_to(&sh.sent, "w1") >= 1, "booked, then goodbye");
+
+    // A caller who presses nothing gets the first offer: as soon as possible, until 20:00.
+    let (key, _) = answered(&mut sh, "w2");
+    let t = sh.now + 100;
+    sh.run_until(t);
+    // Same caller ID: cancel the first callback so this one is not a duplicate.
+    sh.node.cancel_callback(at(sh.now), &id).unwrap();
+    sh.drain();
+    let start = sh.now;
+    sh.press(key, Digit::D1, 8000, 100);
+    sh.press(key, Digit::D1, 16000, 200);
+    let t = sh.now + 60_000;
+    sh.run_until(t);
+    assert_eq!(
+        sh.stores.len(),
+        1,
+        "the first offer was booked without a key"
+    );
+    let e = sh.node.queue().get(&sh.stores[0]).expect("queued");
+    assert!(e.window.not_before.0 >= WALL0 + start as i64);
+    assert_eq!(e.window.not_after, UnixMillis(WALL0 + 3_600_000));
+}
