@@ -439,7 +439,7 @@ impl Collector for StateCollector {
             let c = ConstCounter::new(0u64);
             let mut family = e.encode_descriptor(
                 "sip_requests_refused",
-                "SIP datagrams refused before a call: source not in sip.allow (denied), over sip.rate_limit_per_source (rate_limited), not valid SIP or too large (malformed).",
+                "SIP datagrams refused before a call: source not in sip.allow (denied), over sip.rate_limit_per_source (rate_limited), not valid SIP or too large (malformed), new INVITEs answered 503 because the agent's queue for new requests was full (overload), other datagrams dropped for that (overload_dropped).",
                 None,
                 c.metric_type(),
             )?;
@@ -447,6 +447,8 @@ impl Collector for StateCollector {
                 ("denied", stats.sip_denied),
                 ("rate_limited", stats.sip_rate_limited),
                 ("malformed", stats.sip_malformed),
+                ("overload", stats.sip_overload_refused),
+                ("overload_dropped", stats.sip_overload_dropped),
             ] {
                 let l = [("cause", cause)];
                 ConstCounter::new(v).encode(family.encode_family(&l)?)?;

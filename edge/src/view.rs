@@ -43,6 +43,9 @@ pub struct Stats {
     pub calls_refused_share: u64,
     /// SIP datagrams dropped because the agent's queue for them was full (overload).
     pub sip_overload_dropped: u64,
+    /// New INVITEs answered 503 with Retry-After by the receive task because the queue for
+    /// new requests was full (overload); not counted in `sip_overload_dropped`.
+    pub sip_overload_refused: u64,
 }
 
 /// One announcement as the node holds it.

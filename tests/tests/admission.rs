@@ -302,7 +302,8 @@ fn an_ended_calls_rtp_port_is_free_for_the_next_call_at_once() {
 
 // Under a burst of new INVITEs larger than the agent can take at once, what continues the
 // calls already up (their BYEs) is not lost: it has its own queue ahead of new requests, and
-// the excess INVITEs are dropped and counted (their senders retransmit).
+// the excess INVITEs are answered 503 with Retry-After at once by the receive task (counted),
+// so their senders go elsewhere instead of retransmitting into the overload.
 #[test]
 fn a_burst_of_new_invites_cannot_make_the_agent_lose_a_bye() {
     let dir = TempDir::new("sip-queues");
@@ -332,18 +333,27 @@ fn a_burst_of_new_invites_cannot_make_the_agent_lose_a_bye() {
             let me = flood.local_addr().expect("addr");
             let start = Instant::now();
             let mut n = 0u64;
+            let mut refused = 0u64;
+            let mut buf = [0u8; 4096];
+            flood.set_nonblocking(true).expect("nonblocking");
             while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(3) {
                 let _ = flood.send_to(&flood_invite(target, me, n), target);
                 n += 1;
+                while let Ok(k) = flood.recv(&mut buf) {
+                    let t = String::from_utf8_lossy(&buf[..k]);
+                    if t.starts_with("SIP/2.0 503") && t.contains("Retry-After:") {
+                        refused += 1;
+                    }
+                }
             }
-            n
+            (n, refused)
         })
     };
     std::thread::sleep(Duration::from_millis(500));
     gw.hang_up_all(agent.sip);
     let ended = gw.wait_ended(agent.sip, Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
-    let sent = flooding.join().expect("flood");
+    let (sent, refused_seen) = flooding.join().expect("flood");
     assert!(
         ended,
         "BYEs were lost under {sent} INVITEs: {:?}",
@@ -353,4 +363,14 @@ fn a_burst_of_new_invites_cannot_make_the_agent_lose_a_bye() {
     std::thread::sleep(Duration::from_millis(1_200));
     let s = agent.status_json();
     assert!(s["stats"]["calls_total"].as_u64() >= Some(20), "{s}");
+    // The queue overflowed, and what overflowed was answered, not dropped in silence.
+    let refused = s["stats"]["sip_overload_refused"].as_u64().unwrap_or(0);
+    assert!(
+        refused > 0,
+        "{sent} INVITEs and none answered 503 in overload: {s}"
+    );
+    assert!(
+        refused_seen > 0,
+        "no 503 with Retry-After reached the flood's socket: {s}"
+    );
 }

@@ -249,14 +249,25 @@ struct SipIn {
     from: SocketAddr,
 }
 
+/// What the SIP receive task did with datagrams it could not queue.
+#[derive(Debug, Default)]
+struct Overload {
+    /// Dropped.
+    dropped: std::sync::atomic::AtomicU64,
+    /// New INVITEs answered 503.
+    refused: std::sync::atomic::AtomicU64,
+}
+
 /// Drains the SIP socket into the agent's two queues (see [`Engine::run`]).
 async fn sip_receive(
     socket: Arc<UdpSocket>,
     continuing: mpsc::Sender<SipIn>,
     new: mpsc::Sender<SipIn>,
-    overload: Arc<std::sync::atomic::AtomicU64>,
+    overload: Arc<Overload>,
+    sip_cfg: &'static uas::Config,
 ) {
     let mut buf = vec![0u8; SIP_BUF + 1];
+    let mut reply = vec![0u8; SIP_OUT];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -279,8 +290,24 @@ async fn sip_receive(
         };
         match queue.try_send(m) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                overload.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                // A new INVITE gets 503 with Retry-After at once, so the gateway tries
+                // elsewhere (or later) instead of retransmitting into the overload.
+                let answer = std::ptr::eq(queue, &new)
+                    .then(|| node::overload_reply(sip_cfg, m.from, &m.data, &mut reply))
+                    .flatten();
+                match answer {
+                    Some((to, n)) if socket.try_send_to(&reply[..n], to).is_ok() => {
+                        overload
+                            .refused
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ => {
+                        overload
+                            .dropped
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
@@ -350,7 +377,7 @@ pub struct Engine {
     /// New calls refused because their source held its fair share of `sip.max_calls`.
     calls_refused_share: u64,
     /// SIP datagrams dropped because the agent's queue for them was full.
-    sip_overload: Arc<std::sync::atomic::AtomicU64>,
+    sip_overload: Arc<Overload>,
     /// Datagrams larger than the largest SIP message (answered 513).
     sip_oversize: u64,
     rtp_overflow: Arc<std::sync::atomic::AtomicU64>,
@@ -588,7 +615,7 @@ pub async fn start(
         sip_denied: 0,
         sip_rate_limited: 0,
         calls_refused_share: 0,
-        sip_overload: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        sip_overload: Arc::new(Overload::default()),
         sip_oversize: 0,
         rtp_overflow: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         call_peers: HashMap::new(),
@@ -738,6 +765,7 @@ impl Engine {
             cont_tx,
             new_tx,
             Arc::clone(&self.sip_overload),
+            self.node.config().call.sip,
         ));
         let mut next_tick = tokio::time::Instant::now() + PTIME;
         let mut finished = Vec::new();
@@ -925,7 +953,14 @@ impl Engine {
             calls_total: n.calls_total,
             calls_refused: n.calls_refused,
             calls_refused_share: self.calls_refused_share,
-            sip_overload_dropped: self.sip_overload.load(std::sync::atomic::Ordering::Relaxed),
+            sip_overload_dropped: self
+                .sip_overload
+                .dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            sip_overload_refused: self
+                .sip_overload
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed),
             callbacks_booked: n.callbacks_booked,
             callbacks_failed: n.callbacks_failed,
             callbacks_expired: n.callbacks_expired,

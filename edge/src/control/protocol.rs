@@ -362,6 +362,9 @@ pub struct StatsData {
     /// SIP datagrams dropped because the agent's queue for them was full (overload).
     #[serde(default)]
     pub sip_overload_dropped: u64,
+    /// New INVITEs answered 503 at once because the queue for new requests was full.
+    #[serde(default)]
+    pub sip_overload_refused: u64,
     /// Callbacks durably booked.
     pub callbacks_booked: u64,
     /// Callback writes that failed.

@@ -171,11 +171,12 @@ pub fn status(s: &StatusData) -> String {
         (
             "sip drops",
             format!(
-                "{} denied, {} rate-limited, {} malformed, {} dropped in overload; rtp dropped {} ({} from foreign sources)",
+                "{} denied, {} rate-limited, {} malformed, {} dropped and {} INVITEs answered 503 in overload; rtp dropped {} ({} from foreign sources)",
                 s.stats.sip_denied,
                 s.stats.sip_rate_limited,
                 s.stats.sip_malformed,
                 s.stats.sip_overload_dropped,
+                s.stats.sip_overload_refused,
                 s.stats.rtp_dropped,
                 s.stats.rtp_foreign
             ),

@@ -397,6 +397,7 @@ fn status(ctx: &ControlContext) -> StatusData {
             calls_refused: s.calls_refused,
             calls_refused_share: s.calls_refused_share,
             sip_overload_dropped: s.sip_overload_dropped,
+            sip_overload_refused: s.sip_overload_refused,
             callbacks_booked: s.callbacks_booked,
             callbacks_failed: s.callbacks_failed,
             rtp_dropped: s.rtp_dropped,

@@ -1154,6 +1154,35 @@ impl<T: CallTable> Node<T> {
     }
 }
 
+/// The answer to a new INVITE the shell cannot even queue for the node (its receive queue
+/// for new requests is full): `503 Service Unavailable` with `Retry-After`, written into
+/// `buf`, and where to send it (the top Via, RFC 3261 §18.2.2). `None` for anything else
+/// (requests other than INVITE, responses, garbage): those are dropped, since an INVITE is
+/// what a gateway retransmits into an overload and what it can route elsewhere on a 503.
+/// Sans-IO like the node, so the shell's receive task can answer without waiting for it.
+#[must_use]
+pub fn overload_reply(
+    sip_cfg: &sip::uas::Config,
+    from: SocketAddr,
+    data: &[u8],
+    buf: &mut [u8],
+) -> Option<(SocketAddr, usize)> {
+    let Ok(Message::Request(r)) = sip::parse(data) else {
+        return None;
+    };
+    let mut req = r.to_incoming().ok()?;
+    if req.method != Method::Invite || req.to_tag.is_some() {
+        return None;
+    }
+    req.received_from = Some(from);
+    let to = req
+        .vias
+        .first()
+        .map_or(from, |v| sip::route::reply_address(v, from, req.transport));
+    let n = endpoint::respond_with(&req, 503, sip_cfg.min_se_secs, sip_cfg.server, buf).ok()?;
+    Some((to, n))
+}
+
 fn heard(
     anns: &[(AnnouncementHandle, AnnouncementId, u32)],
     set: &AnnouncementSet,
