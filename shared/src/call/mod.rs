@@ -224,6 +224,9 @@ pub enum Output {
         /// The number to call back.
         number: PhoneNumber,
     },
+    /// The caller chose language `l` (an index into the node's languages): select the
+    /// call's announcements for it and hand them over with [`Call::set_announcements`].
+    Language(u8),
     /// An event for the CRM, with the call's `call_seq`.
     Event {
         /// Order within the call (1, 2, …).
@@ -932,6 +935,30 @@ impl Call {
         self.dialog.transport()
     }
 
+    /// Starts the call's IVR in language `l` (an index into the node's languages, 0 = the
+    /// default) instead of the default. Call right after [`Call::new`].
+    pub fn set_language(&mut self, l: u8) {
+        self.ivr.set_language(l);
+    }
+
+    /// The call's language (index into the node's languages): where it started, or what the
+    /// caller chose since.
+    #[must_use]
+    pub fn language(&self) -> u8 {
+        self.ivr.language()
+    }
+
+    /// The answer to [`Output::Language`]: the announcements selected for the chosen
+    /// language, by priority. Then drain [`Call::poll_output`].
+    ///
+    /// # Errors
+    /// [`Error::Ivr`] when no language choice waits for its announcements.
+    pub fn set_announcements(&mut self, announcements: &[AnnouncementInfo]) -> Result<(), Error> {
+        self.ivr
+            .set_announcements(announcements)
+            .map_err(Error::Ivr)
+    }
+
     /// The next output. Call until `None` after every `handle_*`.
     pub fn poll_output(&mut self) -> Option<Output> {
         let now = self.now;
@@ -1077,6 +1104,7 @@ impl Call {
                 self.hangup(now, EndReason::NodeHangup);
                 None
             }
+            ivr::Output::Language(l) => Some(Output::Language(l)),
             ivr::Output::Event(e) => self.translate_ivr_event(e),
         }
     }

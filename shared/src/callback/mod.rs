@@ -64,6 +64,7 @@ use core::fmt;
 
 use heapless::Vec;
 
+use crate::announce::Language;
 use crate::ids::{AnnouncementId, CallId, CallbackId};
 use crate::limits::CALLBACK_QUEUE_CAPACITY;
 use crate::number::PhoneNumber;
@@ -202,6 +203,8 @@ pub struct Entry {
     pub dialled: Option<PhoneNumber>,
     /// The announcement after which the callback was offered.
     pub announcement: Option<AnnouncementId>,
+    /// The caller's language tag (empty when not known: a record from before languages).
+    pub language: Language,
     /// When the IVR asked (wall clock).
     pub requested_at: UnixMillis,
     /// Current state.
@@ -225,6 +228,8 @@ pub struct Request {
     pub dialled: Option<PhoneNumber>,
     /// The announcement that offered the callback.
     pub announcement: Option<AnnouncementId>,
+    /// The caller's language tag.
+    pub language: Language,
 }
 
 /// An accepted request: the entry is Requested, and will have `position` once stored (unless
@@ -432,6 +437,7 @@ impl CallbackQueue {
             caller: req.caller,
             dialled: req.dialled,
             announcement: req.announcement,
+            language: req.language,
             requested_at: now_wall,
             state: State::Requested,
             state_at: now_wall,

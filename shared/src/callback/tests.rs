@@ -33,6 +33,7 @@ fn req(n: u32, number_n: u32) -> Request {
         caller: Some(number(number_n)),
         dialled: Some(PhoneNumber::parse("+18005550100").unwrap()),
         announcement: Some(AnnouncementId::new("outage-phl").unwrap()),
+        language: crate::announce::Language::try_from("en").unwrap(),
     }
 }
 

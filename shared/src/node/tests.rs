@@ -36,6 +36,7 @@ fn config(max_age_s: u64) -> Config {
             ..callback::Config::default()
         },
         max_calls: 8,
+        languages: Languages::default(),
     }
 }
 
@@ -92,7 +93,7 @@ impl<T: CallTable> Shell<T> {
                         .push((*to, String::from_utf8_lossy(&buf[..*len]).into_owned()));
                     self.sent_at.push(self.now);
                 }
-                Output::Play { call, playlist } => {
+                Output::Play { call, playlist, .. } => {
                     self.playing.retain(|(k, _, _)| k != call);
                     self.playing
                         .push((*call, playlist.clone(), self.now + PLAY_MS));
@@ -190,7 +191,7 @@ impl<T: CallTable> Shell<T> {
             .iter()
             .enumerate()
             .filter_map(|(i, o)| match o {
-                Output::Play { call, playlist } if *call == key => Some((i, playlist.clone())),
+                Output::Play { call, playlist, .. } if *call == key => Some((i, playlist.clone())),
                 _ => None,
             })
             .collect()
