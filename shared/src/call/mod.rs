@@ -480,11 +480,28 @@ impl Call {
         invite: &Incoming<'_>,
         announcements: &[AnnouncementInfo],
     ) -> Result<Call, Error> {
+        Call::new_in(now, cfg, setup, invite, announcements, 0)
+    }
+
+    /// [`Call::new`] for a caller whose IVR starts in `language` (an index into the node's
+    /// languages, 0 = the default; see [`crate::ivr`], "Languages").
+    ///
+    /// # Errors
+    /// As [`Call::new`].
+    pub fn new_in(
+        now: Instant,
+        cfg: &'static Config,
+        setup: &Setup,
+        invite: &Incoming<'_>,
+        announcements: &[AnnouncementInfo],
+        language: u8,
+    ) -> Result<Call, Error> {
         let dialog = BodylessDialog::new_bodyless(now, invite, cfg.sip, setup.local_tag)?;
         let (caller, dialled) = numbers(invite);
         let mut ivr_cfg = cfg.ivr;
         ivr_cfg.transfer_available = cfg.transfer_uri.is_some();
-        let ivr = Ivr::new(&ivr_cfg, caller.clone(), announcements);
+        let mut ivr = Ivr::new(&ivr_cfg, caller.clone(), announcements);
+        ivr.set_language(language);
         // A placeholder until the offer/answer below replaces it.
         let placeholder =
             Offer::new(&cfg.sdp, setup.local_rtp, setup.session_id, 1).map_err(|_| Error::Rtp)?;
@@ -933,12 +950,6 @@ impl Call {
     #[must_use]
     pub fn sip_transport(&self) -> crate::sip::route::Transport {
         self.dialog.transport()
-    }
-
-    /// Starts the call's IVR in language `l` (an index into the node's languages, 0 = the
-    /// default) instead of the default. Call right after [`Call::new`].
-    pub fn set_language(&mut self, l: u8) {
-        self.ivr.set_language(l);
     }
 
     /// The call's language (index into the node's languages): where it started, or what the

@@ -124,8 +124,8 @@ use heapless::{Deque, Vec};
 use crate::dtmf::Digit;
 use crate::ids::AnnouncementHandle;
 use crate::limits::{
-    IVR_MAX_ANNOUNCEMENTS_PER_CALL, IVR_MAX_KEYED_DIGITS, IVR_MAX_PENDING_OUTPUTS, IVR_MAX_PLAYLIST,
-    MAX_LANGUAGES,
+    IVR_MAX_ANNOUNCEMENTS_PER_CALL, IVR_MAX_KEYED_DIGITS, IVR_MAX_PENDING_OUTPUTS,
+    IVR_MAX_PLAYLIST, MAX_LANGUAGES,
 };
 use crate::number::PhoneNumber;
 use crate::time::{Duration, Instant};
@@ -1161,8 +1161,8 @@ impl Ivr {
                 let _ = list.push(p);
             }
             Body::Offer(p) => {
-                for l in (0..self.cfg.languages.min(MAX_LANGUAGES as u8))
-                    .filter(|&l| l != self.language)
+                for l in
+                    (0..self.cfg.languages.min(MAX_LANGUAGES as u8)).filter(|&l| l != self.language)
                 {
                     let _ = list.push(Prompt::LanguageOffer(l));
                 }
@@ -1225,7 +1225,10 @@ impl Ivr {
 fn announcement_handles(
     cfg: &Config,
     announcements: &[AnnouncementInfo],
-) -> (Vec<AnnouncementHandle, IVR_MAX_ANNOUNCEMENTS_PER_CALL, u8>, bool) {
+) -> (
+    Vec<AnnouncementHandle, IVR_MAX_ANNOUNCEMENTS_PER_CALL, u8>,
+    bool,
+) {
     let used = announcements
         .get(..IVR_MAX_ANNOUNCEMENTS_PER_CALL)
         .unwrap_or(announcements);

@@ -1171,9 +1171,17 @@ fn language_keys() {
     assert_eq!(language_key(3), Some(D7));
     assert_eq!(language_key(4), None);
     assert_eq!(key_language(D9, 2), Some(1));
-    assert_eq!(key_language(D8, 2), None, "only configured languages have keys");
+    assert_eq!(
+        key_language(D8, 2),
+        None,
+        "only configured languages have keys"
+    );
     assert_eq!(key_language(D9, 1), None);
-    assert_eq!(key_language(Star, 1), None, "no language keys with one language");
+    assert_eq!(
+        key_language(Star, 1),
+        None,
+        "no language keys with one language"
+    );
 }
 
 #[test]
@@ -1183,7 +1191,10 @@ fn one_language_has_no_offer_and_9_is_a_menu_choice() {
     assert_eq!(out[0], play(&[Prompt::Announcement(A1)]));
     let out = h.key(D9);
     assert!(!out.iter().any(|o| matches!(o, Output::Language(_))));
-    assert!(out.contains(&play(&[Prompt::InvalidChoice, MENU_CB])), "{out:?}");
+    assert!(
+        out.contains(&play(&[Prompt::InvalidChoice, MENU_CB])),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -1212,7 +1223,10 @@ fn language_key_during_an_announcement_restarts_it_in_that_language() {
     );
     assert_eq!(h.ivr.language(), 1);
     // Nothing plays until the shell hands over the announcements of the new language.
-    assert_eq!(h.ivr.handle_input(h.now, Input::PlaybackFinished), Err(Error::Unexpected));
+    assert_eq!(
+        h.ivr.handle_input(h.now, Input::PlaybackFinished),
+        Err(Error::Unexpected)
+    );
     h.ivr.set_announcements(&[ann(A2, true)]).unwrap();
     let out = h.drain();
     assert_eq!(
@@ -1222,7 +1236,11 @@ fn language_key_during_an_announcement_restarts_it_in_that_language() {
             ev(Event::AnnouncementStarted(A2)),
         ]
     );
-    assert_eq!(h.ivr.set_announcements(&[]), Err(Error::Unexpected), "only once");
+    assert_eq!(
+        h.ivr.set_announcements(&[]),
+        Err(Error::Unexpected),
+        "only once"
+    );
     // The rest of the flow is unchanged, in the new language.
     let out = h.finished();
     assert!(out.contains(&play(&[MENU_CB])), "{out:?}");
@@ -1313,7 +1331,10 @@ fn a_withdrawn_callback_stays_withdrawn_in_the_new_language() {
         callback: false,
         transfer: true,
     };
-    assert!(out.contains(&play(&[Prompt::CouldNotBook, menu_no_cb])), "{out:?}");
+    assert!(
+        out.contains(&play(&[Prompt::CouldNotBook, menu_no_cb])),
+        "{out:?}"
+    );
     h.finished();
     h.key(D9);
     h.ivr.set_announcements(&[ann(A2, true)]).unwrap();

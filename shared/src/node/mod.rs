@@ -60,9 +60,9 @@ use crate::sip::route::Transport;
 use crate::sip::{self, endpoint, Message, Method};
 use crate::time::{Duration, Instant, UnixMillis};
 
+pub use language::Languages;
 #[cfg(feature = "std")]
 pub use table::HeapCalls;
-pub use language::Languages;
 pub use table::{ArrayCalls, CallKey, CallTable};
 
 /// The time of an input: the monotonic clock for timers, the wall clock for what the outside
@@ -1049,11 +1049,8 @@ impl<T: CallTable> Node<T> {
         let (caller, dialled) = call::numbers(req);
         let language = self.cfg.languages.for_dialled(dialled.as_ref());
         let (infos, anns) = self.select(now.wall, language, dialled.as_ref(), caller.as_ref());
-        let call = match Call::new(now.at, self.cfg.call, &setup, req, &infos) {
-            Ok(mut c) => {
-                c.set_language(language);
-                c
-            }
+        let call = match Call::new_in(now.at, self.cfg.call, &setup, req, &infos, language) {
+            Ok(c) => c,
             Err(e) => {
                 let status = if matches!(e, call::Error::Sip(crate::sip::uas::Error::TooLarge)) {
                     513
@@ -1113,8 +1110,9 @@ impl<T: CallTable> Node<T> {
         let langs = &self.cfg.languages;
         let site = self.cfg.site.as_str();
         let pick = |l: u8| {
-            self.anns
-                .select_where(wall, site, dialled, caller, |a| langs.of_announcement(a) == l)
+            self.anns.select_where(wall, site, dialled, caller, |a| {
+                langs.of_announcement(a) == l
+            })
         };
         let mut handles = pick(language);
         if handles.is_empty() && language != 0 {
