@@ -826,11 +826,11 @@ fn a_caller_who_chooses_spanish_hears_the_spanish_announcement_and_books_in_span
     let t = sh.now + 30_000;
     sh.run_until(t);
     let evs = sh.events();
-    let ended = evs
+    let requested = evs
         .iter()
-        .find(|e| e.kind.type_str() == "call.ended")
+        .find(|e| e.kind.type_str() == "callback.requested")
         .unwrap();
-    assert_eq!(ended.language.as_deref(), Some("es"));
+    assert_eq!(requested.language.as_deref(), Some("es"));
 }
 
 #[test]
