@@ -758,6 +758,7 @@ mod tests {
             call_id: Some(CallId(call)),
             call_seq: 0,
             at: UnixMillis(at),
+            language: None,
             kind,
         })
     }

@@ -105,6 +105,8 @@ pub struct PendingEvent {
     pub call_seq: u32,
     /// When it happened.
     pub at: UnixMillis,
+    /// The call's language tag (`None` for node-level events).
+    pub language: Option<String>,
     /// What happened.
     pub kind: EventKind,
 }
@@ -133,6 +135,9 @@ pub struct CallbackRequest {
     pub announcement_id: Option<String>,
     /// Position in the node's queue.
     pub position: u32,
+    /// The caller's language tag (`ivr.languages`); null for a callback booked before the
+    /// node had languages.
+    pub language: Option<String>,
 }
 
 /// Work for the link, from the engine.

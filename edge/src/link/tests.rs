@@ -347,6 +347,7 @@ impl Node {
         self.handle
             .tx
             .send(ToLink::Event(PendingEvent {
+                language: None,
                 call_id: Some(CallId(call)),
                 call_seq,
                 at: UnixMillis(1_795_413_662_345),
@@ -983,6 +984,7 @@ async fn callbacks_are_published_synced_and_their_state_comes_back() {
         dialled: Some("+18005550100".into()),
         announcement_id: Some("outage-phl".into()),
         position: 5,
+        language: Some("es".into()),
     };
     node.handle
         .tx

@@ -15,7 +15,7 @@ use super::error::StoreError;
 pub const DB_FILE_NAME: &str = "ccedge.db";
 
 /// The schema version this build writes (stored as `schema_version` in the `meta` table).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another process (a technician's `sqlite3`)
 /// before failing with [`StoreError::Busy`].
@@ -49,9 +49,13 @@ CREATE TABLE outbox (
 );
 ";
 
+/// Version 2: the caller's language on each callback (`NULL` for older records).
+const SCHEMA_V2: &str = "ALTER TABLE callbacks ADD COLUMN language TEXT;";
+
 const INSERT_CALLBACK: &str = "INSERT INTO callbacks (callback_id, call_id, caller, \
-     callback_number, dialled, announcement_id, requested_at_ms, state, state_at_ms, position) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (callback_id) DO NOTHING";
+     callback_number, dialled, announcement_id, requested_at_ms, state, state_at_ms, position, \
+     language) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     ON CONFLICT (callback_id) DO NOTHING";
 
 /// One booked callback as the node keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,6 +80,9 @@ pub struct CallbackRecord {
     pub state_at_ms: i64,
     /// The queue position the caller was told.
     pub position: u32,
+    /// The caller's language tag (`None` for records stored before languages).
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 /// The outcome of [`Store::insert_callback`].
@@ -233,9 +240,12 @@ impl Store {
             // which already existed).
             return Ok(());
         }
-        // Future versions: `if found < 2 { … }` steps, each in this same transaction.
+        // Each step in this same transaction.
         if found < 1 {
             tx.execute_batch(SCHEMA_V1).map_err(err)?;
+        }
+        if found < 2 {
+            tx.execute_batch(SCHEMA_V2).map_err(err)?;
         }
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) \
@@ -386,7 +396,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT callback_id, call_id, caller, callback_number, dialled, \
-                 announcement_id, requested_at_ms, state, state_at_ms, position \
+                 announcement_id, requested_at_ms, state, state_at_ms, position, language \
                  FROM callbacks ORDER BY requested_at_ms, seq",
             )
             .map_err(|e| self.err(&e))?;
@@ -403,6 +413,7 @@ impl Store {
                     state: row.get(7)?,
                     state_at_ms: row.get(8)?,
                     position: row.get(9)?,
+                    language: row.get(10)?,
                 })
             })
             .map_err(|e| self.err(&e))?;
@@ -588,6 +599,7 @@ fn insert_one(conn: &Connection, rec: &CallbackRecord) -> rusqlite::Result<usize
         rec.state,
         rec.state_at_ms,
         rec.position,
+        rec.language,
     ])
 }
 
