@@ -476,7 +476,10 @@ async fn events_go_out_in_seq_order_ack_deletes_replay_resends() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["at", "call_id", "call_seq", "data", "event_id", "node", "seq", "site", "type"]
+            [
+                "at", "call_id", "call_seq", "data", "event_id", "language", "node", "seq", "site",
+                "type"
+            ]
         );
         assert_eq!(v["node"], "pi-001");
         assert_eq!(v["site"], "phl");

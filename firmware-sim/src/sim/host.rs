@@ -187,6 +187,8 @@ impl Host {
                 ..callback::Config::default()
             },
             max_calls: params.max_calls,
+            // One language: the simulated callers do not choose one.
+            languages: node::Languages::default(),
         };
         Host {
             disk: Disk::default(),
@@ -962,7 +964,7 @@ impl Live {
                     }
                 }
             }
-            Output::Play { call, playlist } => self.play(ctx, epoch, call, playlist)?,
+            Output::Play { call, playlist, .. } => self.play(ctx, epoch, call, playlist)?,
             Output::StopPlayback { call } => {
                 if let Some(io) = self.calls.get_mut(&call) {
                     io.play_gen += 1;
@@ -1150,6 +1152,7 @@ fn node_event(at: UnixMillis, kind: EventKind) -> NodeEvent {
         call_id: None,
         call_seq: 0,
         at,
+        language: None,
         kind,
     }
 }

@@ -33,6 +33,7 @@ pub(crate) fn prompt_length(p: &Prompt, ann: impl Fn(u32) -> Duration) -> Durati
         Prompt::QueueFull | Prompt::CouldNotBook => 3_000,
         Prompt::Transferring | Prompt::TransferFailed => 2_000,
         Prompt::Goodbye => 1_500,
+        Prompt::LanguageOffer(_) => 1_600,
     };
     Duration::from_millis(ms)
 }
