@@ -140,8 +140,10 @@ pub struct CallbackRequest {
     pub language: Option<String>,
 }
 
-/// Work for the link, from the engine.
+/// Work for the link, from the engine. Events are nearly every message: they stay inline (no
+/// allocation each), the rare callback is boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum ToLink {
     /// A call event: sequence, store durably, publish on `…/events`.
     Event(PendingEvent),

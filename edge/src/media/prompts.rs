@@ -931,10 +931,7 @@ mod tests {
             10,
             "es/ wins over flat"
         );
-        assert_eq!(
-            p.language(1).get(PromptKey::Greeting).len(),
-            50 * 0 + builtin_len()
-        );
+        assert_eq!(p.language(1).get(PromptKey::Greeting).len(), builtin_len());
     }
 
     fn builtin_len() -> usize {
