@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ccedge_tests::broker::{have_mosquitto, sha256_hex, tone_wav, Crm, Mosquitto, Msg};
+use ccedge_tests::broker::{mosquitto_or_skip, sha256_hex, tone_wav, Crm, Mosquitto, Msg};
 use ccedge_tests::{Agent, AgentOptions, CallGateway, RtpSink, TempDir};
 use edge::media::audio::Frames;
 use edge::media::prompts::{PromptKey, Prompts};
@@ -123,12 +123,7 @@ fn languages_of(crm: &Crm, call_id: &str) -> Vec<(String, String)> {
 
 #[test]
 fn callers_hear_their_language_and_the_crm_is_told_it() {
-    if !have_mosquitto() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Mosquitto is required in CI (apt-get install mosquitto)"
-        );
-        eprintln!("mosquitto not installed: skipped");
+    if !mosquitto_or_skip() {
         return;
     }
     let dir = TempDir::new("languages");
