@@ -380,6 +380,18 @@ mod tests {
     }
 
     #[test]
+    fn languages_need_a_restart_and_the_dialled_table_is_one_key() {
+        let a = parse("[ivr]\nlanguages = [\"en\", \"es\"]\n");
+        let b = parse(
+            "[ivr]\nlanguages = [\"es\", \"en\"]\n\
+             language_by_dialled = { \"+18005550199\" = \"es\", \"+18005550198\" = \"en\" }\n",
+        );
+        let c = changes(&a, &b);
+        assert!(c.live.is_empty(), "{c:?}");
+        assert_eq!(c.restart, ["ivr.language_by_dialled", "ivr.languages"]);
+    }
+
+    #[test]
     fn a_changed_password_is_seen_though_it_serializes_redacted() {
         let a = parse("[mqtt]\nusername = \"n\"\npassword = \"one\"\n");
         let b = parse("[mqtt]\nusername = \"n\"\npassword = \"two\"\n");
