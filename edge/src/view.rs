@@ -114,6 +114,8 @@ pub struct CallView {
     pub age_ms: u64,
     /// `PCMU` / `PCMA` once answered.
     pub codec: Option<&'static str>,
+    /// The caller's language (a tag of `ivr.languages`).
+    pub language: String,
     /// RTP packets sent.
     pub packets_sent: u64,
     /// RTP packets received.

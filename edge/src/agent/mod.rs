@@ -1595,6 +1595,13 @@ impl Engine {
                             shared::sdp::Codec::Pcmu => "PCMU",
                             shared::sdp::Codec::Pcma => "PCMA",
                         }),
+                        language: self
+                            .node
+                            .config()
+                            .languages
+                            .tag(slot.language())
+                            .as_str()
+                            .to_owned(),
                         packets_sent: sent,
                         packets_received: u64::from(stats.received),
                         lost: u64::from(stats.lost),
