@@ -195,6 +195,7 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
             .then(|| Duration::from_secs(u64::from(cfg.rtp.media_timeout_s))),
         transfer_uri: cfg.ivr.transfer_uri.clone(),
         prompts_dir: cfg.ivr.prompts_dir.clone(),
+        languages: cfg.languages_core(),
         // The one mapping from the configuration to the core (tested in config/tests.rs).
         ivr: cfg.ivr_core(),
         callbacks: cfg.callbacks_core(),

@@ -805,6 +805,7 @@ mod tests {
             call_id: Some(CallId(call)),
             call_seq: 0,
             at: UnixMillis(at),
+            language: None,
             kind,
         })
     }
@@ -913,6 +914,7 @@ mod tests {
                 caller: None,
                 dialled: None,
                 announcement: None,
+                language: shared::announce::Language::default(),
                 window: shared::callback::Window::new(
                     shared::time::UnixMillis(2 * day),
                     shared::time::UnixMillis(2 * day + 3_600_000),

@@ -6,10 +6,11 @@
 //! | `log.level` | the log filter is swapped (`RUST_LOG`, when set, still wins) |
 //! | `sip.allow`, `sip.deny_action` | from the next datagram on; a source taken out of the list can still end the calls it has up, and start none |
 //! | `sip.rate_limit_per_source` | from the next datagram on (the per-source buckets start full) |
-//! | `ivr.prompts_dir` and the files in it | re-read on every reload; calls already up keep the prompts they started with, new calls get the new ones |
+//! | `ivr.prompts_dir` and the files in it | re-read on every reload, for every running language (`{dir}/{lang}/` too); calls already up keep the prompts they started with, new calls get the new ones |
 //! | the announcement cache in `node.state_dir` | re-read: new announcements and newer versions are taken, audio not yet held is decoded, announcements whose file is gone are withdrawn (as after a restart); left alone when the MQTT link changed the cache while the reload read it |
 //!
-//! Every other key takes effect only after a restart: a change is logged at warn naming the
+//! Every other key takes effect only after a restart (`ivr.languages` and
+//! `ivr.language_by_dialled` among them: the calls' IVR settings are fixed at start): a change is logged at warn naming the
 //! key, the running value is kept, and `ccedge status` lists the key until the file and the
 //! running value agree again.
 //!
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
-use crate::media::prompts::PromptSet;
+use crate::media::prompts::Prompts;
 use crate::view::{Command, LiveUpdate, ReloadApplied, ReloadStatus};
 
 /// The keys a reload applies while the agent runs; every other key needs a restart.
@@ -80,7 +81,8 @@ pub fn changes(running: &Config, new: &Config) -> Changes {
 
 fn differing(prefix: &str, a: &Value, b: &Value, out: &mut BTreeSet<String>) {
     match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
+        // A table of the user's keys is one setting (`ivr.language_by_dialled`).
+        (Value::Object(x), Value::Object(y)) if prefix != "ivr.language_by_dialled" => {
             for k in x.keys().chain(y.keys()) {
                 let key = if prefix.is_empty() {
                     k.clone()
@@ -215,10 +217,12 @@ impl Reloader {
             .map_err(|e| e.to_string())?;
         let changes = changes(&self.running, &new);
         let dir = new.ivr.prompts_dir.clone();
-        let prompts = blocking(move || PromptSet::load(dir.as_deref()))
+        // The running languages: `ivr.languages` itself needs a restart.
+        let languages = self.running.ivr.languages.clone();
+        let prompts = blocking(move || Prompts::load(&languages, dir.as_deref()))
             .await?
             .map_err(|e| format!("prompts: {e}"))?;
-        let prompts_overridden = prompts.overridden().len();
+        let prompts_overridden = prompts.iter().map(|(_, p)| p.overridden().len()).sum();
         // Announcements: the cache of the running state directory (`node.state_dir` itself
         // needs a restart), skipping audio the engine already holds decoded.
         let held = self.ask(Command::CacheState).await?;
@@ -373,6 +377,18 @@ mod tests {
         );
         let c = parse("[metrics]\nlisten = \"127.0.0.1:9465\"\n");
         assert_eq!(changes(&b, &c).restart, ["metrics.listen"]);
+    }
+
+    #[test]
+    fn languages_need_a_restart_and_the_dialled_table_is_one_key() {
+        let a = parse("[ivr]\nlanguages = [\"en\", \"es\"]\n");
+        let b = parse(
+            "[ivr]\nlanguages = [\"es\", \"en\"]\n\
+             language_by_dialled = { \"+18005550199\" = \"es\", \"+18005550198\" = \"en\" }\n",
+        );
+        let c = changes(&a, &b);
+        assert!(c.live.is_empty(), "{c:?}");
+        assert_eq!(c.restart, ["ivr.language_by_dialled", "ivr.languages"]);
     }
 
     #[test]

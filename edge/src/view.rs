@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::announcements::Loaded;
-use crate::media::prompts::PromptSet;
+use crate::media::prompts::Prompts;
 
 /// Counters for `ccedge status` and the logs.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -117,6 +117,8 @@ pub struct CallView {
     pub age_ms: u64,
     /// `PCMU` / `PCMA` once answered.
     pub codec: Option<&'static str>,
+    /// The caller's language (a tag of `ivr.languages`).
+    pub language: String,
     /// RTP packets sent.
     pub packets_sent: u64,
     /// RTP packets received.
@@ -206,7 +208,7 @@ pub struct LiveUpdate {
     /// `sip.rate_limit_per_source`.
     pub rate_limit_per_source: u32,
     /// The prompts, `ivr.prompts_dir` re-read: for calls that start from now on.
-    pub prompts: Arc<PromptSet>,
+    pub prompts: Arc<Prompts>,
     /// The announcement cache as read now (audio the engine already held is not in it).
     pub announcements: Loaded,
     /// The ids of every announcement file in the cache (readable or not), or `None` when

@@ -12,13 +12,17 @@
 //! 2. the CRM starts watching the node (acknowledging events, accepting callbacks);
 //! 3. the agent starts in this process from the default configuration, adjusted: a temporary
 //!    state directory, SIP on 127.0.0.1 (any port), the broker above, a unique node id;
-//! 4. the CRM publishes an outage announcement whose audio is a three-note chime made here;
-//! 5. once the agent holds it, the gateway places the calls: every caller listens to the
+//! 4. the CRM publishes an outage announcement whose audio is a three-note chime made here,
+//!    and its Spanish version (`language: es`, a lower chime); the agent offers English and
+//!    Spanish (`ivr.languages = ["en", "es"]`);
+//! 5. once the agent holds them, the gateway places the calls: every caller listens to the
 //!    announcement (checked frame by frame against the chime), some hang up, some press keys
-//!    to book a callback;
+//!    to book a callback; one caller presses 9 for Spanish, hears the Spanish chime and books
+//!    in Spanish;
 //! 6. the summary checks: every call answered, the announcement heard by every caller, the
-//!    callbacks booked by the agent and received (and accepted) by the CRM, and the CRM's
-//!    events complete (no `seq` gaps, no duplicates).
+//!    callbacks booked by the agent and received (and accepted) by the CRM, the Spanish
+//!    caller's callback request in Spanish, and the CRM's events complete (no `seq` gaps, no
+//!    duplicates).
 //!
 //! It exits 0 only when every check holds; otherwise it prints what failed and exits 1.
 //! `firmware-sim demo --virtual` runs the older scripted scenario of the core alone on
@@ -54,8 +58,14 @@ const DIALLED: &str = "18005550100";
 const SITE: &str = "demo";
 const PREFIX: &str = "ccedge/v1";
 const ANNOUNCEMENT_ID: &str = "outage-demo";
+/// The same announcement in Spanish.
+const ANNOUNCEMENT_ES_ID: &str = "outage-demo-es";
+/// The caller who presses 9 for Spanish (and books).
+const SPANISH_CALL: u64 = 3;
 /// The chime's notes (Hz) and its length in 20 ms frames.
 const NOTES: [f32; 3] = [523.25, 659.25, 783.99];
+/// The Spanish announcement's chime: the same tune a fourth lower.
+const NOTES_ES: [f32; 3] = [392.00, 493.88, 587.33];
 const CHIME_FRAMES: usize = 100;
 
 /// `firmware-sim demo --virtual`.
@@ -91,21 +101,26 @@ pub(crate) fn main(calls: u32) -> ExitCode {
 /// The chime: three notes, 8 kHz, 16-bit, a whole number of 20 ms frames, with short fades so
 /// it sounds clean; no frame of it is silence.
 fn chime() -> Vec<i16> {
+    chime_of(&NOTES)
+}
+
+/// A chime of these notes (see [`chime`]).
+fn chime_of(notes: &[f32; 3]) -> Vec<i16> {
     let n = CHIME_FRAMES * 160;
-    let per = n / NOTES.len();
+    let per = n / notes.len();
     let fade = 80usize;
     (0..n)
         .map(|i| {
-            let k = (i / per).min(NOTES.len() - 1);
+            let k = (i / per).min(notes.len() - 1);
             let j = i - k * per;
-            let len = if k == NOTES.len() - 1 {
+            let len = if k == notes.len() - 1 {
                 n - k * per
             } else {
                 per
             };
             let env = (j.min(len - 1 - j).min(fade) as f32 / fade as f32).max(0.1);
             let t = i as f32 / 8000.0;
-            let x = (2.0 * std::f32::consts::PI * NOTES[k] * t).sin() * 0.35 * env;
+            let x = (2.0 * std::f32::consts::PI * notes[k] * t).sin() * 0.35 * env;
             (x * 32_767.0) as i16
         })
         .collect()
@@ -154,6 +169,7 @@ fn plans(calls: u32) -> Vec<CallPlan> {
                     Offer::Standard
                 },
                 script,
+                spanish: n == SPANISH_CALL,
             }
         })
         .collect()
@@ -245,6 +261,7 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
     cfg.control.socket = Some(dir.path().join("control.sock"));
     // Callers who book are asked when: as soon as possible, or a later part of a day.
     cfg.callbacks.hours = vec!["Mon-Sun 08:00-20:00".to_owned()];
+    cfg.ivr.languages = vec!["en".to_owned(), "es".to_owned()];
 
     // 3. The CRM watches the node from its first event.
     let crm_broker = BrokerConfig::parse(&url, &unique_client_id("demo-crm-watch"))
@@ -346,6 +363,28 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
         "  CRM      published {} v{} (retained) for +{DIALLED} at site {SITE}, priority 10, offers a callback",
         published.announcement.topic, spec.version
     ));
+    let pcm_es = chime_of(&NOTES_ES);
+    let expected_es = Arc::new(Expected::new(&pcm_es));
+    let mut spec_es = spec.clone();
+    spec_es.id = ANNOUNCEMENT_ES_ID.to_owned();
+    spec_es.text =
+        Some("Sabemos de una falla de TV en su zona y estamos trabajando en ella.".into());
+    spec_es.language = Some("es".into());
+    let published_es = announce::announce(
+        &pub_broker,
+        PREFIX,
+        &spec_es,
+        Some(&wav_bytes(&pcm_es)?),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| format!("the CRM could not publish: {e}"))?;
+    say(&format!(
+        "  CRM      published {} v{} (retained): the same in Spanish (language es), a chime of {} Hz",
+        published_es.announcement.topic,
+        spec_es.version,
+        NOTES_ES.map(|f| format!("{f:.0}")).join("/")
+    ));
 
     // 6. Wait until the agent holds it, with its audio.
     let waited = Instant::now();
@@ -353,9 +392,11 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
     let holds = tokio::time::timeout(
         Duration::from_secs(10),
         snap.wait_for(|s| {
-            s.announcements
-                .iter()
-                .any(|a| a.id == ANNOUNCEMENT_ID && a.version == spec.version && a.audio_present)
+            [ANNOUNCEMENT_ID, ANNOUNCEMENT_ES_ID].iter().all(|id| {
+                s.announcements
+                    .iter()
+                    .any(|a| a.id == *id && a.version == spec.version && a.audio_present)
+            })
         }),
     )
     .await
@@ -363,25 +404,25 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
     let held_after = waited.elapsed();
     if holds {
         say(&format!(
-            "  agent    holds {ANNOUNCEMENT_ID} v{} with its audio after {}",
+            "  agent    holds {ANNOUNCEMENT_ID} and {ANNOUNCEMENT_ES_ID} v{} with their audio after {}",
             spec.version,
             ms(held_after)
         ));
     } else {
-        say("  agent    did NOT receive the announcement within 10 s (the calls go ahead anyway)");
+        say("  agent    did NOT receive the announcements within 10 s (the calls go ahead anyway)");
     }
 
     // 7. The gateway places the calls.
     let plans = plans(calls);
     let books = plans.iter().filter(|p| p.script.books()).count();
     say(&format!(
-        "  gateway  {calls} calls to {sip}, one every 150 ms: {} listen and hang up, {books} book a callback\n",
+        "  gateway  {calls} calls to {sip}, one every 150 ms: {} listen and hang up, {books} book a callback; call {SPANISH_CALL} presses 9 for Spanish\n",
         plans.len() - books
     ));
     let mut failed = Vec::new();
     let mut tasks = Vec::new();
     for p in plans {
-        let expected = Arc::clone(&expected);
+        let expected = Arc::clone(if p.spanish { &expected_es } else { &expected });
         tasks.push(tokio::spawn(caller::place(p, sip, expected)));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -474,7 +515,7 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
     check(
         heard == n && n > 0,
         format!(
-            "announcement heard: {heard}/{n} callers got the chime's {} frames bit-exact and in order ({missed} frames missed in all)",
+            "announcement heard: {heard}/{n} callers got their language's chime, {} frames bit-exact and in order ({missed} frames missed in all)",
             expected.len()
         ),
     );
@@ -541,6 +582,28 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
             format!("the caller who chose a later time: no later window at the CRM ({other:?})"),
         ),
     }
+    let language_of = |c: &Value| c.get("language").and_then(Value::as_str).map(str::to_owned);
+    let spanish = results.iter().find(|r| r.plan.spanish);
+    let es_requests = l
+        .callbacks
+        .iter()
+        .filter(|c| language_of(c).as_deref() == Some("es"))
+        .count();
+    let en_requests = l
+        .callbacks
+        .iter()
+        .filter(|c| language_of(c).as_deref() == Some("en"))
+        .count();
+    check(
+        spanish.is_some_and(|r| r.heard_it() && r.keys.starts_with('9'))
+            && es_requests == 1
+            && en_requests + 1 == l.callbacks.len(),
+        format!(
+            "Spanish caller: call {SPANISH_CALL} pressed 9, heard the es announcement ({}/{} frames) and booked in Spanish; callback requests by language: es {es_requests}, en {en_requests}",
+            spanish.map_or(0, |r| r.heard),
+            expected_es.len()
+        ),
+    );
     let accepted = agent_callbacks_after
         .iter()
         .filter(|(_, s)| *s == "accepted")
@@ -730,10 +793,15 @@ fn report_calls(results: &[CallResult], say: &mut dyn FnMut(&str)) {
             // Keyed numbers are personal data: show the shape only.
             keys = keys.replace(num.as_str(), &format!("{}…", num.get(..3).unwrap_or("")));
         }
+        let name = if r.plan.spanish {
+            format!("{} in Spanish", r.plan.script.name())
+        } else {
+            r.plan.script.name().to_owned()
+        };
         let outcome = match &r.error {
-            Some(e) => format!("{}: {e}", r.plan.script.name()),
-            None if r.agent_hung_up => format!("{}: the agent hung up", r.plan.script.name()),
-            None => format!("{}: the caller hung up", r.plan.script.name()),
+            Some(e) => format!("{name}: {e}"),
+            None if r.agent_hung_up => format!("{name}: the agent hung up"),
+            None => format!("{name}: the caller hung up"),
         };
         let mut line = String::new();
         let _ = write!(

@@ -52,6 +52,11 @@ pub const G711_FRAME_BYTES: usize = 160;
 pub const IVR_MAX_PLAYLIST: usize = 40;
 /// Most announcements played to one caller before the menu.
 pub const IVR_MAX_ANNOUNCEMENTS_PER_CALL: usize = 4;
+/// Most languages a node offers its callers (`ivr.languages`); each after the first has its
+/// own key ([`crate::ivr::language_key`]).
+pub const MAX_LANGUAGES: usize = 4;
+/// Most entries of `ivr.language_by_dialled` (dialled number → language).
+pub const MAX_LANGUAGE_BY_DIALLED: usize = 64;
 
 // ---- announcements, callbacks, events -------------------------------------------------------
 

@@ -22,6 +22,24 @@ pub fn have_mosquitto() -> bool {
     Path::new(MOSQUITTO).exists()
 }
 
+/// For a test that needs Mosquitto: `true` when it is installed; otherwise says the test is
+/// skipped and returns `false` (in CI, where it must be installed, it panics instead).
+///
+/// # Panics
+/// In CI (`CI` set) without Mosquitto.
+#[must_use]
+pub fn mosquitto_or_skip() -> bool {
+    if have_mosquitto() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "Mosquitto is required in CI (apt-get install mosquitto)"
+    );
+    eprintln!("mosquitto not installed: skipped");
+    false
+}
+
 /// A Mosquitto process on a free loopback port.
 #[derive(Debug)]
 pub struct Mosquitto {

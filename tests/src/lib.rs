@@ -698,6 +698,22 @@ impl CallGateway {
     /// # Panics
     /// When the INVITE cannot be sent.
     pub fn place(&mut self, agent: SocketAddr, n: u64, caller: &str, rtp_port: u16) {
+        self.place_to(agent, n, caller, "18005550100", rtp_port);
+    }
+
+    /// Sends an INVITE from `caller` to `dialled` (both E.164 digits), offering RTP on
+    /// `rtp_port`.
+    ///
+    /// # Panics
+    /// When the INVITE cannot be sent.
+    pub fn place_to(
+        &mut self,
+        agent: SocketAddr,
+        n: u64,
+        caller: &str,
+        dialled: &str,
+        rtp_port: u16,
+    ) {
         use firmware_sim::gateway::uac::{Offer, UacCall};
         let local = self.sip.local_addr().expect("addr").to_string();
         let mut c = UacCall::new(
@@ -706,7 +722,7 @@ impl CallGateway {
             &agent.to_string(),
             rtp_port,
             Some(caller),
-            "18005550100",
+            dialled,
             Offer::Standard,
         );
         self.sip.send_to(&c.invite(), agent).expect("send INVITE");

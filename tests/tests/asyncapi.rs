@@ -320,7 +320,7 @@ fn event(kind: &str, data: Value) -> Value {
     json!({
         "event_id": "phl-pi-001-7", "node": "pi-001", "site": "phl", "seq": 7,
         "call_id": "00000000000000a1", "call_seq": 2, "at": "2026-11-23T06:01:02.345Z",
-        "type": kind, "data": data
+        "language": "en", "type": kind, "data": data
     })
 }
 
@@ -626,7 +626,7 @@ fn bad_payloads_are_rejected() {
             json!({"callback_id": "cb-1", "node": "pi-001", "site": "phl",
                    "call_id": "00000000000000a1", "requested_at": "2026-11-23T06:01:30.120Z",
                    "caller": null, "callback_number": "+12155550123", "dialled": null,
-                   "announcement_id": null, "position": 1,
+                   "announcement_id": null, "position": 1, "language": "en",
                    "window": {"not_before": "2026-11-23T06:01:30Z", "not_after": "2026-11-24T06:01:30Z"}}),
             &[
                 (
@@ -688,8 +688,10 @@ fn envelope(kind: &EventKind, call: bool) -> Value {
     if call {
         obj.insert("call_id".into(), json!("00000000000000a1"));
         obj.insert("call_seq".into(), json!(3));
+        obj.insert("language".into(), json!("es"));
     } else {
         obj.insert("call_seq".into(), json!(0));
+        obj.insert("language".into(), Value::Null);
     }
     v
 }
@@ -817,6 +819,7 @@ fn the_core_types_serialize_to_what_the_schemas_say() {
             )
             .unwrap(),
         ),
+        language: Some("es".into()),
     };
     assert_eq!(
         serde_json::to_value(&req.window).unwrap(),
@@ -826,7 +829,23 @@ fn the_core_types_serialize_to_what_the_schemas_say() {
     req.caller = None;
     req.dialled = None;
     req.announcement_id = None;
-    assert_valid(&cr, "CallbackRequest", &serde_json::to_value(&req).unwrap());
+    // A callback restored from before the node had languages.
+    req.language = None;
+    let v = serde_json::to_value(&req).unwrap();
+    assert!(v["language"].is_null(), "the field is present, null: {v}");
+    assert_valid(&cr, "CallbackRequest", &v);
+    assert_invalid(
+        &cr,
+        "CallbackRequest",
+        &without(v.clone(), "language"),
+        "CallbackRequest without language",
+    );
+    assert_invalid(
+        &cr,
+        "CallbackRequest",
+        &with(v, "/language", json!("Spanish")),
+        "language not a tag",
+    );
 
     // The CRM's callback states are the core's.
     let cs = validator(&d, "CallbackState");
@@ -918,6 +937,7 @@ fn every_message_the_agent_publishes_matches_its_topics_schema() {
     std::fs::create_dir_all(&state).unwrap();
     let opts = AgentOptions {
         mqtt_url: broker.url(),
+        ivr_extra: "languages = [\"en\", \"es\"]".into(),
         ..AgentOptions::default()
     };
     let agent = Agent::start(&state, &opts);
@@ -992,13 +1012,25 @@ fn every_message_the_agent_publishes_matches_its_topics_schema() {
                 })
         })
     });
+    //    This caller presses 9 for Spanish during the greeting.
     let sink2 = RtpSink::new();
-    let run = sipp(
-        "listen.xml",
-        agent.sip,
-        &[("rtpport", sink2.port().to_string())],
-        &["-d", "3000"],
+    let port2 = sink2.port();
+    let target = agent.sip;
+    let listen = std::thread::spawn(move || {
+        sipp(
+            "listen.xml",
+            target,
+            &[("rtpport", port2.to_string())],
+            &["-d", "3000"],
+        )
+    });
+    assert!(
+        sink2.wait_for(5, Duration::from_secs(5)) >= 5,
+        "no greeting"
     );
+    let mut seq = 500u16;
+    sink2.send_digit(sink2.packets()[0].from, Digit::D9, 101, 9_000, &mut seq);
+    let run = listen.join().unwrap();
     assert_eq!(run.code, Some(0), "{}", run.output);
     let events = format!("{node}/events");
     wait("announcement.completed", &|m| {
@@ -1075,6 +1107,19 @@ fn every_message_the_agent_publishes_matches_its_topics_schema() {
         }
         *by_schema.entry(schema).or_default() += 1;
     }
+    // Both languages were heard: the booking caller's events are English, the second
+    // caller's are Spanish from the key on.
+    let languages: BTreeSet<String> = crm
+        .on("/events")
+        .iter()
+        .filter_map(|m| m.json()["language"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        languages,
+        BTreeSet::from(["en".to_owned(), "es".to_owned()]),
+        "event languages"
+    );
+    assert_eq!(crm.on("/callbacks")[0].json()["language"], "en");
     for t in [
         "call.offered",
         "call.answered",
@@ -1118,4 +1163,51 @@ fn topic_matching_follows_the_address_levels() {
         "ccedge/v1/nodes/{site}/{node}/status",
         "ccedge/v1/nodes/+/pi-001/status"
     ));
+}
+
+#[test]
+fn call_events_carry_the_callers_language_and_node_level_events_none() {
+    let d = doc();
+    let ev = validator(&d, "CallEvent");
+    let dtmf = event("dtmf", json!({"digit": "9"}));
+    assert_valid(&ev, "CallEvent", &dtmf);
+    assert_valid(
+        &ev,
+        "CallEvent",
+        &with(dtmf.clone(), "/language", json!("pt-br")),
+    );
+    assert_invalid(
+        &ev,
+        "CallEvent",
+        &without(dtmf.clone(), "language"),
+        "a call event without language",
+    );
+    assert_invalid(
+        &ev,
+        "CallEvent",
+        &with(dtmf.clone(), "/language", Value::Null),
+        "a call event with a null language",
+    );
+    assert_invalid(
+        &ev,
+        "CallEvent",
+        &with(dtmf, "/language", json!("ES")),
+        "an upper-case tag",
+    );
+    let skipped = envelope(
+        &EventKind::SeqSkipped {
+            from: 1,
+            to: 2,
+            reason: SkipReason::Restart,
+        },
+        false,
+    );
+    assert_valid(&ev, "CallEvent", &skipped);
+    assert_valid(&ev, "CallEvent", &without(skipped.clone(), "language"));
+    assert_invalid(
+        &ev,
+        "CallEvent",
+        &with(skipped, "/language", json!("en")),
+        "a node-level event with a language",
+    );
 }

@@ -434,6 +434,7 @@ fn calls_lists_a_live_call_with_the_caller_masked_unless_revealed() {
     let c = &rows[0];
     assert_eq!(c["caller"], "+1215•••0123");
     assert_eq!(c["dialled"], "+18005550100");
+    assert_eq!(c["language"], "en", "the default language: {c}");
     for field in ["call_id", "state", "codec"] {
         assert!(c[field].is_string(), "{field}: {c}");
     }

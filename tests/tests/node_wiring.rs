@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ccedge_tests::broker::{have_mosquitto, Crm, Mosquitto};
+use ccedge_tests::broker::{mosquitto_or_skip, Crm, Mosquitto};
 use ccedge_tests::{ccedge_cli, Agent, AgentOptions, CallGateway, RtpSink, TempDir};
 use edge::media::prompts::PromptSet;
 use serde_json::Value;
@@ -184,12 +184,7 @@ fn an_ended_call_leaves_ccedge_calls_at_its_bye() {
 
 #[test]
 fn a_callback_expires_after_max_age_and_the_crm_is_told() {
-    if !have_mosquitto() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Mosquitto is required in CI (apt-get install mosquitto)"
-        );
-        eprintln!("mosquitto not installed: skipped");
+    if !mosquitto_or_skip() {
         return;
     }
     let dir = TempDir::new("expiry");

@@ -7,7 +7,7 @@
 //!   on the source address *before* parsing (cheap refusals for scanners), then
 //!   `Node::handle_sip`; its setup closure binds the new call's RTP socket;
 //! * the node asks for audio (`Output::Play`) → [`Engine::act`] expands the playlist into
-//!   pre-encoded segments ([`crate::media::prompts::PromptSet::expand`]) for the pacer;
+//!   pre-encoded segments ([`crate::media::prompts::Prompts::expand`]) for the pacer;
 //! * audio becomes RTP in [`crate::media::engine::MediaEngine::tick`], every 20 ms for all
 //!   calls at once;
 //! * the node asks for a booking to be written (`Output::Callback(Store)`) → the store thread
@@ -56,7 +56,7 @@ use crate::announcements;
 use crate::clock::Clock;
 use crate::media::audio::Frames;
 use crate::media::engine::{Audio, MediaEngine, Session, PTIME};
-use crate::media::prompts::PromptSet;
+use crate::media::prompts::Prompts;
 use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
 use crate::link::{self, CallbackRequest, FromLink, PendingEvent, ToLink};
@@ -139,6 +139,9 @@ pub struct AgentConfig {
     pub transfer_uri: Option<String>,
     /// Prompt overrides.
     pub prompts_dir: Option<PathBuf>,
+    /// The languages offered (`ivr.languages`, `ivr.language_by_dialled`); `ivr.languages`
+    /// in `ivr` must be their count.
+    pub languages: shared::node::Languages,
     /// The IVR flow's settings.
     pub ivr: shared::ivr::Config,
     /// Callback queue settings.
@@ -180,6 +183,7 @@ impl AgentConfig {
             media_timeout: Some(StdDuration::from_secs(60)),
             transfer_uri: None,
             prompts_dir: None,
+            languages: shared::node::Languages::default(),
             ivr: shared::ivr::Config::default(),
             callbacks: callback::Config::default(),
             hours: callback::window::Hours::always(),
@@ -336,7 +340,7 @@ struct CallIo {
     ts0: u32,
     /// The prompts this call plays from its start to its end (a reload changes them for new
     /// calls only).
-    prompts: Arc<PromptSet>,
+    prompts: Arc<Prompts>,
     /// The SIP peer's address, while the call counts in [`Engine::call_peers`].
     peer: Option<IpAddr>,
     /// Counted in [`Engine::live_peers`] (until its `call.ended`).
@@ -362,7 +366,7 @@ pub struct Engine {
     /// The socket the last setup closure bound, until the node says which call has it.
     bound: Option<(u16, Arc<UdpSocket>)>,
     media: MediaEngine,
-    prompts: Arc<PromptSet>,
+    prompts: Arc<Prompts>,
     audio: HashMap<Sha256, Arc<Frames>>,
     store: StoreHandle,
     ports: PortPool,
@@ -475,6 +479,16 @@ fn widen_receive_buffer(sip: &UdpSocket, addr: SocketAddr) {
     }
 }
 
+/// The tags of the node's languages, the default first.
+#[must_use]
+pub fn language_tags(languages: &shared::node::Languages) -> Vec<String> {
+    languages
+        .tags
+        .iter()
+        .map(|t| t.as_str().to_owned())
+        .collect()
+}
+
 fn node_config(
     cfg: &AgentConfig,
     advertised: IpAddr,
@@ -517,6 +531,7 @@ fn node_config(
         callbacks: cfg.callbacks,
         max_calls: cfg.max_calls,
         hours: Box::leak(Box::new(cfg.hours.clone())),
+        languages: cfg.languages.clone(),
     })
 }
 
@@ -569,7 +584,7 @@ pub async fn start(
         }
         None => None,
     };
-    let prompts = PromptSet::load(cfg.prompts_dir.as_deref())
+    let prompts = Prompts::load(&language_tags(&cfg.languages), cfg.prompts_dir.as_deref())
         .map_err(|e| AgentError::Prompts(e.to_string()))?;
     // A full or failing disk does not stop the agent: it takes calls and refuses bookings
     // until the store opens (see `crate::store::StoreHandle::open`).
@@ -1233,7 +1248,11 @@ impl Engine {
             node::Output::CallCreated { call, local_rtp } => self.call_created(call, local_rtp),
             node::Output::Released { call, local_rtp } => self.released(call, local_rtp),
             node::Output::Media { call, media } => self.media_command(call, media),
-            node::Output::Play { call, playlist } => {
+            node::Output::Play {
+                call,
+                playlist,
+                language,
+            } => {
                 let audio = &self.audio;
                 let ann = self.node.announcements();
                 let lookup = |h: AnnouncementHandle| -> Option<Arc<Frames>> {
@@ -1242,7 +1261,7 @@ impl Engine {
                 };
                 let prompts = self.io.get(&call).map_or(&self.prompts, |io| &io.prompts);
                 let segments: Vec<Arc<dyn Audio>> = prompts
-                    .expand(&playlist, &lookup)
+                    .expand(language, &playlist, &lookup)
                     .into_iter()
                     .map(|f| f as Arc<dyn Audio>)
                     .collect();
@@ -1450,6 +1469,7 @@ impl Engine {
                 call_id: e.call_id,
                 call_seq: e.call_seq,
                 at: e.at,
+                language: e.language.as_ref().map(|l| l.as_str().to_owned()),
                 kind: e.kind,
             }));
         }
@@ -1536,6 +1556,7 @@ impl Engine {
                     announcement_id: entry.announcement.as_ref().map(ToString::to_string),
                     position,
                     window: crate::zone::window_json(&self.cfg.timezone, entry.window),
+                    language: (!entry.language.is_empty()).then(|| entry.language.to_string()),
                 };
                 let _ = tx.send(ToLink::Callback(Box::new(req)));
             }
@@ -1657,6 +1678,13 @@ impl Engine {
                             shared::sdp::Codec::Pcmu => "PCMU",
                             shared::sdp::Codec::Pcma => "PCMA",
                         }),
+                        language: self
+                            .node
+                            .config()
+                            .languages
+                            .tag(slot.language())
+                            .as_str()
+                            .to_owned(),
                         packets_sent: sent,
                         packets_received: u64::from(stats.received),
                         lost: u64::from(stats.lost),
@@ -1972,6 +2000,7 @@ fn record(e: &callback::Entry, position: u32) -> CallbackRecord {
         position,
         window_not_before_ms: Some(e.window.not_before.0),
         window_not_after_ms: Some(e.window.not_after.0),
+        language: (!e.language.is_empty()).then(|| e.language.to_string()),
     }
 }
 
@@ -2001,6 +2030,11 @@ fn entry_from_record(r: &CallbackRecord, max_age: Duration) -> Option<callback::
             .announcement_id
             .as_deref()
             .and_then(|a| AnnouncementId::new(a).ok()),
+        language: r
+            .language
+            .as_deref()
+            .and_then(|l| shared::announce::Language::try_from(l).ok())
+            .unwrap_or_default(),
         requested_at: shared::time::UnixMillis(r.requested_at_ms),
         // Records from before windows existed: as soon as possible.
         window: match (r.window_not_before_ms, r.window_not_after_ms) {

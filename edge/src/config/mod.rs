@@ -283,9 +283,17 @@ pub struct Ivr {
     /// **Contract** `ivr.transfer_uri`: where "0 for an agent" sends the caller (`sip:`,
     /// `sips:` or `tel:` URI). Unset: the option is not offered.
     pub transfer_uri: Option<String>,
-    /// `ivr.prompts_dir`: recorded prompts (WAV) replacing the built-in ones. Must be a
+    /// `ivr.prompts_dir`: recorded prompts (WAV) replacing the built-in ones: files directly
+    /// in it are the default language's, `{prompts_dir}/{lang}/` each language's. Must be a
     /// directory when set.
     pub prompts_dir: Option<PathBuf>,
+    /// `ivr.languages`: the languages callers may choose, the default first. Each has
+    /// built-in prompts (`en`, `es`) or every prompt in `{prompts_dir}/{lang}/`. Default
+    /// `["en"]`.
+    pub languages: Vec<String>,
+    /// `ivr.language_by_dialled`: dialled E.164 number → language (one of `ivr.languages`)
+    /// calls to it start in. Default empty.
+    pub language_by_dialled: std::collections::BTreeMap<String, String>,
     /// `ivr.no_input_timeout_ms`: from the end of a prompt to the first key. Default 5000.
     pub no_input_timeout_ms: u32,
     /// `ivr.max_retries`: a step is replayed this many times after no input or an invalid
@@ -311,6 +319,8 @@ impl Default for Ivr {
         Ivr {
             transfer_uri: None,
             prompts_dir: None,
+            languages: vec!["en".to_owned()],
+            language_by_dialled: std::collections::BTreeMap::new(),
             no_input_timeout_ms: 5000,
             max_retries: 2,
             booking_timeout_ms: 5000,
@@ -441,8 +451,33 @@ impl Config {
             country_code: self.ivr.country_code,
             booking_timeout: Duration::from_millis(u64::from(self.ivr.booking_timeout_ms)),
             offer_windows: !self.callbacks.hours.is_empty(),
+            languages: u8::try_from(self.ivr.languages.len().max(1)).unwrap_or(1),
             ..shared::ivr::Config::default()
         }
+    }
+
+    /// The node's languages (`ivr.languages`, `ivr.language_by_dialled`) for the core.
+    /// Entries the validation would refuse are left out.
+    #[must_use]
+    pub fn languages_core(&self) -> shared::node::Languages {
+        let mut out = shared::node::Languages::default();
+        out.tags.clear();
+        for tag in &self.ivr.languages {
+            if let Ok(t) = shared::announce::Language::try_from(tag.as_str()) {
+                let _ = out.tags.push(t);
+            }
+        }
+        if out.tags.is_empty() {
+            out = shared::node::Languages::default();
+        }
+        for (number, tag) in &self.ivr.language_by_dialled {
+            let l = self.ivr.languages.iter().position(|t| t == tag);
+            let l = l.and_then(|l| u8::try_from(l).ok());
+            if let (Ok(n), Some(l)) = (shared::number::PhoneNumber::parse(number), l) {
+                let _ = out.by_dialled.push((n, l));
+            }
+        }
+        out
     }
 
     /// The core callback-queue settings.

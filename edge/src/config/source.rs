@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{Config, ConfigError, ENV_PREFIX};
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &["sip.allow"];
+const LIST_KEYS: &[&str] = &["sip.allow", "ivr.languages"];
 
 /// The `CCEDGE__` variables of the process environment.
 pub(super) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {

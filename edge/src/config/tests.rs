@@ -438,6 +438,42 @@ fn bad_values_name_the_key_and_the_file() {
             "/nonexistent/prompts",
         ),
         (
+            "[ivr]\nlanguages = []".into(),
+            "ivr.languages",
+            "at least one language",
+        ),
+        (
+            "[ivr]\nlanguages = [\"en\", \"es\", \"en\"]".into(),
+            "ivr.languages",
+            "`en` is listed twice",
+        ),
+        (
+            "[ivr]\nlanguages = [\"EN\"]".into(),
+            "ivr.languages",
+            "lower-case language tag",
+        ),
+        (
+            "[ivr]\nlanguages = [\"en\", \"fr\"]".into(),
+            "ivr.languages",
+            "`fr` has no built-in prompts (built in: en, es); set ivr.prompts_dir",
+        ),
+        (
+            "[ivr]\nlanguages = [\"en\", \"es\", \"pt\", \"de\", \"fr\"]".into(),
+            "ivr.languages",
+            "at most 4",
+        ),
+        (
+            "[ivr]\nlanguages = [\"en\", \"es\"]\nlanguage_by_dialled = { \"18005550199\" = \"es\" }"
+                .into(),
+            "ivr.language_by_dialled",
+            "`18005550199` is not an E.164 number",
+        ),
+        (
+            "[ivr]\nlanguage_by_dialled = { \"+18005550199\" = \"es\" }".into(),
+            "ivr.language_by_dialled",
+            "`es` is not one of ivr.languages (en)",
+        ),
+        (
             "[ivr]\nspeech_command = \"  \"".into(),
             "ivr.speech_command",
             "empty",
@@ -1351,4 +1387,51 @@ fn callback_hours_zone_and_holidays() {
             "{toml}: {shown}"
         );
     }
+}
+
+#[test]
+fn languages_reach_the_core() {
+    let c = load_from(None, &env(&[("CCEDGE__IVR__LANGUAGES", "en,es")])).unwrap();
+    assert_eq!(c.ivr.languages, ["en", "es"]);
+    assert_eq!(c.ivr_core().languages, 2);
+    let mut c = c;
+    c.ivr
+        .language_by_dialled
+        .insert("+18005550199".into(), "es".into());
+    c.validate().unwrap();
+    let l = c.languages_core();
+    assert_eq!(
+        l.tags.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        ["en", "es"]
+    );
+    let n = shared::number::PhoneNumber::parse("+18005550199").unwrap();
+    assert_eq!(l.for_dialled(Some(&n)), 1);
+    assert_eq!(
+        Config::default().languages_core(),
+        shared::node::Languages::default()
+    );
+}
+
+#[test]
+fn a_language_without_builtins_needs_a_complete_directory() {
+    let dir = std::env::temp_dir().join(format!("ccedge-cfg-fr-{}", std::process::id()));
+    let fr = dir.join("fr");
+    std::fs::create_dir_all(&fr).unwrap();
+    let mut c = Config::default();
+    c.ivr.languages = vec!["en".into(), "fr".into()];
+    c.ivr.prompts_dir = Some(dir.clone());
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("lacks 75 of them: greeting.wav"), "{e}");
+    for k in edge_prompt_files() {
+        std::fs::write(fr.join(k), b"x").unwrap();
+    }
+    c.validate().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn edge_prompt_files() -> Vec<&'static str> {
+    crate::media::prompts::PromptKey::ALL
+        .iter()
+        .map(|k| k.file_name())
+        .collect()
 }

@@ -3,7 +3,13 @@
 
 use std::path::Path;
 
-use shared::limits::{CALLBACK_QUEUE_CAPACITY, SIP_URI_MAX, SITE_MAX};
+use shared::limits::{
+    CALLBACK_QUEUE_CAPACITY, LANGUAGE_MAX, MAX_LANGUAGES, MAX_LANGUAGE_BY_DIALLED, SIP_URI_MAX,
+    SITE_MAX,
+};
+use shared::number::PhoneNumber;
+
+use crate::media::prompts::{Builtin, PromptKey};
 
 use super::{Config, ConfigError, NODE_ID_MAX, SERVER_HEADER_MAX};
 
@@ -421,11 +427,106 @@ impl Config {
         if let Some(cc) = ivr.country_code {
             range("ivr.country_code", cc, 1, 999)?;
         }
+        self.validate_languages()?;
         if let Some(cmd) = &ivr.speech_command {
             if cmd.trim().is_empty() {
                 return fail("ivr.speech_command", "must not be empty when set");
             }
             no_controls("ivr.speech_command", cmd)?;
+        }
+        Ok(())
+    }
+
+    fn validate_languages(&self) -> Check {
+        let ivr = &self.ivr;
+        let key = "ivr.languages";
+        if ivr.languages.is_empty() {
+            return fail(key, "must name at least one language (the default first)");
+        }
+        if ivr.languages.len() > MAX_LANGUAGES {
+            return fail(
+                key,
+                format!(
+                    "{} languages; at most {MAX_LANGUAGES} (their keys are *, 9, 8, 7)",
+                    ivr.languages.len()
+                ),
+            );
+        }
+        for (i, tag) in ivr.languages.iter().enumerate() {
+            if !language_tag_ok(tag) {
+                return fail(
+                    key,
+                    format!(
+                        "`{tag}` is not a lower-case language tag such as `en`, `es` or `pt-br` \
+                         (at most {LANGUAGE_MAX} bytes)"
+                    ),
+                );
+            }
+            if ivr.languages[..i].contains(tag) {
+                return fail(key, format!("`{tag}` is listed twice"));
+            }
+            if Builtin::from_tag(tag).is_some() {
+                continue;
+            }
+            let builtins = Builtin::ALL
+                .iter()
+                .map(|b| b.tag())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let Some(dir) = &ivr.prompts_dir else {
+                return fail(
+                    key,
+                    format!(
+                        "`{tag}` has no built-in prompts (built in: {builtins}); set \
+                         ivr.prompts_dir and record every prompt in its `{tag}/` directory"
+                    ),
+                );
+            };
+            let sub = dir.join(tag);
+            let missing: Vec<&str> = PromptKey::ALL
+                .iter()
+                .map(|k| k.file_name())
+                .filter(|f| !sub.join(f).is_file())
+                .collect();
+            if !missing.is_empty() {
+                return fail(
+                    key,
+                    format!(
+                        "`{tag}` has no built-in prompts (built in: {builtins}) and `{}` lacks \
+                         {} of them: {}",
+                        sub.display(),
+                        missing.len(),
+                        missing.join(", ")
+                    ),
+                );
+            }
+        }
+        let key = "ivr.language_by_dialled";
+        if ivr.language_by_dialled.len() > MAX_LANGUAGE_BY_DIALLED {
+            return fail(
+                key,
+                format!(
+                    "{} numbers; at most {MAX_LANGUAGE_BY_DIALLED}",
+                    ivr.language_by_dialled.len()
+                ),
+            );
+        }
+        for (number, tag) in &ivr.language_by_dialled {
+            if !number.starts_with('+') || PhoneNumber::parse(number).is_err() {
+                return fail(
+                    key,
+                    format!("`{number}` is not an E.164 number such as `+18005550199`"),
+                );
+            }
+            if !ivr.languages.contains(tag) {
+                return fail(
+                    key,
+                    format!(
+                        "`{number}` = `{tag}`: `{tag}` is not one of ivr.languages ({})",
+                        ivr.languages.join(", ")
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -493,4 +594,19 @@ impl Config {
         }
         w
     }
+}
+
+/// A lower-case language tag: 2–3 letters, then `-` parts of 1–8 letters or digits
+/// (`en`, `es`, `pt-br`, `es-419`).
+fn language_tag_ok(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let first = parts.next().unwrap_or("");
+    tag.len() <= LANGUAGE_MAX
+        && (2..=3).contains(&first.len())
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && parts.all(|p| {
+            (1..=8).contains(&p.len())
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }

@@ -466,12 +466,16 @@ fn ntp_synchronized() -> Option<bool> {
 
 fn prompts(cfg: &Config) -> Check {
     let dir = cfg.ivr.prompts_dir.as_deref();
-    match crate::media::prompts::PromptSet::load(dir) {
+    let langs = cfg.ivr.languages.join(", ");
+    match crate::media::prompts::Prompts::load(&cfg.ivr.languages, dir) {
         Ok(_) => Check::pass(
             "prompts",
             match dir {
-                Some(d) => format!("built-in prompts and overrides in {} decode", d.display()),
-                None => "built-in prompts decode (no ivr.prompts_dir)".to_owned(),
+                Some(d) => format!(
+                    "prompts ({langs}) and overrides in {} decode",
+                    d.display()
+                ),
+                None => format!("built-in prompts ({langs}) decode (no ivr.prompts_dir)"),
             },
         ),
         Err(e) => Check::fail(

@@ -391,6 +391,9 @@ pub struct CallRow {
     pub age_ms: u64,
     /// `PCMU` / `PCMA` once answered.
     pub codec: Option<String>,
+    /// The caller's language (a tag of `ivr.languages`); empty from an older agent.
+    #[serde(default)]
+    pub language: String,
     /// RTP packets sent.
     pub packets_sent: u64,
     /// RTP packets received.

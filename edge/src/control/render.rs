@@ -253,6 +253,7 @@ pub fn calls(rows: &[CallRow]) -> String {
         "STATE",
         "AGE",
         "CODEC",
+        "LANG",
         "SENT",
         "RECEIVED",
         "LOST",
@@ -268,6 +269,11 @@ pub fn calls(rows: &[CallRow]) -> String {
             c.state.clone(),
             duration_s(c.age_ms / 1000),
             opt(c.codec.as_deref()),
+            if c.language.is_empty() {
+                "-".to_owned()
+            } else {
+                c.language.clone()
+            },
             c.packets_sent.to_string(),
             c.packets_received.to_string(),
             c.lost.to_string(),

@@ -428,6 +428,7 @@ fn call_row(c: CallView, reveal: bool) -> CallRow {
         state: c.state,
         age_ms: c.age_ms,
         codec: c.codec.map(str::to_owned),
+        language: c.language,
         packets_sent: c.packets_sent,
         packets_received: c.packets_received,
         lost: c.lost,
@@ -676,6 +677,7 @@ mod tests {
                                 state: "menu".into(),
                                 age_ms: 1500,
                                 codec: Some("PCMU"),
+                                language: "es".into(),
                                 packets_sent: 75,
                                 packets_received: 70,
                                 lost: 2,
@@ -708,6 +710,7 @@ mod tests {
         let rows: Vec<CallRow> = serde_json::from_value(masked).unwrap();
         assert_eq!(rows[0].caller.as_deref(), Some("+1215•••0123"));
         assert_eq!(rows[0].dialled.as_deref(), Some("+18005550100"));
+        assert_eq!(rows[0].language, "es");
         let shown = f.ask(Request::Calls { reveal: true }).await.unwrap();
         assert_eq!(shown[0]["caller"], "+12155550123");
         let ok = f

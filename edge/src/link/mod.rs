@@ -105,6 +105,8 @@ pub struct PendingEvent {
     pub call_seq: u32,
     /// When it happened.
     pub at: UnixMillis,
+    /// The call's language tag (`None` for node-level events).
+    pub language: Option<String>,
     /// What happened.
     pub kind: EventKind,
 }
@@ -135,6 +137,9 @@ pub struct CallbackRequest {
     pub position: u32,
     /// When the caller may be called back (RFC 3339 with the offset of `callbacks.timezone`).
     pub window: WindowJson,
+    /// The caller's language tag (`ivr.languages`); null for a callback booked before the
+    /// node had languages.
+    pub language: Option<String>,
 }
 
 /// A callback window as published: RFC 3339 with the zone's offset.
@@ -146,8 +151,10 @@ pub struct WindowJson {
     pub not_after: String,
 }
 
-/// Work for the link, from the engine.
+/// Work for the link, from the engine. Events are nearly every message: they stay inline (no
+/// allocation each), the rare callback is boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum ToLink {
     /// A call event: sequence, store durably, publish on `…/events`.
     Event(PendingEvent),

@@ -58,6 +58,7 @@ struct Envelope<'a> {
     call_id: Option<String>,
     call_seq: u32,
     at: String,
+    language: Option<&'a str>,
     #[serde(flatten)]
     kind: &'a EventKind,
 }
@@ -80,6 +81,7 @@ pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &Pendi
         call_id: ev.call_id.map(|c| c.to_string()),
         call_seq: ev.call_seq,
         at: rfc3339(ev.at),
+        language: ev.language.as_deref(),
         kind: &ev.kind,
     };
     let v = match serde_json::to_value(&env) {
@@ -91,7 +93,7 @@ pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &Pendi
     };
     // Serializing plain data to a String cannot fail; keep a valid document if it ever did.
     serde_json::to_string(&v).ok().filter(|_| !v.is_null()).unwrap_or_else(|| {
-        format!(r#"{{"event_id":"{event_id}","node":"{node}","site":"{site}","seq":{seq},"call_id":null,"call_seq":0,"at":"{}","type":"{}","data":{{}}}}"#, rfc3339(ev.at), ev.kind.type_str())
+        format!(r#"{{"event_id":"{event_id}","node":"{node}","site":"{site}","seq":{seq},"call_id":null,"call_seq":0,"at":"{}","language":null,"type":"{}","data":{{}}}}"#, rfc3339(ev.at), ev.kind.type_str())
     })
 }
 
@@ -224,6 +226,7 @@ impl Events {
         if let Some((from, to)) = seq.restart_gap() {
             tracing::info!(from, to, "seq numbers skipped by the restart");
             self.waiting.push_front(PendingEvent {
+                language: None,
                 call_id: None,
                 call_seq: 0,
                 at: crate::clock::wall_now(),
@@ -355,6 +358,7 @@ impl Events {
             match o {
                 Output::Delete { below } => self.delete_below(below).await,
                 Output::Skipped { from, to, reason } => self.waiting.push_back(PendingEvent {
+                    language: None,
                     call_id: None,
                     call_seq: 0,
                     at: crate::clock::wall_now(),
@@ -584,6 +588,7 @@ mod tests {
     #[test]
     fn envelope_has_exactly_the_contract_fields() {
         let ev = PendingEvent {
+            language: Some("es".to_owned()),
             call_id: Some(CallId(0xab)),
             call_seq: 4,
             at: UnixMillis(1_795_413_662_345),
@@ -600,11 +605,15 @@ mod tests {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["at", "call_id", "call_seq", "data", "event_id", "node", "seq", "site", "type"]
+            [
+                "at", "call_id", "call_seq", "data", "event_id", "language", "node", "seq", "site",
+                "type"
+            ]
         );
         assert_eq!(v["event_id"], "pi-001-0000000000001234-18234");
         assert_eq!(v["call_id"], "00000000000000ab");
         assert_eq!(v["call_seq"], 4);
+        assert_eq!(v["language"], "es");
         assert_eq!(v["seq"], 18234);
         assert_eq!(v["at"], "2026-11-23T06:01:02.345Z");
         assert_eq!(v["type"], "seq.skipped");
@@ -613,11 +622,13 @@ mod tests {
             serde_json::json!({"from":3,"to":9,"reason":"restart"})
         );
         let none = PendingEvent {
+            language: None,
             call_id: None,
             ..ev
         };
         let v: serde_json::Value = serde_json::from_str(&render("n", "s", 1, 1, &none)).unwrap();
         assert!(v["call_id"].is_null());
+        assert!(v["language"].is_null());
     }
 
     #[tokio::test]
@@ -629,6 +640,7 @@ mod tests {
         ));
         let store = StoreHandle::open(&dir).unwrap();
         let ev = |at: i64| PendingEvent {
+            language: None,
             call_id: Some(CallId(1)),
             call_seq: 1,
             at: UnixMillis(at),

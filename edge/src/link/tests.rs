@@ -347,6 +347,7 @@ impl Node {
         self.handle
             .tx
             .send(ToLink::Event(PendingEvent {
+                language: None,
                 call_id: Some(CallId(call)),
                 call_seq,
                 at: UnixMillis(1_795_413_662_345),
@@ -475,7 +476,10 @@ async fn events_go_out_in_seq_order_ack_deletes_replay_resends() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["at", "call_id", "call_seq", "data", "event_id", "node", "seq", "site", "type"]
+            [
+                "at", "call_id", "call_seq", "data", "event_id", "language", "node", "seq", "site",
+                "type"
+            ]
         );
         assert_eq!(v["node"], "pi-001");
         assert_eq!(v["site"], "phl");
@@ -987,6 +991,7 @@ async fn callbacks_are_published_synced_and_their_state_comes_back() {
             not_before: "2026-11-23T08:00:00-05:00".into(),
             not_after: "2026-11-23T12:00:00-05:00".into(),
         },
+        language: Some("es".into()),
     };
     node.handle
         .tx

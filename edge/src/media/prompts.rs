@@ -1,9 +1,11 @@
 //! The IVR's recorded prompts and how a [`Prompt`] playlist becomes audio.
 //!
-//! Every recorded prompt is one file `<key>.wav` ([`PromptKey::file_name`]). The built-in set
-//! (`edge/prompts/`, made by `deploy/prompts/make-prompts.sh`) is compiled into the binary; a
-//! site can replace any of them by putting a file of the same name in the prompts directory
-//! (`PromptSet::load`). Files are decoded once ([`crate::media::audio`]) and shared by all
+//! Every recorded prompt is one file `<key>.wav` ([`PromptKey::file_name`]). There is one set
+//! per language ([`PromptSet`]); [`Prompts`] holds the sets of `ivr.languages`, in their
+//! order. The built-in sets (`edge/prompts/en/`, `edge/prompts/es/`, made by
+//! `deploy/prompts/make-prompts.sh`; [`Builtin`]) are compiled into the binary; a site can
+//! replace any of them by putting a file of the same name in the prompts directory
+//! ([`Prompts::load`]). Files are decoded once ([`crate::media::audio`]) and shared by all
 //! calls as `Arc<Frames>`.
 //!
 //! ## From [`Prompt`] to recorded pieces ([`PromptSet::expand`])
@@ -30,19 +32,26 @@
 //! | `Transferring` | `transferring` "Transferring you to an agent." |
 //! | `TransferFailed` | `transfer_failed` "Sorry, the transfer failed." |
 //! | `Goodbye` | `goodbye` "Thank you. Goodbye." |
+//! | `LanguageOffer(l)` | from language `l`'s set: `language_offer` "For English, press" / "Para español, oprima", then the spoken key of `l` (`star` / `digit_9` …, [`shared::ivr::language_key`]) |
 //!
 //! So the booking confirmation `[Booked, YouAreNumber, Number(12), Goodbye]` plays "Your call
 //! back is booked. You are number one two in the queue. Thank you. Goodbye." The built-in
 //! recordings end with a short pause (0.12 s after a key, 0.22 s after a sentence) so pieces
 //! played back to back sound natural; replacement files should do the same.
 //!
+//! Every other prompt of a call is played from the set of the call's language.
+//!
 //! ## Overrides
 //!
-//! [`PromptSet::load`] starts from the built-ins and replaces each one for which the
-//! directory holds `<key>.wav` (exact, lower-case name). A replacement that cannot be read or
-//! decoded fails the load with an error naming the file, so a bad recording is caught at
-//! start-up rather than on a live call. Other entries in the directory are ignored and
-//! reported in [`PromptSet::warnings`].
+//! [`Prompts::load`] starts each language from its built-ins and replaces each one for which
+//! the directory holds `<key>.wav` (exact, lower-case name): `ivr.prompts_dir/{lang}/` for
+//! language `lang`, and for the default language (the first) also the files directly in
+//! `ivr.prompts_dir/` (as before there were languages; a file in `{dir}/{default}/` wins).
+//! A language without built-ins must have every prompt in `ivr.prompts_dir/{lang}/`. A
+//! replacement that cannot be read or decoded fails the load with an error naming the file,
+//! so a bad recording is caught at start-up rather than on a live call. Other entries in the
+//! directory are ignored and reported in [`PromptSet::warnings`] (the language
+//! subdirectories excepted).
 
 // `edge` is a std crate: `Arc` comes from std like everything else here.
 #![allow(clippy::std_instead_of_alloc)]
@@ -54,7 +63,7 @@ use std::sync::Arc;
 use shared::callback::window::{Clock, DayPart, DayRef, Weekday};
 use shared::dtmf::Digit;
 use shared::ids::AnnouncementHandle;
-use shared::ivr::Prompt;
+use shared::ivr::{language_key, Prompt};
 
 use super::audio::{AudioError, Frames, MAX_WAV_BYTES};
 
@@ -78,10 +87,15 @@ macro_rules! prompt_keys {
                 }
             }
 
-            /// The built-in recording, compiled in from `edge/prompts/`.
-            fn builtin_wav(self) -> &'static [u8] {
-                match self {
-                    $(PromptKey::$variant => include_bytes!(concat!("../../prompts/", $file, ".wav")),)*
+            /// The built-in recording in `lang`, compiled in from `edge/prompts/{lang}/`.
+            fn builtin_wav(self, lang: Builtin) -> &'static [u8] {
+                match lang {
+                    Builtin::En => match self {
+                        $(PromptKey::$variant => include_bytes!(concat!("../../prompts/en/", $file, ".wav")),)*
+                    },
+                    Builtin::Es => match self {
+                        $(PromptKey::$variant => include_bytes!(concat!("../../prompts/es/", $file, ".wav")),)*
+                    },
                 }
             }
         }
@@ -237,6 +251,37 @@ prompt_keys! {
     Number40 => "number_40",
     /// "fifty"
     Number50 => "number_50",
+    /// "For English, press" (the language's own key follows), spoken in the set's language.
+    LanguageOffer => "language_offer",
+}
+
+/// A language whose prompts are built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// English (`en`, espeak-ng voice en-us).
+    En,
+    /// Spanish (`es`, espeak-ng voice es).
+    Es,
+}
+
+impl Builtin {
+    /// Every built-in language.
+    pub const ALL: &'static [Builtin] = &[Builtin::En, Builtin::Es];
+
+    /// Its tag in `ivr.languages`.
+    #[must_use]
+    pub const fn tag(self) -> &'static str {
+        match self {
+            Builtin::En => "en",
+            Builtin::Es => "es",
+        }
+    }
+
+    /// The built-in language tagged `tag` (exactly, lower case).
+    #[must_use]
+    pub fn from_tag(tag: &str) -> Option<Builtin> {
+        Builtin::ALL.iter().copied().find(|b| b.tag() == tag)
+    }
 }
 
 impl PromptKey {
@@ -359,6 +404,11 @@ impl PromptKey {
                 },
             ],
             Prompt::Clock(c) => K::clock(c),
+            Prompt::LanguageOffer(l) => {
+                let mut v = vec![K::LanguageOffer];
+                v.extend(language_key(l).map(K::digit));
+                v
+            }
         }
     }
 
@@ -469,6 +519,20 @@ pub enum PromptsError {
         /// What is wrong with it.
         source: AudioError,
     },
+    /// A language without built-in prompts lacks some in its directory.
+    #[error(
+        "language {language} has no built-in prompts and {} lacks {}",
+        dir.display(),
+        missing.iter().map(|k| k.file_name()).collect::<Vec<_>>().join(", ")
+    )]
+    Incomplete {
+        /// The language tag.
+        language: String,
+        /// Where its prompts were looked for (`ivr.prompts_dir/{lang}/`).
+        dir: PathBuf,
+        /// The prompts not found there.
+        missing: Vec<PromptKey>,
+    },
 }
 
 /// Something in the overrides directory that was ignored.
@@ -503,16 +567,25 @@ pub struct PromptSet {
 }
 
 impl PromptSet {
-    /// The built-in prompts only.
+    /// The built-in English prompts only.
     ///
     /// # Errors
     ///
     /// [`AudioError`] when a compiled-in recording does not decode (a build defect; the
     /// tests decode every one).
     pub fn builtin() -> Result<PromptSet, AudioError> {
+        PromptSet::builtin_in(Builtin::En)
+    }
+
+    /// The built-in prompts of `lang` only.
+    ///
+    /// # Errors
+    ///
+    /// As [`PromptSet::builtin`].
+    pub fn builtin_in(lang: Builtin) -> Result<PromptSet, AudioError> {
         let frames = PromptKey::ALL
             .iter()
-            .map(|k| Frames::from_wav(k.builtin_wav()))
+            .map(|k| Frames::from_wav(k.builtin_wav(lang)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PromptSet {
             frames,
@@ -521,27 +594,47 @@ impl PromptSet {
         })
     }
 
-    /// The built-ins, with each `<key>.wav` found in `overrides_dir` replacing its built-in.
-    /// Other directory entries are ignored and listed in [`PromptSet::warnings`] (and
-    /// logged).
+    /// The English built-ins, with each `<key>.wav` found in `overrides_dir` replacing its
+    /// built-in (one language; [`Prompts::load`] does every language). Other directory
+    /// entries are ignored and listed in [`PromptSet::warnings`] (and logged).
     ///
     /// # Errors
     ///
     /// [`PromptsError`] naming the directory when it cannot be listed, or the file when a
     /// replacement cannot be read, is larger than the WAV limit, or does not decode.
     pub fn load(overrides_dir: Option<&Path>) -> Result<PromptSet, PromptsError> {
-        let mut set = PromptSet::builtin().map_err(|source| {
-            // Name the failing built-in precisely.
+        let mut set = PromptSet::builtin_named(Builtin::En)?;
+        if let Some(dir) = overrides_dir {
+            set.apply_dir(dir, &[])?;
+        }
+        Ok(set)
+    }
+
+    /// The built-ins of `lang`, a failure naming the prompt that does not decode.
+    fn builtin_named(lang: Builtin) -> Result<PromptSet, PromptsError> {
+        PromptSet::builtin_in(lang).map_err(|source| {
             let key = PromptKey::ALL
                 .iter()
                 .copied()
-                .find(|k| Frames::from_wav(k.builtin_wav()).is_err())
+                .find(|k| Frames::from_wav(k.builtin_wav(lang)).is_err())
                 .unwrap_or(PromptKey::Greeting);
             PromptsError::Builtin { key, source }
-        })?;
-        let Some(dir) = overrides_dir else {
-            return Ok(set);
-        };
+        })
+    }
+
+    /// A set with no recordings yet (silence), for a language without built-ins.
+    fn silent() -> PromptSet {
+        let none = Arc::new(Frames::silence(0));
+        PromptSet {
+            frames: PromptKey::ALL.iter().map(|_| Arc::clone(&none)).collect(),
+            overridden: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Replaces the prompts `dir` holds a `<key>.wav` for. Subdirectories named in `skip`
+    /// (the other languages' directories) are passed over without a warning.
+    fn apply_dir(&mut self, dir: &Path, skip: &[String]) -> Result<(), PromptsError> {
         let dir_err = |source| PromptsError::Dir {
             dir: dir.to_path_buf(),
             source,
@@ -553,18 +646,18 @@ impl PromptSet {
             .map_err(dir_err)?;
         entries.sort();
         for path in entries {
-            let key = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(PromptKey::from_file_name);
-            let Some(key) = key else {
+            let name = path.file_name().and_then(|n| n.to_str());
+            if path.is_dir() && name.is_some_and(|n| skip.iter().any(|l| l == n)) {
+                continue;
+            }
+            let Some(key) = name.and_then(PromptKey::from_file_name) else {
                 tracing::warn!(file = %path.display(), "prompts: ignoring a file that is not a prompt");
-                set.warnings.push(PromptsWarning::UnknownFile(path));
+                self.warnings.push(PromptsWarning::UnknownFile(path));
                 continue;
             };
             if !path.is_file() {
                 tracing::warn!(file = %path.display(), "prompts: ignoring a non-file");
-                set.warnings.push(PromptsWarning::NotAFile(path));
+                self.warnings.push(PromptsWarning::NotAFile(path));
                 continue;
             }
             let frames = read_override(&path)?;
@@ -573,12 +666,13 @@ impl PromptSet {
                 seconds = frames.duration().as_secs_f32(),
                 "prompts: replacing the built-in"
             );
-            if let Some(slot) = set.frames.get_mut(key as usize) {
+            if let Some(slot) = self.frames.get_mut(key as usize) {
                 *slot = frames;
             }
-            set.overridden.push(key);
+            self.overridden.retain(|k| *k != key);
+            self.overridden.push(key);
         }
-        Ok(set)
+        Ok(())
     }
 
     /// The audio for one prompt.
@@ -612,13 +706,28 @@ impl PromptSet {
         playlist: &[Prompt],
         announcement: &dyn Fn(AnnouncementHandle) -> Option<Arc<Frames>>,
     ) -> Vec<Arc<Frames>> {
+        self.expand_offering(playlist, announcement, &|_| None)
+    }
+
+    /// [`PromptSet::expand`], with each `LanguageOffer(l)` played from `offer(l)` (this set
+    /// when `None`).
+    fn expand_offering<'a>(
+        &'a self,
+        playlist: &[Prompt],
+        announcement: &dyn Fn(AnnouncementHandle) -> Option<Arc<Frames>>,
+        offer: &dyn Fn(u8) -> Option<&'a PromptSet>,
+    ) -> Vec<Arc<Frames>> {
         let mut out = Vec::with_capacity(playlist.len() + 4);
         let mut previous = None;
         for &prompt in playlist {
             match prompt {
                 Prompt::Announcement(h) => out.extend(announcement(h)),
                 p => {
-                    out.extend(PromptKey::pieces(p).into_iter().map(|k| self.get(k)));
+                    let set = match p {
+                        Prompt::LanguageOffer(l) => offer(l).unwrap_or(self),
+                        _ => self,
+                    };
+                    out.extend(PromptKey::pieces(p).into_iter().map(|k| set.get(k)));
                     if matches!(p, Prompt::Number(_)) && previous == Some(Prompt::YouAreNumber) {
                         out.push(self.get(PromptKey::InTheQueue));
                     }
@@ -627,6 +736,120 @@ impl PromptSet {
             previous = Some(prompt);
         }
         out
+    }
+}
+
+/// The prompt sets of every configured language, in `ivr.languages` order (index 0 is the
+/// default); immutable after loading, cheap to share.
+#[derive(Debug, Clone)]
+pub struct Prompts {
+    /// The default language's tag and set.
+    default: (String, PromptSet),
+    /// The other languages', in order.
+    others: Vec<(String, PromptSet)>,
+}
+
+impl Prompts {
+    /// English only, built in.
+    ///
+    /// # Errors
+    /// As [`PromptSet::builtin`].
+    pub fn builtin() -> Result<Prompts, AudioError> {
+        Ok(Prompts {
+            default: (Builtin::En.tag().to_owned(), PromptSet::builtin()?),
+            others: Vec::new(),
+        })
+    }
+
+    /// The sets of `languages` (tags, the default first; empty means `["en"]`), each from its
+    /// built-ins replaced by the files of `overrides_dir` (see the module docs, "Overrides").
+    ///
+    /// # Errors
+    /// [`PromptsError`] as [`PromptSet::load`], and [`PromptsError::Incomplete`] for a
+    /// language without built-ins whose directory lacks prompts.
+    pub fn load(
+        languages: &[String],
+        overrides_dir: Option<&Path>,
+    ) -> Result<Prompts, PromptsError> {
+        let default = [Builtin::En.tag().to_owned()];
+        let languages = if languages.is_empty() {
+            &default[..]
+        } else {
+            languages
+        };
+        let mut sets = Vec::with_capacity(languages.len());
+        for (i, tag) in languages.iter().enumerate() {
+            let builtin = Builtin::from_tag(tag);
+            let mut set = match builtin {
+                Some(b) => PromptSet::builtin_named(b)?,
+                None => PromptSet::silent(),
+            };
+            let sub = overrides_dir.map(|d| d.join(tag));
+            if let Some(dir) = overrides_dir {
+                if i == 0 {
+                    set.apply_dir(dir, languages)?;
+                }
+            }
+            if let Some(sub) = sub.as_deref().filter(|p| p.is_dir()) {
+                set.apply_dir(sub, &[])?;
+            }
+            if builtin.is_none() {
+                let missing: Vec<PromptKey> = PromptKey::ALL
+                    .iter()
+                    .copied()
+                    .filter(|k| !set.overridden.contains(k))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(PromptsError::Incomplete {
+                        language: tag.clone(),
+                        dir: sub.unwrap_or_else(|| PathBuf::from(tag)),
+                        missing,
+                    });
+                }
+            }
+            sets.push((tag.clone(), set));
+        }
+        let mut sets = sets.into_iter();
+        let default = sets
+            .next()
+            .unwrap_or_else(|| (Builtin::En.tag().to_owned(), PromptSet::silent()));
+        Ok(Prompts {
+            default,
+            others: sets.collect(),
+        })
+    }
+
+    /// The set of language `l` (the default's when out of range).
+    #[must_use]
+    pub fn language(&self, l: u8) -> &PromptSet {
+        self.get(l).unwrap_or(&self.default.1)
+    }
+
+    fn get(&self, l: u8) -> Option<&PromptSet> {
+        match usize::from(l) {
+            0 => Some(&self.default.1),
+            i => self.others.get(i - 1).map(|(_, s)| s),
+        }
+    }
+
+    /// The languages' tags and sets, the default first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &PromptSet)> {
+        core::iter::once(&self.default)
+            .chain(&self.others)
+            .map(|(t, s)| (t.as_str(), s))
+    }
+
+    /// The audio segments that play `playlist` to a caller in language `l`: every prompt from
+    /// that language's set, a `LanguageOffer` from the set of the language it offers.
+    #[must_use]
+    pub fn expand(
+        &self,
+        l: u8,
+        playlist: &[Prompt],
+        announcement: &dyn Fn(AnnouncementHandle) -> Option<Arc<Frames>>,
+    ) -> Vec<Arc<Frames>> {
+        self.language(l)
+            .expand_offering(playlist, announcement, &|o| self.get(o))
     }
 }
 
@@ -694,7 +917,7 @@ mod tests {
 
     #[test]
     fn keys_and_file_names_are_consistent() {
-        assert_eq!(PromptKey::ALL.len(), 74);
+        assert_eq!(PromptKey::ALL.len(), 75);
         for (i, &k) in PromptKey::ALL.iter().enumerate() {
             assert_eq!(k as usize, i, "ALL is in declaration order");
             let name = k.file_name();
@@ -715,23 +938,37 @@ mod tests {
 
     #[test]
     fn every_file_in_edge_prompts_is_a_key_and_every_key_has_a_file() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
-        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+        let mut langs: Vec<String> = std::fs::read_dir(&root)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        on_disk.sort();
-        let mut keys: Vec<String> = PromptKey::ALL
-            .iter()
-            .map(|k| k.file_name().to_owned())
-            .collect();
-        keys.sort();
-        assert_eq!(on_disk, keys);
+        langs.sort();
+        assert_eq!(langs, ["en", "es"], "one directory per built-in language");
+        for b in Builtin::ALL {
+            let mut on_disk: Vec<String> = std::fs::read_dir(root.join(b.tag()))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            on_disk.sort();
+            let mut keys: Vec<String> = PromptKey::ALL
+                .iter()
+                .map(|k| k.file_name().to_owned())
+                .collect();
+            keys.sort();
+            assert_eq!(on_disk, keys, "{}", b.tag());
+        }
     }
 
     #[test]
     fn every_builtin_prompt_loads_is_audible_and_reasonably_long() {
-        let set = PromptSet::builtin().unwrap();
+        for &b in Builtin::ALL {
+            builtin_set_is_audible_and_reasonably_long(b);
+        }
+    }
+
+    fn builtin_set_is_audible_and_reasonably_long(b: Builtin) {
+        let set = PromptSet::builtin_in(b).unwrap();
         let mut total = core::time::Duration::ZERO;
         for &k in PromptKey::ALL {
             let f = set.get(k);
@@ -749,17 +986,144 @@ mod tests {
             }
             total += f.duration();
         }
-        // The whole set is about 50 s of speech.
-        assert!(total.as_secs() > 20 && total.as_secs() < 80, "{total:?}");
+        // The whole set is about 90 s of speech (50 s before the callback-window words).
+        assert!(total.as_secs() > 40 && total.as_secs() < 120, "{total:?}");
         assert!(set.warnings().is_empty() && set.overridden().is_empty());
     }
 
     #[test]
     fn builtin_files_stay_small() {
-        let total: usize = PromptKey::ALL.iter().map(|k| k.builtin_wav().len()).sum();
-        // About 600 kB: 8 kHz mu-law is 8 kB per second of speech (the callback-window words
-        // added about 200 kB).
-        assert!(total < 768 * 1024, "built-in prompts take {total} bytes");
+        for &b in Builtin::ALL {
+            let total: usize = PromptKey::ALL.iter().map(|k| k.builtin_wav(b).len()).sum();
+            assert!(
+                total < 768 * 1024,
+                "built-in {} prompts take {total} bytes",
+                b.tag()
+            );
+        }
+    }
+
+    #[test]
+    fn spanish_is_built_in_and_differs_from_english() {
+        let en = PromptSet::builtin_in(Builtin::En).unwrap();
+        let es = PromptSet::builtin_in(Builtin::Es).unwrap();
+        for &k in PromptKey::ALL {
+            if matches!(
+                k,
+                PromptKey::KeyA | PromptKey::KeyB | PromptKey::KeyC | PromptKey::KeyD
+            ) {
+                continue;
+            }
+            assert_ne!(
+                *en.get(k),
+                *es.get(k),
+                "{k} is the same recording in en and es"
+            );
+        }
+        assert_eq!(Builtin::from_tag("es"), Some(Builtin::Es));
+        assert_eq!(Builtin::from_tag("ES"), None);
+        assert_eq!(Builtin::from_tag("fr"), None);
+    }
+
+    fn tags(t: &[&str]) -> Vec<String> {
+        t.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn each_language_plays_its_own_set_and_offers_speak_the_offered_language() {
+        let p = Prompts::load(&tags(&["en", "es"]), None).unwrap();
+        let (en, es) = (p.language(0), p.language(1));
+        let none = |_: AnnouncementHandle| -> Option<Arc<Frames>> { None };
+        let list = [
+            Prompt::LanguageOffer(1),
+            Prompt::Greeting,
+            Prompt::Menu {
+                callback: true,
+                transfer: false,
+            },
+        ];
+        let segs = p.expand(0, &list, &none);
+        let want = [
+            es.get(PromptKey::LanguageOffer),
+            es.get(PromptKey::Digit9),
+            en.get(PromptKey::Greeting),
+            en.get(PromptKey::MenuCallback),
+            en.get(PromptKey::MenuRepeat),
+        ];
+        assert_eq!(segs.len(), want.len());
+        assert!(segs.iter().zip(&want).all(|(a, b)| Arc::ptr_eq(a, b)));
+        // A Spanish caller: Spanish prompts, the English offer names `*` in English.
+        let segs = p.expand(1, &[Prompt::LanguageOffer(0), Prompt::Goodbye], &none);
+        let want = [
+            en.get(PromptKey::LanguageOffer),
+            en.get(PromptKey::Star),
+            es.get(PromptKey::Goodbye),
+        ];
+        assert!(segs.iter().zip(&want).all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert_eq!(segs.len(), 3);
+        // Out of range: the default.
+        assert!(Arc::ptr_eq(
+            &p.language(9).get(PromptKey::Goodbye),
+            &en.get(PromptKey::Goodbye)
+        ));
+    }
+
+    #[test]
+    fn overrides_per_language_and_the_flat_directory_is_the_default_language() {
+        let dir = TempDir::new("langs");
+        std::fs::write(dir.0.join("greeting.wav"), tone_wav(8000)).unwrap();
+        std::fs::create_dir(dir.0.join("es")).unwrap();
+        std::fs::write(dir.0.join("es").join("greeting.wav"), tone_wav(1600)).unwrap();
+        std::fs::create_dir(dir.0.join("en")).unwrap();
+        std::fs::write(dir.0.join("en").join("goodbye.wav"), tone_wav(800)).unwrap();
+        let p = Prompts::load(&tags(&["en", "es"]), Some(&dir.0)).unwrap();
+        let (en, es) = (p.language(0), p.language(1));
+        assert_eq!(en.get(PromptKey::Greeting).len(), 50);
+        assert_eq!(en.get(PromptKey::Goodbye).len(), 5);
+        assert_eq!(es.get(PromptKey::Greeting).len(), 10);
+        assert_eq!(en.overridden(), &[PromptKey::Greeting, PromptKey::Goodbye]);
+        assert_eq!(es.overridden(), &[PromptKey::Greeting]);
+        assert!(en.warnings().is_empty(), "{:?}", en.warnings());
+        let builtin_es = PromptSet::builtin_in(Builtin::Es).unwrap();
+        assert_eq!(
+            *es.get(PromptKey::Goodbye),
+            *builtin_es.get(PromptKey::Goodbye)
+        );
+        // With Spanish first, the flat files are Spanish.
+        let p = Prompts::load(&tags(&["es", "en"]), Some(&dir.0)).unwrap();
+        assert_eq!(
+            p.language(0).get(PromptKey::Greeting).len(),
+            10,
+            "es/ wins over flat"
+        );
+        assert_eq!(p.language(1).get(PromptKey::Greeting).len(), builtin_len());
+    }
+
+    fn builtin_len() -> usize {
+        PromptSet::builtin().unwrap().get(PromptKey::Greeting).len()
+    }
+
+    #[test]
+    fn a_language_without_builtins_needs_every_prompt() {
+        let dir = TempDir::new("fr");
+        let fr = dir.0.join("fr");
+        std::fs::create_dir(&fr).unwrap();
+        for k in PromptKey::ALL.iter().skip(2) {
+            std::fs::write(fr.join(k.file_name()), tone_wav(160)).unwrap();
+        }
+        let err = Prompts::load(&tags(&["en", "fr"]), Some(&dir.0)).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("language fr") && msg.contains("greeting.wav, menu_callback.wav"),
+            "{msg}"
+        );
+        assert!(matches!(err, PromptsError::Incomplete { ref missing, .. } if missing.len() == 2));
+        for k in PromptKey::ALL.iter().take(2) {
+            std::fs::write(fr.join(k.file_name()), tone_wav(160)).unwrap();
+        }
+        let p = Prompts::load(&tags(&["en", "fr"]), Some(&dir.0)).unwrap();
+        assert_eq!(p.language(1).get(PromptKey::Goodbye).len(), 1);
+        assert!(Prompts::load(&tags(&["fr"]), None).is_err());
     }
 
     fn keys_of(set: &PromptSet, segs: &[Arc<Frames>]) -> Vec<Option<PromptKey>> {

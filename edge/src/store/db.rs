@@ -49,16 +49,19 @@ CREATE TABLE outbox (
 );
 ";
 
-/// Version 2: the callback window (NULL in rows written by version 1: as soon as possible).
+/// Version 2: the caller's language and the callback window (`NULL` in rows written by
+/// version 1: no language known, as soon as possible).
 const SCHEMA_V2: &str = "
+ALTER TABLE callbacks ADD COLUMN language TEXT;
 ALTER TABLE callbacks ADD COLUMN window_not_before_ms INTEGER;
 ALTER TABLE callbacks ADD COLUMN window_not_after_ms INTEGER;
 ";
 
 const INSERT_CALLBACK: &str = "INSERT INTO callbacks (callback_id, call_id, caller, \
      callback_number, dialled, announcement_id, requested_at_ms, state, state_at_ms, position, \
-     window_not_before_ms, window_not_after_ms) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (callback_id) DO NOTHING";
+     language, window_not_before_ms, window_not_after_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+     ON CONFLICT (callback_id) DO NOTHING";
 
 /// One booked callback as the node keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -83,6 +86,9 @@ pub struct CallbackRecord {
     pub state_at_ms: i64,
     /// The queue position the caller was told.
     pub position: u32,
+    /// The caller's language tag (`None` for records stored before languages).
+    #[serde(default)]
+    pub language: Option<String>,
     /// When the caller may be called back: not before (Unix milliseconds). `None` in
     /// records written before windows existed: as soon as possible.
     #[serde(default)]
@@ -247,7 +253,7 @@ impl Store {
             // which already existed).
             return Ok(());
         }
-        // Future versions: `if found < 2 { … }` steps, each in this same transaction.
+        // Each step in this same transaction.
         if found < 1 {
             tx.execute_batch(SCHEMA_V1).map_err(err)?;
         }
@@ -407,7 +413,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT callback_id, call_id, caller, callback_number, dialled, \
-                 announcement_id, requested_at_ms, state, state_at_ms, position, \
+                 announcement_id, requested_at_ms, state, state_at_ms, position, language, \
                  window_not_before_ms, window_not_after_ms \
                  FROM callbacks ORDER BY requested_at_ms, seq",
             )
@@ -425,8 +431,9 @@ impl Store {
                     state: row.get(7)?,
                     state_at_ms: row.get(8)?,
                     position: row.get(9)?,
-                    window_not_before_ms: row.get(10)?,
-                    window_not_after_ms: row.get(11)?,
+                    language: row.get(10)?,
+                    window_not_before_ms: row.get(11)?,
+                    window_not_after_ms: row.get(12)?,
                 })
             })
             .map_err(|e| self.err(&e))?;
@@ -612,6 +619,7 @@ fn insert_one(conn: &Connection, rec: &CallbackRecord) -> rusqlite::Result<usize
         rec.state,
         rec.state_at_ms,
         rec.position,
+        rec.language,
         rec.window_not_before_ms,
         rec.window_not_after_ms,
     ])

@@ -115,6 +115,9 @@ pub(crate) struct CallPlan {
     pub(crate) offer: Offer,
     /// What the caller does.
     pub(crate) script: Script,
+    /// The caller presses 9 for Spanish as soon as the greeting starts, then follows its
+    /// script in Spanish (the expected audio is then the Spanish announcement's).
+    pub(crate) spanish: bool,
 }
 
 /// How a call went.
@@ -444,20 +447,31 @@ async fn script(
     progress: &mut watch::Receiver<Media>,
     r: &mut CallResult,
 ) -> Result<(), String> {
-    // Listen until the last frame of the announcement arrived (or it clearly is not coming).
-    let total = expected.len();
-    let limit = Instant::now() + expected.duration() + Duration::from_secs(3);
-    let _ = tokio::time::timeout_at(limit, progress.wait_for(|m| m.heard >= total)).await;
-    let from = progress.borrow().from.unwrap_or(agent_rtp);
     let mut tx = Sender {
         sock: Arc::clone(rtp),
-        to: from,
+        to: agent_rtp,
         law,
         seq: 1000,
         ts: 80_000,
         ssrc: Ssrc(0x6a7e_0000 | (plan.n as u32 & 0xffff)),
     };
     let io = |e: std::io::Error| format!("RTP send: {e}");
+    if plan.spanish {
+        // "Para español, oprima nueve" opens the greeting: 9 as soon as the audio starts.
+        let first = Instant::now() + Duration::from_secs(3);
+        let _ = tokio::time::timeout_at(first, progress.wait_for(|m| m.packets > 0)).await;
+        tx.to = progress.borrow().from.unwrap_or(agent_rtp);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.silence(3).await.map_err(io)?;
+        tx.key(Digit::D9).await.map_err(io)?;
+        r.keys.push('9');
+    }
+    // Listen until the last frame of the announcement arrived (or it clearly is not coming);
+    // the language offer plays before it.
+    let total = expected.len();
+    let limit = Instant::now() + expected.duration() + Duration::from_secs(6);
+    let _ = tokio::time::timeout_at(limit, progress.wait_for(|m| m.heard >= total)).await;
+    tx.to = progress.borrow().from.unwrap_or(agent_rtp);
     let keys: Vec<(Digit, u64)> = match &plan.script {
         Script::Listen => Vec::new(),
         // "1" barges into the menu, "1" into the confirmation, then into the times offered.

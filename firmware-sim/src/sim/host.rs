@@ -188,6 +188,8 @@ impl Host {
             },
             max_calls: params.max_calls,
             hours: Box::leak(Box::new(callback::window::Hours::always())),
+            // One language: the simulated callers do not choose one.
+            languages: node::Languages::default(),
         };
         Host {
             disk: Disk::default(),
@@ -964,7 +966,7 @@ impl Live {
                     }
                 }
             }
-            Output::Play { call, playlist } => self.play(ctx, epoch, call, playlist)?,
+            Output::Play { call, playlist, .. } => self.play(ctx, epoch, call, playlist)?,
             Output::StopPlayback { call } => {
                 if let Some(io) = self.calls.get_mut(&call) {
                     io.play_gen += 1;
@@ -1152,6 +1154,7 @@ fn node_event(at: UnixMillis, kind: EventKind) -> NodeEvent {
         call_id: None,
         call_seq: 0,
         at,
+        language: None,
         kind,
     }
 }

@@ -43,6 +43,7 @@ pub(crate) fn prompt_length(p: &Prompt, ann: impl Fn(u32) -> Duration) -> Durati
         | Prompt::WindowAnd
         | Prompt::Day(_)
         | Prompt::Clock(_) => 500,
+        Prompt::LanguageOffer(_) => 1_600,
     };
     Duration::from_millis(ms)
 }

@@ -125,6 +125,7 @@ fn record(id: &str, call: u64, requested_at: i64) -> Entry {
         caller: None,
         dialled: None,
         announcement: None,
+        language: Default::default(),
         requested_at: UnixMillis(requested_at),
         window: shared::callback::Window::asap(
             UnixMillis(requested_at),

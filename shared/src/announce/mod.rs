@@ -517,6 +517,20 @@ impl AnnouncementSet {
         dialled: Option<&PhoneNumber>,
         caller: Option<&PhoneNumber>,
     ) -> Vec<AnnouncementHandle, IVR_MAX_ANNOUNCEMENTS_PER_CALL> {
+        self.select_where(now_wall, site, dialled, caller, |_| true)
+    }
+
+    /// [`AnnouncementSet::select`] among the versions `keep` accepts (the node keeps those
+    /// of the caller's language), so the limit counts only those.
+    #[must_use]
+    pub fn select_where(
+        &self,
+        now_wall: UnixMillis,
+        site: &str,
+        dialled: Option<&PhoneNumber>,
+        caller: Option<&PhoneNumber>,
+        keep: impl Fn(&Announcement) -> bool,
+    ) -> Vec<AnnouncementHandle, IVR_MAX_ANNOUNCEMENTS_PER_CALL> {
         let mut picked: Vec<(AnnouncementHandle, &Announcement), MAX_ANNOUNCEMENTS> = self
             .slots
             .iter()
@@ -527,7 +541,7 @@ impl AnnouncementSet {
                     .filter(|(_, f)| self.state_at(f, now_wall) == State::Active),
                 _ => None,
             })
-            .filter(|(_, a)| a.scope.matches(site, dialled, caller))
+            .filter(|(_, a)| a.scope.matches(site, dialled, caller) && keep(a))
             .collect();
         picked.sort_unstable_by(|a, b| play_order(a.1, b.1));
         picked

@@ -232,6 +232,9 @@ pub enum Output {
         /// The window the caller chose; `None`: as soon as possible.
         window: Option<crate::callback::Window>,
     },
+    /// The caller chose language `l` (an index into the node's languages): select the
+    /// call's announcements for it and hand them over with [`Call::set_announcements`].
+    Language(u8),
     /// An event for the CRM, with the call's `call_seq`.
     Event {
         /// Order within the call (1, 2, …).
@@ -485,11 +488,28 @@ impl Call {
         invite: &Incoming<'_>,
         announcements: &[AnnouncementInfo],
     ) -> Result<Call, Error> {
+        Call::new_in(now, cfg, setup, invite, announcements, 0)
+    }
+
+    /// [`Call::new`] for a caller whose IVR starts in `language` (an index into the node's
+    /// languages, 0 = the default; see [`crate::ivr`], "Languages").
+    ///
+    /// # Errors
+    /// As [`Call::new`].
+    pub fn new_in(
+        now: Instant,
+        cfg: &'static Config,
+        setup: &Setup,
+        invite: &Incoming<'_>,
+        announcements: &[AnnouncementInfo],
+        language: u8,
+    ) -> Result<Call, Error> {
         let dialog = BodylessDialog::new_bodyless(now, invite, cfg.sip, setup.local_tag)?;
         let (caller, dialled) = numbers(invite);
         let mut ivr_cfg = cfg.ivr;
         ivr_cfg.transfer_available = cfg.transfer_uri.is_some();
-        let ivr = Ivr::new(&ivr_cfg, caller.clone(), announcements);
+        let mut ivr = Ivr::new(&ivr_cfg, caller.clone(), announcements);
+        ivr.set_language(language);
         // A placeholder until the offer/answer below replaces it.
         let placeholder =
             Offer::new(&cfg.sdp, setup.local_rtp, setup.session_id, 1).map_err(|_| Error::Rtp)?;
@@ -597,7 +617,14 @@ impl Call {
         self.last_rtp.get_or_insert(now);
         self.push(Pending::Answered);
         self.push(Pending::MediaStart);
-        if !self.ivr_started {
+        self.start_ivr(now);
+    }
+
+    /// Starts the IVR once the call has media and the caller's ACK came: no RTP goes out
+    /// before the ACK, and a playlist started earlier would play its first second unheard
+    /// (the pacer's clock runs on while it holds).
+    fn start_ivr(&mut self, now: Instant) {
+        if !self.ivr_started && self.acked && self.media.is_some() && !self.hanging_up {
             self.ivr_started = true;
             let _ = self.ivr.handle_input(now, ivr::Input::Start);
         }
@@ -953,6 +980,24 @@ impl Call {
         self.dialog.transport()
     }
 
+    /// The call's language (index into the node's languages): where it started, or what the
+    /// caller chose since.
+    #[must_use]
+    pub fn language(&self) -> u8 {
+        self.ivr.language()
+    }
+
+    /// The answer to [`Output::Language`]: the announcements selected for the chosen
+    /// language, by priority. Then drain [`Call::poll_output`].
+    ///
+    /// # Errors
+    /// [`Error::Ivr`] when no language choice waits for its announcements.
+    pub fn set_announcements(&mut self, announcements: &[AnnouncementInfo]) -> Result<(), Error> {
+        self.ivr
+            .set_announcements(announcements)
+            .map_err(Error::Ivr)
+    }
+
     /// The next output. Call until `None` after every `handle_*`.
     pub fn poll_output(&mut self) -> Option<Output> {
         let now = self.now;
@@ -1099,6 +1144,7 @@ impl Call {
                 self.hangup(now, EndReason::NodeHangup);
                 None
             }
+            ivr::Output::Language(l) => Some(Output::Language(l)),
             ivr::Output::Event(e) => self.translate_ivr_event(e),
         }
     }
@@ -1310,6 +1356,7 @@ impl Call {
                         if self.media.is_some_and(|m| m.sending) && !self.hanging_up {
                             self.push(Pending::MediaSend(true));
                         }
+                        self.start_ivr(now);
                     }
                 }
                 uas::Event::Cancelled | uas::Event::ReInviteCancelled => {}

@@ -64,6 +64,7 @@ use core::fmt;
 
 use heapless::Vec;
 
+use crate::announce::Language;
 use crate::ids::{AnnouncementId, CallId, CallbackId};
 use crate::limits::CALLBACK_QUEUE_CAPACITY;
 use crate::number::PhoneNumber;
@@ -202,6 +203,8 @@ pub struct Entry {
     pub dialled: Option<PhoneNumber>,
     /// The announcement after which the callback was offered.
     pub announcement: Option<AnnouncementId>,
+    /// The caller's language tag (empty when not known: a record from before languages).
+    pub language: Language,
     /// When the IVR asked (wall clock).
     pub requested_at: UnixMillis,
     /// When the caller may be called back.
@@ -229,6 +232,8 @@ pub struct Request {
     pub announcement: Option<AnnouncementId>,
     /// The window the caller chose.
     pub window: Window,
+    /// The caller's language tag.
+    pub language: Language,
 }
 
 /// An accepted request: the entry is Requested, and will have `position` once stored (unless
@@ -444,6 +449,7 @@ impl CallbackQueue {
             caller: req.caller,
             dialled: req.dialled,
             announcement: req.announcement,
+            language: req.language,
             requested_at: now_wall,
             window: req.window,
             state: State::Requested,

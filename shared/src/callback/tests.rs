@@ -34,6 +34,7 @@ fn req(n: u32, number_n: u32) -> Request {
         dialled: Some(PhoneNumber::parse("+18005550100").unwrap()),
         announcement: Some(AnnouncementId::new("outage-phl").unwrap()),
         window: Window::asap(UnixMillis(0), Duration::from_secs(86_400)),
+        language: crate::announce::Language::try_from("en").unwrap(),
     }
 }
 

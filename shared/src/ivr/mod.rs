@@ -45,6 +45,9 @@
 //!                                                                           ▼
 //!                     Closing: the Goodbye playlist ─ finished / closing_timeout ─▶ Hangup, Ended
 //!
+//!   Announcing / Menu ── a language key (more than one language) ─▶ Output::Language(l),
+//!          the shell answers with Ivr::set_announcements ─▶ Announcing(0) in language l
+//!
 //!   any state ── RemoteHangup ─▶ Ended (only final events after that)
 //!   any state but Booking/Closing ── max_call_duration ─▶ Goodbye ─▶ Closing
 //! ```
@@ -61,6 +64,16 @@
 //!   keys during announcements are reported ([`Event::Dtmf`]) but ignored. Keys while
 //!   booking, transferring or saying goodbye are reported and ignored: the caller always hears
 //!   the whole "your call back is booked" confirmation.
+//! * **Languages**: with [`Config::languages`] above 1, the first playlist of the
+//!   announcements (the greeting when none matched) starts with one [`Prompt::LanguageOffer`]
+//!   per language other than the call's ([`Ivr::set_language`], 0 = the default). The key
+//!   of language `l` is [`language_key`]`(l)`: `*` for the default, then 9, 8, 7. That key,
+//!   during the greeting, an announcement (even one that is not interruptible: it restarts
+//!   in the chosen language) or the menu, stops what plays and outputs
+//!   [`Output::Language`]; the shell selects the announcements for that language and hands
+//!   them over with [`Ivr::set_announcements`], which starts the announcements again.
+//!   Option 1 stays withdrawn after a failed booking. The keys are not language keys in
+//!   the confirmation and number entry steps, nor with a single language.
 //! * **Timers**: the no-input timer starts when the step's prompt finished playing
 //!   ([`Input::PlaybackFinished`]); in number entry each key re-arms the inter-digit timer,
 //!   and its expiry with keys entered submits them as if `#` was pressed.
@@ -106,6 +119,7 @@
 //! | `max_call_duration` | 10 min | from `Start` to a forced goodbye |
 //! | `closing_timeout` | 15 s | hang up even if the goodbye never reports finished |
 //! | `offer_windows` | `false` | ask for a callback window (`callbacks.hours` configured) |
+//! | `languages` | 1 | languages configured; above 1 the language offer and keys are on |
 //!
 //! ## Shell contract
 //!
@@ -122,7 +136,8 @@ use crate::callback::window::{self, Clock, DayPart, DayRef, Offer, Window};
 use crate::dtmf::Digit;
 use crate::ids::AnnouncementHandle;
 use crate::limits::{
-    IVR_MAX_ANNOUNCEMENTS_PER_CALL, IVR_MAX_KEYED_DIGITS, IVR_MAX_PENDING_OUTPUTS, IVR_MAX_PLAYLIST,
+    IVR_MAX_ANNOUNCEMENTS_PER_CALL, IVR_MAX_KEYED_DIGITS, IVR_MAX_PENDING_OUTPUTS,
+    IVR_MAX_PLAYLIST, MAX_LANGUAGES,
 };
 use crate::number::PhoneNumber;
 use crate::time::{Duration, Instant};
@@ -175,6 +190,9 @@ pub struct Config {
     pub closing_timeout: Duration,
     /// Ask the caller when to call back (opening hours are configured).
     pub offer_windows: bool,
+    /// How many languages the node offers (1 to [`MAX_LANGUAGES`]); above 1 the greeting
+    /// offers the others and their keys choose them.
+    pub languages: u8,
 }
 
 impl Default for Config {
@@ -195,8 +213,30 @@ impl Default for Config {
             max_call_duration: Duration::from_secs(600),
             closing_timeout: Duration::from_secs(15),
             offer_windows: false,
+            languages: 1,
         }
     }
+}
+
+/// The key that chooses language `l` (an index into the node's languages, 0 = the default):
+/// `*` for the default, 9, 8 and 7 for the next ones; `None` beyond [`MAX_LANGUAGES`].
+#[must_use]
+pub const fn language_key(l: u8) -> Option<Digit> {
+    match l {
+        0 => Some(Digit::Star),
+        1 => Some(Digit::D9),
+        2 => Some(Digit::D8),
+        3 => Some(Digit::D7),
+        _ => None,
+    }
+}
+
+/// The language whose key is `d`, among the first `languages` ones.
+fn key_language(d: Digit, languages: u8) -> Option<u8> {
+    if languages < 2 {
+        return None;
+    }
+    (0..languages.min(MAX_LANGUAGES as u8)).find(|&l| language_key(l) == Some(d))
 }
 
 /// One recorded prompt (or announcement) the shell knows how to play. Small and `Copy`.
@@ -271,6 +311,9 @@ pub enum Prompt {
     WindowAnd,
     /// A local time of day, spoken on a 12-hour clock ("8", "5 30").
     Clock(Clock),
+    /// The offer of language `l` spoken in that language, naming its key
+    /// ([`language_key`]): "Para español, oprima nueve".
+    LanguageOffer(u8),
 }
 
 /// Prompts played back to back; the shell stops whatever was playing and starts this.
@@ -414,6 +457,9 @@ pub enum Output {
     Transfer,
     /// End the call.
     Hangup,
+    /// The caller chose language `l`: select the call's announcements for it and answer with
+    /// [`Ivr::set_announcements`]; prompts from now on are in that language.
+    Language(u8),
     /// Something to report.
     Event(Event),
 }
@@ -476,6 +522,8 @@ impl Step {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Body {
     One(Prompt),
+    /// The language offer (the languages other than the call's), then this prompt.
+    Offer(Prompt),
     /// Confirmation of the caller ID: intro, last four digits, choices.
     Confirm,
     /// The callback offers, "for … press N" each.
@@ -514,6 +562,7 @@ enum Pending {
     Book,
     Transfer,
     Hangup,
+    Language(u8),
     Event(Ev),
 }
 
@@ -548,6 +597,12 @@ pub struct Ivr {
     deadline: Option<Instant>,
     /// Start + max_call_duration.
     max_deadline: Instant,
+    /// The call's language (index into the node's languages, 0 = the default).
+    language: u8,
+    /// A language was chosen and the shell has not yet handed its announcements over.
+    language_pending: bool,
+    /// Option 1 was withdrawn after a failed booking (a language change keeps it so).
+    callback_withdrawn: bool,
 }
 
 impl Ivr {
@@ -561,19 +616,7 @@ impl Ivr {
         caller: Option<PhoneNumber>,
         announcements: &[AnnouncementInfo],
     ) -> Ivr {
-        let used = announcements
-            .get(..IVR_MAX_ANNOUNCEMENTS_PER_CALL)
-            .unwrap_or(announcements);
-        let mut handles = Vec::new();
-        for a in used {
-            // Cannot fail: `used` holds at most the capacity.
-            let _ = handles.push(a.handle);
-        }
-        let callback_offered = if used.is_empty() {
-            cfg.offer_callback_default
-        } else {
-            used.iter().any(|a| a.offer_callback)
-        };
+        let (handles, callback_offered) = announcement_handles(cfg, announcements);
         let caller = caller.filter(|c| length_ok(cfg, c));
         Ivr {
             cfg: *cfg,
@@ -593,7 +636,46 @@ impl Ivr {
             invalid: 0,
             deadline: None,
             max_deadline: Instant::MAX,
+            language: 0,
+            language_pending: false,
+            callback_withdrawn: false,
         }
+    }
+
+    /// Starts the IVR in language `l` (an index into the node's languages; the default 0
+    /// when out of range). Only before [`Input::Start`]; ignored after.
+    pub fn set_language(&mut self, l: u8) {
+        if self.step == Step::Idle {
+            self.language = if l < self.cfg.languages { l } else { 0 };
+        }
+    }
+
+    /// The call's language: where it started, or what the caller chose since.
+    #[must_use]
+    pub fn language(&self) -> u8 {
+        self.language
+    }
+
+    /// The shell's answer to [`Output::Language`]: the announcements selected for the chosen
+    /// language, by priority. The announcements start again from the first (with the
+    /// language offer). Then drain [`Ivr::poll_output`].
+    ///
+    /// # Errors
+    /// [`Error::Unexpected`] when no language choice is waiting for its announcements;
+    /// [`Error::Backlog`] when outputs were not drained.
+    pub fn set_announcements(&mut self, announcements: &[AnnouncementInfo]) -> Result<(), Error> {
+        if !self.language_pending || self.step == Step::Ended {
+            return Err(Error::Unexpected);
+        }
+        if self.pending.len() + MAX_OUTPUTS_PER_STEP > IVR_MAX_PENDING_OUTPUTS {
+            return Err(Error::Backlog);
+        }
+        self.language_pending = false;
+        let (handles, offered) = announcement_handles(&self.cfg, announcements);
+        self.announcements = handles;
+        self.callback_offered = offered && !self.callback_withdrawn;
+        self.start_announcements();
+        Ok(())
     }
 
     /// Whether the flow is over (hung up, transferred, or the caller left). Only queued
@@ -751,6 +833,7 @@ impl Ivr {
                 }),
                 Pending::Transfer => Some(Output::Transfer),
                 Pending::Hangup => Some(Output::Hangup),
+                Pending::Language(l) => Some(Output::Language(l)),
                 Pending::Event(e) => self.render_event(e).map(Output::Event),
             };
             if out.is_some() {
@@ -846,13 +929,32 @@ impl Ivr {
     }
 
     fn play_announcement(&mut self, i: u8) {
+        let body = |p| {
+            if i == 0 && self.cfg.languages > 1 {
+                Body::Offer(p)
+            } else {
+                Body::One(p)
+            }
+        };
         match self.announcements.get(usize::from(i)).copied() {
             Some(h) => {
-                self.play(None, Body::One(Prompt::Announcement(h)));
+                self.play(None, body(Prompt::Announcement(h)));
                 self.event(Ev::AnnouncementStarted(h));
             }
-            None => self.play(None, Body::One(Prompt::Greeting)),
+            None => self.play(None, body(Prompt::Greeting)),
         }
+    }
+
+    /// The caller pressed the key of language `l`: stop, and wait for the shell's
+    /// [`Ivr::set_announcements`] in that language.
+    fn choose_language(&mut self, l: u8) {
+        self.interrupt_announcement();
+        self.stop();
+        self.language = l;
+        self.language_pending = true;
+        self.announcements.clear();
+        self.enter(Step::Announcing(0));
+        self.push(Pending::Language(l));
     }
 
     fn menu(&mut self, lead: Option<Prompt>) {
@@ -966,6 +1068,12 @@ impl Ivr {
 
     fn digit(&mut self, now: Instant, d: Digit) {
         self.event(Ev::Dtmf(d));
+        if matches!(self.step, Step::Announcing(_) | Step::Menu) && !self.language_pending {
+            if let Some(l) = key_language(d, self.cfg.languages) {
+                self.choose_language(l);
+                return;
+            }
+        }
         match self.step {
             Step::Announcing(i) => {
                 let is_announcement = usize::from(i) < self.announcements.len();
@@ -1145,6 +1253,7 @@ impl Ivr {
 
     fn booking_failed(&mut self, now: Instant, why: CallbackFailure, lead: Prompt) {
         self.callback_offered = false;
+        self.callback_withdrawn = true;
         self.event(Ev::CallbackFailed(why));
         if self.cfg.transfer_available {
             self.menu(Some(lead));
@@ -1168,6 +1277,14 @@ impl Ivr {
         }
         match body {
             Body::One(p) => {
+                let _ = list.push(p);
+            }
+            Body::Offer(p) => {
+                for l in
+                    (0..self.cfg.languages.min(MAX_LANGUAGES as u8)).filter(|&l| l != self.language)
+                {
+                    let _ = list.push(Prompt::LanguageOffer(l));
+                }
                 let _ = list.push(p);
             }
             Body::Confirm => {
@@ -1263,6 +1380,31 @@ impl Ivr {
             Ev::Closing(r) => Event::Closing(r),
         })
     }
+}
+
+/// The handles of the announcements a call plays (at most
+/// [`IVR_MAX_ANNOUNCEMENTS_PER_CALL`]) and whether they offer option 1.
+fn announcement_handles(
+    cfg: &Config,
+    announcements: &[AnnouncementInfo],
+) -> (
+    Vec<AnnouncementHandle, IVR_MAX_ANNOUNCEMENTS_PER_CALL, u8>,
+    bool,
+) {
+    let used = announcements
+        .get(..IVR_MAX_ANNOUNCEMENTS_PER_CALL)
+        .unwrap_or(announcements);
+    let mut handles = Vec::new();
+    for a in used {
+        // Cannot fail: `used` holds at most the capacity.
+        let _ = handles.push(a.handle);
+    }
+    let offered = if used.is_empty() {
+        cfg.offer_callback_default
+    } else {
+        used.iter().any(|a| a.offer_callback)
+    };
+    (handles, offered)
 }
 
 fn result_event(r: BookingResult) -> Ev {

@@ -129,7 +129,7 @@ fn sizes_fit_the_budget() {
     assert!(core::mem::size_of::<Prompt>() <= 8);
     assert!(
         // 4 callback offers (about 100 bytes) are kept while the caller chooses.
-        core::mem::size_of::<Ivr>() <= 704,
+        core::mem::size_of::<Ivr>() <= 736,
         "Ivr is {} bytes",
         core::mem::size_of::<Ivr>()
     );
@@ -1324,4 +1324,193 @@ fn one_offer_books_at_once_and_no_answer_books_asap() {
         h.ivr.offer_windows(h.now, &three_offers()),
         Err(Error::Unexpected)
     );
+}
+
+// ---- languages -------------------------------------------------------------------------
+
+fn two_languages() -> Config {
+    Config {
+        languages: 2,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn language_keys() {
+    assert_eq!(language_key(0), Some(Star));
+    assert_eq!(language_key(1), Some(D9));
+    assert_eq!(language_key(3), Some(D7));
+    assert_eq!(language_key(4), None);
+    assert_eq!(key_language(D9, 2), Some(1));
+    assert_eq!(
+        key_language(D8, 2),
+        None,
+        "only configured languages have keys"
+    );
+    assert_eq!(key_language(D9, 1), None);
+    assert_eq!(
+        key_language(Star, 1),
+        None,
+        "no language keys with one language"
+    );
+}
+
+#[test]
+fn one_language_has_no_offer_and_9_is_a_menu_choice() {
+    let mut h = H::new(&Config::default(), None, &[ann(A1, true)]);
+    let out = h.input(Input::Start);
+    assert_eq!(out[0], play(&[Prompt::Announcement(A1)]));
+    let out = h.key(D9);
+    assert!(!out.iter().any(|o| matches!(o, Output::Language(_))));
+    assert!(
+        out.contains(&play(&[Prompt::InvalidChoice, MENU_CB])),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn language_key_during_an_announcement_restarts_it_in_that_language() {
+    let mut h = H::new(&two_languages(), None, &[ann(A1, true)]);
+    let out = h.input(Input::Start);
+    assert_eq!(
+        out,
+        [
+            play(&[Prompt::LanguageOffer(1), Prompt::Announcement(A1)]),
+            ev(Event::AnnouncementStarted(A1)),
+        ]
+    );
+    let out = h.key(D9);
+    assert_eq!(
+        out,
+        [
+            dtmf(D9),
+            ev(Event::AnnouncementCompleted {
+                handle: A1,
+                interrupted: true
+            }),
+            Output::StopPlayback,
+            Output::Language(1),
+        ]
+    );
+    assert_eq!(h.ivr.language(), 1);
+    // Nothing plays until the shell hands over the announcements of the new language.
+    assert_eq!(
+        h.ivr.handle_input(h.now, Input::PlaybackFinished),
+        Err(Error::Unexpected)
+    );
+    h.ivr.set_announcements(&[ann(A2, true)]).unwrap();
+    let out = h.drain();
+    assert_eq!(
+        out,
+        [
+            play(&[Prompt::LanguageOffer(0), Prompt::Announcement(A2)]),
+            ev(Event::AnnouncementStarted(A2)),
+        ]
+    );
+    assert_eq!(
+        h.ivr.set_announcements(&[]),
+        Err(Error::Unexpected),
+        "only once"
+    );
+    // The rest of the flow is unchanged, in the new language.
+    let out = h.finished();
+    assert!(out.contains(&play(&[MENU_CB])), "{out:?}");
+    let out = h.key(D1);
+    assert!(out.contains(&play(&[Prompt::EnterNumber])), "{out:?}");
+}
+
+#[test]
+fn language_key_at_the_menu_and_back_to_the_default() {
+    let mut h = H::new(&two_languages(), None, &[]);
+    let out = h.input(Input::Start);
+    assert_eq!(out, [play(&[Prompt::LanguageOffer(1), Prompt::Greeting])]);
+    let out = h.finished();
+    assert_eq!(out, [play(&[MENU_CB])]);
+    let out = h.key(D9);
+    assert_eq!(out, [dtmf(D9), Output::StopPlayback, Output::Language(1)]);
+    h.ivr.set_announcements(&[]).unwrap();
+    assert_eq!(
+        h.drain(),
+        [play(&[Prompt::LanguageOffer(0), Prompt::Greeting])]
+    );
+    // `*` is the default language's key.
+    let out = h.key(Star);
+    assert_eq!(out, [dtmf(Star), Output::StopPlayback, Output::Language(0)]);
+    h.ivr.set_announcements(&[]).unwrap();
+    assert_eq!(
+        h.drain(),
+        [play(&[Prompt::LanguageOffer(1), Prompt::Greeting])]
+    );
+}
+
+#[test]
+fn a_call_can_start_in_another_language() {
+    let mut h = H::new(&two_languages(), None, &[]);
+    h.ivr.set_language(1);
+    assert_eq!(h.ivr.language(), 1);
+    let out = h.input(Input::Start);
+    assert_eq!(out, [play(&[Prompt::LanguageOffer(0), Prompt::Greeting])]);
+    // Out of range, or after the start: ignored.
+    h.ivr.set_language(0);
+    assert_eq!(h.ivr.language(), 1);
+    let mut h2 = H::new(&two_languages(), None, &[]);
+    h2.ivr.set_language(3);
+    assert_eq!(h2.ivr.language(), 0);
+}
+
+#[test]
+fn language_keys_are_digits_in_the_callback_steps() {
+    let mut h = H::new(&two_languages(), None, &[]);
+    h.play_to_menu();
+    h.key(D1);
+    // Keying a number: 9 is a digit of it.
+    let out = h.key(D9);
+    assert_eq!(out, [dtmf(D9), Output::StopPlayback]);
+    let mut h = H::new(&two_languages(), Some("+12155550123"), &[]);
+    h.play_to_menu();
+    h.key(D1);
+    let out = h.key(D9);
+    assert!(!out.iter().any(|o| matches!(o, Output::Language(_))));
+    assert!(out.contains(&Output::Event(Event::InvalidInput)), "{out:?}");
+}
+
+#[test]
+fn language_key_works_in_announcements_that_are_not_interruptible() {
+    let cfg = Config {
+        announcements_interruptible: false,
+        ..two_languages()
+    };
+    let mut h = H::new(&cfg, None, &[ann(A1, true)]);
+    h.input(Input::Start);
+    assert_eq!(h.key(D1), [dtmf(D1)], "ignored");
+    let out = h.key(D9);
+    assert!(out.contains(&Output::Language(1)), "{out:?}");
+}
+
+#[test]
+fn a_withdrawn_callback_stays_withdrawn_in_the_new_language() {
+    let cfg = Config {
+        transfer_available: true,
+        ..two_languages()
+    };
+    let mut h = H::new(&cfg, Some("+12155550123"), &[ann(A1, true)]);
+    h.play_to_menu();
+    h.key(D1);
+    h.key(D1);
+    let out = h.input(Input::BookingResult(BookingResult::Failed));
+    let menu_no_cb = Prompt::Menu {
+        callback: false,
+        transfer: true,
+    };
+    assert!(
+        out.contains(&play(&[Prompt::CouldNotBook, menu_no_cb])),
+        "{out:?}"
+    );
+    h.finished();
+    h.key(D9);
+    h.ivr.set_announcements(&[ann(A2, true)]).unwrap();
+    h.drain();
+    let out = h.finished();
+    assert!(out.contains(&play(&[menu_no_cb])), "{out:?}");
+    assert!(!h.ivr.callback_offered());
 }

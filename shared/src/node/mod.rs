@@ -38,6 +38,7 @@
 //! end. A durable booking the IVR no longer waits for (its booking timeout passed) is
 //! cancelled, so no caller is booked who heard "could not book".
 
+mod language;
 mod table;
 
 #[cfg(test)]
@@ -48,7 +49,7 @@ use core::net::SocketAddr;
 
 use heapless::Vec;
 
-use crate::announce::{self, AnnouncementSet, Site};
+use crate::announce::{self, AnnouncementSet, Language, Site};
 use crate::call::{self, Call, Setup};
 use crate::callback::window::Zone;
 use crate::callback::{self, Booking, CallbackQueue, CrmState, QueueError};
@@ -60,6 +61,7 @@ use crate::sip::route::Transport;
 use crate::sip::{self, endpoint, Message, Method};
 use crate::time::{Duration, Instant, UnixMillis};
 
+pub use language::Languages;
 #[cfg(feature = "std")]
 pub use table::HeapCalls;
 pub use table::{ArrayCalls, CallKey, CallTable};
@@ -101,6 +103,9 @@ pub struct Config {
     /// dialog lingers up to 32 s to answer retransmissions without counting here; the table
     /// holds at most twice this in all.
     pub max_calls: usize,
+    /// The languages offered (`ivr.languages`, `ivr.language_by_dialled`). The shell sets
+    /// `call.ivr.languages` to their count.
+    pub languages: Languages,
 }
 
 /// A message from the CRM, decoded by the shell's link.
@@ -138,6 +143,8 @@ pub struct NodeEvent {
     pub call_seq: u32,
     /// When it happened.
     pub at: UnixMillis,
+    /// The call's language tag at that moment (`None` for node-level events).
+    pub language: Option<Language>,
     /// What happened.
     pub kind: EventKind,
 }
@@ -179,6 +186,9 @@ pub enum Output {
         call: CallKey,
         /// What to play; announcement handles resolve with [`Node::announcements`].
         playlist: Playlist,
+        /// The call's language (index into [`Config::languages`]): play the prompts in it
+        /// (a [`crate::ivr::Prompt::LanguageOffer`] names its own language).
+        language: u8,
     },
     /// Stop what plays on the call.
     StopPlayback {
@@ -264,16 +274,22 @@ pub struct Stats {
     pub late_bookings_cancelled: u64,
 }
 
+/// A call's announcements: handle, id and version.
+type Anns = Vec<(AnnouncementHandle, AnnouncementId, u32), IVR_MAX_ANNOUNCEMENTS_PER_CALL>;
+
 /// One call in the table.
 #[derive(Debug)]
 pub struct Slot {
     call: Call,
     peer: SocketAddr,
     local_rtp: SocketAddr,
-    /// The announcements selected at the INVITE: handle, id and version, for their events.
-    anns: Vec<(AnnouncementHandle, AnnouncementId, u32), IVR_MAX_ANNOUNCEMENTS_PER_CALL>,
+    /// The announcements selected at the INVITE (or the last language choice): handle, id
+    /// and version, for their events.
+    anns: Anns,
     /// The callback this call requested.
     booking: Option<CallbackId>,
+    /// The call's language (index into [`Config::languages`]), as of the outputs drained.
+    language: u8,
     /// A booking answer to hand the call once its current outputs are drained.
     deferred: Option<BookingResult>,
     deadline: Option<Instant>,
@@ -305,6 +321,12 @@ impl Slot {
     #[must_use]
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// The call's language (index into [`Config::languages`]).
+    #[must_use]
+    pub fn language(&self) -> u8 {
+        self.language
     }
 }
 
@@ -784,6 +806,7 @@ impl<T: CallTable> Node<T> {
                         call_id: None,
                         call_seq: 0,
                         at: self.last.wall,
+                        language: None,
                         kind: EventKind::CallbackExpired {
                             callback_id: id.clone(),
                         },
@@ -886,7 +909,12 @@ impl<T: CallTable> Node<T> {
             call::Output::Play(playlist) => Some(Output::Play {
                 call: key,
                 playlist,
+                language: self.calls.get(key)?.language,
             }),
+            call::Output::Language(l) => {
+                self.language_chosen(key, l);
+                None
+            }
             call::Output::StopPlayback => Some(Output::StopPlayback { call: key }),
             call::Output::OfferWindows => {
                 let offers =
@@ -948,11 +976,13 @@ impl<T: CallTable> Node<T> {
                         }
                     }
                 };
+                let language = Some(self.cfg.languages.tag(s.language).clone());
                 Some(Output::Event(NodeEvent {
                     call: Some(key),
                     call_id: Some(call_id),
                     call_seq,
                     at: self.last.wall,
+                    language,
                     kind,
                 }))
             }
@@ -983,6 +1013,7 @@ impl<T: CallTable> Node<T> {
             dialled: s.call.dialled().cloned(),
             announcement: s.anns.first().map(|(_, a, _)| a.clone()),
             window,
+            language: self.cfg.languages.tag(s.language).clone(),
         };
         let (result, existing) = match self.queue.request(self.last.wall, req) {
             Ok(_) => {
@@ -1059,23 +1090,9 @@ impl<T: CallTable> Node<T> {
             return;
         };
         let (caller, dialled) = call::numbers(req);
-        let mut infos: Vec<AnnouncementInfo, IVR_MAX_ANNOUNCEMENTS_PER_CALL> = Vec::new();
-        let mut anns = Vec::new();
-        for h in self.anns.select(
-            now.wall,
-            self.cfg.site.as_str(),
-            dialled.as_ref(),
-            caller.as_ref(),
-        ) {
-            if let Some(a) = self.anns.get(h) {
-                let _ = infos.push(AnnouncementInfo {
-                    handle: h,
-                    offer_callback: a.offer_callback,
-                });
-                let _ = anns.push((h, a.id.clone(), a.version));
-            }
-        }
-        let call = match Call::new(now.at, self.cfg.call, &setup, req, &infos) {
+        let language = self.cfg.languages.for_dialled(dialled.as_ref());
+        let (infos, anns) = self.select(now.wall, language, dialled.as_ref(), caller.as_ref());
+        let call = match Call::new_in(now.at, self.cfg.call, &setup, req, &infos, language) {
             Ok(c) => c,
             Err(e) => {
                 let status = if matches!(e, call::Error::Sip(crate::sip::uas::Error::TooLarge)) {
@@ -1097,6 +1114,7 @@ impl<T: CallTable> Node<T> {
             local_rtp: setup.local_rtp,
             anns,
             booking: None,
+            language,
             deferred: None,
             deadline: None,
             dirty: false,
@@ -1120,6 +1138,56 @@ impl<T: CallTable> Node<T> {
                     local_rtp: setup.local_rtp,
                 });
             }
+        }
+    }
+
+    /// The announcements a call in `language` hears (see [`Languages`]): with their
+    /// callback offer for the IVR, and with id and version for the call's events.
+    fn select(
+        &self,
+        wall: UnixMillis,
+        language: u8,
+        dialled: Option<&crate::number::PhoneNumber>,
+        caller: Option<&crate::number::PhoneNumber>,
+    ) -> (Vec<AnnouncementInfo, IVR_MAX_ANNOUNCEMENTS_PER_CALL>, Anns) {
+        let langs = &self.cfg.languages;
+        let site = self.cfg.site.as_str();
+        let pick = |l: u8| {
+            self.anns.select_where(wall, site, dialled, caller, |a| {
+                langs.of_announcement(a) == l
+            })
+        };
+        let mut handles = pick(language);
+        if handles.is_empty() && language != 0 {
+            handles = pick(0);
+        }
+        let mut infos = Vec::new();
+        let mut anns = Vec::new();
+        for h in handles {
+            if let Some(a) = self.anns.get(h) {
+                let _ = infos.push(AnnouncementInfo {
+                    handle: h,
+                    offer_callback: a.offer_callback,
+                });
+                let _ = anns.push((h, a.id.clone(), a.version));
+            }
+        }
+        (infos, anns)
+    }
+
+    /// The caller of `key` chose language `l`: its announcements are selected again for it
+    /// and start over.
+    fn language_chosen(&mut self, key: CallKey, l: u8) {
+        let wall = self.last.wall;
+        let Some(s) = self.calls.get(key) else {
+            return;
+        };
+        let (caller, dialled) = (s.call.caller().cloned(), s.call.dialled().cloned());
+        let (infos, anns) = self.select(wall, l, dialled.as_ref(), caller.as_ref());
+        if let Some(s) = self.calls.get_mut(key) {
+            s.language = l;
+            s.anns = anns;
+            let _ = s.call.set_announcements(&infos);
         }
     }
 

@@ -37,6 +37,7 @@ fn config(max_age_s: u64) -> Config {
         },
         max_calls: 8,
         hours: Box::leak(Box::new(callback::window::Hours::always())),
+        languages: Languages::default(),
     }
 }
 
@@ -93,7 +94,7 @@ impl<T: CallTable> Shell<T> {
                         .push((*to, String::from_utf8_lossy(&buf[..*len]).into_owned()));
                     self.sent_at.push(self.now);
                 }
-                Output::Play { call, playlist } => {
+                Output::Play { call, playlist, .. } => {
                     self.playing.retain(|(k, _, _)| k != call);
                     self.playing
                         .push((*call, playlist.clone(), self.now + PLAY_MS));
@@ -191,7 +192,7 @@ impl<T: CallTable> Shell<T> {
             .iter()
             .enumerate()
             .filter_map(|(i, o)| match o {
-                Output::Play { call, playlist } if *call == key => Some((i, playlist.clone())),
+                Output::Play { call, playlist, .. } if *call == key => Some((i, playlist.clone())),
                 _ => None,
             })
             .collect()
@@ -773,4 +774,202 @@ fn a_caller_chooses_tomorrow_morning_and_the_queue_keeps_that_window() {
     let e = sh.node.queue().get(&sh.stores[0]).expect("queued");
     assert!(e.window.not_before.0 >= WALL0 + start as i64);
     assert_eq!(e.window.not_after, UnixMillis(WALL0 + 3_600_000));
+}
+
+// ---- languages -------------------------------------------------------------------------
+
+fn bilingual_shell() -> Shell<HeapCalls> {
+    let mut cfg = config(3600);
+    let mut call = call::Config::new(sip_cfg());
+    call.ivr.languages = 2;
+    cfg.call = Box::leak(Box::new(call));
+    let mut langs = Languages::default();
+    langs.tags.push(Language::try_from("es").unwrap()).unwrap();
+    langs
+        .by_dialled
+        .push((
+            crate::number::PhoneNumber::parse("+18005550199").unwrap(),
+            1,
+        ))
+        .unwrap();
+    cfg.languages = langs;
+    Shell::new(Node::new(cfg, HeapCalls::with_capacity(16), at(0)))
+}
+
+fn in_language(id: &str, audio: u8, language: &str) -> announce::Announcement {
+    let mut a = announcement(id, 1, None, audio);
+    a.language = Language::try_from(language).unwrap();
+    a.offer_callback = true;
+    a
+}
+
+/// Places a call to `dialled`, answers, ACKs; returns its key.
+fn answered_to<T: CallTable>(sh: &mut Shell<T>, call: &str, dialled: &str) -> CallKey {
+    let to = |s: String| s.replace("+18005550100", dialled);
+    sh.sip(&to(request(call, "INVITE", 1, None, &sdp())));
+    let key = *sh.created().last().expect("call created");
+    let tag = to_tag_of(&sh.sent, call);
+    sh.sip(&to(request(call, "ACK", 1, Some(&tag), "")));
+    key
+}
+
+fn announcement_of<T: CallTable>(sh: &Shell<T>, p: &Playlist) -> Vec<String> {
+    p.iter()
+        .filter_map(|p| match p {
+            Prompt::Announcement(h) => {
+                Some(String::from(sh.node.announcements().get(*h)?.id.as_str()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn last_play(sh: &Shell<HeapCalls>, key: CallKey) -> (Playlist, u8) {
+    sh.outs
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Play {
+                call,
+                playlist,
+                language,
+            } if *call == key => Some((playlist.clone(), *language)),
+            _ => None,
+        })
+        .expect("a playlist")
+}
+
+#[test]
+fn a_caller_who_chooses_spanish_hears_the_spanish_announcement_and_books_in_spanish() {
+    let mut sh = bilingual_shell();
+    publish(&mut sh, in_language("outage-en", 1, "en"));
+    publish(&mut sh, in_language("outage-es", 2, "es-US"));
+    let key = answered(&mut sh, "l1").0;
+    let (first, lang) = last_play(&sh, key);
+    assert_eq!(lang, 0);
+    assert_eq!(first[0], Prompt::LanguageOffer(1));
+    assert_eq!(announcement_of(&sh, &first), ["outage-en"]);
+    let before = sh.events().len();
+    sh.run_until(sh.now + 100);
+    sh.press(key, Digit::D9, 8000, 100);
+    let (again, lang) = last_play(&sh, key);
+    assert_eq!(lang, 1, "prompts in Spanish from now on");
+    assert_eq!(again[0], Prompt::LanguageOffer(0));
+    assert_eq!(announcement_of(&sh, &again), ["outage-es"]);
+    assert_eq!(sh.node.call(key).unwrap().language(), 1);
+    // The English announcement was cut short (reported in English), the Spanish one started.
+    let evs = sh.events();
+    let lang_of = |t: &str, id: &str| {
+        evs.iter()
+            .find(|e| {
+                e.kind.type_str() == t
+                    && match &e.kind {
+                        EventKind::AnnouncementStarted {
+                            announcement_id, ..
+                        }
+                        | EventKind::AnnouncementCompleted {
+                            announcement_id, ..
+                        } => announcement_id.as_str() == id,
+                        _ => false,
+                    }
+            })
+            .map(|e| String::from(e.language.clone().unwrap().as_str()))
+    };
+    assert_eq!(
+        lang_of("announcement.completed", "outage-en").as_deref(),
+        Some("en")
+    );
+    assert_eq!(
+        lang_of("announcement.started", "outage-es").as_deref(),
+        Some("es")
+    );
+    assert!(evs[..before]
+        .iter()
+        .all(|e| e.language.as_deref() == Some("en")));
+    // Book: the queue entry (and so the CallbackRequest) carries the language.
+    sh.press(key, Digit::D1, 16000, 200);
+    sh.press(key, Digit::D1, 24000, 300);
+    assert_eq!(sh.stores.len(), 1);
+    let id = sh.stores[0].clone();
+    assert_eq!(sh.node.queue().get(&id).unwrap().language.as_str(), "es");
+    sh.store_all(true);
+    let (booked, lang) = last_play(&sh, key);
+    assert!(booked.contains(&Prompt::Booked));
+    assert_eq!(lang, 1);
+    let t = sh.now + 30_000;
+    sh.run_until(t);
+    let evs = sh.events();
+    let requested = evs
+        .iter()
+        .find(|e| e.kind.type_str() == "callback.requested")
+        .unwrap();
+    assert_eq!(requested.language.as_deref(), Some("es"));
+}
+
+#[test]
+fn another_caller_stays_in_english_and_a_spanish_number_starts_in_spanish() {
+    let mut sh = bilingual_shell();
+    publish(&mut sh, in_language("outage-en", 1, "en"));
+    publish(&mut sh, in_language("outage-es", 2, "es"));
+    let mut general = announcement("general", 1, None, 3);
+    general.priority = -1;
+    publish(&mut sh, general);
+    let en = answered(&mut sh, "l2").0;
+    let (p, lang) = last_play(&sh, en);
+    assert_eq!((lang, p[0]), (0, Prompt::LanguageOffer(1)));
+    sh.run_until(sh.now + 5_000);
+    // An announcement without a language is the default language's.
+    let heard: Vec<String> = sh
+        .plays(en)
+        .iter()
+        .flat_map(|(_, p)| announcement_of(&sh, p))
+        .collect();
+    assert_eq!(heard, ["outage-en", "general"]);
+    let es = answered_to(&mut sh, "l3", "+18005550199");
+    let (p, lang) = last_play(&sh, es);
+    assert_eq!(lang, 1);
+    assert_eq!(p[0], Prompt::LanguageOffer(0));
+    assert_eq!(announcement_of(&sh, &p), ["outage-es"]);
+    let offered = sh
+        .events()
+        .into_iter()
+        .find(|e| e.call == Some(es) && e.kind.type_str() == "call.offered")
+        .unwrap()
+        .language
+        .clone();
+    assert_eq!(offered.as_deref(), Some("es"));
+}
+
+#[test]
+fn with_nothing_in_the_callers_language_the_default_plays() {
+    let mut sh = bilingual_shell();
+    publish(&mut sh, in_language("outage-en", 1, "en"));
+    let es = answered_to(&mut sh, "l4", "+18005550199");
+    let (p, lang) = last_play(&sh, es);
+    assert_eq!(lang, 1, "prompts stay Spanish");
+    assert_eq!(announcement_of(&sh, &p), ["outage-en"]);
+}
+
+#[test]
+fn one_language_plays_every_announcement_as_before() {
+    let mut sh = heap_shell(3600);
+    publish(&mut sh, in_language("a-pt", 1, "pt-BR"));
+    let key = answered(&mut sh, "l5").0;
+    let (p, lang) = last_play(&sh, key);
+    assert_eq!(lang, 0);
+    assert_eq!(p.as_slice().len(), 1, "no language offer: {p:?}");
+    assert_eq!(announcement_of(&sh, &p), ["a-pt"]);
+}
+
+#[test]
+fn languages_match_tags_and_primary_subtags() {
+    let mut l = Languages::default();
+    l.tags.push(Language::try_from("es").unwrap()).unwrap();
+    assert_eq!(l.index_of("ES"), Some(1));
+    assert_eq!(l.index_of("es-MX"), Some(1));
+    assert_eq!(l.index_of("en-GB"), Some(0));
+    assert_eq!(l.index_of("fr"), None);
+    assert_eq!(l.index_of(""), None);
+    assert_eq!(l.tag(7).as_str(), "en");
+    assert_eq!(l.count(), 2);
 }
