@@ -328,6 +328,26 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
         "  agent    node {SITE}/{node_id}, SIP {sip}, state in {}",
         dir.path().display()
     ));
+    // The agent's metrics endpoint (`metrics.listen`), as `ccedge agent` serves it: curl it
+    // while the demo runs; the demo scrapes it itself before it stops the agent.
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("metrics listener: {e}"))?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|e| format!("metrics listener: {e}"))?;
+    tokio::spawn(edge::metrics::serve(
+        metrics_listener,
+        edge::metrics::registry(
+            &running.metrics,
+            running.snapshot.clone(),
+            running.link_status.clone(),
+            env!("CARGO_PKG_VERSION"),
+        ),
+    ));
+    say(&format!(
+        "  metrics  curl http://{metrics_addr}/metrics (OpenMetrics, while the demo runs)"
+    ));
 
     // 5. The CRM publishes the outage announcement.
     let pcm = chime();
@@ -465,6 +485,7 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
         }
     };
     let link = running.link_status.borrow().clone();
+    let scraped = scrape(metrics_addr).await;
     let _ = stop_agent.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), running.task).await;
 
@@ -615,6 +636,64 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
             count_states(&agent_callbacks_after)
         ),
     );
+    // The metrics endpoint, scraped while the agent ran.
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l[series.len()..].trim().parse().ok())
+    };
+    match &scraped {
+        Ok(text) => {
+            let ended = value(text, "ccedge_calls_ended_total{reason=\"caller_hangup\"}")
+                .unwrap_or(0.0)
+                + value(text, "ccedge_calls_ended_total{reason=\"node_hangup\"}").unwrap_or(0.0);
+            let later = value(
+                text,
+                "ccedge_callbacks_total{outcome=\"booked\",window=\"later\"}",
+            );
+            let asap = value(
+                text,
+                "ccedge_callbacks_total{outcome=\"booked\",window=\"asap\"}",
+            );
+            let setups = value(text, "ccedge_call_setup_seconds_count");
+            let ticks = value(text, "ccedge_pacer_lateness_seconds_count");
+            let families = [
+                "ccedge_calls_active",
+                "ccedge_sip_requests_refused_total",
+                "ccedge_outbox_depth",
+                "ccedge_mqtt_connected",
+                "ccedge_announcement_plays_total",
+                "ccedge_announcement_completions_total",
+            ];
+            let missing: Vec<&str> = families
+                .iter()
+                .copied()
+                .filter(|f| !text.lines().any(|l| l.starts_with(f)))
+                .collect();
+            check(
+                missing.is_empty()
+                    && later == Some(1.0)
+                    && asap.is_some_and(|a| a >= 1.0)
+                    && setups == Some(results.len() as f64)
+                    && ticks.is_some_and(|t| t > 0.0)
+                    && ended as usize == results.len(),
+                format!(
+                    "metrics endpoint: {} lines; {} calls set up and {ended} ended, callbacks booked {} as soon as possible and {} for later, {} pacer ticks{}",
+                    text.lines().count(),
+                    setups.unwrap_or(0.0),
+                    asap.unwrap_or(0.0),
+                    later.unwrap_or(0.0),
+                    ticks.unwrap_or(0.0),
+                    if missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; MISSING {missing:?}")
+                    }
+                ),
+            );
+        }
+        Err(e) => check(false, format!("metrics endpoint: {e}")),
+    }
     match &summary {
         Some(s) => {
             let node = s
@@ -706,6 +785,29 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
         ));
     }
     Ok(failed)
+}
+
+/// `GET /metrics` on the agent's endpoint, as curl would.
+async fn scrape(addr: SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = |e: std::io::Error| format!("GET http://{addr}/metrics: {e}");
+    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(io)?;
+    let mut body = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut body))
+        .await
+        .map_err(|_| format!("GET http://{addr}/metrics: timed out"))?
+        .map_err(io)?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(format!(
+            "GET http://{addr}/metrics: {}",
+            text.lines().next().unwrap_or("no answer")
+        )),
+    }
 }
 
 fn short_topic(t: &str) -> String {
