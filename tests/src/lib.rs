@@ -527,6 +527,31 @@ impl Drop for RtpSink {
     }
 }
 
+/// What a caller received as 160-byte PCMU frames (payload type 0), in arrival order.
+#[must_use]
+pub fn pcmu_frames(rtp: &RtpSink) -> Vec<[u8; 160]> {
+    rtp.packets()
+        .iter()
+        .filter(|p| p.pt == 0 && p.payload.len() == 160)
+        .map(|p| {
+            let mut f = [0u8; 160];
+            f.copy_from_slice(&p.payload);
+            f
+        })
+        .collect()
+}
+
+/// Index of the first complete occurrence of `needle` in `hay` at or after `from` (an
+/// empty `needle` is found at `from`).
+#[must_use]
+pub fn find_frames(hay: &[[u8; 160]], needle: &[[u8; 160]], from: usize) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(from);
+    }
+    (from..hay.len().saturating_sub(needle.len() - 1))
+        .find(|&i| hay[i..i + needle.len()] == *needle)
+}
+
 /// RMS level in dBFS of decoded G.711 payloads (`-inf` for digital silence).
 #[must_use]
 pub fn level_dbfs(packets: &[Received], law: Law) -> f64 {

@@ -74,30 +74,9 @@ fn call_and_confirm(agent: &Agent, gw: &mut CallGateway, rtp: &RtpSink) -> (Sock
     (media, seq)
 }
 
-fn received_frames(rtp: &RtpSink) -> Vec<[u8; 160]> {
-    let mut packets = rtp.packets();
-    packets.retain(|p| p.pt == 0 && p.payload.len() == 160);
-    packets
-        .iter()
-        .map(|p| {
-            let mut f = [0u8; 160];
-            f.copy_from_slice(&p.payload);
-            f
-        })
-        .collect()
-}
-
-fn find_run(hay: &[[u8; 160]], needle: &[[u8; 160]], from: usize) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(from);
-    }
-    (from..hay.len().saturating_sub(needle.len() - 1))
-        .find(|&i| hay[i..i + needle.len()] == *needle)
-}
-
 /// Asserts the caller heard `prompts` in full, in this order.
 fn assert_heard(rtp: &RtpSink, prompts: &[Prompt]) {
-    let heard = received_frames(rtp);
+    let heard = ccedge_tests::pcmu_frames(rtp);
     let set = PromptSet::builtin().expect("built-in prompts");
     let mut at = 0;
     for &p in prompts {
@@ -105,7 +84,7 @@ fn assert_heard(rtp: &RtpSink, prompts: &[Prompt]) {
         pl.push(p).unwrap();
         for seg in set.expand(&pl, &|_| None) {
             let frames = seg.frames(Law::Ulaw);
-            match find_run(&heard, frames, at) {
+            match ccedge_tests::find_frames(&heard, frames, at) {
                 Some(i) => at = i + frames.len(),
                 None => panic!(
                     "{p:?} ({} frames) was not heard in full after frame {at} of {}",

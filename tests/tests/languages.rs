@@ -21,39 +21,18 @@ use shared::g711::Law;
 const NODE: &str = "ccedge/v1/nodes/phl/test-node";
 type Frame = [u8; 160];
 
-/// What a caller received, as PCMU frames in arrival order.
-fn heard(rtp: &RtpSink) -> Vec<Frame> {
-    rtp.packets()
-        .iter()
-        .filter(|p| p.pt == 0 && p.payload.len() == 160)
-        .map(|p| {
-            let mut f = [0u8; 160];
-            f.copy_from_slice(&p.payload);
-            f
-        })
-        .collect()
-}
-
-/// Index of the first complete occurrence of `needle` in `hay`.
-fn find(hay: &[Frame], needle: &[Frame]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
-    }
-    (0..=hay.len() - needle.len()).find(|&i| hay[i..i + needle.len()] == *needle)
-}
-
 /// Waits until `needle` was heard in full; returns where it starts.
 fn wait_heard(rtp: &RtpSink, needle: &[Frame], what: &str, timeout: Duration) -> usize {
     let end = Instant::now() + timeout;
     loop {
-        if let Some(i) = find(&heard(rtp), needle) {
+        if let Some(i) = ccedge_tests::find_frames(&ccedge_tests::pcmu_frames(rtp), needle, 0) {
             return i;
         }
         assert!(
             Instant::now() < end,
             "{what} ({} frames) was not heard in full; {} frames received",
             needle.len(),
-            heard(rtp).len()
+            ccedge_tests::pcmu_frames(rtp).len()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -180,7 +159,7 @@ fn callers_hear_their_language_and_the_crm_is_told_it() {
     let mut offer_es = s.prompt(1, PromptKey::LanguageOffer);
     offer_es.extend(s.prompt(1, PromptKey::Digit9));
     let at = wait_heard(&a, &offer_es, "the Spanish offer", t);
-    let frames = heard(&a);
+    let frames = ccedge_tests::pcmu_frames(&a);
     let next = &frames[at + offer_es.len()..];
     assert!(
         next.len() < 5 || s.en_ann[..5] == next[..5],
@@ -202,7 +181,12 @@ fn callers_hear_their_language_and_the_crm_is_told_it() {
         t,
     );
     assert!(
-        find(&heard(&a), &s.prompt(0, PromptKey::MenuCallback)).is_none(),
+        ccedge_tests::find_frames(
+            &ccedge_tests::pcmu_frames(&a),
+            &s.prompt(0, PromptKey::MenuCallback),
+            0
+        )
+        .is_none(),
         "caller A heard the English menu"
     );
     // 1 (call back), 1 (confirm the caller's number): the confirmation and the booking in
@@ -239,7 +223,7 @@ fn callers_hear_their_language_and_the_crm_is_told_it() {
         t,
     );
     assert!(
-        find(&heard(&b), &s.es_ann).is_none(),
+        ccedge_tests::find_frames(&ccedge_tests::pcmu_frames(&b), &s.es_ann, 0).is_none(),
         "caller B heard Spanish"
     );
     gw_b.hang_up_all(agent.sip);
@@ -251,7 +235,7 @@ fn callers_hear_their_language_and_the_crm_is_told_it() {
     let at_ann = wait_heard(&c, &s.es_ann, "the Spanish announcement to caller C", t);
     assert!(at_offer < at_ann);
     assert!(
-        find(&heard(&c), &s.en_ann).is_none(),
+        ccedge_tests::find_frames(&ccedge_tests::pcmu_frames(&c), &s.en_ann, 0).is_none(),
         "caller C heard English"
     );
     gw_c.hang_up_all(agent.sip);

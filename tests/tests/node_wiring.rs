@@ -40,28 +40,6 @@ fn call_and_press_one_one(
     media
 }
 
-/// Index of the first occurrence of `needle` in `hay` at or after `from`.
-fn find_run(hay: &[[u8; 160]], needle: &[[u8; 160]], from: usize) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(from);
-    }
-    (from..hay.len().saturating_sub(needle.len() - 1))
-        .find(|&i| hay[i..i + needle.len()] == *needle)
-}
-
-fn received_frames(rtp: &RtpSink) -> Vec<[u8; 160]> {
-    let mut packets = rtp.packets();
-    packets.retain(|p| p.pt == 0 && p.payload.len() == 160);
-    packets
-        .iter()
-        .map(|p| {
-            let mut f = [0u8; 160];
-            f.copy_from_slice(&p.payload);
-            f
-        })
-        .collect()
-}
-
 #[test]
 fn a_repeat_caller_hears_already_booked_and_the_position_before_bye() {
     let dir = TempDir::new("repeat");
@@ -95,7 +73,7 @@ fn a_repeat_caller_hears_already_booked_and_the_position_before_bye() {
     );
     // Everything the caller heard before the BYE: "you already have a call back booked", "you
     // are number", "1", each to its last frame and in that order.
-    let heard = received_frames(&second);
+    let heard = ccedge_tests::pcmu_frames(&second);
     let prompts = PromptSet::builtin().expect("built-in prompts");
     let mut at = 0;
     for p in [
@@ -107,7 +85,7 @@ fn a_repeat_caller_hears_already_booked_and_the_position_before_bye() {
         pl.push(p).unwrap();
         for seg in prompts.expand(&pl, &|_| None) {
             let frames = seg.frames(Law::Ulaw);
-            match find_run(&heard, frames, at) {
+            match ccedge_tests::find_frames(&heard, frames, at) {
                 Some(i) => at = i + frames.len(),
                 None => panic!(
                     "{p:?} ({} frames) was not heard in full after frame {at} of {}",

@@ -74,39 +74,6 @@ fn rec(id: &str, requested_at_ms: i64) -> CallbackRecord {
     }
 }
 
-#[test]
-fn a_version_1_file_gains_the_language_column() {
-    let dir = TempDir::new("v1");
-    std::fs::create_dir_all(&dir.0).unwrap();
-    {
-        let c = rusqlite::Connection::open(dir.0.join(DB_FILE_NAME)).unwrap();
-        c.execute_batch(
-            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT INTO meta VALUES ('schema_version', 1);
-             CREATE TABLE callbacks (seq INTEGER PRIMARY KEY, callback_id TEXT NOT NULL UNIQUE,
-                 call_id TEXT NOT NULL, caller TEXT, callback_number TEXT NOT NULL, dialled TEXT,
-                 announcement_id TEXT, requested_at_ms INTEGER NOT NULL, state TEXT NOT NULL,
-                 state_at_ms INTEGER NOT NULL, position INTEGER NOT NULL);
-             CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE outbox (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
-             INSERT INTO callbacks (callback_id, call_id, callback_number, requested_at_ms,
-                 state, state_at_ms, position) VALUES ('old', 'c1', '+12155550124', 5,
-                 'stored', 5, 1);",
-        )
-        .unwrap();
-    }
-    let mut store = Store::open(&dir.0).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 2);
-    let old = &store.callbacks().unwrap()[0];
-    assert_eq!(
-        (old.callback_id.as_str(), old.language.as_deref()),
-        ("old", None)
-    );
-    store.insert_callback(&rec("new", 9)).unwrap();
-    let new = store.callbacks().unwrap().pop().unwrap();
-    assert_eq!(new.language.as_deref(), Some("es"));
-}
-
 fn ids(store: &Store) -> Vec<String> {
     store
         .callbacks()
@@ -1042,7 +1009,7 @@ async fn a_store_that_could_not_open_refuses_jobs_and_opens_once_it_can() {
 }
 
 #[test]
-fn a_version_1_file_gains_the_window_columns_and_keeps_its_rows() {
+fn a_version_1_file_gains_the_language_and_window_columns_and_keeps_its_rows() {
     let tmp = TempDir::new("v1");
     std::fs::create_dir_all(tmp.path()).unwrap();
     {
@@ -1068,8 +1035,12 @@ fn a_version_1_file_gains_the_window_columns_and_keeps_its_rows() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].callback_id, "old");
     assert_eq!(
-        (rows[0].window_not_before_ms, rows[0].window_not_after_ms),
-        (None, None)
+        (
+            rows[0].language.as_deref(),
+            rows[0].window_not_before_ms,
+            rows[0].window_not_after_ms
+        ),
+        (None, None, None)
     );
     // A moved window is written; a state-only update keeps it.
     assert!(s
@@ -1095,4 +1066,5 @@ fn a_version_1_file_gains_the_window_columns_and_keeps_its_rows() {
         .find(|r| r.callback_id == "new")
         .unwrap();
     assert_eq!(new.window_not_after_ms, Some(50 + 86_400_000));
+    assert_eq!(new.language.as_deref(), Some("es"));
 }
