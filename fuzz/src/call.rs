@@ -565,7 +565,7 @@ impl Driver {
                     self.media_stopped = true;
                 }
             }
-            Output::Play(_) | Output::BookCallback { .. } => {
+            Output::Play(_) | Output::BookCallback { .. } | Output::OfferWindows => {
                 assert!(!self.media_stopped, "{out:?} after Media::Stop ({what})");
             }
             // The node answers a language choice; the harness has one language.
