@@ -527,6 +527,51 @@ impl Drop for RtpSink {
     }
 }
 
+/// Places call `n` from `caller` through `gw`, waits for the answer, presses 1 (call back)
+/// and 1 (confirm the caller's number); returns the agent's RTP address and the next RTP
+/// sequence number for more keys.
+pub fn call_and_press_one_one(
+    agent: &Agent,
+    gw: &mut CallGateway,
+    n: u64,
+    caller: &str,
+    rtp: &RtpSink,
+) -> (SocketAddr, u16) {
+    gw.place(agent.sip, n, caller, rtp.port());
+    let ports = gw.wait_answered(agent.sip, 1, Duration::from_secs(10));
+    let port = *ports.last().expect("the call was answered");
+    let media = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut seq = 1u16;
+    rtp.send_digit(media, Digit::D1, 101, 1000, &mut seq);
+    gw.pump(agent.sip, Duration::from_millis(800));
+    rtp.send_digit(media, Digit::D1, 101, 500_000, &mut seq);
+    gw.pump(agent.sip, Duration::from_millis(200));
+    (media, seq)
+}
+
+/// Asserts the caller on `rtp` heard each of `prompts` (built-in English) to its last frame,
+/// in this order.
+pub fn assert_heard_in_order(rtp: &RtpSink, prompts: &[shared::ivr::Prompt]) {
+    let heard = pcmu_frames(rtp);
+    let set = edge::media::prompts::PromptSet::builtin().expect("built-in prompts");
+    let mut at = 0;
+    for &p in prompts {
+        let mut pl = shared::ivr::Playlist::new();
+        pl.push(p).expect("one prompt fits");
+        for seg in set.expand(&pl, &|_| None) {
+            let frames = seg.frames(Law::Ulaw);
+            match find_frames(&heard, frames, at) {
+                Some(i) => at = i + frames.len(),
+                None => panic!(
+                    "{p:?} ({} frames) was not heard in full after frame {at} of {}",
+                    frames.len(),
+                    heard.len()
+                ),
+            }
+        }
+    }
+}
+
 /// What a caller received as 160-byte PCMU frames (payload type 0), in arrival order.
 #[must_use]
 pub fn pcmu_frames(rtp: &RtpSink) -> Vec<[u8; 160]> {

@@ -8,19 +8,16 @@
 
 #![allow(clippy::disallowed_methods)] // the tests time real sockets and read the clock
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use ccedge_tests::broker::{have_mosquitto, Crm, Mosquitto};
+use ccedge_tests::broker::{mosquitto_or_skip, Crm, Mosquitto};
 use ccedge_tests::{Agent, AgentOptions, CallGateway, RtpSink, TempDir};
-use edge::media::prompts::PromptSet;
 use jiff::tz::{Offset, TimeZone};
 use jiff::Timestamp;
 use serde_json::Value;
 use shared::callback::window::{Clock, DayRef};
 use shared::dtmf::Digit;
-use shared::g711::Law;
-use shared::ivr::{Playlist, Prompt};
+use shared::ivr::Prompt;
 
 const NODE: &str = "ccedge/v1/nodes/phl/test-node";
 const HOURS: &str = "[callbacks]\nhours = [\"Mon-Sun 08:00-20:00\"]\n";
@@ -48,54 +45,6 @@ fn offset_text(o: i32) -> String {
     format!("{sign}{:02}:00", o.abs())
 }
 
-fn skip_without_mosquitto() -> bool {
-    if have_mosquitto() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "Mosquitto is required in CI (apt-get install mosquitto)"
-    );
-    eprintln!("mosquitto not installed: skipped");
-    true
-}
-
-/// Places a call, presses 1 (call back) and 1 (confirm the caller's number).
-fn call_and_confirm(agent: &Agent, gw: &mut CallGateway, rtp: &RtpSink) -> (SocketAddr, u16) {
-    gw.place(agent.sip, 1, "12155550123", rtp.port());
-    let ports = gw.wait_answered(agent.sip, 1, Duration::from_secs(10));
-    let port = *ports.last().expect("the call was answered");
-    let media: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut seq = 1u16;
-    rtp.send_digit(media, Digit::D1, 101, 1000, &mut seq);
-    gw.pump(agent.sip, Duration::from_millis(800));
-    rtp.send_digit(media, Digit::D1, 101, 500_000, &mut seq);
-    gw.pump(agent.sip, Duration::from_millis(200));
-    (media, seq)
-}
-
-/// Asserts the caller heard `prompts` in full, in this order.
-fn assert_heard(rtp: &RtpSink, prompts: &[Prompt]) {
-    let heard = ccedge_tests::pcmu_frames(rtp);
-    let set = PromptSet::builtin().expect("built-in prompts");
-    let mut at = 0;
-    for &p in prompts {
-        let mut pl = Playlist::new();
-        pl.push(p).unwrap();
-        for seg in set.expand(&pl, &|_| None) {
-            let frames = seg.frames(Law::Ulaw);
-            match ccedge_tests::find_frames(&heard, frames, at) {
-                Some(i) => at = i + frames.len(),
-                None => panic!(
-                    "{p:?} ({} frames) was not heard in full after frame {at} of {}",
-                    frames.len(),
-                    heard.len()
-                ),
-            }
-        }
-    }
-}
-
 fn callback_request(crm: &Crm, agent: &Agent) -> Value {
     assert!(
         crm.wait(Duration::from_secs(30), |m| m
@@ -109,7 +58,7 @@ fn callback_request(crm: &Crm, agent: &Agent) -> Value {
 
 #[test]
 fn a_caller_picks_tomorrow_morning_and_the_crm_gets_that_window() {
-    if skip_without_mosquitto() {
+    if !mosquitto_or_skip() {
         return;
     }
     // 09:xx local: the offers are as soon as possible, this afternoon, this evening and
@@ -126,7 +75,8 @@ fn a_caller_picks_tomorrow_morning_and_the_crm_gets_that_window() {
     let agent = Agent::start(dir.path(), &opts);
     let mut gw = CallGateway::new();
     let rtp = RtpSink::new();
-    let (media, mut seq) = call_and_confirm(&agent, &mut gw, &rtp);
+    let (media, mut seq) =
+        ccedge_tests::call_and_press_one_one(&agent, &mut gw, 1, "12155550123", &rtp);
     // Let the offers play a while (about 8 s), then press 4.
     gw.pump(agent.sip, Duration::from_secs(8));
     rtp.send_digit(media, Digit::D4, 101, 2_000_000, &mut seq);
@@ -144,7 +94,7 @@ fn a_caller_picks_tomorrow_morning_and_the_crm_gets_that_window() {
     assert_eq!(req["position"], 1, "{req}");
     assert!(gw.wait_ended(agent.sip, Duration::from_secs(30)));
     // The caller heard the question and the first offers before pressing 4, then "booked".
-    assert_heard(
+    ccedge_tests::assert_heard_in_order(
         &rtp,
         &[
             Prompt::WindowQuestion,
@@ -206,7 +156,7 @@ fn a_caller_picks_tomorrow_morning_and_the_crm_gets_that_window() {
 
 #[test]
 fn out_of_hours_the_first_offer_names_the_opening_and_no_key_takes_it() {
-    if skip_without_mosquitto() {
+    if !mosquitto_or_skip() {
         return;
     }
     // 03:xx local: closed until 08:00 today.
@@ -223,7 +173,7 @@ fn out_of_hours_the_first_offer_names_the_opening_and_no_key_takes_it() {
     let agent = Agent::start(dir.path(), &opts);
     let mut gw = CallGateway::new();
     let rtp = RtpSink::new();
-    call_and_confirm(&agent, &mut gw, &rtp);
+    ccedge_tests::call_and_press_one_one(&agent, &mut gw, 1, "12155550123", &rtp);
     // No key: when the offers have been spoken and a second passed, the first is booked.
     let req = callback_request(&crm, &agent);
     let today = local.date();
@@ -237,7 +187,7 @@ fn out_of_hours_the_first_offer_names_the_opening_and_no_key_takes_it() {
         "{req}"
     );
     assert!(gw.wait_ended(agent.sip, Duration::from_secs(30)));
-    assert_heard(
+    ccedge_tests::assert_heard_in_order(
         &rtp,
         &[
             Prompt::WindowQuestion,

@@ -6,39 +6,14 @@
 
 #![allow(clippy::disallowed_methods)] // the tests time real sockets
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use ccedge_tests::broker::{mosquitto_or_skip, Crm, Mosquitto};
 use ccedge_tests::{ccedge_cli, Agent, AgentOptions, CallGateway, RtpSink, TempDir};
-use edge::media::prompts::PromptSet;
 use serde_json::Value;
-use shared::dtmf::Digit;
-use shared::g711::Law;
-use shared::ivr::{Playlist, Prompt};
+use shared::ivr::Prompt;
 
 const NODE: &str = "ccedge/v1/nodes/phl/test-node";
-
-/// Places a call from `caller`, waits for the answer, presses 1 (call back) and 1 (confirm the
-/// caller's number); returns the agent's RTP address.
-fn call_and_press_one_one(
-    agent: &Agent,
-    gw: &mut CallGateway,
-    n: u64,
-    caller: &str,
-    rtp: &RtpSink,
-) -> SocketAddr {
-    gw.place(agent.sip, n, caller, rtp.port());
-    let ports = gw.wait_answered(agent.sip, 1, Duration::from_secs(10));
-    let port = *ports.last().expect("the call was answered");
-    let media: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut seq = 1u16;
-    rtp.send_digit(media, Digit::D1, 101, 1000, &mut seq);
-    gw.pump(agent.sip, Duration::from_millis(800));
-    rtp.send_digit(media, Digit::D1, 101, 500_000, &mut seq);
-    gw.pump(agent.sip, Duration::from_millis(200));
-    media
-}
 
 #[test]
 fn a_repeat_caller_hears_already_booked_and_the_position_before_bye() {
@@ -48,7 +23,7 @@ fn a_repeat_caller_hears_already_booked_and_the_position_before_bye() {
 
     // The first call books; the agent hangs up after "booked".
     let first = RtpSink::new();
-    call_and_press_one_one(&agent, &mut gw, 1, "12155550123", &first);
+    ccedge_tests::call_and_press_one_one(&agent, &mut gw, 1, "12155550123", &first);
     assert!(
         agent.wait_log("callback booked (durable)", Duration::from_secs(5)),
         "{}",
@@ -61,7 +36,7 @@ fn a_repeat_caller_hears_already_booked_and_the_position_before_bye() {
 
     // The same number calls again and asks again.
     let second = RtpSink::new();
-    call_and_press_one_one(&agent, &mut gw, 2, "12155550123", &second);
+    ccedge_tests::call_and_press_one_one(&agent, &mut gw, 2, "12155550123", &second);
     assert!(
         agent.wait_log("caller already booked", Duration::from_secs(5)),
         "{}",
@@ -73,28 +48,14 @@ fn a_repeat_caller_hears_already_booked_and_the_position_before_bye() {
     );
     // Everything the caller heard before the BYE: "you already have a call back booked", "you
     // are number", "1", each to its last frame and in that order.
-    let heard = ccedge_tests::pcmu_frames(&second);
-    let prompts = PromptSet::builtin().expect("built-in prompts");
-    let mut at = 0;
-    for p in [
-        Prompt::AlreadyBooked,
-        Prompt::YouAreNumber,
-        Prompt::Number(1),
-    ] {
-        let mut pl = Playlist::new();
-        pl.push(p).unwrap();
-        for seg in prompts.expand(&pl, &|_| None) {
-            let frames = seg.frames(Law::Ulaw);
-            match ccedge_tests::find_frames(&heard, frames, at) {
-                Some(i) => at = i + frames.len(),
-                None => panic!(
-                    "{p:?} ({} frames) was not heard in full after frame {at} of {}",
-                    frames.len(),
-                    heard.len()
-                ),
-            }
-        }
-    }
+    ccedge_tests::assert_heard_in_order(
+        &second,
+        &[
+            Prompt::AlreadyBooked,
+            Prompt::YouAreNumber,
+            Prompt::Number(1),
+        ],
+    );
     // Only one callback is queued.
     let store = edge::store::Store::open(dir.path()).expect("open store");
     assert_eq!(store.callbacks().expect("callbacks").len(), 1);
@@ -180,7 +141,7 @@ fn a_callback_expires_after_max_age_and_the_crm_is_told() {
     let agent = Agent::start(dir.path(), &opts);
     let mut gw = CallGateway::new();
     let rtp = RtpSink::new();
-    call_and_press_one_one(&agent, &mut gw, 1, "12155550188", &rtp);
+    ccedge_tests::call_and_press_one_one(&agent, &mut gw, 1, "12155550188", &rtp);
     assert!(
         crm.wait(Duration::from_secs(10), |m| m
             .iter()
