@@ -198,6 +198,14 @@ impl Default for Recorder {
     }
 }
 
+impl Metrics {
+    /// How late a pacer wake-up came after its deadline (called from the media plane's
+    /// thread).
+    pub fn pacer_tick(&self, late: Duration) {
+        self.pacer_lateness.observe(late.as_secs_f64());
+    }
+}
+
 impl Recorder {
     /// A recorder with every figure at zero.
     #[must_use]
@@ -218,7 +226,7 @@ impl Recorder {
 
     /// How late a pacer wake-up came after its deadline.
     pub fn pacer_tick(&self, late: Duration) {
-        self.metrics.pacer_lateness.observe(late.as_secs_f64());
+        self.metrics.pacer_tick(late);
     }
 
     /// One output of the node, before the engine acts on it; `active_calls` is the node's

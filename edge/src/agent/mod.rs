@@ -55,7 +55,8 @@ use tracing::{debug, info, warn};
 use crate::announcements;
 use crate::clock::Clock;
 use crate::media::audio::Frames;
-use crate::media::engine::{Audio, MediaEngine, Session, PTIME};
+use crate::media::engine::Audio;
+use crate::media::plane::{Cmd, MediaPlane, PlaneStats, Wake};
 use crate::media::prompts::Prompts;
 use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
@@ -224,18 +225,6 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
 }
 
-/// A datagram received on a call's RTP port.
-#[derive(Debug)]
-struct RtpIn {
-    key: CallKey,
-    from: SocketAddr,
-    len: usize,
-    data: [u8; RTP_MAX],
-}
-
-const RTP_MAX: usize = 512;
-/// Inbound RTP datagrams handled per wake-up of the agent's task, at most.
-const RTP_BATCH: usize = 256;
 const SIP_BUF: usize = shared::limits::SIP_MAX_DATAGRAM;
 /// Datagrams that continue a call (responses, ACK, BYE, CANCEL, in-dialog requests) waiting
 /// for the agent's task.
@@ -328,13 +317,14 @@ struct Stored {
     error: Option<String>,
 }
 
-/// A call's I/O resources: its RTP socket and receive task, and its RTP stream's random
-/// start values.
+/// A call's I/O resources: its RTP port (the media plane holds the socket), and its RTP
+/// stream's random start values.
 struct CallIo {
-    /// The call's RTP socket (its receive task holds it too), until the media session takes it.
-    rtp: Option<crate::media::engine::SendSocket>,
     rtp_port: u16,
-    rtp_task: tokio::task::JoinHandle<()>,
+    /// The media plane was told to start sending (a call starts its media once).
+    media_started: bool,
+    /// Packets the plane sent for this call.
+    sent: Arc<std::sync::atomic::AtomicU64>,
     ssrc: u32,
     seq0: u16,
     ts0: u32,
@@ -364,14 +354,14 @@ pub struct Engine {
     advertised: IpAddr,
     io: HashMap<CallKey, CallIo>,
     /// The socket the last setup closure bound, until the node says which call has it.
-    bound: Option<(u16, Arc<UdpSocket>)>,
-    media: MediaEngine,
+    bound: Option<(u16, std::net::UdpSocket)>,
+    /// The media plane's thread: pacing, sends and inbound RTP (`crate::media::plane`).
+    media: MediaPlane,
     prompts: Arc<Prompts>,
     audio: HashMap<Sha256, Arc<Frames>>,
     store: StoreHandle,
     ports: PortPool,
     limiter: RateLimiter,
-    rtp_tx: mpsc::Sender<RtpIn>,
     stored_tx: mpsc::UnboundedSender<Stored>,
     next_call: u64,
     hasher: std::collections::hash_map::RandomState,
@@ -384,7 +374,8 @@ pub struct Engine {
     sip_overload: Arc<Overload>,
     /// Datagrams larger than the largest SIP message (answered 513).
     sip_oversize: u64,
-    rtp_overflow: Arc<std::sync::atomic::AtomicU64>,
+    /// The media plane's counters (inbound RTP dropped because this task fell behind).
+    plane_stats: Arc<PlaneStats>,
     /// Calls up per SIP peer address: a reload that takes an address out of `sip.allow`
     /// still lets the dialogs it already has finish.
     call_peers: HashMap<IpAddr, u32>,
@@ -600,7 +591,15 @@ pub async fn start(
         HeapCalls::with_capacity(cfg.max_calls.saturating_mul(2)),
         now,
     ));
-    let (rtp_tx, rtp_rx) = mpsc::channel(8192);
+    let plane_stats = Arc::new(PlaneStats::default());
+    let recorder = crate::metrics::Recorder::new();
+    let (media, wake_rx) = {
+        let m = recorder.metrics();
+        MediaPlane::start(
+            Arc::clone(&plane_stats),
+            Box::new(move |late| m.pacer_tick(late)),
+        )?
+    };
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
     let (from_link_tx, from_link_rx) = mpsc::unbounded_channel();
@@ -619,11 +618,10 @@ pub async fn start(
         advertised,
         io: HashMap::new(),
         bound: None,
-        media: MediaEngine::new(),
+        media,
         prompts: Arc::new(prompts),
         audio: HashMap::new(),
         store,
-        rtp_tx,
         stored_tx,
         next_call: 1,
         hasher: std::collections::hash_map::RandomState::new(),
@@ -632,7 +630,7 @@ pub async fn start(
         calls_refused_share: 0,
         sip_overload: Arc::new(Overload::default()),
         sip_oversize: 0,
-        rtp_overflow: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        plane_stats,
         call_peers: HashMap::new(),
         live_peers: HashMap::new(),
         link_epoch: 0,
@@ -654,7 +652,7 @@ pub async fn start(
         stream_slots: Arc::new(tokio::sync::Semaphore::new(1)),
         tcp_per_source: 0,
         callbacks_restored: false,
-        metrics: crate::metrics::Recorder::new(),
+        metrics: recorder,
     };
     // TCP and TLS share the connection limits (TLS alone uses the defaults).
     let limits = engine.cfg.tcp.unwrap_or_default();
@@ -712,7 +710,7 @@ pub async fn start(
     let task = tokio::spawn(engine.run(
         shutdown,
         Inputs {
-            rtp: rtp_rx,
+            media: wake_rx,
             stored: stored_rx,
             commands: command_rx,
             from_link: from_link_rx,
@@ -737,7 +735,7 @@ fn to_core_duration(d: StdDuration) -> Duration {
 
 /// The engine task's input channels.
 struct Inputs {
-    rtp: mpsc::Receiver<RtpIn>,
+    media: mpsc::Receiver<Wake>,
     stored: mpsc::UnboundedReceiver<Stored>,
     commands: mpsc::Receiver<Command>,
     from_link: mpsc::UnboundedReceiver<FromLink>,
@@ -761,7 +759,7 @@ impl Engine {
         inputs: Inputs,
     ) -> Result<(), AgentError> {
         let Inputs {
-            rtp: mut rtp_rx,
+            media: mut wake_rx,
             stored: mut stored_rx,
             commands: mut command_rx,
             from_link: mut from_link_rx,
@@ -782,15 +780,11 @@ impl Engine {
             Arc::clone(&self.sip_overload),
             self.node.config().call.sip,
         ));
-        let mut next_tick = tokio::time::Instant::now() + PTIME;
-        let mut finished = Vec::new();
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut snap = tokio::time::interval(StdDuration::from_millis(500));
-        // The two busy timers are pinned once and re-armed in place, so a loop turn does not
+        // The node's timer is pinned once and re-armed in place, so a loop turn does not
         // create and drop timer entries.
-        let tick_sleep = tokio::time::sleep_until(next_tick);
-        tokio::pin!(tick_sleep);
-        let node_sleep = tokio::time::sleep_until(next_tick);
+        let node_sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(node_sleep);
         let mut armed: Option<tokio::time::Instant> = None;
         loop {
@@ -801,33 +795,9 @@ impl Engine {
                 }
                 armed = timer;
             }
-            // Not `biased`: when a pacer tick takes longer than 20 ms (thousands of calls on a
-            // loaded box), a biased select would find the next tick ready at every turn and
-            // never serve SIP, timers or shutdown again. Random order keeps every input served.
+            // Not `biased`: random order keeps every input served when one is busy.
             tokio::select! {
-                () = &mut tick_sleep => {
-                    // Absolute deadlines: send what is owed when woken late (at most 5 frames;
-                    // beyond that the schedule restarts from now).
-                    let now = tokio::time::Instant::now();
-                    self.metrics.pacer_tick(now.saturating_duration_since(next_tick));
-                    let mut owed = 0;
-                    while next_tick <= now && owed < 5 {
-                        self.media.tick(&mut finished);
-                        next_tick += PTIME;
-                        owed += 1;
-                    }
-                    if next_tick <= now {
-                        next_tick = now + PTIME;
-                    }
-                    tick_sleep.as_mut().reset(next_tick);
-                    if !finished.is_empty() {
-                        let now = self.now();
-                        for key in finished.drain(..) {
-                            let _ = self.node.handle_playback_finished(now, CallKey(key));
-                        }
-                        self.drain();
-                    }
-                }
+                Some(w) = wake_rx.recv() => self.on_media(w),
                 Some(m) = cont_rx.recv() => {
                     self.on_sip(&m.data, m.truncated, m.from);
                     for _ in 0..SIP_BATCH {
@@ -841,17 +811,6 @@ impl Engine {
                         self.on_sip(&c.data, c.truncated, c.from);
                     }
                     self.on_sip(&m.data, m.truncated, m.from);
-                }
-                Some(pkt) = rtp_rx.recv() => {
-                    // Take whatever else has queued up in the same wake-up (bounded, so SIP
-                    // and the pacer are never starved): one loop turn per batch, not per packet.
-                    let now = self.now();
-                    self.on_rtp(now, &pkt);
-                    for _ in 0..RTP_BATCH {
-                        let Ok(pkt) = rtp_rx.try_recv() else { break };
-                        self.on_rtp(now, &pkt);
-                    }
-                    self.drain();
                 }
                 Some(ev) = recv_opt(&mut stream_rx) => self.on_stream(ev),
                 Some(s) = stored_rx.recv() => self.on_stored(s),
@@ -893,8 +852,8 @@ impl Engine {
             }
         }
         sip_task.abort();
-        for (_, io) in self.io.drain() {
-            io.rtp_task.abort();
+        for (key, _) in self.io.drain() {
+            self.media.send(Cmd::Detach { key: key.0 });
         }
         self.publish_snapshot();
         // Closing the link's channel makes it flush what it can, say offline and stop.
@@ -918,22 +877,32 @@ impl Engine {
         }
     }
 
-    fn on_rtp(&mut self, now: Now, pkt: &RtpIn) {
-        let data = pkt.data.get(..pkt.len).unwrap_or(&[]);
+    /// One tick of the media plane: the calls whose playlist ended, then what arrived on the
+    /// calls' sockets.
+    fn on_media(&mut self, w: Wake) {
+        let now = self.now();
+        for key in w.finished {
+            let _ = self.node.handle_playback_finished(now, CallKey(key));
+        }
+        for (d, data) in w.rtp.iter() {
+            self.on_rtp(now, CallKey(d.key), d.from, data);
+        }
+        self.drain();
+    }
+
+    fn on_rtp(&mut self, now: Now, key: CallKey, from: SocketAddr, data: &[u8]) {
         // A refusal is counted by the node (`rtp_dropped`).
-        let trusted = (self.cfg.allow)(pkt.from.ip());
+        let trusted = (self.cfg.allow)(from.ip());
         if shared::rtp::rtcp::is_rtcp(data) {
             // rtcp-mux (RFC 5761): the peer's reports on the RTP port.
-            let Some(io) = self.io.get(&pkt.key) else {
+            let Some(io) = self.io.get(&key) else {
                 return;
             };
             let ours = shared::rtp::Ssrc(io.ssrc);
-            let _ = self
-                .node
-                .handle_rtcp(now, pkt.key, pkt.from, trusted, data, ours);
+            let _ = self.node.handle_rtcp(now, key, from, trusted, data, ours);
             return;
         }
-        let _ = self.node.handle_rtp(now, pkt.key, pkt.from, trusted, data);
+        let _ = self.node.handle_rtp(now, key, from, trusted, data);
     }
 
     /// Sends the RTCP reports that are due (checked every 500 ms; the interval is 5 s
@@ -953,7 +922,13 @@ impl Engine {
             let Some((to, block)) = self.node.rtcp_report(now, *key) else {
                 continue;
             };
-            if self.media.send_rtcp_report(key.0, to, block.as_ref(), ntp) {
+            if io.media_started {
+                self.media.send(Cmd::RtcpReport {
+                    key: key.0,
+                    to,
+                    block,
+                    ntp,
+                });
                 io.rtcp_to = Some(to);
             }
         }
@@ -980,7 +955,10 @@ impl Engine {
             callbacks_failed: n.callbacks_failed,
             callbacks_expired: n.callbacks_expired,
             rtp_dropped: n.rtp_dropped
-                + self.rtp_overflow.load(std::sync::atomic::Ordering::Relaxed),
+                + self
+                    .plane_stats
+                    .rtp_overflow
+                    .load(std::sync::atomic::Ordering::Relaxed),
             rtp_foreign: n.rtp_foreign,
         }
     }
@@ -1060,15 +1038,8 @@ impl Engine {
                 return None;
             }
             let (port, std_socket) = ports.bind(bind_ip)?;
-            // One descriptor: the receive task reads it through tokio, the pacer sends on it.
-            match UdpSocket::from_std(std_socket) {
-                Ok(s) => *bound = Some((port, Arc::new(s))),
-                Err(e) => {
-                    warn!(error = %e, "RTP socket setup failed: refusing the call with 503");
-                    ports.release(port);
-                    return None;
-                }
-            }
+            // One descriptor (non-blocking): the media plane reads and sends on it.
+            *bound = Some((port, std_socket));
             Some(Setup {
                 id: CallId(call_id_for(wall.0, key)),
                 local_tag: random(hasher, clock, key),
@@ -1265,9 +1236,14 @@ impl Engine {
                     .into_iter()
                     .map(|f| f as Arc<dyn Audio>)
                     .collect();
-                self.media.play(call.0, segments);
+                self.media.send(Cmd::Play {
+                    key: call.0,
+                    segments,
+                });
             }
-            node::Output::StopPlayback { call } => self.media.stop_playback(call.0),
+            node::Output::StopPlayback { call } => {
+                self.media.send(Cmd::StopPlayback { key: call.0 });
+            }
             node::Output::Callback(c) => self.callback_work(c),
             node::Output::Booking {
                 call,
@@ -1295,12 +1271,7 @@ impl Engine {
             return;
         };
         debug_assert_eq!(port, local_rtp.port());
-        let rtp_task = tokio::spawn(rtp_receive(
-            Arc::clone(&socket),
-            key,
-            self.rtp_tx.clone(),
-            Arc::clone(&self.rtp_overflow),
-        ));
+        self.media.send(Cmd::Attach { key: key.0, socket });
         let r = self.random(key.0 ^ 0xabcd);
         let peer = self.node.call(key).map(|slot| slot.peer().ip());
         if let Some(ip) = peer {
@@ -1310,9 +1281,9 @@ impl Engine {
         self.io.insert(
             key,
             CallIo {
-                rtp: Some(socket),
                 rtp_port: port,
-                rtp_task,
+                media_started: false,
+                sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
                 ssrc: (r >> 32) as u32,
                 seq0: (r >> 16) as u16,
                 ts0: r as u32,
@@ -1338,10 +1309,10 @@ impl Engine {
         };
         if !io.port_released {
             io.port_released = true;
-            io.rtp_task.abort();
-            io.rtp = None;
             io.next_rtcp = None;
-            self.media.stop(key.0);
+            // The plane closes the socket at its next tick (≤ 20 ms); the pool hands ports out
+            // round-robin and skips one still bound.
+            self.media.send(Cmd::Detach { key: key.0 });
             self.ports.release(io.rtp_port);
         }
         if std::mem::take(&mut io.live) {
@@ -1362,7 +1333,6 @@ impl Engine {
         }
         match key.and_then(|k| self.io.remove(&k).map(|io| (k, io))) {
             Some((k, io)) => {
-                io.rtp_task.abort();
                 if let Some(ip) = io.peer {
                     if let Some(n) = self.call_peers.get_mut(&ip) {
                         *n = n.saturating_sub(1);
@@ -1371,7 +1341,7 @@ impl Engine {
                         }
                     }
                 }
-                self.media.stop(k.0);
+                self.media.send(Cmd::Detach { key: k.0 });
                 if !io.port_released {
                     self.ports.release(io.rtp_port);
                 }
@@ -1399,31 +1369,37 @@ impl Engine {
                 let Some(io) = self.io.get_mut(&key) else {
                     return;
                 };
-                // The session takes the sending socket (a call starts its media once).
-                let Some(socket) = io.rtp.take() else {
+                // A call starts its media once, after its socket is gone no more.
+                if io.media_started || io.port_released {
                     return;
-                };
+                }
+                io.media_started = true;
                 let law = match codec {
                     shared::sdp::Codec::Pcmu => shared::g711::Law::Ulaw,
                     shared::sdp::Codec::Pcma => shared::g711::Law::Alaw,
                 };
-                let session = Session::new(socket, law, payload_type, io.ssrc, io.seq0, io.ts0);
                 // RFC 3550 §6.2: the first report after half the minimum interval.
                 io.next_rtcp = Some(self.clock.now() + rtcp_interval(io.ssrc, 0) / 2);
-                self.media.start(key.0, session, remote, send);
+                self.media.send(Cmd::Start {
+                    key: key.0,
+                    law,
+                    payload_type,
+                    ssrc: io.ssrc,
+                    seq0: io.seq0,
+                    ts0: io.ts0,
+                    remote,
+                    send,
+                    sent: Arc::clone(&io.sent),
+                });
             }
-            call::Media::Remote(r) => self.media.set_remote(key.0, r),
-            call::Media::Send(on) => self.media.set_sending(key.0, on),
+            call::Media::Remote(remote) => self.media.send(Cmd::Remote { key: key.0, remote }),
+            call::Media::Send(on) => self.media.send(Cmd::Sending { key: key.0, on }),
             call::Media::Stop => {
-                if let Some(io) = self.io.get_mut(&key) {
+                let bye = self.io.get_mut(&key).and_then(|io| {
                     io.next_rtcp = None;
-                    if let Some(to) = io.rtcp_to.take() {
-                        self.media.send_rtcp_bye(key.0, to);
-                    }
-                }
-                if let Some(s) = self.media.stop(key.0) {
-                    debug!(sent = s.sent(), errors = s.send_errors(), "media stopped");
-                }
+                    io.rtcp_to.take()
+                });
+                self.media.send(Cmd::Stop { key: key.0, bye });
             }
         }
     }
@@ -1667,7 +1643,10 @@ impl Engine {
                     let c = slot.call();
                     let stats = c.rtp_stats();
                     let peer = c.peer_report();
-                    let sent = self.media.session(key.0).map_or(0, |s| s.sent());
+                    let sent = self
+                        .io
+                        .get(&key)
+                        .map_or(0, |io| io.sent.load(std::sync::atomic::Ordering::Relaxed));
                     list.push(CallView {
                         call_id: c.id().to_string(),
                         caller: c.caller().map(ToString::to_string),
@@ -2053,34 +2032,6 @@ async fn sleep_opt(t: Option<tokio::time::Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Receives one call's RTP and forwards it to the agent's task. Drops packets (counted in
-/// `rtp_dropped`) rather than blocking when the agent falls behind.
-async fn rtp_receive(
-    socket: Arc<UdpSocket>,
-    key: CallKey,
-    tx: mpsc::Sender<RtpIn>,
-    overflow: Arc<std::sync::atomic::AtomicU64>,
-) {
-    loop {
-        let mut data = [0u8; RTP_MAX];
-        let Ok((len, from)) = socket.recv_from(&mut data[..]).await else {
-            return;
-        };
-        match tx.try_send(RtpIn {
-            key,
-            from,
-            len: len.min(RTP_MAX),
-            data,
-        }) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                overflow.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-        }
     }
 }
 

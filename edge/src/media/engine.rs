@@ -1,4 +1,5 @@
-//! The RTP pacer: one 20 ms timer for every call.
+//! The RTP pacer's per-tick work for every call (the media plane's thread drives it every
+//! 20 ms: [`super::plane`]).
 //!
 //! Each answered call has a [`Session`]: its RTP socket, where to send, the G.711 law and
 //! payload type, a [`shared::rtp::OutboundStream`] (SSRC, sequence, timestamp) and a queue of
@@ -19,10 +20,10 @@ use shared::g711::Law;
 use shared::rtp::playout::{Frame, Playout};
 use shared::rtp::{rtcp, OutboundStream, PayloadType, Ssrc};
 
-/// A call's RTP socket, shared with the task that reads it: one descriptor per call (10,000
-/// calls stay under a 20,000 descriptor limit). The engine sends through the same descriptor
-/// with a plain `sendto` (`socket2::SockRef`), so a send has no readiness bookkeeping.
-pub type SendSocket = Arc<tokio::net::UdpSocket>;
+/// A call's RTP socket, shared with the media plane's receive side: one descriptor per call
+/// (10,000 calls stay under a 20,000 descriptor limit). The engine sends through it with a
+/// plain `sendto` (`socket2::SockRef`) on a non-blocking socket.
+pub type SendSocket = Arc<std::net::UdpSocket>;
 
 /// Bytes of one 20 ms G.711 frame.
 pub const FRAME: usize = 160;
@@ -51,6 +52,8 @@ pub struct Session {
     /// Packets the socket took.
     sent: u64,
     send_errors: u64,
+    /// `sent`, for readers on other threads (updated once per tick).
+    shared_sent: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Session {
@@ -75,7 +78,15 @@ impl Session {
             ),
             sent: 0,
             send_errors: 0,
+            shared_sent: None,
         }
+    }
+
+    /// Publishes the count of packets sent in `counter` after every tick.
+    #[must_use]
+    pub fn with_counter(mut self, counter: Arc<std::sync::atomic::AtomicU64>) -> Session {
+        self.shared_sent = Some(counter);
+        self
     }
 
     /// Packets sent so far.
@@ -253,6 +264,9 @@ impl MediaEngine {
             if ended {
                 finished.push(*key);
             }
+            if let Some(c) = &s.shared_sent {
+                c.store(s.sent, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }
@@ -270,7 +284,7 @@ mod tests {
     }
 
     async fn pair() -> (SendSocket, tokio::net::UdpSocket) {
-        let a = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let a = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
         let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         (a, b)
     }

@@ -6,10 +6,13 @@
 //! * [`prompts`] — the built-in prompt recordings (compiled in), site overrides from the
 //!   prompts directory, and [`prompts::PromptSet::expand`], which turns an IVR playlist into
 //!   the sequence of segments a call plays.
-//! * [`engine`] — the RTP pacer: one 20 ms timer sends the next frame of every call.
+//! * [`engine`] — the RTP pacer: each 20 ms tick sends the next frame of every call.
+//! * [`plane`] — the media plane's thread: precise ticks, batched receive, one message per
+//!   tick to the agent's task.
 
 pub mod audio;
 pub mod engine;
+pub mod plane;
 pub mod prompts;
 
 impl engine::Audio for audio::Frames {
