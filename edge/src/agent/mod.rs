@@ -9,7 +9,7 @@
 //! * the node asks for audio (`Output::Play`) → [`Engine::act`] expands the playlist into
 //!   pre-encoded segments ([`crate::media::prompts::Prompts::expand`]) for the pacer;
 //! * audio becomes RTP in [`crate::media::engine::MediaEngine::tick`], every 20 ms for all
-//!   calls at once;
+//!   calls at once, on the media plane's own thread ([`crate::media::plane`]);
 //! * the node asks for a booking to be written (`Output::Callback(Store)`) → the store thread
 //!   (SQLite, `synchronous=FULL`) → `Node::handle_stored`: the caller hears "booked" only for
 //!   a callback that is on disk;
@@ -21,10 +21,11 @@
 //!
 //! ## Run loop
 //!
-//! `tokio::select!` over: the media tick (absolute 20 ms deadlines), the SIP socket, inbound
-//! RTP (one small receive task per call forwards datagrams over a channel), results of the
-//! store thread, the link, the control socket, the node's one deadline, and shutdown. After
-//! every input the node's outputs are drained ([`Engine::drain`]) and its timer re-armed.
+//! `tokio::select!` over: the media plane's tick messages (the calls whose playlist ended and
+//! every inbound RTP datagram of that tick, [`crate::media::plane`]; the plane paces and sends
+//! on its own thread), the SIP socket, results of the store thread, the link, the control
+//! socket, the node's one deadline, and shutdown. After every input the node's outputs are
+//! drained ([`Engine::drain`]) and its timer re-armed.
 
 mod ratelimit;
 mod rtp_ports;
