@@ -2,6 +2,8 @@
 # Benchmark: the agent's CPU and memory with N concurrent announcement calls from sipp.
 #
 #   bench/agent-calls.sh [CALLS] [CALL_SECONDS]      (defaults: 200 calls of 30 s)
+#   CCEDGE_BIN=path/to/ccedge bench/agent-calls.sh …  measures that binary instead (same-run
+#                                                      before/after pairs)
 #
 # Starts a release `ccedge agent` on loopback with a fresh state dir, lets sipp place CALLS
 # calls at 50 calls/s that each listen for CALL_SECONDS, and samples the agent's
@@ -12,7 +14,8 @@ cd "$(dirname "$0")/.."
 CALLS=${1:-200}
 SECS=${2:-30}
 command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)" >&2; exit 1; }
-cargo build --release -q -p edge
+if [ -n "${CCEDGE_BIN:-}" ]; then BIN=$CCEDGE_BIN; else
+  cargo build --release -q -p edge; BIN=${CARGO_TARGET_DIR:-target}/release/ccedge; fi
 STATE=$(mktemp -d)
 trap 'kill $AGENT 2>/dev/null || true; rm -rf "$STATE"' EXIT
 PORT_MIN=$(( 30000 + RANDOM % 20000 ))
@@ -36,7 +39,7 @@ max_retries = 9
 [log]
 level = "info"
 TOML
-RUST_LOG=info target/release/ccedge agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
+RUST_LOG=info "$BIN" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
 AGENT=$!
 for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
 SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2)

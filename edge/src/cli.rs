@@ -204,6 +204,7 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         timezone: cfg.callback_zone().unwrap_or(jiff::tz::TimeZone::UTC),
         max_audio_bytes: u64::from(cfg.announcements.max_audio_bytes),
         max_calls: usize::try_from(cfg.sip.max_calls).unwrap_or(usize::MAX),
+        max_pacer_load_permille: u64::from(cfg.rtp.max_pacer_load_percent) * 10,
         shutdown_grace: Duration::from_secs(5),
         link: Some(link_config(cfg)),
     }

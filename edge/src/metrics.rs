@@ -443,6 +443,12 @@ impl Collector for StateCollector {
             "Of the refused INVITEs, those whose source held its fair share of sip.max_calls.",
             stats.calls_refused_share,
         )?;
+        counter(
+            &mut e,
+            "calls_refused_load",
+            "Of the refused INVITEs, those refused while the media plane was busier than rtp.max_pacer_load_percent.",
+            stats.calls_refused_load,
+        )?;
         {
             let c = ConstCounter::new(0u64);
             let mut family = e.encode_descriptor(

@@ -41,6 +41,11 @@ pub struct Stats {
     pub rtp_foreign: u64,
     /// Of the refused calls, those whose source held its fair share of `sip.max_calls`.
     pub calls_refused_share: u64,
+    /// Of the refused calls, those refused because the media plane was busier than
+    /// `rtp.max_pacer_load_percent`.
+    pub calls_refused_load: u64,
+    /// How busy the media plane's thread was over its last second, in permille.
+    pub pacer_load_permille: u64,
     /// SIP datagrams dropped because the agent's queue for them was full (overload).
     pub sip_overload_dropped: u64,
     /// New INVITEs answered 503 with Retry-After by the receive task because the queue for

@@ -374,3 +374,57 @@ fn a_burst_of_new_invites_cannot_make_the_agent_lose_a_bye() {
         "no 503 with Retry-After reached the flood's socket: {s}"
     );
 }
+
+// Measured capacity: past `rtp.max_pacer_load_percent` (here 1 %, so a few dozen calls on
+// loopback reach it) a new INVITE gets 503 with Retry-After, counted as a load refusal, while
+// the calls already up keep their 50 packets a second.
+#[test]
+fn past_the_media_load_limit_a_new_invite_gets_503_and_the_calls_up_keep_their_audio() {
+    let dir = TempDir::new("media-load");
+    let opts = AgentOptions {
+        rtp_extra: "max_pacer_load_percent = 1".into(),
+        ivr_extra: "no_input_timeout_ms = 60000\nmax_retries = 9".into(),
+        rtp_ports: 700,
+        ..AgentOptions::default()
+    };
+    let agent = Agent::start(dir.path(), &opts);
+    let mut gw = CallGateway::new();
+    let sink = ccedge_tests::RtpSink::new();
+    gw.place(agent.sip, 1, "12155550123", sink.port());
+    assert_eq!(
+        gw.wait_answered(agent.sip, 1, Duration::from_secs(10))
+            .len(),
+        1
+    );
+    // Add calls 25 at a time; each round waits for the plane's next one-second load figure.
+    let mut placed = 1u64;
+    let mut refused = None;
+    while refused.is_none() && placed < 600 {
+        for _ in 0..25 {
+            placed += 1;
+            gw.place(agent.sip, placed, "12155550123", sink.port());
+        }
+        gw.pump(agent.sip, Duration::from_millis(1_200));
+        refused = gw.calls().values().find_map(|c| match c.state {
+            UacState::Rejected(code) => Some(code),
+            _ => None,
+        });
+    }
+    let s = agent.status_json();
+    assert_eq!(refused, Some(503), "no refusal after {placed} calls: {s}");
+    assert!(s["stats"]["calls_refused_load"].as_u64() >= Some(1), "{s}");
+    assert!(s["stats"]["pacer_load_permille"].as_u64() > Some(10), "{s}");
+    // The first call keeps its audio (the sink gets every call's packets: count those from
+    // the first call's RTP address).
+    let first = sink.packets().first().map(|p| p.from);
+    let first_ssrc = |pkts: &[ccedge_tests::Received]| -> Vec<u16> {
+        pkts.iter()
+            .filter(|p| Some(p.from) == first)
+            .map(|p| p.seq)
+            .collect()
+    };
+    let before = first_ssrc(&sink.packets()).len();
+    gw.pump(agent.sip, Duration::from_millis(1_000));
+    let got = first_ssrc(&sink.packets()).len() - before;
+    assert!(got >= 40, "the first call got {got} packets in ~1 s");
+}

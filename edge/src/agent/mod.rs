@@ -156,6 +156,9 @@ pub struct AgentConfig {
     pub max_audio_bytes: u64,
     /// Most concurrent calls (503 beyond).
     pub max_calls: usize,
+    /// New calls get 503 while the media plane was busier than this (permille of its last
+    /// second; 0 = never): `rtp.max_pacer_load_percent`.
+    pub max_pacer_load_permille: u64,
     /// How long calls may take to end after SIGTERM.
     pub shutdown_grace: StdDuration,
     /// The CRM link over MQTT (`None`: no link, events and callbacks stay local).
@@ -192,6 +195,7 @@ impl AgentConfig {
             timezone: jiff::tz::TimeZone::UTC,
             max_audio_bytes: 16 << 20,
             max_calls: 20_000,
+            max_pacer_load_permille: 850,
             shutdown_grace: StdDuration::from_secs(5),
             link: None,
         }
@@ -371,6 +375,8 @@ pub struct Engine {
     sip_rate_limited: u64,
     /// New calls refused because their source held its fair share of `sip.max_calls`.
     calls_refused_share: u64,
+    /// New calls refused because the media plane was at `rtp.max_pacer_load_percent`.
+    calls_refused_load: u64,
     /// SIP datagrams dropped because the agent's queue for them was full.
     sip_overload: Arc<Overload>,
     /// Datagrams larger than the largest SIP message (answered 513).
@@ -629,6 +635,7 @@ pub async fn start(
         sip_denied: 0,
         sip_rate_limited: 0,
         calls_refused_share: 0,
+        calls_refused_load: 0,
         sip_overload: Arc::new(Overload::default()),
         sip_oversize: 0,
         plane_stats,
@@ -944,6 +951,11 @@ impl Engine {
             calls_total: n.calls_total,
             calls_refused: n.calls_refused,
             calls_refused_share: self.calls_refused_share,
+            calls_refused_load: self.calls_refused_load,
+            pacer_load_permille: self
+                .plane_stats
+                .load_permille
+                .load(std::sync::atomic::Ordering::Relaxed),
             sip_overload_dropped: self
                 .sip_overload
                 .dropped
@@ -1030,10 +1042,24 @@ impl Engine {
         let over_share = sources > 1
             && self.node.active_calls() + reserve >= capacity
             && (held + 1) * (sources + 1) > capacity;
+        // Measured capacity: while the media plane's thread was busier than
+        // `rtp.max_pacer_load_percent` over its last second, another call would make every
+        // call's audio late; it is refused with 503 and Retry-After instead.
+        let load = self
+            .plane_stats
+            .load_permille
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let over_load =
+            self.cfg.max_pacer_load_permille > 0 && load > self.cfg.max_pacer_load_permille;
         let mut refused_share = false;
+        let mut refused_load = false;
         let mut used = false;
         self.node.handle_sip_on(now, from, transport, data, || {
             used = true;
+            if over_load {
+                refused_load = true;
+                return None;
+            }
             if over_share {
                 refused_share = true;
                 return None;
@@ -1050,7 +1076,13 @@ impl Engine {
         });
         if used {
             self.next_call += 1;
-            if refused_share {
+            if refused_load {
+                self.calls_refused_load += 1;
+                debug!(
+                    load_permille = load,
+                    "new call refused with 503: the media plane is at its load limit"
+                );
+            } else if refused_share {
                 self.calls_refused_share += 1;
                 debug!(source = %from.ip(), held, "new call refused with 503: the source holds its fair share");
             } else if self.bound.is_none() {

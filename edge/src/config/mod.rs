@@ -196,6 +196,10 @@ pub struct Rtp {
     /// `rtp.media_timeout_s`: hang up a call that received no RTP for this long; 0 = never.
     /// Default 60.
     pub media_timeout_s: u32,
+    /// `rtp.max_pacer_load_percent`: new calls get 503 with Retry-After while the media
+    /// plane's thread was busier than this over its last second (sending, reading); 0 = never.
+    /// Default 85.
+    pub max_pacer_load_percent: u8,
 }
 
 impl Default for Rtp {
@@ -204,6 +208,7 @@ impl Default for Rtp {
             port_min: 20000,
             port_max: 29999,
             media_timeout_s: 60,
+            max_pacer_load_percent: 85,
         }
     }
 }

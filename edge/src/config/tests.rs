@@ -272,6 +272,11 @@ fn bad_values_name_the_key_and_the_file() {
             "at least 2",
         ),
         ("[rtp]\nport_min = 80".into(), "rtp.port_min", "privileged"),
+        (
+            "[rtp]\nmax_pacer_load_percent = 101".into(),
+            "rtp.max_pacer_load_percent",
+            "out of range",
+        ),
         ("[rtp]\nport_min = 70000".into(), "rtp.port_min", "16 bit"),
         ("[rtp]\nport_min = -1".into(), "rtp.port_min", "unsigned"),
         (

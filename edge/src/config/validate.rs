@@ -302,7 +302,13 @@ impl Config {
                 ),
             );
         }
-        range("rtp.media_timeout_s", rtp.media_timeout_s, 0, 86_400)
+        range("rtp.media_timeout_s", rtp.media_timeout_s, 0, 86_400)?;
+        range(
+            "rtp.max_pacer_load_percent",
+            rtp.max_pacer_load_percent,
+            0,
+            100,
+        )
     }
 
     fn validate_mqtt(&self) -> Check {

@@ -359,6 +359,12 @@ pub struct StatsData {
     /// Of those, calls whose source held its fair share of `sip.max_calls`.
     #[serde(default)]
     pub calls_refused_share: u64,
+    /// Of those, calls refused because the media plane was at `rtp.max_pacer_load_percent`.
+    #[serde(default)]
+    pub calls_refused_load: u64,
+    /// How busy the media plane's thread was over its last second, in permille.
+    #[serde(default)]
+    pub pacer_load_permille: u64,
     /// SIP datagrams dropped because the agent's queue for them was full (overload).
     #[serde(default)]
     pub sip_overload_dropped: u64,

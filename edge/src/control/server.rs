@@ -396,6 +396,8 @@ fn status(ctx: &ControlContext) -> StatusData {
             calls_total: s.calls_total,
             calls_refused: s.calls_refused,
             calls_refused_share: s.calls_refused_share,
+            calls_refused_load: s.calls_refused_load,
+            pacer_load_permille: s.pacer_load_permille,
             sip_overload_dropped: s.sip_overload_dropped,
             sip_overload_refused: s.sip_overload_refused,
             callbacks_booked: s.callbacks_booked,

@@ -218,6 +218,38 @@ pub struct PlaneStats {
     pub rtp_overflow: AtomicU64,
     /// Wake-ups.
     pub ticks: AtomicU64,
+    /// How busy the plane's thread was over its last second, in permille: the time it spent
+    /// sending, reading and handing over, against the time that passed. (Lateness alone does
+    /// not count: a thread that was not scheduled for a while is not overloaded.) The agent refuses new calls above
+    /// `rtp.max_pacer_load_percent`.
+    pub load_permille: AtomicU64,
+}
+
+/// Wake-ups per load figure (one second of ticks).
+const LOAD_WINDOW: u32 = 50;
+
+/// The plane's load over a window of wake-ups.
+#[derive(Debug, Default, Clone, Copy)]
+struct Load {
+    busy: Duration,
+    elapsed: Duration,
+    wakes: u32,
+}
+
+impl Load {
+    /// Adds one wake-up: `busy` working, `elapsed` since the previous wake-up. Returns the
+    /// window's load in permille when it is complete.
+    fn add(&mut self, busy: Duration, elapsed: Duration) -> Option<u64> {
+        self.busy += busy;
+        self.elapsed += elapsed;
+        self.wakes += 1;
+        if self.wakes < LOAD_WINDOW {
+            return None;
+        }
+        let l = std::mem::take(self);
+        let e = l.elapsed.as_micros().max(1);
+        Some(u64::try_from((l.busy.as_micros() * 1000 / e).min(1000)).unwrap_or(1000))
+    }
 }
 
 /// The handle the engine holds; dropping it stops the thread.
@@ -318,6 +350,8 @@ impl Plane {
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
         let mut next = monotonic() + span(PTIME);
         let mut finished = Vec::new();
+        let mut load = Load::default();
+        let mut last_wake = monotonic();
         loop {
             // Sleep to the absolute deadline; a signal only restarts the sleep.
             while let Err(Errno::EINTR) = clock_nanosleep(
@@ -351,10 +385,30 @@ impl Plane {
             };
             wake.finished.append(&mut finished);
             self.receive(&mut headers, &mut wake.rtp);
-            if wake.finished.is_empty() && wake.rtp.is_empty() {
-                continue;
+            let handover = if wake.finished.is_empty() && wake.rtp.is_empty() {
+                None
+            } else {
+                Some(self.out.try_send(wake))
+            };
+            let done = monotonic();
+            let busy = if done > now {
+                Duration::from(done - now)
+            } else {
+                Duration::ZERO
+            };
+            let elapsed = if now > last_wake {
+                Duration::from(now - last_wake)
+            } else {
+                Duration::ZERO
+            };
+            last_wake = now;
+            if let Some(permille) = load.add(busy, elapsed) {
+                self.stats.load_permille.store(permille, Ordering::Relaxed);
             }
-            match self.out.try_send(wake) {
+            let Some(handover) = handover else {
+                continue;
+            };
+            match handover {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(w)) => {
                     self.stats
@@ -623,6 +677,26 @@ mod tests {
             rx.recv().await.is_none(),
             "the thread stopped with its handle"
         );
+    }
+
+    #[test]
+    fn load_is_busy_time_over_elapsed_time_per_second_of_wakes() {
+        let mut l = Load::default();
+        let ms = Duration::from_millis;
+        for _ in 0..LOAD_WINDOW - 1 {
+            assert_eq!(l.add(ms(5), ms(20)), None);
+        }
+        assert_eq!(l.add(ms(5), ms(20)), Some(250));
+        // The next window starts empty.
+        for _ in 0..LOAD_WINDOW - 1 {
+            assert_eq!(l.add(ms(19), ms(20)), None);
+        }
+        assert_eq!(l.add(ms(19), ms(20)), Some(950));
+        // A late wake-up (a long `elapsed`) with little work is not load.
+        for _ in 0..LOAD_WINDOW - 1 {
+            l.add(ms(1), ms(20));
+        }
+        assert_eq!(l.add(ms(1), ms(1020)), Some(25));
     }
 
     #[test]
