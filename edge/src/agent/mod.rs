@@ -57,7 +57,7 @@ use crate::announcements;
 use crate::clock::Clock;
 use crate::media::audio::Frames;
 use crate::media::engine::Audio;
-use crate::media::plane::{Cmd, MediaPlane, PlaneStats, Wake};
+use crate::media::plane::{Cmd, MediaPlanes, Wake};
 use crate::media::prompts::Prompts;
 use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
@@ -159,6 +159,8 @@ pub struct AgentConfig {
     /// New calls get 503 while the media plane was busier than this (permille of its last
     /// second; 0 = never): `rtp.max_pacer_load_percent`.
     pub max_pacer_load_permille: u64,
+    /// Media plane threads (`rtp.media_threads`; each call lives on one).
+    pub media_threads: usize,
     /// How long calls may take to end after SIGTERM.
     pub shutdown_grace: StdDuration,
     /// The CRM link over MQTT (`None`: no link, events and callbacks stay local).
@@ -196,6 +198,7 @@ impl AgentConfig {
             max_audio_bytes: 16 << 20,
             max_calls: 20_000,
             max_pacer_load_permille: 850,
+            media_threads: 1,
             shutdown_grace: StdDuration::from_secs(5),
             link: None,
         }
@@ -360,8 +363,8 @@ pub struct Engine {
     io: HashMap<CallKey, CallIo>,
     /// The socket the last setup closure bound, until the node says which call has it.
     bound: Option<(u16, std::net::UdpSocket)>,
-    /// The media plane's thread: pacing, sends and inbound RTP (`crate::media::plane`).
-    media: MediaPlane,
+    /// The media planes' threads: pacing, sends and inbound RTP (`crate::media::plane`).
+    media: MediaPlanes,
     prompts: Arc<Prompts>,
     audio: HashMap<Sha256, Arc<Frames>>,
     store: StoreHandle,
@@ -381,8 +384,6 @@ pub struct Engine {
     sip_overload: Arc<Overload>,
     /// Datagrams larger than the largest SIP message (answered 513).
     sip_oversize: u64,
-    /// The media plane's counters (inbound RTP dropped because this task fell behind).
-    plane_stats: Arc<PlaneStats>,
     /// Calls up per SIP peer address: a reload that takes an address out of `sip.allow`
     /// still lets the dialogs it already has finish.
     call_peers: HashMap<IpAddr, u32>,
@@ -598,14 +599,12 @@ pub async fn start(
         HeapCalls::with_capacity(cfg.max_calls.saturating_mul(2)),
         now,
     ));
-    let plane_stats = Arc::new(PlaneStats::default());
     let recorder = crate::metrics::Recorder::new();
     let (media, wake_rx) = {
         let m = recorder.metrics();
-        MediaPlane::start(
-            Arc::clone(&plane_stats),
-            Box::new(move |late| m.pacer_tick(late)),
-        )?
+        let on_tick: Arc<dyn Fn(StdDuration) + Send + Sync> =
+            Arc::new(move |late| m.pacer_tick(late));
+        MediaPlanes::start(cfg.media_threads, &on_tick)?
     };
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
@@ -638,7 +637,6 @@ pub async fn start(
         calls_refused_load: 0,
         sip_overload: Arc::new(Overload::default()),
         sip_oversize: 0,
-        plane_stats,
         call_peers: HashMap::new(),
         live_peers: HashMap::new(),
         link_epoch: 0,
@@ -952,10 +950,7 @@ impl Engine {
             calls_refused: n.calls_refused,
             calls_refused_share: self.calls_refused_share,
             calls_refused_load: self.calls_refused_load,
-            pacer_load_permille: self
-                .plane_stats
-                .load_permille
-                .load(std::sync::atomic::Ordering::Relaxed),
+            pacer_load_permille: self.media.load_permille(),
             sip_overload_dropped: self
                 .sip_overload
                 .dropped
@@ -967,11 +962,7 @@ impl Engine {
             callbacks_booked: n.callbacks_booked,
             callbacks_failed: n.callbacks_failed,
             callbacks_expired: n.callbacks_expired,
-            rtp_dropped: n.rtp_dropped
-                + self
-                    .plane_stats
-                    .rtp_overflow
-                    .load(std::sync::atomic::Ordering::Relaxed),
+            rtp_dropped: n.rtp_dropped + self.media.rtp_overflow(),
             rtp_foreign: n.rtp_foreign,
         }
     }
@@ -1045,10 +1036,7 @@ impl Engine {
         // Measured capacity: while the media plane's thread was busier than
         // `rtp.max_pacer_load_percent` over its last second, another call would make every
         // call's audio late; it is refused with 503 and Retry-After instead.
-        let load = self
-            .plane_stats
-            .load_permille
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let load = self.media.load_permille();
         let over_load =
             self.cfg.max_pacer_load_permille > 0 && load > self.cfg.max_pacer_load_permille;
         let mut refused_share = false;

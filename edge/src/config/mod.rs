@@ -200,6 +200,9 @@ pub struct Rtp {
     /// plane's thread was busier than this over its last second (sending, reading); 0 = never.
     /// Default 85.
     pub max_pacer_load_percent: u8,
+    /// `rtp.media_threads`: threads that send and read RTP, each carrying its share of the
+    /// calls; 0 = one per CPU core (at most 8). Default 0.
+    pub media_threads: u8,
 }
 
 impl Default for Rtp {
@@ -209,6 +212,7 @@ impl Default for Rtp {
             port_max: 29999,
             media_timeout_s: 60,
             max_pacer_load_percent: 85,
+            media_threads: 0,
         }
     }
 }
@@ -440,6 +444,18 @@ impl Config {
         match &self.mqtt.client_id {
             Some(id) => id.clone(),
             None => format!("ccedge-{}-{}", self.node.site, self.node.id),
+        }
+    }
+
+    /// The media plane threads to run: `rtp.media_threads`, or one per CPU core (at most 8)
+    /// when it is 0.
+    #[must_use]
+    pub fn media_threads(&self) -> usize {
+        match self.rtp.media_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(8),
+            n => usize::from(n),
         }
     }
 

@@ -281,17 +281,18 @@ struct Plane {
 }
 
 impl MediaPlane {
-    /// Starts the plane's thread. `on_tick` is told how late each wake-up came (for the
-    /// metrics); the engine reads [`Wake`]s from the returned receiver.
+    /// Starts one plane's thread, named `ccedge-media-{n}`. `on_tick` is told how late each
+    /// wake-up came (for the metrics); the plane hands its [`Wake`]s to `out`.
     ///
     /// # Errors
     /// When the epoll instance or the thread cannot be created.
     pub fn start(
+        n: usize,
         stats: Arc<PlaneStats>,
         on_tick: Box<dyn Fn(Duration) + Send>,
-    ) -> std::io::Result<(MediaPlane, mpsc::Receiver<Wake>)> {
+        out_tx: mpsc::Sender<Wake>,
+    ) -> std::io::Result<MediaPlane> {
         let (cmd_tx, cmd_rx) = std_mpsc::channel();
-        let (out_tx, out_rx) = mpsc::channel(WAKE_QUEUE);
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
         let plane = Plane {
             engine: MediaEngine::new(),
@@ -306,21 +307,103 @@ impl MediaPlane {
             bufs: vec![[0u8; RTP_MAX]; RECV_BATCH],
         };
         let thread = std::thread::Builder::new()
-            .name("ccedge-media".into())
+            .name(format!("ccedge-media-{n}"))
             .spawn(move || plane.run())?;
-        Ok((
-            MediaPlane {
-                cmds: cmd_tx,
-                thread: Some(thread),
-            },
-            out_rx,
-        ))
+        Ok(MediaPlane {
+            cmds: cmd_tx,
+            thread: Some(thread),
+        })
     }
 
     /// Hands `cmd` to the plane (applied at its next tick).
     pub fn send(&self, cmd: Cmd) {
         // The thread only stops when this handle is dropped.
         let _ = self.cmds.send(cmd);
+    }
+}
+
+/// The media planes of the agent: one thread each (`rtp.media_threads`), a call always on the
+/// same one (its key modulo their number), one queue of [`Wake`]s to the agent's task.
+#[derive(Debug)]
+pub struct MediaPlanes {
+    planes: Vec<(MediaPlane, Arc<PlaneStats>)>,
+}
+
+impl MediaPlanes {
+    /// Starts `threads` planes (at least one).
+    ///
+    /// # Errors
+    /// When a plane cannot be started.
+    pub fn start(
+        threads: usize,
+        on_tick: &Arc<dyn Fn(Duration) + Send + Sync>,
+    ) -> std::io::Result<(MediaPlanes, mpsc::Receiver<Wake>)> {
+        let threads = threads.max(1);
+        let (out_tx, out_rx) = mpsc::channel(WAKE_QUEUE * threads);
+        let mut planes = Vec::with_capacity(threads);
+        for n in 0..threads {
+            let stats = Arc::new(PlaneStats::default());
+            let tick = Arc::clone(on_tick);
+            let plane = MediaPlane::start(
+                n,
+                Arc::clone(&stats),
+                Box::new(move |late| tick(late)),
+                out_tx.clone(),
+            )?;
+            planes.push((plane, stats));
+        }
+        Ok((MediaPlanes { planes }, out_rx))
+    }
+
+    /// Hands `cmd` to the plane of its call.
+    pub fn send(&self, cmd: Cmd) {
+        let n = self.planes.len() as u64;
+        if let Some((p, _)) = self.planes.get((cmd.key() % n.max(1)) as usize) {
+            p.send(cmd);
+        }
+    }
+
+    /// The busiest plane's load over its last second, in permille.
+    #[must_use]
+    pub fn load_permille(&self) -> u64 {
+        self.planes
+            .iter()
+            .map(|(_, s)| s.load_permille.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Inbound datagrams dropped because the agent's task fell behind.
+    #[must_use]
+    pub fn rtp_overflow(&self) -> u64 {
+        self.planes
+            .iter()
+            .map(|(_, s)| s.rtp_overflow.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Number of planes.
+    #[must_use]
+    pub fn threads(&self) -> usize {
+        self.planes.len()
+    }
+}
+
+impl Cmd {
+    /// The call the command is about.
+    #[must_use]
+    pub fn key(&self) -> u64 {
+        match self {
+            Cmd::Attach { key, .. }
+            | Cmd::Start { key, .. }
+            | Cmd::Remote { key, .. }
+            | Cmd::Sending { key, .. }
+            | Cmd::Play { key, .. }
+            | Cmd::StopPlayback { key }
+            | Cmd::RtcpReport { key, .. }
+            | Cmd::Stop { key, .. }
+            | Cmd::Detach { key } => *key,
+        }
     }
 }
 
@@ -589,14 +672,12 @@ mod tests {
     async fn sends_frames_reports_finished_and_reads_inbound() {
         let ticks = Arc::new(AtomicU64::new(0));
         let seen = Arc::clone(&ticks);
-        let stats = Arc::new(PlaneStats::default());
-        let (plane, mut rx) = MediaPlane::start(
-            Arc::clone(&stats),
-            Box::new(move |_| {
-                seen.fetch_add(1, Ordering::Relaxed);
-            }),
-        )
-        .unwrap();
+        let on_tick: Arc<dyn Fn(Duration) + Send + Sync> = Arc::new(move |_| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        });
+        // Two planes: call 7 lives on the second.
+        let (plane, mut rx) = MediaPlanes::start(2, &on_tick).unwrap();
+        assert_eq!(plane.threads(), 2);
         let call = UdpSocket::bind("127.0.0.1:0").unwrap();
         call.set_nonblocking(true).unwrap();
         let call_addr = call.local_addr().unwrap();
