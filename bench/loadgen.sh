@@ -3,6 +3,9 @@
 #
 #   bench/loadgen.sh [CALLS] [HOLD_SECONDS] [RATE]     (defaults: 1000 calls, 60 s, 200 calls/s)
 #   KEEP=1 bench/loadgen.sh …                          keeps the state dir and logs
+#   RTP_BACK=0 bench/loadgen.sh …                      callers send no RTP (default 1: every
+#                                                      call sends 50 packets/s back, as real
+#                                                      gateways do)
 #
 # Builds `ccedge` and `firmware-sim` in release mode (once), starts `ccedge agent` on
 # loopback with a fresh state dir, and lets `firmware-sim calls --script listen` place CALLS
@@ -10,13 +13,17 @@
 # are up it samples the agent's (and the load generator's) /proc/<pid>/stat utime+stime and
 # the agent's VmRSS, and the kernel's UDP receive-buffer drop counter (/proc/net/snmp), so a
 # loss can be told apart from the load generator's own socket overflow. Prints one JSON line:
-# the agent figures, then the load generator's summary (setup latency, RTP loss, pacing
-# deviation). docs/BENCHMARKS.md explains the figures.
+# the agent figures, then the load generator's summary (setup latency, 503 refusals, RTP loss,
+# pacing deviation from kernel receive timestamps, the RTP it sent back).
+# docs/BENCHMARKS.md explains the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${1:-1000}
 HOLD=${2:-60}
 RATE=${3:-200}
+RTP_BACK=${RTP_BACK:-1}
+BACK_FLAG=()
+[ "$RTP_BACK" = 0 ] || BACK_FLAG=(--rtp-back)
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p edge -p firmware-sim
 BIN="$TARGET_DIR/release"
@@ -73,7 +80,8 @@ HZ=$(getconf CLK_TCK)
 IDLE_RSS=$(rss_kb "$AGENT")
 E0=$(rcvbuf_errors)
 "$BIN/firmware-sim" calls --target "$SIP" --calls "$CALLS" --concurrency "$CALLS" \
-  --hold "$HOLD" --rate "$RATE" --timeout 32 --json >"$STATE/loadgen.json" 2>"$STATE/loadgen.err" &
+  --hold "$HOLD" --rate "$RATE" --timeout 32 "${BACK_FLAG[@]}" --json \
+  >"$STATE/loadgen.json" 2>"$STATE/loadgen.err" &
 LOADGEN=$!
 # All calls are up CALLS/RATE s after the first INVITE; measure in the middle of the hold.
 RAMP=$(( CALLS / RATE + 3 ))
@@ -116,7 +124,8 @@ print(json.dumps({
   "rss_kb_per_call": round((int(rss) - int(idle)) / calls, 1),
   "loadgen_core_percent": round(100 * lg_cpu_s / wall, 2),
   "udp_rcvbuf_errors": int(rcvbuf),
-  "loadgen": {k: lg.get(k) for k in ("answered", "failed", "failures", "ended_by_agent",
-              "peak_concurrent", "setup_ms", "rtp", "jitter_ms", "ok", "error") if k in lg},
+  "loadgen": {k: lg.get(k) for k in ("answered", "refused_503", "failed", "failures",
+              "ended_by_agent", "peak_concurrent", "setup_ms", "rtp", "jitter_ms", "timestamps",
+              "timestamps_fallback", "rtp_back", "ok", "error") if k in lg},
 }))
 PY

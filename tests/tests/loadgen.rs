@@ -29,6 +29,9 @@ fn config(target: std::net::SocketAddr, calls: u32, script: Script) -> Config {
         rate: 100.0,
         invite_timeout: Duration::from_secs(10),
         keepalive: None,
+        rtp_back: false,
+        expect_refusals: false,
+        series: None,
     }
 }
 
@@ -156,6 +159,9 @@ fn a_target_that_never_answers_fails_the_run_with_timeouts_and_exit_1() {
         rate: 10.0,
         timeout: 0.5,
         keepalive: 0.0,
+        rtp_back: false,
+        expect_refusals: false,
+        series_ms: 0,
         json: true,
     };
     assert_eq!(calls::main(&args), ExitCode::FAILURE);
@@ -164,4 +170,104 @@ fn a_target_that_never_answers_fails_the_run_with_timeouts_and_exit_1() {
         ..args
     };
     assert_eq!(calls::main(&bad), ExitCode::from(2));
+}
+
+#[test]
+fn callback_callers_sending_rtp_back_book_with_keys_in_their_stream() {
+    let dir = TempDir::new("loadgen-back");
+    let agent = agent(&dir, "");
+    let mut cfg = config(agent.sip, 10, Script::Callback);
+    cfg.rtp_back = true;
+    cfg.series = Some(Duration::from_millis(500));
+    let s = calls::run(&cfg).expect("run");
+    let log = || agent.log().join("\n");
+    assert!(s.ok, "{s:#?}\n{}", log());
+    assert_eq!(
+        s.keys_sent, 20,
+        "two keys per caller, in the back-RTP stream"
+    );
+    assert!(s.rtp_back.enabled);
+    assert!(s.rtp_back.packets >= 10 * 20, "{:?}", s.rtp_back);
+    assert!(
+        s.rtp_back.sendmmsg_calls < s.rtp_back.packets,
+        "{:?}",
+        s.rtp_back
+    );
+    let booked = agent
+        .log()
+        .iter()
+        .filter(|l| l.contains("callback booked (durable)"))
+        .count();
+    assert_eq!(booked, 10, "{}", log());
+    // On Linux the kernel stamps every datagram.
+    assert_eq!(s.timestamps, "kernel", "{s:#?}");
+    let series = s.pacing_series.expect("series");
+    assert_eq!(series.window_ms, 500);
+    let samples: u64 = series.windows.iter().map(|w| w.samples).sum();
+    assert_eq!(
+        samples, s.jitter_ms.samples,
+        "every deviation is in one window"
+    );
+}
+
+/// A SIP "agent" that answers every INVITE with 503 (Retry-After: 7 when `retry_after`).
+fn refusing_agent(retry_after: bool) -> (std::net::SocketAddr, std::thread::JoinHandle<u32>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let addr = sock.local_addr().expect("addr");
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut refused = 0;
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !text.starts_with("INVITE ") {
+                continue;
+            }
+            let mut out = String::from("SIP/2.0 503 Service Unavailable\r\n");
+            for line in text.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+                let name = line.split(':').next().unwrap_or("");
+                if ["Via", "From", "Call-ID", "CSeq"].contains(&name) {
+                    out.push_str(line);
+                    out.push_str("\r\n");
+                } else if name == "To" {
+                    out.push_str(line);
+                    out.push_str(";tag=busy\r\n");
+                }
+            }
+            if retry_after {
+                out.push_str("Retry-After: 7\r\n");
+            }
+            out.push_str("Content-Length: 0\r\n\r\n");
+            sock.send_to(out.as_bytes(), from).expect("send");
+            refused += 1;
+        }
+        refused
+    });
+    (addr, t)
+}
+
+#[test]
+fn refusals_with_503_are_counted_apart_and_only_fail_the_run_when_unexpected() {
+    let (target, agent) = refusing_agent(true);
+    let mut cfg = config(target, 6, Script::Listen);
+    cfg.expect_refusals = true;
+    let s = calls::run(&cfg).expect("run");
+    assert!(s.ok, "{s:#?}");
+    assert_eq!((s.answered, s.failed), (0, 0), "{s:#?}");
+    assert!(s.failures.is_empty(), "{s:#?}");
+    assert_eq!(s.refused_503.count, 6);
+    assert_eq!(s.refused_503.with_retry_after, 6);
+    assert_eq!(s.refused_503.retry_after_max_s, Some(7));
+    assert_eq!(s.refused_503.latency_ms.samples, 6);
+    assert!(agent.join().expect("agent") >= 6);
+
+    let (target, agent) = refusing_agent(false);
+    let s = calls::run(&config(target, 3, Script::Listen)).expect("run");
+    assert!(!s.ok, "503s not expected: {s:#?}");
+    assert_eq!(s.refused_503.count, 3);
+    assert_eq!(s.refused_503.with_retry_after, 0);
+    assert_eq!(s.exit_code(), ExitCode::FAILURE);
+    assert_eq!(calls::render(&s).lines().last(), Some("FAILED"));
+    agent.join().expect("agent");
 }

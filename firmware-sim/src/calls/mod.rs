@@ -26,19 +26,34 @@
 //! * **A few RTP sockets shared by many calls** (one per [`CALLS_PER_RTP_SOCKET`] of
 //!   concurrency): the offer names the shared socket's port, and what arrives is told apart
 //!   by its source address, which is the agent's RTP address from the SDP answer. One task
-//!   per socket, not per call, drains every readable datagram on each wake-up
-//!   (`try_recv_from` until it would block) and timestamps each as it is read. Spreading calls
-//!   over sockets keeps each socket's burst (the agent sends all calls' frames on the same
-//!   20 ms tick) well inside the default 208 kB receive buffer.
-//! * **Our own RTP only when needed**: key presses, plus an optional silence packet every
-//!   `--keepalive` seconds. The agent's media timeout (`rtp.media_timeout_s`, 60 s) only
-//!   counts after it has received RTP from the caller, so `listen` calls, which send none,
-//!   are never ended by it; `callback`/`transfer` calls end within seconds of their keys. Use
-//!   `--keepalive` when a script that sent keys must outlive the media timeout. What does
-//!   end long `listen` calls is the IVR's no-input timeout (with the defaults, the menu is
-//!   repeated a few times and the agent says goodbye): benchmarks raise `ivr.no_input_timeout_ms`
-//!   and `ivr.max_retries`. Calls the agent ends are counted in `ended_by_agent`, not as
-//!   failures.
+//!   per socket, not per call, drains every readable datagram on each wake-up (`recvmmsg`,
+//!   64 at a time, until it would block). Spreading calls over sockets keeps each socket's
+//!   burst (the agent sends all calls' frames on the same 20 ms tick) well inside the
+//!   receive buffer.
+//! * **Kernel receive timestamps**: the sockets ask for `SO_TIMESTAMPNS`, and each datagram's
+//!   arrival time is the kernel's (`"timestamps": "kernel"` in the JSON), so this process's
+//!   own scheduling delay is not in the measurement; a receive task may then let datagrams
+//!   queue for 10 ms between reads, which keeps its CPU low at 500,000 packets/s. If the
+//!   kernel refuses the option, arrival times are read after each `recvmmsg`
+//!   (`"timestamps": "user"`, with the reason in `timestamps_fallback`).
+//! * **RTP back** (`--rtp-back`, what real gateways do): every answered call sends 50
+//!   packets/s of 160-byte G.711 silence (the payload type of the agent's answer) to the
+//!   agent's RTP address, from the shared socket its offer named (the agent latches onto that
+//!   source), with its own SSRC, sequence numbers and timestamps. One std thread paces all
+//!   calls on absolute 20 ms deadlines (`clock_nanosleep(TIMER_ABSTIME)`) and sends each
+//!   socket's packets with one `sendmmsg` per tick: 10,000 calls cost about 200 system calls
+//!   per tick. Key presses go into the same stream (event packets replace the audio packets
+//!   of their ticks), so the agent, which tracks one inbound stream per call, hears them.
+//!   `rtp_back` in the JSON counts what was sent (and what a full send buffer refused).
+//! * **Without `--rtp-back`, our own RTP only when needed**: key presses, plus an optional
+//!   silence packet every `--keepalive` seconds. The agent's media timeout
+//!   (`rtp.media_timeout_s`, 60 s) only counts after it has received RTP from the caller, so
+//!   `listen` calls, which send none, are never ended by it; `callback`/`transfer` calls end
+//!   within seconds of their keys. Use `--keepalive` (or `--rtp-back`) when a script that sent
+//!   keys must outlive the media timeout. What does end long `listen` calls is the IVR's
+//!   no-input timeout (with the defaults, the menu is repeated a few times and the agent says
+//!   goodbye): benchmarks raise `ivr.no_input_timeout_ms` and `ivr.max_retries`. Calls the
+//!   agent ends are counted in `ended_by_agent`, not as failures.
 //!
 //! ## What is measured
 //!
@@ -47,30 +62,52 @@
 //!   sequence numbers; reordered packets are not loss), duplicates.
 //! * **Jitter** (pacing deviation): for each packet that arrives in order, how far its
 //!   distance from the previous in-order packet of the same call is from 20 ms × their
-//!   sequence distance. It includes this process's own receive scheduling delay, so it is an
-//!   upper bound on the agent's pacing error.
+//!   sequence distance, from the kernel's receive timestamps (see above). With user-space
+//!   timestamps it includes this process's own receive scheduling delay, so it is an upper
+//!   bound on the agent's pacing error.
+//! * **Pacing over time** (`--series-ms W`): the same deviation per W ms window of arrival
+//!   time since the run started (`pacing_series`: p50/p99/max per window, empty windows
+//!   included), with `started_unix_s` to line two runs up: how a spike of new calls from
+//!   another process affects the calls already up, before, during and after it.
+//! * **Refusals**: final 503s are counted apart (`refused_503`: how many, how many carried
+//!   Retry-After and the largest, first INVITE → 503 latency) and are not in `failed`.
 //!
-//! The run fails (exit 1, `"ok": false`) when a call was not answered or an answered call
-//! received no RTP at all.
+//! The run fails (exit 1, `"ok": false`) when a call timed out (no final response within
+//! `--timeout`) or got another final failure, when an answered call received no RTP at all,
+//! or when a call was refused with 503, unless `--expect-refusals` says refusals are the
+//! point (a spike against a full agent).
 
+mod back;
 mod sip;
 mod stats;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::io::IoSliceMut;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket as StdUdpSocket};
+use std::net::{SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{
+    recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage,
+};
+use nix::sys::time::TimeSpec;
+use nix::time::ClockId;
 use serde::Serialize;
 use shared::dtmf::Digit;
 use shared::g711::Law;
 use shared::rtp::{PayloadType, RtpHeader, RtpPacket, Ssrc, TelephoneEvent};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+pub use self::back::BackSummary;
+use self::back::{BackCall, Counters, Lane, Origin};
 use self::sip::{Answer, Dialog, Local, Message, Request};
-use self::stats::{Histogram, Stream, StreamTotals};
+use self::stats::{Histogram, Nanos, Series, Stream, StreamTotals};
 
 /// How many concurrent calls share one RTP receive socket.
 pub const CALLS_PER_RTP_SOCKET: u32 = 50;
@@ -86,7 +123,17 @@ const BYE_TIMEOUT: Duration = Duration::from_secs(32);
 /// Time between two packets of one RFC 4733 event.
 const EVENT_PACKET_GAP: Duration = Duration::from_millis(20);
 /// Packets per key press: three updates, three copies of the end packet.
-const EVENT_PACKETS: u8 = 6;
+const EVENT_PACKETS: u8 = back::EVENT_PACKETS;
+/// Datagrams one `recvmmsg` reads at most.
+const RECV_BATCH: usize = 64;
+/// Room for one received datagram (the agent's are 172 bytes).
+const RECV_BUF: usize = 512;
+/// With kernel receive timestamps, how long a receive task lets datagrams queue after a
+/// drain before reading again: the timestamps do not depend on when we read, so fewer,
+/// fuller `recvmmsg` calls cost less (50 calls' 20 ms bursts fit the receive buffer).
+const RECV_COALESCE: Duration = Duration::from_millis(10);
+/// Receive buffer asked for each shared RTP socket (the kernel caps it at `rmem_max`).
+const RECV_BUFFER_BYTES: usize = 1 << 20;
 
 /// What the simulated callers do once answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -156,9 +203,23 @@ pub struct Args {
     /// Seconds without a final response before a call counts as failed ("timeout").
     #[arg(long, default_value_t = 32.0)]
     pub timeout: f64,
-    /// Send one silence packet every this many seconds on answered calls (0: never).
+    /// Send one silence packet every this many seconds on answered calls (0: never; not
+    /// needed with --rtp-back).
     #[arg(long, default_value_t = 0.0)]
     pub keepalive: f64,
+    /// Send RTP back like a real gateway: every answered call sends 50 packets/s of G.711
+    /// silence (its own SSRC) to the agent from the shared socket its offer named, key
+    /// presses included in that stream.
+    #[arg(long)]
+    pub rtp_back: bool,
+    /// Calls refused with 503 are expected (a spike against a full agent): they do not fail
+    /// the run. Timeouts and other refusals still do.
+    #[arg(long)]
+    pub expect_refusals: bool,
+    /// Also report the pacing deviation per window of this many milliseconds since the run
+    /// started (`pacing_series` in the JSON; 0: off).
+    #[arg(long, default_value_t = 0)]
+    pub series_ms: u64,
     /// Print one JSON document instead of the text summary.
     #[arg(long)]
     pub json: bool,
@@ -183,6 +244,12 @@ pub struct Config {
     pub invite_timeout: Duration,
     /// Period of the silence keepalive; `None`: none.
     pub keepalive: Option<Duration>,
+    /// Answered calls send 50 packets/s of RTP back to the agent.
+    pub rtp_back: bool,
+    /// 503 refusals do not fail the run.
+    pub expect_refusals: bool,
+    /// Window of the pacing series; `None`: no series.
+    pub series: Option<Duration>,
 }
 
 impl Config {
@@ -222,6 +289,9 @@ impl Config {
             rate: a.rate,
             invite_timeout: secs("timeout", a.timeout)?,
             keepalive: (!keepalive.is_zero()).then_some(keepalive),
+            rtp_back: a.rtp_back,
+            expect_refusals: a.expect_refusals,
+            series: (a.series_ms > 0).then(|| Duration::from_millis(a.series_ms)),
         })
     }
 }
@@ -296,6 +366,116 @@ pub struct RtpSummary {
     pub sockets: u32,
 }
 
+/// Final 503 responses to our INVITEs (the agent full or overloaded): counted apart from
+/// failures, which they are not with `--expect-refusals`.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Refusals {
+    /// INVITEs answered 503.
+    pub count: u64,
+    /// Of those, 503s with a Retry-After header.
+    pub with_retry_after: u64,
+    /// The largest Retry-After seen, seconds.
+    pub retry_after_max_s: Option<u32>,
+    /// First INVITE sent → 503 read.
+    pub latency_ms: Percentiles,
+}
+
+/// Counting 503s as they come.
+#[derive(Debug, Clone, Default)]
+struct RefusalCounter {
+    count: u64,
+    with_retry_after: u64,
+    retry_after_max_s: Option<u32>,
+    latency: Histogram,
+}
+
+impl RefusalCounter {
+    /// A 503 with `retry_after` seconds (if it had the header), `latency` after the first
+    /// INVITE.
+    fn record(&mut self, retry_after: Option<u32>, latency: Duration) {
+        self.count += 1;
+        if let Some(ra) = retry_after {
+            self.with_retry_after += 1;
+            self.retry_after_max_s = Some(self.retry_after_max_s.map_or(ra, |m| m.max(ra)));
+        }
+        self.latency.record_duration(latency);
+    }
+
+    fn summary(&self) -> Refusals {
+        Refusals {
+            count: self.count,
+            with_retry_after: self.with_retry_after,
+            retry_after_max_s: self.retry_after_max_s,
+            latency_ms: Percentiles::of(&self.latency),
+        }
+    }
+}
+
+/// The pacing deviation of one time window.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct SeriesPoint {
+    /// Start of the window, seconds since the run started (`started_unix_s`).
+    pub t_s: f64,
+    /// In-order packets that arrived in it.
+    pub samples: u64,
+    /// Median deviation, ms.
+    pub p50: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// Largest, ms.
+    pub max: f64,
+}
+
+/// `--series-ms`: the pacing deviation window by window, so the effect of something that
+/// happened during the run (a spike of new calls) on the calls already up can be read.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PacingSeries {
+    /// Window length, ms.
+    pub window_ms: u64,
+    /// Every window from the first packet's to the last one's, empty ones included.
+    pub windows: Vec<SeriesPoint>,
+}
+
+impl PacingSeries {
+    fn of(s: &Series) -> PacingSeries {
+        let w = s.window();
+        PacingSeries {
+            window_ms: u64::try_from(w.as_millis()).unwrap_or(u64::MAX),
+            windows: s
+                .windows()
+                .into_iter()
+                .map(|(i, h)| {
+                    let p = Percentiles::of(&h);
+                    SeriesPoint {
+                        t_s: i as f64 * w.as_secs_f64(),
+                        samples: p.samples,
+                        p50: p.p50,
+                        p99: p.p99,
+                        max: p.max,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Whether a run went as it should: every call answered or (with `expect_refusals`) refused
+/// with 503, nothing else failed (timeouts, other statuses), every answered call got RTP.
+fn run_ok(
+    calls: u32,
+    answered: u64,
+    refused_503: u64,
+    failed: u64,
+    calls_without_rtp: u64,
+    expect_refusals: bool,
+) -> bool {
+    let refused_ok = if expect_refusals { refused_503 } else { 0 };
+    failed == 0
+        && (expect_refusals || refused_503 == 0)
+        && answered + refused_ok == u64::from(calls)
+        && calls_without_rtp == 0
+}
+
 /// What a run measured; `--json` prints it as one document with these field names.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
@@ -311,11 +491,20 @@ pub struct Summary {
     pub hold_s: f64,
     /// Calls per second, as asked.
     pub rate_cps: f64,
+    /// Answered calls sent RTP back (`--rtp-back`).
+    pub rtp_back: BackSummary,
+    /// 503s do not fail the run (`--expect-refusals`).
+    pub expect_refusals: bool,
+    /// Wall-clock time of the run's start (Unix seconds), to line up two runs' series.
+    pub started_unix_s: f64,
     /// Calls that got a 2xx to their INVITE.
     pub answered: u64,
-    /// Calls that did not.
+    /// Calls refused with 503 (not in `failed`).
+    pub refused_503: Refusals,
+    /// Calls neither answered nor refused with 503.
     pub failed: u64,
-    /// Failed calls by reason: a status code (`"503"`) or `"timeout"`.
+    /// Failed calls by reason: a status code (`"486"`) or `"timeout"` (no final response
+    /// within `--timeout`).
     pub failures: BTreeMap<String, u64>,
     /// Answered calls the agent hung up before our BYE (a booked callback, a goodbye).
     pub ended_by_agent: u64,
@@ -335,7 +524,15 @@ pub struct Summary {
     pub rtp: RtpSummary,
     /// Inter-packet arrival deviation from 20 ms (see the module docs).
     pub jitter_ms: Percentiles,
-    /// Every call answered, and every answered call received RTP.
+    /// The clock of the arrival times: `"kernel"` (`SO_TIMESTAMPNS`) or `"user"` (read by
+    /// this process after `recvmmsg`).
+    pub timestamps: String,
+    /// Why the kernel's timestamps were not used (`null` when they were).
+    pub timestamps_fallback: Option<String>,
+    /// The pacing deviation per window (`--series-ms`; `null` without).
+    pub pacing_series: Option<PacingSeries>,
+    /// Every call answered (or, with `--expect-refusals`, refused with 503), no timeout or
+    /// other failure, and every answered call received RTP.
     pub ok: bool,
 }
 
@@ -399,6 +596,25 @@ pub fn render(s: &Summary) -> String {
         )
     };
     let _ = writeln!(o, "setup (INVITE → 200): {}", p(&s.setup_ms));
+    let r = &s.refused_503;
+    if r.count > 0 || s.expect_refusals {
+        let _ = writeln!(
+            o,
+            "refused with 503: {} ({} with Retry-After, max {} s), INVITE → 503: {}",
+            r.count,
+            r.with_retry_after,
+            r.retry_after_max_s.map_or("-".into(), |v| v.to_string()),
+            p(&r.latency_ms)
+        );
+    }
+    let b = &s.rtp_back;
+    if b.enabled {
+        let _ = writeln!(
+            o,
+            "RTP back: {} packets in {} sendmmsg calls over {} ticks ({} unsent, {} errors, {} late ticks skipped)",
+            b.packets, b.sendmmsg_calls, b.ticks, b.unsent, b.errors, b.late_ticks
+        );
+    }
     let r = &s.rtp;
     let _ = writeln!(
         o,
@@ -412,7 +628,24 @@ pub fn render(s: &Summary) -> String {
         r.duplicates,
         r.stray_packets
     );
-    let _ = writeln!(o, "jitter (|inter-arrival − 20 ms|): {}", p(&s.jitter_ms));
+    let _ = writeln!(
+        o,
+        "jitter (|inter-arrival − 20 ms|, {} timestamps{}): {}",
+        s.timestamps,
+        s.timestamps_fallback
+            .as_deref()
+            .map_or(String::new(), |w| format!(": {w}")),
+        p(&s.jitter_ms)
+    );
+    if let Some(series) = &s.pacing_series {
+        for w in &series.windows {
+            let _ = writeln!(
+                o,
+                "  t={:>7.1} s: {} samples, p99 {:.2} ms, max {:.2} ms",
+                w.t_s, w.samples, w.p99, w.max
+            );
+        }
+    }
     let _ = writeln!(o, "{}", if s.ok { "OK" } else { "FAILED" });
     o
 }
@@ -484,20 +717,55 @@ fn bind(ip: std::net::IpAddr) -> Result<(UdpSocket, StdUdpSocket), Error> {
     Ok((UdpSocket::from_std(s).map_err(Error::Socket)?, send))
 }
 
+/// The run's time base: arrival times are nanoseconds since `start`, whether the kernel
+/// (wall clock) or this process (monotonic clock) took them.
+#[derive(Debug, Clone, Copy)]
+struct RunClock {
+    start: Instant,
+    start_unix_ns: u64,
+}
+
+impl RunClock {
+    fn new() -> RunClock {
+        RunClock {
+            start: clock(),
+            start_unix_ns: ClockId::CLOCK_REALTIME.now().map_or(0, back::ns_of),
+        }
+    }
+
+    /// Now, read by this process.
+    fn now(&self) -> Nanos {
+        u64::try_from(clock().saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A kernel receive timestamp (`CLOCK_REALTIME`).
+    fn of_kernel(&self, ts: TimeSpec) -> Nanos {
+        back::ns_of(ts).saturating_sub(self.start_unix_ns)
+    }
+}
+
 /// What one RTP receive socket has seen, shared between its receive task and the call task.
 #[derive(Debug, Default)]
 struct RtpState {
     /// Per source address (the agent's RTP address of one call).
     streams: HashMap<SocketAddr, Stream>,
     pacing: Histogram,
+    /// The current window(s) of the pacing series (older ones go to the run's series).
+    series: Option<Series>,
     not_rtp: u64,
+    /// Packets that came without a kernel timestamp although the socket asked for them.
+    user_stamped: u64,
 }
 
 #[derive(Debug)]
 struct RtpSocket {
     socket: UdpSocket,
+    /// The sending side: key presses, keepalives, and the back-RTP sender thread.
+    lane: Arc<Lane>,
     send: StdUdpSocket,
     port: u16,
+    /// `SO_TIMESTAMPNS` is on.
+    kernel_ts: bool,
     state: Mutex<RtpState>,
 }
 
@@ -507,38 +775,128 @@ impl RtpSocket {
     }
 }
 
+fn std_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
+    }
+    a.as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+}
+
+/// Counts one datagram that arrived `at` from `from`.
+fn count_packet(st: &mut RtpState, at: Nanos, from: Option<SocketAddr>, data: &[u8]) {
+    let (Some(from), Ok(pkt)) = (from, RtpPacket::parse(data)) else {
+        st.not_rtp += 1;
+        return;
+    };
+    let (ssrc, seq) = (pkt.ssrc().0, pkt.sequence());
+    match st.streams.get_mut(&from) {
+        Some(s) => {
+            if let Some(us) = s.on_packet(at, ssrc, seq, &mut st.pacing) {
+                if let Some(series) = st.series.as_mut() {
+                    series.record(at, us);
+                }
+            }
+        }
+        None => {
+            st.streams.insert(from, Stream::new(at, ssrc, seq));
+        }
+    }
+}
+
+/// One `recvmmsg` (non-blocking) on `sock`: counts what it read, returns how many datagrams
+/// and the latest arrival time, or `WouldBlock` when nothing was queued.
+fn receive_batch(
+    sock: &RtpSocket,
+    run_clock: &RunClock,
+    headers: &mut MultiHeaders<SockaddrStorage>,
+    bufs: &mut [[u8; RECV_BUF]],
+) -> std::io::Result<(usize, Nanos)> {
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+        bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+    let msgs = recvmmsg(
+        sock.socket.as_raw_fd(),
+        headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    let user_now = run_clock.now();
+    let Ok(mut st) = sock.state.lock() else {
+        return Ok((0, user_now));
+    };
+    let st = &mut *st;
+    let mut n = 0;
+    let mut latest = 0;
+    for m in msgs {
+        n += 1;
+        let kernel = if sock.kernel_ts {
+            m.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|c| match c {
+                    ControlMessageOwned::ScmTimestampns(ts) => Some(run_clock.of_kernel(ts)),
+                    _ => None,
+                })
+            })
+        } else {
+            None
+        };
+        let at = kernel.unwrap_or_else(|| {
+            if sock.kernel_ts {
+                st.user_stamped += 1;
+            }
+            user_now
+        });
+        latest = latest.max(at);
+        let data = m.iovs().next().unwrap_or(&[]);
+        count_packet(st, at, m.address.as_ref().and_then(std_addr), data);
+    }
+    Ok((n, latest))
+}
+
+/// Reads every queued datagram of `sock`; returns the latest arrival time, if any.
+fn drain(sock: &RtpSocket, run_clock: &RunClock, bufs: &mut [[u8; RECV_BUF]]) -> Option<Nanos> {
+    // nix's headers hold raw pointers (not `Send`): made per wake-up, never kept across an
+    // await.
+    let mut headers =
+        MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, Some(nix::cmsg_space!(TimeSpec)));
+    let mut latest = None;
+    loop {
+        let r = sock.socket.try_io(Interest::READABLE, || {
+            receive_batch(sock, run_clock, &mut headers, bufs)
+        });
+        match r {
+            Ok((_, at)) => latest = Some(latest.map_or(at, |l: Nanos| l.max(at))),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return latest,
+            // ICMP errors reported on the socket and the like: keep reading.
+            Err(_) => {}
+        }
+    }
+}
+
 /// One receive task: waits until the socket is readable, then reads and counts every queued
-/// datagram before waiting again.
-async fn receive(sock: Arc<RtpSocket>) {
-    let mut buf = vec![0u8; 2048];
+/// datagram (`recvmmsg`, up to 64 at a time) before waiting again. With kernel timestamps it
+/// then lets datagrams queue for [`RECV_COALESCE`]: when we read does not change what is
+/// measured. Finished windows of the pacing series go to the run's series.
+async fn receive(sock: Arc<RtpSocket>, run_clock: RunClock, series: Option<Arc<Mutex<Series>>>) {
+    let mut bufs = vec![[0u8; RECV_BUF]; RECV_BATCH];
     loop {
         if sock.socket.readable().await.is_err() {
             return;
         }
-        let Ok(mut st) = sock.state.lock() else {
-            return;
-        };
-        let st = &mut *st;
-        loop {
-            match sock.socket.try_recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let now = clock();
-                    let Some(pkt) = buf.get(..n).and_then(|d| RtpPacket::parse(d).ok()) else {
-                        st.not_rtp += 1;
-                        continue;
-                    };
-                    let (ssrc, seq) = (pkt.ssrc().0, pkt.sequence());
-                    match st.streams.get_mut(&from) {
-                        Some(s) => s.on_packet(now, ssrc, seq, &mut st.pacing),
-                        None => {
-                            st.streams.insert(from, Stream::new(now, ssrc, seq));
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // ICMP errors reported on the socket and the like: keep reading.
-                Err(_) => {}
+        let latest = drain(&sock, &run_clock, &mut bufs);
+        if let (Some(at), Some(run_series)) = (latest, series.as_ref()) {
+            let old = sock
+                .state
+                .lock()
+                .ok()
+                .and_then(|mut st| st.series.as_mut().map(|s| s.take_before(at)));
+            if let (Some(old), Ok(mut all)) = (old, run_series.lock()) {
+                all.merge(&old);
             }
+        }
+        if sock.kernel_ts {
+            tokio::time::sleep(RECV_COALESCE).await;
         }
     }
 }
@@ -616,6 +974,13 @@ struct Engine<'a> {
     totals: StreamTotals,
     calls_with_loss: u64,
     calls_without_rtp: u64,
+    refusals: RefusalCounter,
+    back: Arc<Counters>,
+    run_clock: RunClock,
+    /// The run's pacing series (finished windows; the sockets hold the current ones).
+    series: Option<Arc<Mutex<Series>>>,
+    /// Why kernel timestamps are not used, if they are not.
+    timestamps_fallback: Option<String>,
 }
 
 impl core::fmt::Debug for Engine<'_> {
@@ -635,21 +1000,56 @@ async fn run_async(cfg: &Config) -> Result<Summary, Error> {
         .min(cfg.calls.max(1))
         .div_ceil(CALLS_PER_RTP_SOCKET)
         .clamp(1, MAX_RTP_SOCKETS);
+    let run_clock = RunClock::new();
+    let series = cfg.series.map(|w| Arc::new(Mutex::new(Series::new(w))));
     let mut rtp = Vec::new();
     let mut tasks = Vec::new();
+    let mut timestamps_fallback = None;
     for _ in 0..n_rtp {
         let (socket, send) = bind(ip)?;
         let port = socket.local_addr().map_err(Error::Socket)?.port();
+        // A bigger buffer is a margin for bursts; the kernel caps it and a refusal is harmless.
+        let _ = setsockopt(&socket, sockopt::RcvBuf, &RECV_BUFFER_BYTES);
+        let kernel_ts = match setsockopt(&socket, sockopt::ReceiveTimestampns, &true) {
+            Ok(()) => true,
+            Err(e) => {
+                timestamps_fallback = Some(format!("SO_TIMESTAMPNS refused: {e}"));
+                false
+            }
+        };
+        let lane = Arc::new(Lane::new(send.try_clone().map_err(Error::Socket)?));
         let s = Arc::new(RtpSocket {
             socket,
+            lane,
             send,
             port,
-            state: Mutex::new(RtpState::default()),
+            kernel_ts,
+            state: Mutex::new(RtpState {
+                series: cfg.series.map(Series::new),
+                ..RtpState::default()
+            }),
         });
-        tasks.push(tokio::spawn(receive(Arc::clone(&s))));
+        tasks.push(tokio::spawn(receive(
+            Arc::clone(&s),
+            run_clock,
+            series.clone(),
+        )));
         rtp.push(s);
     }
-    let started = clock();
+    let back = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = if cfg.rtp_back {
+        let lanes: Vec<Arc<Lane>> = rtp.iter().map(|s| Arc::clone(&s.lane)).collect();
+        let (stop, back) = (Arc::clone(&stop), Arc::clone(&back));
+        let t = std::thread::Builder::new()
+            .name("rtp-back".into())
+            .spawn(move || back::run_sender(&lanes, &stop, &back))
+            .map_err(Error::Socket)?;
+        Some(t)
+    } else {
+        None
+    };
+    let started = run_clock.start;
     // A tag distinct per run, so a previous run's retransmissions never match this one's calls.
     let run = std::process::id().wrapping_mul(65_599) ^ u32::from(sip_addr.port()) << 16;
     let mut e = Engine {
@@ -677,9 +1077,18 @@ async fn run_async(cfg: &Config) -> Result<Summary, Error> {
         totals: StreamTotals::default(),
         calls_with_loss: 0,
         calls_without_rtp: 0,
+        refusals: RefusalCounter::default(),
+        back,
+        run_clock,
+        series,
+        timestamps_fallback,
     };
     e.run_calls().await;
-    let duration = started.elapsed();
+    let duration = clock().saturating_duration_since(started);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = sender {
+        let _ = t.join();
+    }
     for t in &tasks {
         t.abort();
     }
@@ -814,6 +1223,17 @@ impl Engine<'_> {
                 *self.failures.entry("timeout".into()).or_default() += 1;
             }
             Timer::Key { key, packet } if phase == Phase::Confirmed => {
+                if self.cfg.rtp_back {
+                    // The key goes into the call's back-RTP stream (same SSRC and sequence).
+                    let digit = c.script.keys().get(usize::from(key)).map(|k| k.1);
+                    let lane = self.rtp.get(c.sock).map(|s| &s.lane);
+                    if let (Some(d), Some(lane)) = (digit, lane) {
+                        if lane.press(n, d) {
+                            self.keys_sent += 1;
+                        }
+                    }
+                    return;
+                }
                 if packet == 0 {
                     self.keys_sent += 1;
                 }
@@ -826,6 +1246,9 @@ impl Engine<'_> {
                 }
             }
             Timer::HoldEnd if phase == Phase::Confirmed => {
+                if let Some(s) = self.rtp.get(c.sock) {
+                    s.lane.remove(n);
+                }
                 c.phase = Phase::Ending;
                 c.retrans = T1;
                 self.send_bye(n);
@@ -998,8 +1421,34 @@ impl Engine<'_> {
                         self.timers
                             .push(Reverse((now + *after, n, Timer::Key { key, packet: 0 })));
                     }
-                    if let Some(k) = self.cfg.keepalive {
-                        self.timers.push(Reverse((now + k, n, Timer::Keepalive)));
+                    match (self.cfg.rtp_back, c.answer) {
+                        (true, Some(a)) => {
+                            if let (Some(s), Some(pt)) =
+                                (self.rtp.get(c.sock), PayloadType::new(a.audio_pt))
+                            {
+                                let law = if a.audio_pt == 8 {
+                                    Law::Alaw
+                                } else {
+                                    Law::Ulaw
+                                };
+                                s.lane.add(BackCall::new(
+                                    n,
+                                    a.rtp,
+                                    (pt, law.silence()),
+                                    a.event_pt.and_then(PayloadType::new),
+                                    Origin {
+                                        ssrc: c.rtp.ssrc,
+                                        seq: c.rtp.seq,
+                                        ts: c.rtp.ssrc.rotate_left(7),
+                                    },
+                                ));
+                            }
+                        }
+                        _ => {
+                            if let Some(k) = self.cfg.keepalive {
+                                self.timers.push(Reverse((now + k, n, Timer::Keepalive)));
+                            }
+                        }
                     }
                     self.timers
                         .push(Reverse((now + self.cfg.hold, n, Timer::HoldEnd)));
@@ -1021,8 +1470,15 @@ impl Engine<'_> {
                     .write_request(d, Request::Ack { for_2xx: false }, &mut self.out);
                 self.send_sip(self.cfg.target);
                 if phase == Phase::Calling {
+                    if status == 503 {
+                        let latency = self.calls.get(&n).map_or(Duration::ZERO, |c| {
+                            now.saturating_duration_since(c.invite_at)
+                        });
+                        self.refusals.record(msg.retry_after, latency);
+                    } else {
+                        *self.failures.entry(status.to_string()).or_default() += 1;
+                    }
                     self.calls.remove(&n);
-                    *self.failures.entry(status.to_string()).or_default() += 1;
                 }
             }
             ("BYE", 200..=699) if phase == Phase::Ending => self.finish(n),
@@ -1079,6 +1535,9 @@ impl Engine<'_> {
         let Some(c) = self.calls.remove(&n) else {
             return;
         };
+        if let Some(s) = self.rtp.get(c.sock) {
+            s.lane.remove(n);
+        }
         if c.ended_by_agent {
             self.ended_by_agent += 1;
         }
@@ -1101,9 +1560,18 @@ impl Engine<'_> {
     fn summary(&self, duration: Duration) -> Summary {
         let mut pacing = Histogram::default();
         let mut stray = 0;
+        let mut series = self
+            .series
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.clone()));
+        let mut user_stamped = 0;
         for s in &self.rtp {
             if let Ok(st) = s.state.lock() {
                 pacing.merge(&st.pacing);
+                user_stamped += st.user_stamped;
+                if let (Some(all), Some(current)) = (series.as_mut(), st.series.as_ref()) {
+                    all.merge(current);
+                }
                 stray += st.not_rtp;
                 stray += st
                     .streams
@@ -1130,6 +1598,13 @@ impl Engine<'_> {
             stray_packets: stray,
             sockets: u32::try_from(self.rtp.len()).unwrap_or(u32::MAX),
         };
+        let kernel = self.timestamps_fallback.is_none();
+        let timestamps_fallback = self.timestamps_fallback.clone().or_else(|| {
+            (user_stamped > 0).then(|| {
+                format!("{user_stamped} packets came without a kernel timestamp: user-space time used for them")
+            })
+        });
+        let refused = self.refusals.summary();
         Summary {
             target: self.cfg.target.to_string(),
             script: self.cfg.script,
@@ -1137,7 +1612,11 @@ impl Engine<'_> {
             concurrency: self.cfg.concurrency,
             hold_s: self.cfg.hold.as_secs_f64(),
             rate_cps: self.cfg.rate,
+            rtp_back: self.back.summary(self.cfg.rtp_back),
+            expect_refusals: self.cfg.expect_refusals,
+            started_unix_s: self.run_clock.start_unix_ns as f64 / 1e9,
             answered: self.answered,
+            refused_503: refused,
             failed,
             failures: self.failures.clone(),
             ended_by_agent: self.ended_by_agent,
@@ -1149,9 +1628,108 @@ impl Engine<'_> {
             setup_ms: Percentiles::of(&self.setup),
             rtp,
             jitter_ms: Percentiles::of(&pacing),
-            ok: failed == 0
-                && self.answered == u64::from(self.cfg.calls)
-                && self.calls_without_rtp == 0,
+            timestamps: if kernel { "kernel" } else { "user" }.into(),
+            timestamps_fallback,
+            pacing_series: series.as_ref().map(PacingSeries::of),
+            ok: run_ok(
+                self.cfg.calls,
+                self.answered,
+                refused.count,
+                failed,
+                self.calls_without_rtp,
+                self.cfg.expect_refusals,
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_count_retry_after_and_latency() {
+        let mut r = RefusalCounter::default();
+        assert_eq!(r.summary(), Refusals::default());
+        r.record(Some(30), Duration::from_millis(2));
+        r.record(None, Duration::from_millis(4));
+        r.record(Some(5), Duration::from_millis(100));
+        let s = r.summary();
+        assert_eq!(
+            (s.count, s.with_retry_after, s.retry_after_max_s),
+            (3, 2, Some(30))
+        );
+        assert_eq!(s.latency_ms.samples, 3);
+        assert_eq!(s.latency_ms.max, 100.0);
+        assert!(s.latency_ms.p50 >= 3.9 && s.latency_ms.p50 <= 4.2, "{s:?}");
+    }
+
+    #[test]
+    fn a_503_is_a_failure_only_when_refusals_are_not_expected() {
+        // 10 calls: 4 answered, 6 refused with 503.
+        assert!(!run_ok(10, 4, 6, 0, 0, false));
+        assert!(run_ok(10, 4, 6, 0, 0, true));
+        // Timeouts and other failures fail the run either way.
+        assert!(!run_ok(10, 4, 5, 1, 0, true));
+        // So does an answered call without RTP.
+        assert!(!run_ok(10, 4, 6, 0, 1, true));
+        // A run cut short (calls neither answered, refused nor failed) is not ok.
+        assert!(!run_ok(10, 4, 5, 0, 0, true));
+        assert!(run_ok(10, 10, 0, 0, 0, false));
+        assert!(run_ok(10, 10, 0, 0, 0, true), "no refusal came: still ok");
+    }
+
+    #[test]
+    fn the_pacing_series_reports_window_starts_in_seconds() {
+        let mut s = Series::new(Duration::from_millis(500));
+        s.record(0, 100);
+        s.record(1_200_000_000, 3_000);
+        let p = PacingSeries::of(&s);
+        assert_eq!(p.window_ms, 500);
+        let t: Vec<f64> = p.windows.iter().map(|w| w.t_s).collect();
+        assert_eq!(t, [0.0, 0.5, 1.0]);
+        assert_eq!(p.windows[1].samples, 0);
+        assert_eq!((p.windows[2].samples, p.windows[2].max), (1, 3.0));
+        assert_eq!(p.windows[0].p99, 0.1);
+    }
+
+    #[test]
+    fn kernel_addresses_convert_to_std() {
+        let v4: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let v6: SocketAddr = "[::1]:4001".parse().unwrap();
+        assert_eq!(std_addr(&SockaddrStorage::from(v4)), Some(v4));
+        assert_eq!(std_addr(&SockaddrStorage::from(v6)), Some(v6));
+    }
+
+    #[test]
+    fn packets_are_counted_per_source_and_their_pacing_goes_into_the_series() {
+        let mut st = RtpState {
+            series: Some(Series::new(Duration::from_secs(1))),
+            ..RtpState::default()
+        };
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut buf = [0u8; 172];
+        let mut pkt = |seq: u16| {
+            let h = RtpHeader {
+                marker: false,
+                payload_type: PayloadType::new(0).unwrap(),
+                sequence: seq,
+                timestamp: 0,
+                ssrc: Ssrc(1),
+            };
+            let n = h.emit(&[0xFF; 160], &mut buf).unwrap();
+            buf[..n].to_vec()
+        };
+        count_packet(&mut st, 990_000_000, Some(a), &pkt(1));
+        count_packet(&mut st, 1_010_000_000, Some(a), &pkt(2));
+        count_packet(&mut st, 1_032_000_000, Some(a), &pkt(3));
+        count_packet(&mut st, 1_040_000_000, None, &pkt(4));
+        count_packet(&mut st, 1_040_000_000, Some(a), b"junk");
+        assert_eq!(st.not_rtp, 2);
+        assert_eq!(st.streams[&a].totals().received, 3);
+        assert_eq!((st.pacing.count(), st.pacing.max()), (2, 2000));
+        let w = st.series.as_ref().unwrap().windows();
+        assert_eq!(w.len(), 1, "both in-order packets arrived in window 1");
+        assert_eq!((w[0].0, w[0].1.count()), (1, 2));
     }
 }

@@ -147,6 +147,9 @@ pub(crate) struct Message<'a> {
     pub(crate) call_id: &'a str,
     /// The tag of the To header, if any.
     pub(crate) to_tag: Option<&'a str>,
+    /// The seconds of a Retry-After header (RFC 3261 §20.33: `delta-seconds` then optional
+    /// comment and parameters); `None` without one or when it does not start with a number.
+    pub(crate) retry_after: Option<u32>,
     head: &'a str,
     /// The body.
     pub(crate) body: &'a str,
@@ -161,6 +164,7 @@ impl<'a> Message<'a> {
         let mut call_id = None;
         let mut cseq_method = None;
         let mut to_tag = None;
+        let mut retry_after = None;
         for (name, value) in headers(head) {
             if name.eq_ignore_ascii_case("Call-ID") || name == "i" {
                 call_id = Some(value);
@@ -171,6 +175,11 @@ impl<'a> Message<'a> {
                     .split(';')
                     .skip(1)
                     .find_map(|p| p.trim().strip_prefix("tag="));
+            } else if name.eq_ignore_ascii_case("Retry-After") {
+                let digits = value
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(value, |end| value.get(..end).unwrap_or(""));
+                retry_after = digits.parse().ok();
             }
         }
         let (status, method) = if let Some(rest) = first.strip_prefix("SIP/2.0 ") {
@@ -183,6 +192,7 @@ impl<'a> Message<'a> {
             method,
             call_id: call_id?,
             to_tag,
+            retry_after,
             head,
             body,
         })
@@ -340,6 +350,25 @@ mod tests {
         l.write_request(d, Request::NotifyReferOk, &mut out);
         assert!(out.contains("CSeq: 3 NOTIFY\r\n"));
         assert!(out.ends_with("\r\n\r\nSIP/2.0 200 OK\r\n"));
+    }
+
+    #[test]
+    fn retry_after_is_read_with_or_without_comment_and_parameters() {
+        let resp = |extra: &str| {
+            format!("SIP/2.0 503 Service Unavailable\r\nVia: SIP/2.0/UDP x\r\nTo: <sip:a@b>;tag=s1\r\nCall-ID: abc-5@127.0.0.1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n")
+        };
+        let ra = |extra: &str| {
+            let r = resp(extra);
+            let m = Message::parse(r.as_bytes()).unwrap();
+            assert_eq!((m.status, m.method), (Some(503), "INVITE"));
+            m.retry_after
+        };
+        assert_eq!(ra(""), None);
+        assert_eq!(ra("Retry-After: 30\r\n"), Some(30));
+        assert_eq!(ra("retry-after: 5 (overloaded);duration=60\r\n"), Some(5));
+        assert_eq!(ra("Retry-After: 18000;duration=3600\r\n"), Some(18_000));
+        assert_eq!(ra("Retry-After: soon\r\n"), None);
+        assert_eq!(ra("X-Retry-After: 9\r\n"), None);
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! Counting what arrives: a small fixed-size histogram for latencies and pacing deviations,
 //! and per-stream RTP bookkeeping (packets, loss from sequence gaps, inter-arrival deviation
-//! from the 20 ms packet interval).
+//! from the 20 ms packet interval), and the pacing deviation per time window (`--series-ms`).
+//!
+//! Arrival times are nanoseconds since the run's start ([`Nanos`]), whichever clock took them
+//! (the kernel's receive timestamp or this process's own clock): the bookkeeping does not care.
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// An arrival time: nanoseconds since the run started.
+pub(crate) type Nanos = u64;
 
 /// Exact 1 µs buckets below this many microseconds.
 const LINEAR_US: u64 = 1024;
@@ -115,7 +122,7 @@ pub(crate) struct Stream {
     base_seq: u16,
     max_seq: u16,
     cycles: u64,
-    last_arrival: Instant,
+    last_arrival: Nanos,
     /// Packets counted (in order or late; duplicates of the newest are not).
     pub(crate) received: u64,
     /// Packets counted before an SSRC change.
@@ -149,7 +156,7 @@ impl StreamTotals {
 
 impl Stream {
     /// A stream starting with a packet of `ssrc`/`seq` that arrived `now`.
-    pub(crate) fn new(now: Instant, ssrc: u32, seq: u16) -> Stream {
+    pub(crate) fn new(now: Nanos, ssrc: u32, seq: u16) -> Stream {
         Stream {
             ssrc,
             base_seq: seq,
@@ -169,8 +176,15 @@ impl Stream {
     }
 
     /// Counts a packet that arrived `now`; records into `pacing` how far its distance from
-    /// the previous in-order packet is from `PTIME` × their sequence distance.
-    pub(crate) fn on_packet(&mut self, now: Instant, ssrc: u32, seq: u16, pacing: &mut Histogram) {
+    /// the previous in-order packet is from `PTIME` × their sequence distance (in µs), and
+    /// returns that deviation (`None` for a packet that was not in order).
+    pub(crate) fn on_packet(
+        &mut self,
+        now: Nanos,
+        ssrc: u32,
+        seq: u16,
+        pacing: &mut Histogram,
+    ) -> Option<u64> {
         if ssrc != self.ssrc {
             // A new source on the same address: keep what was counted, start over.
             self.prior_expected += self.expected_now();
@@ -186,7 +200,7 @@ impl Stream {
             self.prior_received = pr;
             self.reordered = ro;
             self.duplicates = du;
-            return;
+            return None;
         }
         let ahead = seq.wrapping_sub(self.max_seq);
         if ahead == 0 {
@@ -197,14 +211,17 @@ impl Stream {
             }
             self.max_seq = seq;
             self.received += 1;
-            let gap = now.saturating_duration_since(self.last_arrival);
-            let due = PTIME * u32::from(ahead);
-            pacing.record_duration(gap.abs_diff(due));
+            let gap = now.saturating_sub(self.last_arrival);
+            let due = PTIME.as_nanos() as u64 * u64::from(ahead);
+            let us = gap.abs_diff(due) / 1000;
+            pacing.record(us);
             self.last_arrival = now;
+            return Some(us);
         } else {
             self.received += 1;
             self.reordered += 1;
         }
+        None
     }
 
     /// The stream's totals.
@@ -218,14 +235,80 @@ impl Stream {
     }
 }
 
+/// Pacing deviations per time window: window `i` holds what arrived in
+/// `[i × window, (i + 1) × window)` after the run's start.
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    window: Nanos,
+    windows: BTreeMap<u64, Histogram>,
+}
+
+impl Series {
+    /// An empty series of `window`-long windows (at least 1 ms).
+    pub(crate) fn new(window: Duration) -> Series {
+        Series {
+            window: (window.as_nanos() as u64).max(1_000_000),
+            windows: BTreeMap::new(),
+        }
+    }
+
+    /// The window length.
+    pub(crate) fn window(&self) -> Duration {
+        Duration::from_nanos(self.window)
+    }
+
+    /// The index of the window holding time `at`.
+    pub(crate) fn index_of(&self, at: Nanos) -> u64 {
+        at / self.window
+    }
+
+    /// Records a deviation of `us` µs measured on a packet that arrived `at`.
+    pub(crate) fn record(&mut self, at: Nanos, us: u64) {
+        self.windows
+            .entry(self.index_of(at))
+            .or_default()
+            .record(us);
+    }
+
+    /// Removes and returns the windows before the one holding `at` (those that will get no
+    /// more packets once time has passed `at`), so a receive task keeps only its current one.
+    pub(crate) fn take_before(&mut self, at: Nanos) -> Series {
+        let newer = self.windows.split_off(&self.index_of(at));
+        Series {
+            window: self.window,
+            windows: core::mem::replace(&mut self.windows, newer),
+        }
+    }
+
+    /// Adds another series' windows (of the same length) to this one.
+    pub(crate) fn merge(&mut self, other: &Series) {
+        for (i, h) in &other.windows {
+            self.windows.entry(*i).or_default().merge(h);
+        }
+    }
+
+    /// Every window from the first to the last that has a value, empty ones included, as
+    /// (index, histogram).
+    pub(crate) fn windows(&self) -> Vec<(u64, Histogram)> {
+        let (Some(first), Some(last)) = (
+            self.windows.keys().next().copied(),
+            self.windows.keys().next_back().copied(),
+        ) else {
+            return Vec::new();
+        };
+        (first..=last)
+            .map(|i| (i, self.windows.get(&i).cloned().unwrap_or_default()))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // Any instant will do as the origin of these tests' virtual arrivals.
-    #[allow(clippy::disallowed_methods)]
-    fn origin() -> Instant {
-        Instant::now()
+    // Any time will do as the origin of these tests' virtual arrivals.
+    fn origin() -> Nanos {
+        7_000_000_000
     }
 
     #[test]
@@ -274,7 +357,7 @@ mod tests {
     #[test]
     fn loss_reordering_and_pacing_from_sequence_numbers() {
         let t0 = origin();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let ms = |n: u64| t0 + n * 1_000_000;
         let mut pacing = Histogram::default();
         let mut s = Stream::new(t0, 7, 65_534);
         s.on_packet(ms(20), 7, 65_535, &mut pacing); // on time
@@ -297,10 +380,77 @@ mod tests {
         let t0 = origin();
         let mut pacing = Histogram::default();
         let mut s = Stream::new(t0, 1, 10);
-        s.on_packet(t0 + PTIME, 1, 11, &mut pacing);
-        s.on_packet(t0 + PTIME * 2, 2, 5000, &mut pacing);
-        s.on_packet(t0 + PTIME * 3, 2, 5001, &mut pacing);
+        let p = PTIME.as_nanos() as u64;
+        s.on_packet(t0 + p, 1, 11, &mut pacing);
+        s.on_packet(t0 + p * 2, 2, 5000, &mut pacing);
+        s.on_packet(t0 + p * 3, 2, 5001, &mut pacing);
         let t = s.totals();
         assert_eq!((t.expected, t.received, t.lost()), (4, 4, 0));
+    }
+
+    #[test]
+    fn in_order_packets_return_their_deviation_and_others_none() {
+        let t0 = origin();
+        let mut pacing = Histogram::default();
+        let mut s = Stream::new(t0, 9, 100);
+        assert_eq!(
+            s.on_packet(t0 + 23_000_000, 9, 101, &mut pacing),
+            Some(3000)
+        );
+        assert_eq!(
+            s.on_packet(t0 + 24_000_000, 9, 101, &mut pacing),
+            None,
+            "duplicate"
+        );
+        assert_eq!(
+            s.on_packet(t0 + 63_000_000, 9, 103, &mut pacing),
+            Some(0),
+            "one lost"
+        );
+        assert_eq!(
+            s.on_packet(t0 + 64_000_000, 9, 102, &mut pacing),
+            None,
+            "late"
+        );
+        assert_eq!(
+            s.on_packet(t0 + 70_000_000, 10, 1, &mut pacing),
+            None,
+            "new SSRC"
+        );
+    }
+
+    #[test]
+    fn series_buckets_by_arrival_time_and_keeps_empty_windows_in_between() {
+        let sec = 1_000_000_000;
+        let mut s = Series::new(Duration::from_secs(1));
+        assert_eq!(s.window(), Duration::from_secs(1));
+        assert!(s.windows().is_empty());
+        s.record(0, 10);
+        s.record(sec - 1, 30);
+        s.record(sec, 500);
+        s.record(3 * sec + 5, 7);
+        let w = s.windows();
+        assert_eq!(w.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!((w[0].1.count(), w[0].1.max()), (2, 30));
+        assert_eq!((w[1].1.count(), w[1].1.max()), (1, 500));
+        assert_eq!(w[2].1.count(), 0);
+        assert_eq!((w[3].1.count(), w[3].1.max()), (1, 7));
+        // A receive task hands over the finished windows and keeps the current one.
+        let old = s.take_before(3 * sec + 10);
+        assert_eq!(old.windows().len(), 2, "windows 0 and 1");
+        assert_eq!(s.windows().len(), 1);
+        let mut all = Series::new(Duration::from_secs(1));
+        all.merge(&old);
+        all.merge(&s);
+        all.merge(&old);
+        let w = all.windows();
+        assert_eq!(w.len(), 4);
+        assert_eq!(w[0].1.count(), 4, "merged twice");
+        assert_eq!(w[3].1.count(), 1);
+        // Windows shorter than a millisecond are not allowed.
+        assert_eq!(
+            Series::new(Duration::ZERO).window(),
+            Duration::from_millis(1)
+        );
     }
 }
