@@ -27,6 +27,8 @@ BACK_FLAG=()
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p edge -p firmware-sim
 BIN="$TARGET_DIR/release"
+# CCEDGE_BIN=path/to/ccedge measures another agent binary (same-run before/after pairs).
+AGENT_BIN=${CCEDGE_BIN:-$BIN/ccedge}
 # The agent holds one descriptor per call (its RTP socket), plus a few of its own.
 need_fds=$(( CALLS + 100 ))
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
@@ -68,7 +70,7 @@ max_retries = 9
 [log]
 level = "info"
 TOML
-RUST_LOG=info "$BIN/ccedge" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
+RUST_LOG=info "$AGENT_BIN" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
 AGENT=$!
 for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
 SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2 || true)

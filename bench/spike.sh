@@ -32,6 +32,8 @@ AFTER=${AFTER:-10}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p edge -p firmware-sim
 BIN="$TARGET_DIR/release"
+# CCEDGE_BIN=path/to/ccedge measures another agent binary (same-run before/after pairs).
+AGENT_BIN=${CCEDGE_BIN:-$BIN/ccedge}
 need_fds=$(( CAPACITY + 600 ))
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
   ulimit -n "$need_fds" 2>/dev/null ||
@@ -73,7 +75,7 @@ max_retries = 9
 [log]
 level = "info"
 TOML
-RUST_LOG=info "$BIN/ccedge" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
+RUST_LOG=info "$AGENT_BIN" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
 AGENT=$!
 for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
 SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2 || true)
