@@ -3,6 +3,7 @@
 #
 #   bench/loadgen.sh [CALLS] [HOLD_SECONDS] [RATE]     (defaults: 1000 calls, 60 s, 200 calls/s)
 #   KEEP=1 bench/loadgen.sh …                          keeps the state dir and logs
+#   MEDIA_RT=10 bench/loadgen.sh …                     media plane threads at SCHED_FIFO 10
 #   RTP_BACK=0 bench/loadgen.sh …                      callers send no RTP (default 1: every
 #                                                      call sends 50 packets/s back, as real
 #                                                      gateways do)
@@ -75,6 +76,18 @@ AGENT=$!
 for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
 SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2 || true)
 [ -n "$SIP" ] || { echo "the agent did not start:" >&2; cat "$STATE/agent.log" >&2; exit 1; }
+# MEDIA_RT=N: give the agent's media plane threads (ccedge-media-*) real-time priority N
+# (SCHED_FIFO, `chrt`), as a unit with CPUSchedulingPolicy=fifo would; needs CAP_SYS_NICE.
+if [ -n "${MEDIA_RT:-}" ]; then
+  for t in /proc/"$AGENT"/task/*; do
+    if grep -q '^ccedge-media' "$t/comm" 2>/dev/null; then chrt -f -p "$MEDIA_RT" "$(basename "$t")" >/dev/null; fi
+  done
+fi
+if [ -n "${MEDIA_NICE:-}" ]; then
+  for t in /proc/"$AGENT"/task/*; do
+    if grep -q '^ccedge-media' "$t/comm" 2>/dev/null; then renice -n "$MEDIA_NICE" -p "$(basename "$t")" >/dev/null; fi
+  done
+fi
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 rcvbuf_errors() { awk '/^Udp:/{n++; if(n==1){for(i=1;i<=NF;i++) if($i=="RcvbufErrors") c=i} else print $c}' /proc/net/snmp; }

@@ -206,6 +206,7 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         max_calls: usize::try_from(cfg.sip.max_calls).unwrap_or(usize::MAX),
         max_pacer_load_permille: u64::from(cfg.rtp.max_pacer_load_percent) * 10,
         media_threads: cfg.media_threads(),
+        media_realtime_priority: cfg.rtp.realtime_priority,
         shutdown_grace: Duration::from_secs(5),
         link: Some(link_config(cfg)),
     }

@@ -46,6 +46,8 @@ pub struct Stats {
     pub calls_refused_load: u64,
     /// How busy the media plane's thread was over its last second, in permille.
     pub pacer_load_permille: u64,
+    /// Whether the media plane threads run at real-time priority.
+    pub pacer_realtime: bool,
     /// SIP datagrams dropped because the agent's queue for them was full (overload).
     pub sip_overload_dropped: u64,
     /// New INVITEs answered 503 with Retry-After by the receive task because the queue for

@@ -161,6 +161,8 @@ pub struct AgentConfig {
     pub max_pacer_load_permille: u64,
     /// Media plane threads (`rtp.media_threads`; each call lives on one).
     pub media_threads: usize,
+    /// `SCHED_FIFO` priority of the media plane threads (`rtp.realtime_priority`; 0 = off).
+    pub media_realtime_priority: u8,
     /// How long calls may take to end after SIGTERM.
     pub shutdown_grace: StdDuration,
     /// The CRM link over MQTT (`None`: no link, events and callbacks stay local).
@@ -199,6 +201,7 @@ impl AgentConfig {
             max_calls: 20_000,
             max_pacer_load_permille: 850,
             media_threads: 1,
+            media_realtime_priority: 0,
             shutdown_grace: StdDuration::from_secs(5),
             link: None,
         }
@@ -604,7 +607,7 @@ pub async fn start(
         let m = recorder.metrics();
         let on_tick: Arc<dyn Fn(StdDuration) + Send + Sync> =
             Arc::new(move |late| m.pacer_tick(late));
-        MediaPlanes::start(cfg.media_threads, &on_tick)?
+        MediaPlanes::start(cfg.media_threads, cfg.media_realtime_priority, &on_tick)?
     };
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
@@ -951,6 +954,7 @@ impl Engine {
             calls_refused_share: self.calls_refused_share,
             calls_refused_load: self.calls_refused_load,
             pacer_load_permille: self.media.load_permille(),
+            pacer_realtime: self.media.realtime(),
             sip_overload_dropped: self
                 .sip_overload
                 .dropped

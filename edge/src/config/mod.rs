@@ -203,6 +203,10 @@ pub struct Rtp {
     /// `rtp.media_threads`: threads that send and read RTP, each carrying its share of the
     /// calls; 0 = one per CPU core (at most 8). Default 0.
     pub media_threads: u8,
+    /// `rtp.realtime_priority`: the media plane threads run `SCHED_FIFO` at this priority
+    /// (1–99) when the service may (`LimitRTPRIO`, or `CAP_SYS_NICE`); 0 = normal threads.
+    /// Default 10.
+    pub realtime_priority: u8,
 }
 
 impl Default for Rtp {
@@ -213,6 +217,7 @@ impl Default for Rtp {
             media_timeout_s: 60,
             max_pacer_load_percent: 85,
             media_threads: 0,
+            realtime_priority: 10,
         }
     }
 }

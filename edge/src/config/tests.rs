@@ -273,6 +273,16 @@ fn bad_values_name_the_key_and_the_file() {
         ),
         ("[rtp]\nport_min = 80".into(), "rtp.port_min", "privileged"),
         (
+            "[rtp]\nmedia_threads = 65".into(),
+            "rtp.media_threads",
+            "out of range",
+        ),
+        (
+            "[rtp]\nrealtime_priority = 100".into(),
+            "rtp.realtime_priority",
+            "out of range",
+        ),
+        (
             "[rtp]\nmax_pacer_load_percent = 101".into(),
             "rtp.max_pacer_load_percent",
             "out of range",

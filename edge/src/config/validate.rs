@@ -308,7 +308,9 @@ impl Config {
             rtp.max_pacer_load_percent,
             0,
             100,
-        )
+        )?;
+        range("rtp.media_threads", rtp.media_threads, 0, 64)?;
+        range("rtp.realtime_priority", rtp.realtime_priority, 0, 99)
     }
 
     fn validate_mqtt(&self) -> Check {

@@ -365,6 +365,9 @@ pub struct StatsData {
     /// How busy the media plane's thread was over its last second, in permille.
     #[serde(default)]
     pub pacer_load_permille: u64,
+    /// Whether the media plane threads run at real-time priority.
+    #[serde(default)]
+    pub pacer_realtime: bool,
     /// SIP datagrams dropped because the agent's queue for them was full (overload).
     #[serde(default)]
     pub sip_overload_dropped: u64,

@@ -126,14 +126,19 @@ pub fn status(s: &StatusData) -> String {
         (
             "calls",
             format!(
-                "{} active, {} total, {} refused ({} over a source's fair share, {} at the media load limit); media plane {}.{}% busy",
+                "{} active, {} total, {} refused ({} over a source's fair share, {} at the media load limit); media plane {}.{}% busy{}",
                 s.active_calls,
                 s.stats.calls_total,
                 s.stats.calls_refused,
                 s.stats.calls_refused_share,
                 s.stats.calls_refused_load,
                 s.stats.pacer_load_permille / 10,
-                s.stats.pacer_load_permille % 10
+                s.stats.pacer_load_permille % 10,
+                if s.stats.pacer_realtime {
+                    ", real-time"
+                } else {
+                    ", normal priority"
+                }
             ),
         ),
         (

@@ -398,6 +398,7 @@ fn status(ctx: &ControlContext) -> StatusData {
             calls_refused_share: s.calls_refused_share,
             calls_refused_load: s.calls_refused_load,
             pacer_load_permille: s.pacer_load_permille,
+            pacer_realtime: s.pacer_realtime,
             sip_overload_dropped: s.sip_overload_dropped,
             sip_overload_refused: s.sip_overload_refused,
             callbacks_booked: s.callbacks_booked,

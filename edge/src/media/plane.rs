@@ -223,6 +223,8 @@ pub struct PlaneStats {
     /// not count: a thread that was not scheduled for a while is not overloaded.) The agent refuses new calls above
     /// `rtp.max_pacer_load_percent`.
     pub load_permille: AtomicU64,
+    /// Whether the thread runs at real-time priority (`rtp.realtime_priority`).
+    pub realtime: std::sync::atomic::AtomicBool,
 }
 
 /// Wake-ups per load figure (one second of ticks).
@@ -288,6 +290,7 @@ impl MediaPlane {
     /// When the epoll instance or the thread cannot be created.
     pub fn start(
         n: usize,
+        realtime_priority: u8,
         stats: Arc<PlaneStats>,
         on_tick: Box<dyn Fn(Duration) + Send>,
         out_tx: mpsc::Sender<Wake>,
@@ -308,7 +311,10 @@ impl MediaPlane {
         };
         let thread = std::thread::Builder::new()
             .name(format!("ccedge-media-{n}"))
-            .spawn(move || plane.run())?;
+            .spawn(move || {
+                plane.set_priority(n, realtime_priority);
+                plane.run();
+            })?;
         Ok(MediaPlane {
             cmds: cmd_tx,
             thread: Some(thread),
@@ -336,6 +342,7 @@ impl MediaPlanes {
     /// When a plane cannot be started.
     pub fn start(
         threads: usize,
+        realtime_priority: u8,
         on_tick: &Arc<dyn Fn(Duration) + Send + Sync>,
     ) -> std::io::Result<(MediaPlanes, mpsc::Receiver<Wake>)> {
         let threads = threads.max(1);
@@ -346,6 +353,7 @@ impl MediaPlanes {
             let tick = Arc::clone(on_tick);
             let plane = MediaPlane::start(
                 n,
+                realtime_priority,
                 Arc::clone(&stats),
                 Box::new(move |late| tick(late)),
                 out_tx.clone(),
@@ -380,6 +388,14 @@ impl MediaPlanes {
             .iter()
             .map(|(_, s)| s.rtp_overflow.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Whether every plane runs at real-time priority.
+    #[must_use]
+    pub fn realtime(&self) -> bool {
+        self.planes
+            .iter()
+            .all(|(_, s)| s.realtime.load(Ordering::Relaxed))
     }
 
     /// Number of planes.
@@ -428,6 +444,39 @@ fn span(d: Duration) -> TimeSpec {
 }
 
 impl Plane {
+    /// Puts this thread on `SCHED_FIFO` at `priority` (0: stays a normal thread). Without the
+    /// right to (no `CAP_SYS_NICE`, no `RLIMIT_RTPRIO`), it says so once and carries on.
+    fn set_priority(&self, n: usize, priority: u8) {
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+            ThreadPriority, ThreadSchedulePolicy,
+        };
+        if priority == 0 {
+            return;
+        }
+        let value = match priority.min(99).try_into() {
+            Ok(v) => ThreadPriority::Crossplatform(v),
+            Err(_) => return,
+        };
+        let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+        match set_thread_priority_and_policy(thread_native_id(), value, policy) {
+            Ok(()) => {
+                self.stats.realtime.store(true, Ordering::Relaxed);
+                tracing::debug!(
+                    thread = n,
+                    priority,
+                    "media plane thread at real-time priority"
+                );
+            }
+            Err(e) => tracing::warn!(
+                thread = n,
+                priority,
+                error = ?e,
+                "media plane thread runs at normal priority: real-time scheduling was refused (the service needs LimitRTPRIO or CAP_SYS_NICE); pacing may suffer on a busy machine"
+            ),
+        }
+    }
+
     fn run(mut self) {
         // `recvmmsg`'s headers hold raw pointers (not `Send`): made on this thread.
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
@@ -676,7 +725,7 @@ mod tests {
             seen.fetch_add(1, Ordering::Relaxed);
         });
         // Two planes: call 7 lives on the second.
-        let (plane, mut rx) = MediaPlanes::start(2, &on_tick).unwrap();
+        let (plane, mut rx) = MediaPlanes::start(2, 0, &on_tick).unwrap();
         assert_eq!(plane.threads(), 2);
         let call = UdpSocket::bind("127.0.0.1:0").unwrap();
         call.set_nonblocking(true).unwrap();
