@@ -477,7 +477,7 @@ mod technician {
     use crate::config;
     use crate::control::client::{self, ClientError, EventStream, StreamItem};
     use crate::control::protocol::{
-        AnnouncementRow, CallRow, CallbackRow, CancelData, Request, StatusData,
+        AnnouncementView, CallView, CallbackView, CancelData, Request, StatusData,
     };
     use crate::control::{doctor as checks, render};
 
@@ -559,11 +559,11 @@ mod technician {
     }
 
     pub(super) fn calls(common: &Common, reveal: bool) -> ExitCode {
-        show::<Vec<CallRow>>(common, &Request::Calls { reveal }, |r| render::calls(r))
+        show::<Vec<CallView>>(common, &Request::Calls { reveal }, |r| render::calls(r))
     }
 
     pub(super) fn callbacks(common: &Common, reveal: bool) -> ExitCode {
-        show::<Vec<CallbackRow>>(common, &Request::Callbacks { reveal }, |r| {
+        show::<Vec<CallbackView>>(common, &Request::Callbacks { reveal }, |r| {
             render::callbacks(r)
         })
     }
@@ -575,7 +575,7 @@ mod technician {
     }
 
     pub(super) fn announcements(common: &Common) -> ExitCode {
-        show::<Vec<AnnouncementRow>>(common, &Request::Announcements, |r| {
+        show::<Vec<AnnouncementView>>(common, &Request::Announcements, |r| {
             render::announcements(r)
         })
     }

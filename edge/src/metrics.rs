@@ -161,7 +161,8 @@ impl Metrics {
 }
 
 /// How often one announcement version was heard on this node since the agent started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct AnnouncementCounts {
     /// Started for a caller.
     pub plays: u64,

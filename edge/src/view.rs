@@ -1,5 +1,7 @@
 //! What the agent shows the outside, shared by the agent, the CRM link and the control
-//! socket (so neither depends on the other's internals).
+//! socket (so neither depends on the other's internals). One type per concept: the control
+//! socket sends these same types to `ccedge` (which reads them back with serde), and the
+//! CRM link puts them in its status message.
 //!
 //! What the engine shows the outside: the periodic [`Snapshot`] (cheap, every 500 ms and on
 //! change) and answers to [`Command`]s from the control socket (built on request, so a node
@@ -9,14 +11,18 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::announcements::Loaded;
 use crate::media::prompts::Prompts;
 
 /// Counters for `ccedge status` and the logs.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+///
+/// Field names are stable (scripts read `ccedge status --json`); a field an older agent did not
+/// send reads as zero.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Datagrams dropped before parsing because the source is not allowed.
     pub sip_denied: u64,
@@ -56,7 +62,8 @@ pub struct Stats {
 }
 
 /// One announcement as the node holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AnnouncementView {
     /// Id.
     pub id: String,
@@ -64,7 +71,7 @@ pub struct AnnouncementView {
     pub version: u32,
     /// `active`, `scheduled`, `pending`, `unplayable`, `expired`, or `other_site` when its
     /// scope names only other sites (it never plays here).
-    pub state: &'static str,
+    pub state: String,
     /// Higher plays first.
     pub priority: i32,
     /// Scope: sites (empty = everywhere).
@@ -110,7 +117,8 @@ pub struct Snapshot {
 }
 
 /// One active call for `ccedge calls`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CallView {
     /// The call id (hex).
     pub call_id: String,
@@ -123,7 +131,7 @@ pub struct CallView {
     /// Since the INVITE, ms.
     pub age_ms: u64,
     /// `PCMU` / `PCMA` once answered.
-    pub codec: Option<&'static str>,
+    pub codec: Option<String>,
     /// The caller's language (a tag of `ivr.languages`).
     pub language: String,
     /// RTP packets sent.
@@ -149,7 +157,8 @@ pub struct CallView {
 }
 
 /// One entry of the local callback queue for `ccedge callbacks`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CallbackView {
     /// Id.
     pub callback_id: String,
@@ -162,7 +171,7 @@ pub struct CallbackView {
     /// Requested at, Unix ms.
     pub requested_at_ms: i64,
     /// Sync state: `requested`, `stored`, `synced`, `accepted`, `assigned`, …
-    pub state: &'static str,
+    pub state: String,
     /// Position in the queue (waiting entries).
     pub position: Option<u32>,
     /// The announcement the caller heard.

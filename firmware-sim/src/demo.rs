@@ -843,10 +843,10 @@ fn ranges_text(v: &[u32]) -> String {
     out.join(", ")
 }
 
-fn count_states(v: &[(String, &'static str)]) -> String {
+fn count_states(v: &[(String, String)]) -> String {
     let mut m: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, s) in v {
-        *m.entry(s).or_default() += 1;
+        *m.entry(s.as_str()).or_default() += 1;
     }
     if m.is_empty() {
         return "none".to_owned();
@@ -874,7 +874,7 @@ async fn agent_callbacks(running: &edge::agent::Running) -> Vec<edge::agent::Cal
         .unwrap_or_default()
 }
 
-async fn agent_callbacks_states(running: &edge::agent::Running) -> Vec<(String, &'static str)> {
+async fn agent_callbacks_states(running: &edge::agent::Running) -> Vec<(String, String)> {
     agent_callbacks(running)
         .await
         .into_iter()

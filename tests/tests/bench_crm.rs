@@ -17,7 +17,7 @@ use ccedge_tests::broker::{
     have_mosquitto, longest_tone_run, pcmu_frames, sha256_hex, tone_wav, Crm, Mosquitto,
 };
 use ccedge_tests::{have_sipp, sipp, Agent, AgentOptions, CallGateway, RtpSink, TempDir};
-use edge::control::protocol::{AnnouncementRow, Request};
+use edge::control::protocol::{AnnouncementView, Request};
 use shared::time::UnixMillis;
 
 const P: &str = "ccedge/v1";
@@ -87,7 +87,7 @@ fn bench_announcement_takes_effect() {
             true,
         );
         loop {
-            let rows: Vec<AnnouncementRow> =
+            let rows: Vec<AnnouncementView> =
                 edge::control::client::request_as(&socket, &Request::Announcements)
                     .unwrap_or_default();
             if rows

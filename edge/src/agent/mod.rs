@@ -1678,9 +1678,12 @@ impl Engine {
                         dialled: c.dialled().map(ToString::to_string),
                         state: phase_str(c.phase()).to_owned(),
                         age_ms: now.saturating_duration_since(c.started_at()).as_millis() as u64,
-                        codec: c.codec().map(|c| match c {
-                            shared::sdp::Codec::Pcmu => "PCMU",
-                            shared::sdp::Codec::Pcma => "PCMA",
+                        codec: c.codec().map(|c| {
+                            match c {
+                                shared::sdp::Codec::Pcmu => "PCMU",
+                                shared::sdp::Codec::Pcma => "PCMA",
+                            }
+                            .to_owned()
                         }),
                         language: self
                             .node
@@ -1713,7 +1716,7 @@ impl Engine {
                         caller: e.caller.as_ref().map(ToString::to_string),
                         dialled: e.dialled.as_ref().map(ToString::to_string),
                         requested_at_ms: e.requested_at.0,
-                        state: e.state.as_str(),
+                        state: e.state.as_str().to_owned(),
                         position: q.position(&e.id),
                         announcement_id: e.announcement.as_ref().map(ToString::to_string),
                     })
@@ -1847,7 +1850,8 @@ impl Engine {
                     state.as_str()
                 } else {
                     OTHER_SITE
-                },
+                }
+                .to_owned(),
                 priority: a.priority,
                 sites: a
                     .scope

@@ -20,6 +20,10 @@
 
 use std::fmt::Write as _;
 
+/// The rows and counters the control socket sends are the agent's own view types (one model
+/// per concept, `crate::view`), serialized as they are.
+pub use crate::view::{AnnouncementView, CallView, CallbackView, Stats};
+
 use serde::{Deserialize, Serialize};
 /// The JSON value type of reply data and streamed events (re-exported so clients need no
 /// JSON crate of their own; it parses with `str::parse`).
@@ -279,7 +283,7 @@ pub struct StatusData {
     /// Draining for shutdown.
     pub draining: bool,
     /// Counters.
-    pub stats: StatsData,
+    pub stats: Stats,
     /// Configuration reloads (`SIGHUP`) since the agent started (absent from agents older
     /// than reloading: all zero).
     #[serde(default)]
@@ -343,116 +347,6 @@ pub struct MqttData {
     pub oversized: u64,
 }
 
-/// Counters in `status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatsData {
-    /// SIP datagrams dropped: source not allowed.
-    pub sip_denied: u64,
-    /// SIP datagrams dropped: rate limit.
-    pub sip_rate_limited: u64,
-    /// SIP datagrams that were not SIP.
-    pub sip_malformed: u64,
-    /// Calls accepted.
-    pub calls_total: u64,
-    /// Calls refused with 503.
-    pub calls_refused: u64,
-    /// Of those, calls whose source held its fair share of `sip.max_calls`.
-    #[serde(default)]
-    pub calls_refused_share: u64,
-    /// Of those, calls refused because the media plane was at `rtp.max_pacer_load_percent`.
-    #[serde(default)]
-    pub calls_refused_load: u64,
-    /// How busy the media plane's thread was over its last second, in permille.
-    #[serde(default)]
-    pub pacer_load_permille: u64,
-    /// Whether the media plane threads run at real-time priority.
-    #[serde(default)]
-    pub pacer_realtime: bool,
-    /// SIP datagrams dropped because the agent's queue for them was full (overload).
-    #[serde(default)]
-    pub sip_overload_dropped: u64,
-    /// New INVITEs answered 503 at once because the queue for new requests was full.
-    #[serde(default)]
-    pub sip_overload_refused: u64,
-    /// Callbacks durably booked.
-    pub callbacks_booked: u64,
-    /// Callback writes that failed.
-    pub callbacks_failed: u64,
-    /// RTP datagrams dropped.
-    pub rtp_dropped: u64,
-    /// Of those, datagrams from a source the call does not take media from.
-    #[serde(default)]
-    pub rtp_foreign: u64,
-}
-
-/// One active call in `calls`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallRow {
-    /// The call id (hex).
-    pub call_id: String,
-    /// Caller number, masked unless revealed.
-    pub caller: Option<String>,
-    /// Dialled number.
-    pub dialled: Option<String>,
-    /// The call's state.
-    pub state: String,
-    /// Since the INVITE, ms.
-    pub age_ms: u64,
-    /// `PCMU` / `PCMA` once answered.
-    pub codec: Option<String>,
-    /// The caller's language (a tag of `ivr.languages`); empty from an older agent.
-    #[serde(default)]
-    pub language: String,
-    /// RTP packets sent.
-    pub packets_sent: u64,
-    /// RTP packets received.
-    pub packets_received: u64,
-    /// Packets of the caller's stream that never arrived.
-    #[serde(default)]
-    pub lost: u64,
-    /// Interarrival jitter of the caller's stream, ms (RFC 3550 A.8).
-    #[serde(default)]
-    pub jitter_ms: u32,
-    /// RTCP reports read from the peer.
-    #[serde(default)]
-    pub rtcp_reports: u32,
-    /// Packets of the node's stream the peer reported lost (its RTCP), in all.
-    #[serde(default)]
-    pub peer_lost: i64,
-    /// Fraction of the node's packets the peer lost in its last report interval, in 1/256
-    /// (as RTCP carries it).
-    #[serde(default)]
-    pub peer_fraction_lost: u8,
-    /// Jitter the peer measured on the node's stream, ms.
-    #[serde(default)]
-    pub peer_jitter_ms: u32,
-    /// Round trip from RTCP (LSR/DLSR), ms; unset until the peer answered one of the node's
-    /// sender reports.
-    #[serde(default)]
-    pub rtt_ms: Option<u32>,
-}
-
-/// One local callback in `callbacks`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallbackRow {
-    /// Id.
-    pub callback_id: String,
-    /// The number to call back, masked unless revealed.
-    pub callback_number: String,
-    /// Caller number, masked unless revealed.
-    pub caller: Option<String>,
-    /// Dialled number.
-    pub dialled: Option<String>,
-    /// Requested at, Unix ms.
-    pub requested_at_ms: i64,
-    /// Sync state (`stored`, `synced`, `accepted`, …).
-    pub state: String,
-    /// Position in the queue.
-    pub position: Option<u32>,
-    /// The announcement the caller heard.
-    pub announcement_id: Option<String>,
-}
-
 /// `cancel_callback` data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelData {
@@ -460,46 +354,6 @@ pub struct CancelData {
     pub callback_id: String,
     /// Always true in a success reply.
     pub cancelled: bool,
-}
-
-/// One announcement in `announcements`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AnnouncementRow {
-    /// Id.
-    pub id: String,
-    /// Version.
-    pub version: u32,
-    /// `active`, `scheduled`, `pending`, `unplayable` or `expired`.
-    pub state: String,
-    /// Higher plays first.
-    pub priority: i32,
-    /// Scope: sites (empty = everywhere).
-    pub sites: Vec<String>,
-    /// Scope: dialled numbers.
-    pub dialled: Vec<String>,
-    /// Scope: caller prefixes.
-    pub caller_prefixes: Vec<String>,
-    /// Hex SHA-256 of its audio.
-    pub audio_sha256: Option<String>,
-    /// Whether the audio is held locally.
-    pub audio_present: bool,
-    /// Valid from, Unix ms.
-    pub valid_from_ms: Option<i64>,
-    /// Valid until, Unix ms.
-    pub valid_until_ms: Option<i64>,
-    /// While this version is `pending`: the older version callers hear until its audio
-    /// arrives, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub playing_version: Option<u32>,
-    /// Plays of this version since the agent started.
-    #[serde(default)]
-    pub plays: u64,
-    /// Of those, played to their end.
-    #[serde(default)]
-    pub completions: u64,
-    /// Of those, cut short by the caller's key (barge-in).
-    #[serde(default)]
-    pub barge_ins: u64,
 }
 
 /// `events_tail`'s first (success) reply data.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 use shared::time::UnixMillis;
 
-use super::protocol::{AnnouncementRow, CallRow, CallbackRow, ReloadData, StatusData};
+use super::protocol::{AnnouncementView, CallView, CallbackView, ReloadData, StatusData};
 
 /// A table whose columns are padded to their widest cell (counted in characters, so masked
 /// numbers with `•` line up).
@@ -250,7 +250,7 @@ pub fn reloads(r: &ReloadData) -> String {
 
 /// `ccedge calls` as a table (or a one-line note when there are none).
 #[must_use]
-pub fn calls(rows: &[CallRow]) -> String {
+pub fn calls(rows: &[CallView]) -> String {
     if rows.is_empty() {
         return "no active calls\n".to_owned();
     }
@@ -304,7 +304,7 @@ pub fn calls(rows: &[CallRow]) -> String {
 
 /// `ccedge callbacks` as a table.
 #[must_use]
-pub fn callbacks(rows: &[CallbackRow]) -> String {
+pub fn callbacks(rows: &[CallbackView]) -> String {
     if rows.is_empty() {
         return "no callbacks in the local queue\n".to_owned();
     }
@@ -343,7 +343,7 @@ fn list(items: &[String]) -> String {
 
 /// `ccedge announcements` as a table.
 #[must_use]
-pub fn announcements(rows: &[AnnouncementRow]) -> String {
+pub fn announcements(rows: &[AnnouncementView]) -> String {
     if rows.is_empty() {
         return "no announcements held\n".to_owned();
     }
@@ -384,9 +384,9 @@ pub fn announcements(rows: &[AnnouncementRow]) -> String {
                 "missing".to_owned()
             },
             valid,
-            a.plays.to_string(),
-            a.completions.to_string(),
-            a.barge_ins.to_string(),
+            a.heard.plays.to_string(),
+            a.heard.completions.to_string(),
+            a.heard.barge_ins.to_string(),
         ]);
     }
     t.render()

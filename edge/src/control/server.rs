@@ -15,8 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::protocol::{
-    self, AnnouncementRow, CallRow, CallbackRow, CancelData, MqttData, ReloadData, Request,
-    RequestError, StatsData, StatusData, StreamData,
+    self, CancelData, MqttData, ReloadData, Request, RequestError, StatusData, StreamData,
 };
 use super::{ControlContext, ControlError};
 use crate::view::{AnnouncementView, CallView, CallbackView, Command};
@@ -290,23 +289,18 @@ async fn answer(ctx: &ControlContext, request: Request) -> Result<String, String
     Ok(match request {
         Request::Status => protocol::ok_line(&status(ctx)),
         Request::Announcements => {
-            let rows: Vec<AnnouncementRow> = ctx
-                .snapshot
-                .borrow()
-                .announcements
-                .iter()
-                .map(announcement_row)
-                .collect();
+            let rows: Vec<AnnouncementView> = ctx.snapshot.borrow().announcements.clone();
             protocol::ok_line(&rows)
         }
         Request::Calls { reveal } => {
             let calls = ask(ctx, Command::Calls).await?;
-            let rows: Vec<CallRow> = calls.into_iter().map(|c| call_row(c, reveal)).collect();
+            let rows: Vec<CallView> = calls.into_iter().map(|c| call_row(c, reveal)).collect();
             protocol::ok_line(&rows)
         }
         Request::Callbacks { reveal } => {
             let cbs = ask(ctx, Command::Callbacks).await?;
-            let rows: Vec<CallbackRow> = cbs.into_iter().map(|c| callback_row(c, reveal)).collect();
+            let rows: Vec<CallbackView> =
+                cbs.into_iter().map(|c| callback_row(c, reveal)).collect();
             protocol::ok_line(&rows)
         }
         Request::CancelCallback { id } => {
@@ -389,23 +383,7 @@ fn status(ctx: &ControlContext) -> StatusData {
         .unwrap_or(u64::MAX),
         announcements_total: u64::try_from(snap.announcements.len()).unwrap_or(u64::MAX),
         draining: snap.draining,
-        stats: StatsData {
-            sip_denied: s.sip_denied,
-            sip_rate_limited: s.sip_rate_limited,
-            sip_malformed: s.sip_malformed,
-            calls_total: s.calls_total,
-            calls_refused: s.calls_refused,
-            calls_refused_share: s.calls_refused_share,
-            calls_refused_load: s.calls_refused_load,
-            pacer_load_permille: s.pacer_load_permille,
-            pacer_realtime: s.pacer_realtime,
-            sip_overload_dropped: s.sip_overload_dropped,
-            sip_overload_refused: s.sip_overload_refused,
-            callbacks_booked: s.callbacks_booked,
-            callbacks_failed: s.callbacks_failed,
-            rtp_dropped: s.rtp_dropped,
-            rtp_foreign: s.rtp_foreign,
-        },
+        stats: s,
         reloads: ReloadData {
             ok: r.ok,
             failed: r.failed,
@@ -423,62 +401,19 @@ fn masked(n: Option<String>, reveal: bool) -> Option<String> {
     n.map(|n| if reveal { n } else { protocol::mask_number(&n) })
 }
 
-fn call_row(c: CallView, reveal: bool) -> CallRow {
-    CallRow {
-        call_id: c.call_id,
-        caller: masked(c.caller, reveal),
-        dialled: c.dialled,
-        state: c.state,
-        age_ms: c.age_ms,
-        codec: c.codec.map(str::to_owned),
-        language: c.language,
-        packets_sent: c.packets_sent,
-        packets_received: c.packets_received,
-        lost: c.lost,
-        jitter_ms: c.jitter_ms,
-        rtcp_reports: c.rtcp_reports,
-        peer_lost: c.peer_lost,
-        peer_fraction_lost: c.peer_fraction_lost,
-        peer_jitter_ms: c.peer_jitter_ms,
-        rtt_ms: c.rtt_ms,
-    }
+/// A call as `ccedge calls` shows it: the caller's number masked unless revealed.
+fn call_row(mut c: CallView, reveal: bool) -> CallView {
+    c.caller = masked(c.caller, reveal);
+    c
 }
 
-fn callback_row(c: CallbackView, reveal: bool) -> CallbackRow {
-    CallbackRow {
-        callback_id: c.callback_id,
-        callback_number: if reveal {
-            c.callback_number
-        } else {
-            protocol::mask_number(&c.callback_number)
-        },
-        caller: masked(c.caller, reveal),
-        dialled: c.dialled,
-        requested_at_ms: c.requested_at_ms,
-        state: c.state.to_owned(),
-        position: c.position,
-        announcement_id: c.announcement_id,
+/// A callback as `ccedge callbacks` shows it: numbers masked unless revealed.
+fn callback_row(mut c: CallbackView, reveal: bool) -> CallbackView {
+    if !reveal {
+        c.callback_number = protocol::mask_number(&c.callback_number);
     }
-}
-
-fn announcement_row(a: &AnnouncementView) -> AnnouncementRow {
-    AnnouncementRow {
-        id: a.id.clone(),
-        version: a.version,
-        state: a.state.to_owned(),
-        priority: a.priority,
-        sites: a.sites.clone(),
-        dialled: a.dialled.clone(),
-        caller_prefixes: a.caller_prefixes.clone(),
-        audio_sha256: a.audio_sha256.clone(),
-        audio_present: a.audio_present,
-        valid_from_ms: a.valid_from_ms,
-        valid_until_ms: a.valid_until_ms,
-        playing_version: a.playing_version,
-        plays: a.heard.plays,
-        completions: a.heard.completions,
-        barge_ins: a.heard.barge_ins,
-    }
+    c.caller = masked(c.caller, reveal);
+    c
 }
 
 /// Streams call events to one client until it leaves, is too slow, or the agent stops.
@@ -679,7 +614,7 @@ mod tests {
                                 dialled: Some("+18005550100".into()),
                                 state: "menu".into(),
                                 age_ms: 1500,
-                                codec: Some("PCMU"),
+                                codec: Some("PCMU".into()),
                                 language: "es".into(),
                                 packets_sent: 75,
                                 packets_received: 70,
@@ -710,7 +645,7 @@ mod tests {
         })
         .await;
         let masked = f.ask(Request::Calls { reveal: false }).await.unwrap();
-        let rows: Vec<CallRow> = serde_json::from_value(masked).unwrap();
+        let rows: Vec<CallView> = serde_json::from_value(masked).unwrap();
         assert_eq!(rows[0].caller.as_deref(), Some("+1215•••0123"));
         assert_eq!(rows[0].dialled.as_deref(), Some("+18005550100"));
         assert_eq!(rows[0].language, "es");

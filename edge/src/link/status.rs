@@ -25,7 +25,7 @@ use crate::view::{Snapshot, Stats};
 pub(crate) struct AnnouncementState {
     id: String,
     version: u32,
-    state: &'static str,
+    state: String,
 }
 
 /// The announcements part of a snapshot (what triggers a prompt re-publish when it changes).
@@ -35,7 +35,7 @@ pub(crate) fn announcement_states(s: &Snapshot) -> Vec<AnnouncementState> {
         .map(|a| AnnouncementState {
             id: a.id.clone(),
             version: a.version,
-            state: a.state,
+            state: a.state.clone(),
         })
         .collect()
 }

@@ -691,7 +691,7 @@ async fn restarts_continue_seq_and_announce_gaps_status_and_last_will() {
         s.announcements.push(AnnouncementView {
             id: "outage-phl".into(),
             version: 3,
-            state: "active",
+            state: "active".into(),
             priority: 10,
             sites: vec![],
             dialled: vec![],
