@@ -14,39 +14,14 @@ cd "$(dirname "$0")/.."
 CALLS=${1:-200}
 SECS=${2:-30}
 command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)" >&2; exit 1; }
-if [ -n "${CCEDGE_BIN:-}" ]; then BIN=$CCEDGE_BIN; else
-  cargo build --release -q -p edge; BIN=${CARGO_TARGET_DIR:-target}/release/ccedge; fi
+if [ -n "${CCEDGE_BIN:-}" ]; then AGENT_BIN=$CCEDGE_BIN; else
+  cargo build --release -q -p edge; AGENT_BIN=${CARGO_TARGET_DIR:-target}/release/ccedge; fi
 STATE=$(mktemp -d)
-trap 'kill $AGENT 2>/dev/null || true; rm -rf "$STATE"' EXIT
-PORT_MIN=$(( 30000 + RANDOM % 20000 ))
-cat > "$STATE/ccedge.toml" <<TOML
-[node]
-id = "bench"
-site = "bench"
-state_dir = "$STATE"
-[sip]
-listen = "127.0.0.1:0"
-allow = ["127.0.0.0/8"]
-rate_limit_per_source = 100000
-[rtp]
-port_min = $PORT_MIN
-port_max = $(( PORT_MIN + CALLS * 2 + 100 ))
-[ivr]
-# Callers in this benchmark never press a key: keep them listening instead of ending the
-# call after the no-input retries.
-no_input_timeout_ms = 60000
-max_retries = 9
-[log]
-level = "info"
-TOML
-RUST_LOG=info "$BIN" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
-AGENT=$!
-for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
-SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2)
-ticks() { awk '{print $14+$15}' "/proc/$AGENT/stat"; }
-rss_kb() { awk '/VmRSS/{print $2}' "/proc/$AGENT/status"; }
-HZ=$(getconf CLK_TCK)
-IDLE_RSS=$(rss_kb)
+AGENT=""
+trap 'bench_stop_agent; rm -rf "$STATE"' EXIT
+. bench/lib.sh
+bench_start_agent $(( CALLS * 2 + 100 ))
+IDLE_RSS=$(rss_kb "$AGENT")
 fds() { find "/proc/$AGENT/fd" -mindepth 1 2>/dev/null | wc -l; }
 IDLE_FDS=$(fds)
 sipp "$SIP" -sf bench/listen_media_port.xml -i 127.0.0.1 -m "$CALLS" -l "$CALLS" -r 50 \
@@ -57,12 +32,11 @@ RAMP=$(( CALLS / 50 + 2 ))
 WINDOW=$(( SECS - RAMP - 4 ))
 [ "$WINDOW" -ge 5 ] || { echo "CALL_SECONDS too short for $CALLS calls" >&2; exit 1; }
 sleep "$RAMP"
-active() { echo $(( $(grep -c 'call.offered' "$STATE/agent.log") - $(grep -c 'call.ended' "$STATE/agent.log") )); }
-A0=$(active); T0=$(ticks); W0=$(date +%s.%N)
+A0=$(active); T0=$(ticks "$AGENT"); W0=$(date +%s.%N)
 sleep "$WINDOW"
-T1=$(ticks); W1=$(date +%s.%N); A1=$(active)
+T1=$(ticks "$AGENT"); W1=$(date +%s.%N); A1=$(active)
 echo "active calls at window start/end: $A0 / $A1" >&2
-RSS=$(rss_kb)
+RSS=$(rss_kb "$AGENT")
 FDS=$(fds)
 wait $SIPP || { echo "sipp reported failed calls:" >&2; tail -5 "$STATE/sipp.err" >&2; }
 python3 - "$CALLS" "$T0" "$T1" "$W0" "$W1" "$HZ" "$IDLE_RSS" "$RSS" "$IDLE_FDS" "$FDS" <<'PY'

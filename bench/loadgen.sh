@@ -40,42 +40,12 @@ STATE=$(mktemp -d)
 AGENT=""; LOADGEN=""
 cleanup() {
   [ -n "$LOADGEN" ] && kill "$LOADGEN" 2>/dev/null || true
-  if [ -n "$AGENT" ]; then
-    # An agent whose loop is saturated may not get to its SIGTERM handling: SIGKILL after 5 s.
-    kill "$AGENT" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$AGENT" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$AGENT" 2>/dev/null || true
-  fi
+  bench_stop_agent
   if [ -n "${KEEP:-}" ]; then echo "state, agent log and load generator output kept in $STATE" >&2; else rm -rf "$STATE"; fi
 }
 trap cleanup EXIT
-PORTS=$(( CALLS + 200 ))
-PORT_MIN=$(( 20000 + RANDOM % (65000 - 20000 - PORTS) ))
-cat > "$STATE/ccedge.toml" <<TOML
-[node]
-id = "bench"
-site = "bench"
-state_dir = "$STATE"
-[sip]
-listen = "127.0.0.1:0"
-allow = ["127.0.0.0/8"]
-rate_limit_per_source = 100000
-[rtp]
-port_min = $PORT_MIN
-port_max = $(( PORT_MIN + PORTS ))
-[ivr]
-# Callers in this benchmark never press a key: keep them listening instead of ending the
-# call after the no-input retries.
-no_input_timeout_ms = 60000
-max_retries = 9
-[log]
-level = "info"
-TOML
-RUST_LOG=info "$AGENT_BIN" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
-AGENT=$!
-for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
-SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2 || true)
-[ -n "$SIP" ] || { echo "the agent did not start:" >&2; cat "$STATE/agent.log" >&2; exit 1; }
+. bench/lib.sh
+bench_start_agent $(( CALLS + 200 ))
 # MEDIA_RT=N: give the agent's media plane threads (ccedge-media-*) real-time priority N
 # (SCHED_FIFO, `chrt`), as a unit with CPUSchedulingPolicy=fifo would; needs CAP_SYS_NICE.
 if [ -n "${MEDIA_RT:-}" ]; then
@@ -88,10 +58,6 @@ if [ -n "${MEDIA_NICE:-}" ]; then
     if grep -q '^ccedge-media' "$t/comm" 2>/dev/null; then renice -n "$MEDIA_NICE" -p "$(basename "$t")" >/dev/null; fi
   done
 fi
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-rcvbuf_errors() { awk '/^Udp:/{n++; if(n==1){for(i=1;i<=NF;i++) if($i=="RcvbufErrors") c=i} else print $c}' /proc/net/snmp; }
-HZ=$(getconf CLK_TCK)
 IDLE_RSS=$(rss_kb "$AGENT")
 E0=$(rcvbuf_errors)
 "$BIN/firmware-sim" calls --target "$SIP" --calls "$CALLS" --concurrency "$CALLS" \
@@ -103,7 +69,6 @@ RAMP=$(( CALLS / RATE + 3 ))
 WINDOW=$(( HOLD - RAMP - 5 ))
 [ "$WINDOW" -ge 5 ] || { echo "HOLD_SECONDS too short for $CALLS calls at $RATE/s" >&2; exit 1; }
 sleep "$RAMP"
-active() { echo $(( $(grep -c 'call.offered' "$STATE/agent.log") - $(grep -c 'call.ended' "$STATE/agent.log") )); }
 A0=$(active); T0=$(ticks "$AGENT"); L0=$(ticks "$LOADGEN"); W0=$(date +%s.%N)
 sleep "$WINDOW"
 T1=$(ticks "$AGENT"); L1=$(ticks "$LOADGEN"); W1=$(date +%s.%N); A1=$(active)

@@ -44,44 +44,12 @@ AGENT=""; FILL=""; SPIKE=""
 cleanup() {
   [ -n "$SPIKE" ] && kill "$SPIKE" 2>/dev/null || true
   [ -n "$FILL" ] && kill "$FILL" 2>/dev/null || true
-  if [ -n "$AGENT" ]; then
-    kill "$AGENT" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$AGENT" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$AGENT" 2>/dev/null || true
-  fi
+  bench_stop_agent
   if [ -n "${KEEP:-}" ]; then echo "state, agent log and load generator output kept in $STATE" >&2; else rm -rf "$STATE"; fi
 }
 trap cleanup EXIT
-PORTS=$(( CAPACITY + 200 ))
-PORT_MIN=$(( 20000 + RANDOM % (65000 - 20000 - PORTS) ))
-cat > "$STATE/ccedge.toml" <<TOML
-[node]
-id = "bench"
-site = "bench"
-state_dir = "$STATE"
-[sip]
-listen = "127.0.0.1:0"
-allow = ["127.0.0.0/8"]
-# Both load generators send every request of every call from one address (the most allowed).
-rate_limit_per_source = 100000
-max_calls = $CAPACITY
-[rtp]
-port_min = $PORT_MIN
-port_max = $(( PORT_MIN + PORTS ))
-[ivr]
-# The listening callers never press a key: keep them listening.
-no_input_timeout_ms = 60000
-max_retries = 9
-[log]
-level = "info"
-TOML
-RUST_LOG=info "$AGENT_BIN" agent --config "$STATE/ccedge.toml" 2>"$STATE/agent.log" &
-AGENT=$!
-for _ in $(seq 100); do grep -q "accepting calls" "$STATE/agent.log" 2>/dev/null && break; sleep 0.05; done
-SIP=$(grep -o 'sip=[0-9.:]*' "$STATE/agent.log" | head -1 | cut -d= -f2 || true)
-[ -n "$SIP" ] || { echo "the agent did not start:" >&2; cat "$STATE/agent.log" >&2; exit 1; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+. bench/lib.sh
+bench_start_agent $(( CAPACITY + 200 )) "max_calls = $CAPACITY"
 RAMP=$(( CAPACITY / FILL_RATE + 2 ))
 # The listening calls are held until at least AFTER seconds past the spike's last INVITE
 # (more when the fill took less than RAMP seconds).
@@ -90,7 +58,6 @@ HOLD=$(( RAMP + 5 + BEFORE + SPIKE_SECONDS + AFTER ))
   --hold "$HOLD" --rate "$FILL_RATE" --timeout 32 --rtp-back --series-ms 1000 --json \
   >"$STATE/fill.json" 2>"$STATE/fill.err" &
 FILL=$!
-active() { echo $(( $(grep -c 'call.offered' "$STATE/agent.log") - $(grep -c 'call.ended' "$STATE/agent.log") )); }
 for _ in $(seq $(( (RAMP + 10) * 10 ))); do
   [ "$(active)" -ge "$CAPACITY" ] && break
   kill -0 "$FILL" 2>/dev/null || break

@@ -271,17 +271,21 @@ impl MediaEngine {
     }
 }
 
+/// Audio for tests: the given frames, whatever the law.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct Tone(pub(crate) Vec<[u8; FRAME]>);
+
+#[cfg(test)]
+impl Audio for Tone {
+    fn frames(&self, _law: Law) -> &[[u8; FRAME]] {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug)]
-    struct Tone(Vec<[u8; FRAME]>);
-    impl Audio for Tone {
-        fn frames(&self, _law: Law) -> &[[u8; FRAME]] {
-            &self.0
-        }
-    }
 
     async fn pair() -> (SendSocket, tokio::net::UdpSocket) {
         let a = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());

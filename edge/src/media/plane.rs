@@ -705,15 +705,7 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::engine::FRAME;
-
-    #[derive(Debug)]
-    struct Tone(Vec<[u8; FRAME]>);
-    impl Audio for Tone {
-        fn frames(&self, _law: Law) -> &[[u8; FRAME]] {
-            &self.0
-        }
-    }
+    use crate::media::engine::{Tone, FRAME};
 
     /// The plane's thread paces a call's playlist, reports its end once, and hands over what
     /// the peer sent on the call's socket, tagged with the call and the source.
