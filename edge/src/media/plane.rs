@@ -63,6 +63,8 @@ pub const RECV_BATCH: usize = 8;
 pub const RTP_MAX: usize = 512;
 /// Ticks' worth of messages the engine may fall behind before datagrams are dropped.
 const WAKE_QUEUE: usize = 64;
+/// `epoll_wait` rounds per tick (each names up to 1,024 sockets with data).
+const MAX_READ_ROUNDS: usize = 16;
 /// Most frames sent to catch up after a late wake-up.
 const MAX_OWED: u32 = 5;
 
@@ -628,7 +630,9 @@ impl Plane {
 
     /// Reads what arrived on every call's socket since the last tick.
     fn receive(&mut self, headers: &mut MultiHeaders<SockaddrStorage>, batch: &mut RtpBatch) {
-        loop {
+        // Bounded: sockets that keep receiving faster than this (a flood) wait for the next
+        // tick, and the sends of the next tick are never held up by reading.
+        for _ in 0..MAX_READ_ROUNDS {
             let n = match self.epoll.wait(&mut self.events, EpollTimeout::ZERO) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
