@@ -281,7 +281,7 @@ struct Plane {
     stats: Arc<PlaneStats>,
     on_tick: Box<dyn Fn(Duration) + Send>,
     events: Vec<EpollEvent>,
-    bufs: Vec<[u8; RTP_MAX]>,
+    bufs: Box<[[u8; RTP_MAX]; RECV_BATCH]>,
 }
 
 impl MediaPlane {
@@ -309,7 +309,7 @@ impl MediaPlane {
             stats,
             on_tick,
             events: vec![EpollEvent::empty(); 1024],
-            bufs: vec![[0u8; RTP_MAX]; RECV_BATCH],
+            bufs: Box::new([[0u8; RTP_MAX]; RECV_BATCH]),
         };
         let thread = std::thread::Builder::new()
             .name(format!("ccedge-media-{n}"))
@@ -638,16 +638,17 @@ impl Plane {
                 Err(Errno::EINTR) => continue,
                 Err(_) => return,
             };
-            for i in 0..n {
-                let key = self.events[i].data();
-                let Some(a) = self.sockets.get(&key) else {
+            // Fields borrowed apart: no reference count touched per socket.
+            let (events, sockets, bufs) = (&self.events, &self.sockets, &mut self.bufs);
+            for event in events.iter().take(n) {
+                let key = event.data();
+                let Some(a) = sockets.get(&key) else {
                     continue;
                 };
-                let socket = Arc::clone(&a.socket);
                 // Drain the socket, RECV_BATCH datagrams per call (a socket holding more than
                 // a tick's worth is read again at once).
                 for _ in 0..4 {
-                    if read_batch(&socket, key, headers, &mut self.bufs, batch) < RECV_BATCH {
+                    if read_batch(&a.socket, key, headers, bufs, batch) < RECV_BATCH {
                         break;
                     }
                 }
@@ -664,17 +665,16 @@ fn read_batch(
     socket: &UdpSocket,
     key: u64,
     headers: &mut MultiHeaders<SockaddrStorage>,
-    bufs: &mut [[u8; RTP_MAX]],
+    bufs: &mut [[u8; RTP_MAX]; RECV_BATCH],
     batch: &mut RtpBatch,
 ) -> usize {
     use std::os::fd::AsRawFd;
     let mut got = [(0usize, None::<SocketAddr>); RECV_BATCH];
     let mut count = 0;
     {
-        let mut slices: Vec<[IoSliceMut<'_>; 1]> = bufs
-            .iter_mut()
-            .map(|b| [IoSliceMut::new(&mut b[..])])
-            .collect();
+        // On the stack: no allocation per socket and tick.
+        let mut slices: [[IoSliceMut<'_>; 1]; RECV_BATCH] =
+            bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
         let Ok(results) = recvmmsg(
             socket.as_raw_fd(),
             headers,
