@@ -82,8 +82,9 @@ const END_REASONS: [EndReason; 9] = [
     EndReason::Shutdown,
 ];
 
-/// Every callback outcome counted, with the windows it is counted by: `asap` (as soon as
-/// possible), `later` (a time the caller chose), `none` (nothing was booked).
+/// Every callback outcome counted, with the windows it is counted by: `asap` (may be called
+/// within a minute of the request), `later` (not before: a time the caller chose, or the
+/// centre's next opening when the request came out of hours), `none` (nothing was booked).
 const OUTCOMES: [(&str, &[&str]); 5] = [
     ("booked", &["asap", "later"]),
     ("already_booked", &["asap", "later"]),

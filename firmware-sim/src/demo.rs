@@ -259,8 +259,10 @@ async fn run(calls: u32, say: &mut dyn FnMut(&str)) -> Result<Vec<String>, Strin
         .map_err(|e: edge::config::MqttUrlError| e.to_string())?;
     cfg.mqtt.topic_prefix = PREFIX.to_owned();
     cfg.control.socket = Some(dir.path().join("control.sock"));
-    // Callers who book are asked when: as soon as possible, or a later part of a day.
-    cfg.callbacks.hours = vec!["Mon-Sun 08:00-20:00".to_owned()];
+    // Callers who book are asked when: as soon as possible, or a later part of a day. The
+    // centre calls back around the clock, so "as soon as possible" means now whatever the hour
+    // the demo runs at (with daytime hours, a run after closing would offer "when we open").
+    cfg.callbacks.hours = vec!["Mon-Sun 00:00-24:00".to_owned()];
     cfg.ivr.languages = vec!["en".to_owned(), "es".to_owned()];
 
     // 3. The CRM watches the node from its first event.
