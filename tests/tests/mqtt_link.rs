@@ -456,7 +456,10 @@ fn a_booked_callback_reaches_the_crm_and_its_state_comes_back() {
         for _ in 0..50 {
             let store = edge::store::Store::open(dir.path()).expect("store");
             let cbs = store.callbacks().expect("callbacks");
-            if cbs.iter().any(|c| c.callback_id == id && c.state == want) {
+            if cbs
+                .iter()
+                .any(|c| c.entry.id.as_str() == id && c.entry.state.as_str() == want)
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -45,7 +45,6 @@ use shared::event::EventKind;
 use shared::ids::{AnnouncementHandle, AnnouncementId, CallId, CallbackId};
 use shared::ivr::BookingResult;
 use shared::node::{self, CallKey, CallTable, CrmInput, HeapCalls, Node, Now};
-use shared::number::PhoneNumber;
 use shared::sip::route::Transport;
 use shared::sip::uas;
 use shared::time::Duration;
@@ -1499,7 +1498,11 @@ impl Engine {
                 let Some(entry) = self.node.queue().get(&id) else {
                     return;
                 };
-                let rec = record(entry, 0);
+                // The position is known only once the entry is stored.
+                let rec = CallbackRecord {
+                    entry: entry.clone(),
+                    position: 0,
+                };
                 let store = self.store.clone();
                 let tx = self.stored_tx.clone();
                 tokio::spawn(async move {
@@ -1513,17 +1516,10 @@ impl Engine {
             }
             callback::Output::Update { id, state } => {
                 let store = self.store.clone();
-                let at = self.clock.wall().0;
-                let window = self
-                    .node
-                    .queue()
-                    .get(&id)
-                    .map(|e| (e.window.not_before.0, e.window.not_after.0));
+                let at = self.clock.wall();
+                let window = self.node.queue().get(&id).map(|e| e.window);
                 tokio::spawn(async move {
-                    if let Err(e) = store
-                        .update_callback_state(id.to_string(), state.as_str().into(), at, window)
-                        .await
-                    {
+                    if let Err(e) = store.update_callback_state(id, state, at, window).await {
                         warn!(error = %e, "callback state not written");
                     }
                 });
@@ -1534,7 +1530,7 @@ impl Engine {
                 }
                 let store = self.store.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = store.delete_callback(id.to_string()).await {
+                    if let Err(e) = store.delete_callback(id).await {
                         warn!(error = %e, "callback record not deleted");
                     }
                 });
@@ -1577,11 +1573,7 @@ impl Engine {
 
     async fn restore_callbacks(&mut self) -> Result<(), AgentError> {
         let records = self.store.callbacks().await?;
-        let max_age = self.cfg.callbacks.max_age;
-        let entries: Vec<callback::Entry> = records
-            .iter()
-            .filter_map(|r| entry_from_record(r, max_age))
-            .collect();
+        let entries: Vec<callback::Entry> = records.into_iter().map(|r| r.entry).collect();
         let n = entries.len();
         let now = self.now();
         let report = self.node.restore_callbacks(now, entries);
@@ -1992,69 +1984,6 @@ fn call_id_for(wall_ms: i64, key: u64) -> u64 {
     // Unique per node across restarts: milliseconds since the epoch in the high bits, the
     // call counter in the low 20 bits.
     ((wall_ms.max(0) as u64) << 20) | (key & 0xF_FFFF)
-}
-
-fn record(e: &callback::Entry, position: u32) -> CallbackRecord {
-    CallbackRecord {
-        callback_id: e.id.to_string(),
-        call_id: e.call_id.to_string(),
-        caller: e.caller.as_ref().map(ToString::to_string),
-        callback_number: e.callback_number.to_string(),
-        dialled: e.dialled.as_ref().map(ToString::to_string),
-        announcement_id: e.announcement.as_ref().map(ToString::to_string),
-        requested_at_ms: e.requested_at.0,
-        state: e.state.as_str().into(),
-        state_at_ms: e.state_at.0,
-        position,
-        window_not_before_ms: Some(e.window.not_before.0),
-        window_not_after_ms: Some(e.window.not_after.0),
-        language: (!e.language.is_empty()).then(|| e.language.to_string()),
-    }
-}
-
-fn entry_from_record(r: &CallbackRecord, max_age: Duration) -> Option<callback::Entry> {
-    let state = [
-        callback::State::Requested,
-        callback::State::Stored,
-        callback::State::Synced,
-        callback::State::Accepted,
-        callback::State::Assigned,
-        callback::State::Completed,
-        callback::State::Cancelled,
-        callback::State::Expired,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == r.state)?;
-    Some(callback::Entry {
-        id: CallbackId::new(&r.callback_id).ok()?,
-        call_id: CallId(u64::from_str_radix(&r.call_id, 16).unwrap_or(0)),
-        callback_number: PhoneNumber::parse(&r.callback_number).ok()?,
-        caller: r.caller.as_deref().and_then(|c| PhoneNumber::parse(c).ok()),
-        dialled: r
-            .dialled
-            .as_deref()
-            .and_then(|c| PhoneNumber::parse(c).ok()),
-        announcement: r
-            .announcement_id
-            .as_deref()
-            .and_then(|a| AnnouncementId::new(a).ok()),
-        language: r
-            .language
-            .as_deref()
-            .and_then(|l| shared::announce::Language::try_from(l).ok())
-            .unwrap_or_default(),
-        requested_at: shared::time::UnixMillis(r.requested_at_ms),
-        // Records from before windows existed: as soon as possible.
-        window: match (r.window_not_before_ms, r.window_not_after_ms) {
-            (Some(a), Some(b)) if a <= b => callback::Window {
-                not_before: shared::time::UnixMillis(a),
-                not_after: shared::time::UnixMillis(b),
-            },
-            _ => callback::Window::asap(shared::time::UnixMillis(r.requested_at_ms), max_age),
-        },
-        state,
-        state_at: shared::time::UnixMillis(r.state_at_ms),
-    })
 }
 
 async fn sleep_opt(t: Option<tokio::time::Instant>) {

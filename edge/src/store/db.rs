@@ -9,6 +9,12 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use shared::announce::Language;
+use shared::callback::{self, State, Window};
+use shared::ids::{AnnouncementId, CallId, CallbackId};
+use shared::number::PhoneNumber;
+use shared::time::UnixMillis;
+
 use super::error::StoreError;
 
 /// The database file's name inside the state directory.
@@ -63,40 +69,24 @@ const INSERT_CALLBACK: &str = "INSERT INTO callbacks (callback_id, call_id, call
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
      ON CONFLICT (callback_id) DO NOTHING";
 
-/// One booked callback as the node keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One booked callback as the node keeps it: the core's [`callback::Entry`] and the queue
+/// position the caller was told. The columns of `callbacks` are its fields as text and
+/// integers (ids and numbers as they print, the state by [`callback::State::as_str`], times in
+/// Unix milliseconds).
+///
+/// A row written by schema 1 has no window and no language: it reads as "as soon as
+/// possible" for [`LEGACY_WINDOW`] from its request (it expires by `callbacks.max_age_s` or
+/// when that window ends, whichever is later) and with no language.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallbackRecord {
-    /// Unique id of the callback (the idempotency key).
-    pub callback_id: String,
-    /// The call during which it was booked.
-    pub call_id: String,
-    /// The caller's number (E.164), when the network gave one.
-    pub caller: Option<String>,
-    /// The number to call back (E.164).
-    pub callback_number: String,
-    /// The number the caller dialled, when known.
-    pub dialled: Option<String>,
-    /// The announcement that offered the callback, if any.
-    pub announcement_id: Option<String>,
-    /// When it was booked (Unix milliseconds).
-    pub requested_at_ms: i64,
-    /// Its sync state (for example `pending`, `accepted`, `assigned`, `completed`).
-    pub state: String,
-    /// When `state` last changed (Unix milliseconds).
-    pub state_at_ms: i64,
+    /// The callback.
+    pub entry: callback::Entry,
     /// The queue position the caller was told.
     pub position: u32,
-    /// The caller's language tag (`None` for records stored before languages).
-    #[serde(default)]
-    pub language: Option<String>,
-    /// When the caller may be called back: not before (Unix milliseconds). `None` in
-    /// records written before windows existed: as soon as possible.
-    #[serde(default)]
-    pub window_not_before_ms: Option<i64>,
-    /// When the caller may be called back: not after (Unix milliseconds).
-    #[serde(default)]
-    pub window_not_after_ms: Option<i64>,
 }
+
+/// The window of a schema-1 row (no window stored): the default `callbacks.max_age_s`.
+pub const LEGACY_WINDOW: shared::time::Duration = shared::time::Duration::from_secs(24 * 3600);
 
 /// The outcome of [`Store::insert_callback`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,19 +353,22 @@ impl Store {
         Ok(done)
     }
 
-    /// Sets a callback's `state` and `state_at_ms`, durably. Returns `false` when no
-    /// callback has this id.
+    /// Sets a callback's state and the time it was reached (and its window, when the CRM
+    /// moved it), durably. Returns `false` when no callback has this id.
     ///
     /// # Errors
     /// The SQLite errors of a write.
     pub fn update_callback_state(
         &mut self,
-        id: &str,
-        state: &str,
-        at_ms: i64,
-        window_ms: Option<(i64, i64)>,
+        id: &CallbackId,
+        state: State,
+        at: UnixMillis,
+        window: Option<Window>,
     ) -> Result<bool, StoreError> {
-        let (nb, na) = (window_ms.map(|w| w.0), window_ms.map(|w| w.1));
+        let (nb, na) = (
+            window.map(|w| w.not_before.0),
+            window.map(|w| w.not_after.0),
+        );
         let n = self
             .conn
             .prepare_cached(
@@ -383,7 +376,7 @@ impl Store {
                  window_not_before_ms = COALESCE(?4, window_not_before_ms), \
                  window_not_after_ms = COALESCE(?5, window_not_after_ms) WHERE callback_id = ?1",
             )
-            .and_then(|mut s| s.execute(params![id, state, at_ms, nb, na]))
+            .and_then(|mut s| s.execute(params![id.as_str(), state.as_str(), at.0, nb, na]))
             .map_err(|e| self.err(&e))?;
         self.write_transactions += 1;
         Ok(n > 0)
@@ -393,11 +386,11 @@ impl Store {
     ///
     /// # Errors
     /// The SQLite errors of a write.
-    pub fn delete_callback(&mut self, id: &str) -> Result<bool, StoreError> {
+    pub fn delete_callback(&mut self, id: &CallbackId) -> Result<bool, StoreError> {
         let n = self
             .conn
             .prepare_cached("DELETE FROM callbacks WHERE callback_id = ?1")
-            .and_then(|mut s| s.execute([id]))
+            .and_then(|mut s| s.execute([id.as_str()]))
             .map_err(|e| self.err(&e))?;
         self.write_transactions += 1;
         Ok(n > 0)
@@ -405,40 +398,43 @@ impl Store {
 
     /// Every stored callback, ordered by `requested_at_ms`, then by insertion order.
     ///
+    /// A row that does not read as a [`CallbackRecord`] (a value out of range, an id or
+    /// number that does not parse, an unknown state: only a hand-edited or damaged database
+    /// has one) is left out with a warning naming it and its fault, and stays on disk: one bad
+    /// row never stops the node, and nothing is deleted for it. [`Store::callbacks_len`] still
+    /// counts it.
+    ///
     /// # Errors
-    /// The SQLite errors of a read; [`StoreError::Corrupt`] for a row that does not fit
-    /// [`CallbackRecord`].
+    /// The SQLite errors of a read.
     pub fn callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT callback_id, call_id, caller, callback_number, dialled, \
                  announcement_id, requested_at_ms, state, state_at_ms, position, language, \
-                 window_not_before_ms, window_not_after_ms \
+                 window_not_before_ms, window_not_after_ms, seq \
                  FROM callbacks ORDER BY requested_at_ms, seq",
             )
             .map_err(|e| self.err(&e))?;
         let rows = stmt
             .query_map([], |row| {
-                Ok(CallbackRecord {
-                    callback_id: row.get(0)?,
-                    call_id: row.get(1)?,
-                    caller: row.get(2)?,
-                    callback_number: row.get(3)?,
-                    dialled: row.get(4)?,
-                    announcement_id: row.get(5)?,
-                    requested_at_ms: row.get(6)?,
-                    state: row.get(7)?,
-                    state_at_ms: row.get(8)?,
-                    position: row.get(9)?,
-                    language: row.get(10)?,
-                    window_not_before_ms: row.get(11)?,
-                    window_not_after_ms: row.get(12)?,
-                })
+                let seq: i64 = row.get(13)?;
+                Ok(read_callback(row).map_err(|fault| (seq, fault)))
             })
             .map_err(|e| self.err(&e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(&e))
+        let mut out = Vec::new();
+        for row in rows {
+            match row.map_err(|e| self.err(&e))? {
+                Ok(rec) => out.push(rec),
+                Err((seq, fault)) => tracing::warn!(
+                    db = %self.path.display(),
+                    row = seq,
+                    %fault,
+                    "a stored callback does not read as one; left out and kept on disk"
+                ),
+            }
+        }
+        Ok(out)
     }
 
     /// How many callbacks are stored.
@@ -608,21 +604,69 @@ impl Store {
 }
 
 fn insert_one(conn: &Connection, rec: &CallbackRecord) -> rusqlite::Result<usize> {
+    let e = &rec.entry;
+    let text = |n: &Option<PhoneNumber>| n.as_ref().map(ToString::to_string);
     conn.prepare_cached(INSERT_CALLBACK)?.execute(params![
-        rec.callback_id,
-        rec.call_id,
-        rec.caller,
-        rec.callback_number,
-        rec.dialled,
-        rec.announcement_id,
-        rec.requested_at_ms,
-        rec.state,
-        rec.state_at_ms,
+        e.id.as_str(),
+        e.call_id.to_string(),
+        text(&e.caller),
+        e.callback_number.to_string(),
+        text(&e.dialled),
+        e.announcement.as_ref().map(AnnouncementId::as_str),
+        e.requested_at.0,
+        e.state.as_str(),
+        e.state_at.0,
         rec.position,
-        rec.language,
-        rec.window_not_before_ms,
-        rec.window_not_after_ms,
+        (!e.language.is_empty()).then_some(e.language.as_str()),
+        e.window.not_before.0,
+        e.window.not_after.0,
     ])
+}
+
+/// One `callbacks` row (the columns of [`Store::callbacks`]'s query) as a record, or what
+/// is wrong with it.
+fn read_callback(row: &rusqlite::Row<'_>) -> Result<CallbackRecord, String> {
+    fn col<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, i: usize) -> Result<T, String> {
+        row.get(i).map_err(|e| format!("column {i}: {e}"))
+    }
+    let number =
+        |field: &str, s: &str| PhoneNumber::parse(s).map_err(|e| format!("{field} {s:?}: {e:?}"));
+    let optional = |field: &str, s: Option<String>| s.map(|s| number(field, &s)).transpose();
+    let id: String = col(row, 0)?;
+    let call_id: String = col(row, 1)?;
+    let requested_at = UnixMillis(col(row, 6)?);
+    let state: String = col(row, 7)?;
+    let language: Option<String> = col(row, 10)?;
+    let window = match (col::<Option<i64>>(row, 11)?, col::<Option<i64>>(row, 12)?) {
+        (Some(a), Some(b)) => Window::new(UnixMillis(a), UnixMillis(b))
+            .ok_or_else(|| format!("window ends ({b}) before it starts ({a})"))?,
+        (None, None) => Window::asap(requested_at, LEGACY_WINDOW),
+        _ => return Err("half a window".to_owned()),
+    };
+    let entry = callback::Entry {
+        id: CallbackId::new(&id).map_err(|e| format!("callback_id {id:?}: {e}"))?,
+        call_id: CallId(
+            u64::from_str_radix(&call_id, 16).map_err(|e| format!("call_id {call_id:?}: {e}"))?,
+        ),
+        caller: optional("caller", col(row, 2)?)?,
+        callback_number: number("callback_number", &col::<String>(row, 3)?)?,
+        dialled: optional("dialled", col(row, 4)?)?,
+        announcement: col::<Option<String>>(row, 5)?
+            .map(|a| AnnouncementId::new(&a).map_err(|e| format!("announcement_id {a:?}: {e}")))
+            .transpose()?,
+        language: match language {
+            None => Language::new(),
+            Some(l) => Language::try_from(l.as_str()).map_err(|_| format!("language {l:?}"))?,
+        },
+        requested_at,
+        window,
+        state: State::parse(&state).ok_or_else(|| format!("state {state:?}"))?,
+        state_at: UnixMillis(col(row, 8)?),
+    };
+    Ok(CallbackRecord {
+        entry,
+        position: col(row, 9)?,
+    })
 }
 
 /// Creates an empty `ccedge.db` with mode 0600 (SQLite gives its `-wal` and `-shm` files the

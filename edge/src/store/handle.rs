@@ -28,6 +28,10 @@ use std::sync::{mpsc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
+use shared::callback::{State, Window};
+use shared::ids::CallbackId;
+use shared::time::UnixMillis;
+
 use super::db::{CallbackRecord, Inserted, Store};
 use super::error::StoreError;
 
@@ -215,12 +219,12 @@ impl StoreHandle {
     /// As [`Store::update_callback_state`], plus [`StoreError::Closed`].
     pub async fn update_callback_state(
         &self,
-        id: String,
-        state: String,
-        at_ms: i64,
-        window_ms: Option<(i64, i64)>,
+        id: CallbackId,
+        state: State,
+        at: UnixMillis,
+        window: Option<Window>,
     ) -> Result<bool, StoreError> {
-        self.run(move |s| s.update_callback_state(&id, &state, at_ms, window_ms))
+        self.run(move |s| s.update_callback_state(&id, state, at, window))
             .await?
     }
 
@@ -228,7 +232,7 @@ impl StoreHandle {
     ///
     /// # Errors
     /// As [`Store::delete_callback`], plus [`StoreError::Closed`].
-    pub async fn delete_callback(&self, id: String) -> Result<bool, StoreError> {
+    pub async fn delete_callback(&self, id: CallbackId) -> Result<bool, StoreError> {
         self.run(move |s| s.delete_callback(&id)).await?
     }
 

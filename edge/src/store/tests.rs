@@ -14,6 +14,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use shared::announce::Language;
+use shared::callback::{self, State, Window};
+use shared::ids::{AnnouncementId, CallId, CallbackId};
+use shared::number::PhoneNumber;
+use shared::time::UnixMillis;
+
 use super::probe::parse_df_available_kib;
 use super::*;
 
@@ -56,22 +62,36 @@ impl Drop for TempDir {
     }
 }
 
+fn cb(id: &str) -> CallbackId {
+    CallbackId::new(id).unwrap()
+}
+
+fn num(n: &str) -> PhoneNumber {
+    PhoneNumber::parse(n).unwrap()
+}
+
 fn rec(id: &str, requested_at_ms: i64) -> CallbackRecord {
+    let at = UnixMillis(requested_at_ms);
     CallbackRecord {
-        callback_id: id.to_owned(),
-        call_id: format!("call-{id}"),
-        caller: Some("+12155550123".to_owned()),
-        callback_number: "+12155550124".to_owned(),
-        dialled: Some("+18005550100".to_owned()),
-        announcement_id: None,
-        requested_at_ms,
-        state: "pending".to_owned(),
-        state_at_ms: requested_at_ms,
+        entry: callback::Entry {
+            id: cb(id),
+            call_id: CallId(0x00c0_ffee_0000_0000 | (requested_at_ms as u64 & 0xffff)),
+            caller: Some(num("+12155550123")),
+            callback_number: num("+12155550124"),
+            dialled: Some(num("+18005550100")),
+            announcement: None,
+            language: Language::try_from("es").unwrap(),
+            requested_at: at,
+            window: Window::asap(at, shared::time::Duration::from_secs(86_400)),
+            state: State::Stored,
+            state_at: at,
+        },
         position: 1,
-        window_not_before_ms: Some(requested_at_ms),
-        window_not_after_ms: Some(requested_at_ms + 86_400_000),
-        language: Some("es".to_owned()),
     }
+}
+
+fn window(a: i64, b: i64) -> Window {
+    Window::new(UnixMillis(a), UnixMillis(b)).unwrap()
 }
 
 fn ids(store: &Store) -> Vec<String> {
@@ -79,7 +99,7 @@ fn ids(store: &Store) -> Vec<String> {
         .callbacks()
         .unwrap()
         .into_iter()
-        .map(|r| r.callback_id)
+        .map(|r| r.entry.id.to_string())
         .collect()
 }
 
@@ -158,7 +178,8 @@ fn reopen_keeps_everything_and_does_not_migrate_again() {
         assert_eq!(s.write_transactions(), 1, "the v1 migration");
         s.insert_callback(&rec("a", 20)).unwrap();
         s.insert_callback(&rec("b", 10)).unwrap();
-        s.update_callback_state("a", "accepted", 30, None).unwrap();
+        s.update_callback_state(&cb("a"), State::Accepted, UnixMillis(30), None)
+            .unwrap();
         s.set_counter("seq", 41).unwrap();
         s.outbox_append(&[(1, b"one".to_vec()), (2, b"two".to_vec())])
             .unwrap();
@@ -166,8 +187,8 @@ fn reopen_keeps_everything_and_does_not_migrate_again() {
     let s = Store::open(tmp.path()).unwrap();
     assert_eq!(s.write_transactions(), 0, "already at v1");
     let mut a = rec("a", 20);
-    a.state = "accepted".to_owned();
-    a.state_at_ms = 30;
+    a.entry.state = State::Accepted;
+    a.entry.state_at = UnixMillis(30);
     assert_eq!(s.callbacks().unwrap(), vec![rec("b", 10), a]);
     assert_eq!(s.get_counter("seq").unwrap(), Some(41));
     assert_eq!(
@@ -233,18 +254,60 @@ fn a_newer_schema_is_refused() {
 fn a_bad_stored_value_is_corrupt_not_a_panic() {
     let tmp = TempDir::new("badvalue");
     let mut s = Store::open(tmp.path()).unwrap();
-    s.insert_callback(&rec("a", 1)).unwrap();
-    s.conn()
-        .execute("UPDATE callbacks SET position = -5", [])
-        .unwrap();
     s.conn()
         .execute("INSERT INTO counters (key, value) VALUES ('neg', -1)", [])
         .unwrap();
-    assert!(matches!(s.callbacks(), Err(StoreError::Corrupt { .. })));
     assert!(matches!(
         s.get_counter("neg"),
         Err(StoreError::Corrupt { .. })
     ));
+    // Callback rows damaged by hand, one fault each: each is left out of the read (the good
+    // one still reads) and stays on disk.
+    let bad = [
+        (
+            "position",
+            "UPDATE callbacks SET position = -5 WHERE callback_id = 'b1'",
+        ),
+        (
+            "number",
+            "UPDATE callbacks SET callback_number = '12x' WHERE callback_id = 'b2'",
+        ),
+        (
+            "state",
+            "UPDATE callbacks SET state = 'pending' WHERE callback_id = 'b3'",
+        ),
+        (
+            "call id",
+            "UPDATE callbacks SET call_id = 'call-7' WHERE callback_id = 'b4'",
+        ),
+        (
+            "id",
+            "UPDATE callbacks SET callback_id = 'a/b' WHERE callback_id = 'b5'",
+        ),
+        (
+            "window",
+            "UPDATE callbacks SET window_not_after_ms = 0 WHERE callback_id = 'b6'",
+        ),
+        (
+            "half window",
+            "UPDATE callbacks SET window_not_before_ms = NULL WHERE callback_id = 'b7'",
+        ),
+        (
+            "language",
+            "UPDATE callbacks SET language = 'a-very-long-language-tag' WHERE callback_id = 'b8'",
+        ),
+        (
+            "type",
+            "UPDATE callbacks SET requested_at_ms = 'soon' WHERE callback_id = 'b9'",
+        ),
+    ];
+    s.insert_callback(&rec("good", 1)).unwrap();
+    for (i, (what, sql)) in bad.iter().enumerate() {
+        s.insert_callback(&rec(&format!("b{}", i + 1), 2)).unwrap();
+        assert_eq!(s.conn().execute(sql, []).unwrap(), 1, "{what}");
+        assert_eq!(ids(&s), ["good"], "{what}");
+    }
+    assert_eq!(s.callbacks_len().unwrap(), 1 + bad.len() as u64);
 }
 
 // ---------------------------------------------------------------- callbacks
@@ -255,11 +318,12 @@ fn callbacks_round_trip_in_requested_then_insertion_order() {
     let mut s = Store::open(tmp.path()).unwrap();
     assert_eq!(s.callbacks().unwrap(), vec![]);
     let mut full = rec("c", 5);
-    full.caller = None;
-    full.dialled = None;
-    full.announcement_id = Some("outage-phl".to_owned());
+    full.entry.caller = None;
+    full.entry.dialled = None;
+    full.entry.announcement = Some(AnnouncementId::new("outage-phl").unwrap());
+    full.entry.language = Language::new();
     full.position = u32::MAX;
-    full.requested_at_ms = -3;
+    full.entry.requested_at = UnixMillis(-3);
     for r in [
         rec("b", 10),
         rec("a", 10),
@@ -273,7 +337,7 @@ fn callbacks_round_trip_in_requested_then_insertion_order() {
     assert_eq!(s.callbacks().unwrap()[0], full);
     assert_eq!(s.callbacks_len().unwrap(), 5);
     // Deleting the newest and inserting again keeps insertion order among ties.
-    assert!(s.delete_callback("e").unwrap());
+    assert!(s.delete_callback(&cb("e")).unwrap());
     s.insert_callback(&rec("f", 10)).unwrap();
     assert_eq!(ids(&s), ["c", "d", "b", "a", "f"]);
 }
@@ -284,7 +348,7 @@ fn inserting_the_same_callback_id_twice_keeps_one_unchanged_row() {
     let mut s = Store::open(tmp.path()).unwrap();
     assert_eq!(s.insert_callback(&rec("x", 1)).unwrap(), Inserted::New);
     let mut other = rec("x", 2);
-    other.callback_number = "+15555550000".to_owned();
+    other.entry.callback_number = num("+15555550000");
     assert_eq!(s.insert_callback(&other).unwrap(), Inserted::AlreadyPresent);
     assert_eq!(
         s.insert_callback(&rec("x", 1)).unwrap(),
@@ -299,15 +363,20 @@ fn update_and_delete_report_whether_the_id_exists() {
     let tmp = TempDir::new("upd");
     let mut s = Store::open(tmp.path()).unwrap();
     s.insert_callback(&rec("a", 1)).unwrap();
-    assert!(s.update_callback_state("a", "assigned", 99, None).unwrap());
+    assert!(s
+        .update_callback_state(&cb("a"), State::Assigned, UnixMillis(99), None)
+        .unwrap());
     assert!(!s
-        .update_callback_state("nope", "assigned", 99, None)
+        .update_callback_state(&cb("nope"), State::Assigned, UnixMillis(99), None)
         .unwrap());
     let got = &s.callbacks().unwrap()[0];
-    assert_eq!((got.state.as_str(), got.state_at_ms), ("assigned", 99));
-    assert!(!s.delete_callback("nope").unwrap());
-    assert!(s.delete_callback("a").unwrap());
-    assert!(!s.delete_callback("a").unwrap());
+    assert_eq!(
+        (got.entry.state, got.entry.state_at),
+        (State::Assigned, UnixMillis(99))
+    );
+    assert!(!s.delete_callback(&cb("nope")).unwrap());
+    assert!(s.delete_callback(&cb("a")).unwrap());
+    assert!(!s.delete_callback(&cb("a")).unwrap());
     assert_eq!(s.callbacks().unwrap(), vec![]);
 }
 
@@ -510,21 +579,21 @@ async fn handle_round_trips_every_method() {
     );
     assert_eq!(h.insert_callback(rec("b", 1)).await.unwrap(), Inserted::New);
     assert!(h
-        .update_callback_state("a".into(), "accepted".into(), 5, None)
+        .update_callback_state(cb("a"), State::Accepted, UnixMillis(5), None)
         .await
         .unwrap());
     assert!(!h
-        .update_callback_state("zz".into(), "accepted".into(), 5, None)
+        .update_callback_state(cb("zz"), State::Accepted, UnixMillis(5), None)
         .await
         .unwrap());
     let got = h.callbacks().await.unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(
-        (got[0].callback_id.as_str(), got[1].state.as_str()),
-        ("b", "accepted")
+        (got[0].entry.id.as_str(), got[1].entry.state),
+        ("b", State::Accepted)
     );
-    assert!(h.delete_callback("b".into()).await.unwrap());
-    assert!(!h.delete_callback("b".into()).await.unwrap());
+    assert!(h.delete_callback(cb("b")).await.unwrap());
+    assert!(!h.delete_callback(cb("b")).await.unwrap());
     assert_eq!(h.get_counter("seq".into()).await.unwrap(), None);
     h.set_counter("seq".into(), 9).await.unwrap();
     assert_eq!(h.get_counter("seq".into()).await.unwrap(), Some(9));
@@ -584,7 +653,7 @@ async fn concurrent_inserts_from_many_tasks_all_land_once() {
         t.await.unwrap();
     }
     let all = h.callbacks().await.unwrap();
-    let unique: BTreeSet<_> = all.iter().map(|r| r.callback_id.clone()).collect();
+    let unique: BTreeSet<_> = all.iter().map(|r| r.entry.id.clone()).collect();
     assert_eq!((all.len(), unique.len()), (320, 320));
 }
 
@@ -757,7 +826,7 @@ fn kill_9_mid_write_loses_nothing_acknowledged_and_duplicates_nothing() {
                 .unwrap()
                 .into_iter()
                 .fold(HashMap::new(), |mut m, r| {
-                    *m.entry(r.callback_id).or_default() += 1;
+                    *m.entry(r.entry.id.to_string()).or_default() += 1;
                     m
                 });
         assert!(per_id.values().all(|&n| n == 1));
@@ -790,8 +859,7 @@ fn record_line(line: &str, cbs: &mut Vec<String>, obs: &mut Vec<u64>, ctr: &mut 
 /// file-size limit.
 fn big_rec(id: &str) -> CallbackRecord {
     let mut r = rec(id, 0);
-    r.call_id = "c".repeat(1500);
-    r.announcement_id = Some("a".repeat(1500));
+    r.entry.announcement = Some(AnnouncementId::new(&"a".repeat(64)).unwrap());
     r
 }
 
@@ -829,8 +897,8 @@ fn child_disk_full() {
         .collect();
     for (r, result) in batch.iter().zip(s.insert_callbacks(&batch)) {
         match result {
-            Ok(_) => println!("OK {}", r.callback_id),
-            Err(e) => println!("ERR {} {} {e}", r.callback_id, e.is_disk_failure()),
+            Ok(_) => println!("OK {}", r.entry.id),
+            Err(e) => println!("ERR {} {} {e}", r.entry.id, e.is_disk_failure()),
         }
     }
     println!("DONE");
@@ -1025,7 +1093,7 @@ fn a_version_1_file_gains_the_language_and_window_columns_and_keeps_its_rows() {
              CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE outbox (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
              INSERT INTO callbacks (callback_id, call_id, callback_number, requested_at_ms,
-               state, state_at_ms, position) VALUES ('old', 'c1', '+12155550123', 5, 'stored', 5, 1);",
+               state, state_at_ms, position) VALUES ('old', '00000000000000c1', '+12155550123', 5, 'stored', 5, 1);",
         )
         .unwrap();
     }
@@ -1033,38 +1101,37 @@ fn a_version_1_file_gains_the_language_and_window_columns_and_keeps_its_rows() {
     assert_eq!(s.schema_version().unwrap(), 2);
     let rows = s.callbacks().unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].callback_id, "old");
+    assert_eq!(rows[0].entry.id, cb("old"));
+    assert_eq!(rows[0].entry.call_id, CallId(0xc1));
+    // No window stored: as soon as possible, for the legacy window; no language.
     assert_eq!(
-        (
-            rows[0].language.as_deref(),
-            rows[0].window_not_before_ms,
-            rows[0].window_not_after_ms
-        ),
-        (None, None, None)
+        (rows[0].entry.language.as_str(), rows[0].entry.window),
+        ("", Window::asap(UnixMillis(5), LEGACY_WINDOW))
     );
     // A moved window is written; a state-only update keeps it.
     assert!(s
-        .update_callback_state("old", "accepted", 9, Some((100, 200)))
+        .update_callback_state(
+            &cb("old"),
+            State::Accepted,
+            UnixMillis(9),
+            Some(window(100, 200))
+        )
         .unwrap());
     assert!(s
-        .update_callback_state("old", "assigned", 10, None)
+        .update_callback_state(&cb("old"), State::Assigned, UnixMillis(10), None)
         .unwrap());
     let rows = s.callbacks().unwrap();
     assert_eq!(
-        (
-            rows[0].state.as_str(),
-            rows[0].window_not_before_ms,
-            rows[0].window_not_after_ms
-        ),
-        ("assigned", Some(100), Some(200))
+        (rows[0].entry.state, rows[0].entry.window),
+        (State::Assigned, window(100, 200))
     );
     s.insert_callback(&rec("new", 50)).unwrap();
     let new = s
         .callbacks()
         .unwrap()
         .into_iter()
-        .find(|r| r.callback_id == "new")
+        .find(|r| r.entry.id == cb("new"))
         .unwrap();
-    assert_eq!(new.window_not_after_ms, Some(50 + 86_400_000));
-    assert_eq!(new.language.as_deref(), Some("es"));
+    assert_eq!(new.entry.window, window(50, 50 + 86_400_000));
+    assert_eq!(new.entry.language.as_str(), "es");
 }

@@ -95,6 +95,24 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order a callback moves through them.
+    pub const ALL: [State; 8] = [
+        State::Requested,
+        State::Stored,
+        State::Synced,
+        State::Accepted,
+        State::Assigned,
+        State::Completed,
+        State::Cancelled,
+        State::Expired,
+    ];
+
+    /// The state [`State::as_str`] names, `None` for any other text.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
     /// Lower-case name for the CLI and the status message.
     #[must_use]
     pub fn as_str(self) -> &'static str {

@@ -526,3 +526,13 @@ fn a_callback_waits_for_its_window_before_it_expires() {
         state: State::Expired
     }));
 }
+
+#[test]
+fn every_state_parses_back_from_its_name_and_nothing_else_does() {
+    for st in State::ALL {
+        assert_eq!(State::parse(st.as_str()), Some(st));
+    }
+    for bad in ["", "pending", "Accepted", "accepted ", "booked"] {
+        assert_eq!(State::parse(bad), None, "{bad:?}");
+    }
+}
