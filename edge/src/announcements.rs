@@ -8,9 +8,10 @@
 //! audio/{sha256}.wav        the audio, named by the SHA-256 of its bytes (verified on load)
 //! ```
 //!
-//! The MQTT link writes these files when the CRM publishes; an operator can also drop files
-//! there by hand. [`load_dir`] reads them all; a file that is not valid is skipped with a
-//! logged reason and never stops the node.
+//! The MQTT link writes these files: audio when it verifies, an announcement when the node
+//! kept it (see `edge/src/link/intake.rs`); an operator can also drop files there by hand.
+//! [`load_dir`] reads them all; a file that is not valid is skipped with a logged reason and
+//! never stops the node.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -228,8 +229,8 @@ pub fn audio_dir(state_dir: &Path) -> PathBuf {
 }
 
 /// Reads every announcement and audio file of the cache. Missing directories are empty.
-/// Audio whose hash `known` already holds is neither read nor decoded again (the cache is
-/// rescanned every few seconds; decoding and resampling is the expensive part).
+/// Audio whose hash `known` already holds is neither read nor decoded again (decoding and
+/// resampling is the expensive part).
 #[must_use]
 pub fn load_dir(
     state_dir: &Path,

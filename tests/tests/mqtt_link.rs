@@ -146,6 +146,16 @@ fn a_retained_announcement_is_heard_replaced_by_a_newer_version_and_withdrawn() 
             .exists(),
         "oversized audio was cached"
     );
+    // The cache holds what the node kept: version 2, not the older version published after.
+    let cached_version = || -> Option<u64> {
+        let path = agent
+            .state_dir
+            .join("announcements")
+            .join("outage-phl.json");
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        doc["version"].as_u64()
+    };
+    assert_eq!(cached_version(), Some(2));
     let cached = std::fs::read(agent.state_dir.join("audio").join(format!("{h1}.wav")))
         .expect("audio 1 still cached");
     assert_eq!(
@@ -165,6 +175,11 @@ fn a_retained_announcement_is_heard_replaced_by_a_newer_version_and_withdrawn() 
     // An empty retained payload withdraws it.
     crm.publish(&format!("{P}/announcements/outage-phl"), b"", true);
     assert!(wait_status(&crm, "outage-phl", None), "still listed");
+    let gone = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        cached_version().is_none()
+    });
+    assert!(gone, "the withdrawn announcement is still cached");
     let heard = listen_call(&agent, 2000);
     assert!(!heard.is_empty());
     assert!(

@@ -60,7 +60,7 @@ use crate::media::plane::{Cmd, MediaPlanes, Wake};
 use crate::media::prompts::Prompts;
 use crate::store::{CallbackRecord, StoreError, StoreHandle};
 
-use crate::link::{self, CallbackRequest, FromLink, PendingEvent, ToLink};
+use crate::link::{self, CacheWrite, CallbackRequest, FromLink, PendingEvent, ToLink};
 pub use crate::view::{
     AnnouncementView, CacheState, CallView, CallbackView, Command, LiveUpdate, ReloadApplied,
     Snapshot, Stats,
@@ -400,6 +400,12 @@ pub struct Engine {
     started_at: shared::time::UnixMillis,
     /// Work for the CRM link (None: no link configured).
     to_link: Option<mpsc::UnboundedSender<ToLink>>,
+    /// The document of the announcement being applied, written to the cache if the node
+    /// stores it (`Output::StoreAnnouncement`).
+    unsaved_doc: Option<(AnnouncementId, u32, Vec<u8>)>,
+    /// Announcement cache writes asked of the link and not done yet (by id): while any is, a
+    /// configuration reload does not take the cache on disk for the node's state.
+    cache_unwritten: HashMap<AnnouncementId, u32>,
     sipbuf: Vec<u8>,
     /// When the callback zone's table was last handed to the node.
     zone_at: Option<shared::time::Instant>,
@@ -647,6 +653,8 @@ pub async fn start(
         sip_addr,
         started_at,
         to_link: link.as_ref().map(|l| l.tx.clone()),
+        unsaved_doc: None,
+        cache_unwritten: HashMap::new(),
         sipbuf: vec![0u8; SIP_OUT],
         zone_at: None,
         streams: HashMap::new(),
@@ -1222,7 +1230,23 @@ impl Engine {
                 } => self.send_sip(&buf[..len], to, transport, conn),
                 node::Output::Announcement(ev) => {
                     debug!(event = ?ev, "announcement");
+                    if let announce::Event::Withdrawn { id, .. }
+                    | announce::Event::Pruned { id, .. } = &ev
+                    {
+                        self.ask_cache_write(CacheWrite::Remove(id.clone()));
+                    }
                     views_changed = true;
+                }
+                node::Output::StoreAnnouncement { id, version } => {
+                    // Only a document the link handed over is written: at start-up the
+                    // node is fed from the cache itself.
+                    if let Some(doc) = self
+                        .unsaved_doc
+                        .take_if(|(i, v, _)| *i == id && *v == version)
+                        .map(|(_, _, d)| d)
+                    {
+                        self.ask_cache_write(CacheWrite::Announcement { id, version, doc });
+                    }
                 }
                 o => {
                     self.metrics
@@ -1239,7 +1263,9 @@ impl Engine {
 
     fn act(&mut self, o: node::Output) {
         match o {
-            node::Output::Transmit { .. } | node::Output::Announcement(_) => {}
+            node::Output::Transmit { .. }
+            | node::Output::Announcement(_)
+            | node::Output::StoreAnnouncement { .. } => {}
             node::Output::CallCreated { call, local_rtp } => self.call_created(call, local_rtp),
             node::Output::Released { call, local_rtp } => self.released(call, local_rtp),
             node::Output::Media { call, media } => self.media_command(call, media),
@@ -1590,17 +1616,30 @@ impl Engine {
         let now = self.now();
         if matches!(
             m,
-            FromLink::Announcement(_)
+            FromLink::Announcement { .. }
                 | FromLink::Withdrawn(_)
                 | FromLink::Audio { .. }
                 | FromLink::AudioRemoved(_)
         ) {
             self.link_epoch += 1;
         }
+        if let FromLink::CacheWritten(id) = &m {
+            if let Some(n) = self.cache_unwritten.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.cache_unwritten.remove(id);
+                }
+            }
+            return;
+        }
+        let mut upsert = None;
         let input = match m {
-            FromLink::Announcement(a) => {
+            FromLink::Announcement { announcement, doc } => {
+                let a = *announcement;
                 info!(announcement = %a.id, version = a.version, "announcement received");
-                CrmInput::Announcement(announce::Input::Upsert(*a))
+                upsert = Some((a.id.clone(), a.version));
+                self.unsaved_doc = Some((a.id.clone(), a.version, doc));
+                CrmInput::Announcement(announce::Input::Upsert(a))
             }
             FromLink::Withdrawn(id) => {
                 info!(announcement = %id, "announcement withdrawn");
@@ -1615,6 +1654,7 @@ impl Engine {
                 CrmInput::Announcement(announce::Input::AudioRemoved(sha256))
             }
             FromLink::Connected => CrmInput::Connected,
+            FromLink::CacheWritten(_) => return,
             FromLink::CallbackSynced(id) => match CallbackId::new(&id) {
                 Ok(id) => CrmInput::CallbackSynced(id),
                 Err(_) => return,
@@ -1642,10 +1682,33 @@ impl Engine {
             Err(node::Error::Queue(e)) => {
                 warn!(error = %e, "callback update from the CRM refused");
             }
-            Err(e) => debug!(error = %e, "CRM input refused"),
+            Err(e) => match &upsert {
+                // The version rule refused it: the cached copy stays, and the link counts it.
+                Some((id, version)) => {
+                    if let Some(tx) = &self.to_link {
+                        let _ = tx.send(ToLink::Rejected(format!(
+                            "announcement {id} version {version}: {e}"
+                        )));
+                    }
+                }
+                None => debug!(error = %e, "CRM input refused"),
+            },
         }
         self.drain();
+        // Not stored (refused, or the same version again): nothing to write.
+        self.unsaved_doc = None;
         self.refresh_views();
+    }
+
+    /// Hands a cache change the node asked for to the link's intake worker (which owns the
+    /// announcement cache's writes). Without a link nothing reaches the node that would need one.
+    fn ask_cache_write(&mut self, w: CacheWrite) {
+        if let Some(tx) = &self.to_link {
+            if let CacheWrite::Announcement { id, .. } = &w {
+                *self.cache_unwritten.entry(id.clone()).or_default() += 1;
+            }
+            let _ = tx.send(ToLink::Cache(w));
+        }
     }
 
     fn on_command(&mut self, c: Command) {
@@ -1761,9 +1824,10 @@ impl Engine {
             ..ReloadApplied::default()
         };
         let now = self.now();
-        if u.epoch != self.link_epoch {
-            // The link wrote to the cache while the reload read it: what the reload read may
-            // be older than what the link handed over since, so the link's view stays.
+        if u.epoch != self.link_epoch || !self.cache_unwritten.is_empty() {
+            // The link wrote to the cache while the reload read it, or a write the node asked
+            // for is still on its way: what the reload read may be older than what the node
+            // holds, so the node's view stays.
             applied.announcements_skipped = true;
             self.publish_snapshot();
             return applied;

@@ -666,7 +666,7 @@ impl Link {
                 self.status.announcements_accepted =
                     self.status.announcements_accepted.saturating_add(1);
             }
-            Outcome::Unchanged => {}
+            Outcome::Unchanged | Outcome::Forwarded => {}
         }
     }
 
@@ -695,6 +695,10 @@ impl Link {
                         None => self.callbacks.push_back(*cb),
                     }
                 }
+                ToLink::Cache(w) => {
+                    let _ = self.intake.send(Item::Cache(w));
+                }
+                ToLink::Rejected(reason) => self.reject(reason),
             }
         }
         if !evs.is_empty() {

@@ -8,21 +8,28 @@
 //!
 //! | message | rejected when |
 //! |---|---|
-//! | `P/announcements/{id}` | the id is not a valid announcement id; larger than `mqtt.max_payload_bytes`; not JSON or not the Announcement schema; its `id` differs from the topic's; `announcements.signing_key` is set and it is unsigned or its signature does not verify ([`super::signature`]); its `version` is older than the cached one |
+//! | `P/announcements/{id}` | the id is not a valid announcement id; larger than `mqtt.max_payload_bytes`; not JSON or not the Announcement schema; its `id` differs from the topic's; `announcements.signing_key` is set and it is unsigned or its signature does not verify ([`super::signature`]) |
 //! | `P/audio/{sha256}` | the topic is not 64 hex digits; larger than `announcements.max_audio_bytes` (or `mqtt.max_payload_bytes`); the SHA-256 of the bytes differs from the topic; not a WAV file the node can decode |
 //!
-//! An empty payload on `P/announcements/{id}` withdraws the announcement (its cached file is
-//! deleted). The same version again is accepted as "unchanged" and writes nothing (retained
-//! messages arrive again on every subscription). Audio already cached under its hash is not
-//! decoded again.
+//! A valid announcement is not written here at once: it goes to the node
+//! ([`FromLink::Announcement`], with the document to cache), which applies the one version
+//! rule of `shared::announce` (older versions and a changed document under the same version
+//! are refused, the same version again changes nothing: retained messages arrive again on
+//! every subscription). What the node keeps comes back as a [`CacheWrite`] and is written
+//! here, in order with everything else; the node's refusals come back as
+//! [`super::ToLink::Rejected`] and are counted like the link's own. An empty payload on
+//! `P/announcements/{id}` withdraws the announcement: the node drops it and asks for its
+//! cached file to be deleted. Audio is content-addressed and has no versions: it is cached
+//! here when it verifies. Audio already cached under its hash is not decoded again.
 //!
 //! Files are written atomically: a temporary file in the same directory (ignored by the
 //! loader: it does not end in `.json`/`.wav`), `fsync`, `rename`, `fsync` of the directory.
 //! So a crash leaves the old file or the new one, never half of one.
 //!
 //! A text announcement without `audio_sha256` is rendered with the speech command when one
-//! is configured ([`super::tts`]); the WAV is stored under its hash and the cached JSON gets
-//! that `audio_sha256` (the text is kept). When rendering fails the document is cached as
+//! is configured ([`super::tts`]); the WAV is stored under its hash and the document to cache
+//! gets that `audio_sha256` (the text is kept). The same text as the cached copy reuses its
+//! audio instead of rendering again. When rendering fails the document is cached as
 //! received, and the engine reports it unplayable.
 //!
 //! The blocking work runs on tokio's blocking pool, one message at a time in arrival order,
@@ -48,7 +55,7 @@ use shared::ids::AnnouncementId;
 use tokio::sync::mpsc;
 
 use super::tts;
-use super::FromLink;
+use super::{CacheWrite, FromLink};
 use crate::announcements::{self as cache, AnnouncementWire};
 
 /// What the intake needs to know.
@@ -83,6 +90,8 @@ pub(crate) enum Item {
         /// The payload.
         payload: Vec<u8>,
     },
+    /// What the node decided to keep of an announcement.
+    Cache(CacheWrite),
 }
 
 /// The result of one message.
@@ -90,8 +99,10 @@ pub(crate) enum Item {
 pub(crate) enum Outcome {
     /// The cache changed (what, for the log).
     Changed(String),
-    /// Nothing to do (the same version, audio already held, nothing to withdraw).
+    /// Nothing to do (audio already held, nothing to delete).
     Unchanged,
+    /// Valid, and handed to the node, which decides what is kept (see [`CacheWrite`]).
+    Forwarded,
     /// Refused, with the reason.
     Rejected(String),
 }
@@ -126,7 +137,7 @@ pub(crate) fn spawn_worker(
                 Outcome::Rejected(reason) => {
                     tracing::warn!(%reason, "CRM message rejected");
                 }
-                Outcome::Unchanged => {}
+                Outcome::Unchanged | Outcome::Forwarded => {}
             }
             let changed = matches!(outcome, Outcome::Changed(_));
             if reports.send(outcome).is_err() {
@@ -245,8 +256,7 @@ fn referenced_audio(state_dir: &Path) -> Option<BTreeSet<String>> {
     Some(out)
 }
 
-/// Applies one message to the cache (blocking).
-/// Applies one message to the cache; also returns what the engine must hear of it: the
+/// Applies one message to the cache (blocking); also returns what the engine must hear of it: the
 /// decoded announcement as cached, its withdrawal, or the decoded audio (so nothing is read
 /// or decoded twice).
 pub(crate) fn apply_with_news(cfg: &IntakeConfig, item: Item) -> (Outcome, Vec<FromLink>) {
@@ -254,30 +264,24 @@ pub(crate) fn apply_with_news(cfg: &IntakeConfig, item: Item) -> (Outcome, Vec<F
     let outcome = match item {
         Item::Announcement { id, payload } => announcement(cfg, &id, &payload, &mut news),
         Item::Audio { sha256, payload } => audio(cfg, &sha256, &payload, &mut news),
+        Item::Cache(w) => {
+            if let CacheWrite::Announcement { id, .. } = &w {
+                news.push(FromLink::CacheWritten(id.clone()));
+            }
+            cache_write(cfg, w)
+        }
     };
     (outcome, news)
 }
 
 fn announcement(cfg: &IntakeConfig, id: &str, payload: &[u8], news: &mut Vec<FromLink>) -> Outcome {
-    if AnnouncementId::new(id).is_err() {
+    let Ok(aid) = AnnouncementId::new(id) else {
         return Outcome::Rejected(format!("announcement topic id `{}` is not valid", clip(id)));
-    }
-    let dir = cache::announcements_dir(&cfg.state_dir);
-    let name = format!("{id}.json");
+    };
     if payload.is_empty() {
-        return match fs::remove_file(dir.join(&name)) {
-            Ok(()) => match sync_dir(&dir) {
-                Ok(()) => {
-                    if let Ok(aid) = AnnouncementId::new(id) {
-                        news.push(FromLink::Withdrawn(aid));
-                    }
-                    Outcome::Changed(format!("announcement {id} withdrawn"))
-                }
-                Err(e) => Outcome::Rejected(format!("withdrawing {id}: {e}")),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Outcome::Unchanged,
-            Err(e) => Outcome::Rejected(format!("withdrawing {id}: {e}")),
-        };
+        // The node decides what a withdrawal removes and asks for the delete.
+        news.push(FromLink::Withdrawn(aid));
+        return Outcome::Forwarded;
     }
     if payload.len() as u64 > cfg.max_payload_bytes {
         return Outcome::Rejected(format!(
@@ -304,43 +308,65 @@ fn announcement(cfg: &IntakeConfig, id: &str, payload: &[u8], news: &mut Vec<Fro
             return Outcome::Rejected(format!("announcement {id}: {e}"));
         }
     }
-    let cached = fs::read(dir.join(&name))
-        .ok()
-        .and_then(|b| cache::decode(&b).ok())
-        .map(|(c, _)| c.version);
-    match cached {
-        Some(v) if a.version < v => {
-            return Outcome::Rejected(format!(
-                "announcement {id}: version {} is older than the cached version {v}",
-                a.version
-            ));
-        }
-        Some(v) if a.version == v => return Outcome::Unchanged,
-        _ => {}
-    }
-    let a_version = a.version;
     let mut doc = payload.to_vec();
-    let mut rendered = String::new();
     if let (Some(cmd), None, Some(text)) = (&cfg.speech_command, a.audio, text.as_deref()) {
-        match speak(cfg, cmd, text, news) {
+        // The same text as the cached copy (a retained message again, on every connection):
+        // its rendered audio is reused instead of running the speech command again.
+        let sha = match rendered_before(&cfg.state_dir, id, text) {
+            Some(sha) => Ok(sha),
+            None => speak(cfg, cmd, text, news),
+        };
+        match sha {
             Ok(sha) => match with_audio(payload, &sha) {
-                Some(d) => {
-                    doc = d;
-                    rendered = format!(", text rendered to audio {sha}");
-                }
+                Some(d) => doc = d,
                 None => tracing::warn!(%id, "could not add audio_sha256 to the document"),
             },
             Err(e) => tracing::warn!(%id, error = %e, "text announcement not rendered"),
         }
     }
-    match write_atomic(&dir, &name, &doc) {
-        Ok(()) => {
-            // What the engine gets is what the cache now holds (with rendered audio named).
-            let cached = cache::decode(&doc).map_or(a, |(c, _)| c);
-            news.push(FromLink::Announcement(Box::new(cached)));
-            Outcome::Changed(format!("announcement {id} version {}{rendered}", a_version))
+    // What the node gets is what the cache will hold (with rendered audio named).
+    let announcement = cache::decode(&doc).map_or(a, |(c, _)| c);
+    news.push(FromLink::Announcement {
+        announcement: Box::new(announcement),
+        doc,
+    });
+    Outcome::Forwarded
+}
+
+/// The audio the cached copy of `id` names for `text`, when that copy holds the same text
+/// and the audio is still cached.
+fn rendered_before(state_dir: &Path, id: &str, text: &str) -> Option<String> {
+    let bytes = fs::read(cache::announcements_dir(state_dir).join(format!("{id}.json"))).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    if v.get("text").and_then(serde_json::Value::as_str) != Some(text) {
+        return None;
+    }
+    let sha = cache::parse_sha256(v.get("audio_sha256")?.as_str()?)?;
+    let hex = cache::hex(&sha);
+    cache::audio_dir(state_dir)
+        .join(format!("{hex}.wav"))
+        .exists()
+        .then_some(hex)
+}
+
+/// Writes what the node decided to keep to the cache, or deletes what it withdrew.
+fn cache_write(cfg: &IntakeConfig, w: CacheWrite) -> Outcome {
+    let dir = cache::announcements_dir(&cfg.state_dir);
+    match w {
+        CacheWrite::Announcement { id, version, doc } => {
+            match write_atomic(&dir, &format!("{id}.json"), &doc) {
+                Ok(()) => Outcome::Changed(format!("announcement {id} version {version} cached")),
+                Err(e) => Outcome::Rejected(format!("storing announcement {id}: {e}")),
+            }
         }
-        Err(e) => Outcome::Rejected(format!("storing announcement {id}: {e}")),
+        CacheWrite::Remove(id) => match fs::remove_file(dir.join(format!("{id}.json"))) {
+            Ok(()) => match sync_dir(&dir) {
+                Ok(()) => Outcome::Changed(format!("announcement {id} removed from the cache")),
+                Err(e) => Outcome::Rejected(format!("removing announcement {id}: {e}")),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Outcome::Unchanged,
+            Err(e) => Outcome::Rejected(format!("removing announcement {id}: {e}")),
+        },
     }
 }
 

@@ -8,7 +8,14 @@
 //!   engine ──ToLink::Event / ToLink::Callback──▶ link ──PUBLISH──▶ broker ──▶ CRM
 //!   engine ◀──FromLink::Announcement / Withdrawn / Audio / AudioRemoved ── link ◀──retained announcements/audio──
 //!          ◀──FromLink::CallbackSynced / CallbackState / Connected
+//!   engine ──ToLink::Cache / ToLink::Rejected──▶ link (the node's verdict on an announcement)
 //! ```
+//!
+//! An announcement takes one path: the link validates and decodes it and hands it over with
+//! the document to cache; the node applies the one version rule (`shared::announce`); what
+//! it keeps it asks to have cached (`Output::StoreAnnouncement`, and its `Withdrawn`/`Pruned`
+//! events), and the engine hands that back to the link's intake worker as
+//! [`ToLink::Cache`], which writes it in order with the audio it caches.
 //!
 //! (This file is the interface between the engine and the link; the implementation lives in
 //! the submodules.)
@@ -30,7 +37,7 @@
 //! | `client` | the link task: connection attempts, packet ids ↔ what was published, dispatch |
 //! | `transport` | rumqttc options: session, Last Will, size limits, credentials, TLS |
 //! | `outbox` | `seq`, the CallEvent envelope, the durable outbox (store + [`shared::event::Outbox`]) |
-//! | `intake` | announcements and audio in: validation, the on-disk cache |
+//! | `intake` | announcements and audio in: validation, decoding, the on-disk cache's writes |
 //! | `signature` | Ed25519 signatures of announcements: what is signed, checking, signing |
 //! | `tts` | rendering `text` announcements with the speech command |
 //! | `status` | the retained presence message |
@@ -161,15 +168,47 @@ pub enum ToLink {
     /// Publish a booked callback on `…/callbacks`; answer with [`FromLink::CallbackSynced`]
     /// on PUBACK.
     Callback(Box<CallbackRequest>),
+    /// Write to (or delete from) the announcement cache what the node decided to keep.
+    Cache(CacheWrite),
+    /// The node refused an announcement the link handed over (an older version, the same
+    /// version changed, the set full): logged and counted like the link's own rejections.
+    Rejected(String),
+}
+
+/// A change to the announcement cache (`{state_dir}/announcements/{id}.json`), asked for by
+/// the node and done by the link's intake worker, in order with everything else it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheWrite {
+    /// Store this document as the announcement's cached copy (replacing an older one).
+    Announcement {
+        /// The id.
+        id: shared::ids::AnnouncementId,
+        /// The version (for the log).
+        version: u32,
+        /// The document, as [`FromLink::Announcement`] carried it.
+        doc: Vec<u8>,
+    },
+    /// Delete the announcement's cached copy (withdrawn, or expired and dropped).
+    Remove(shared::ids::AnnouncementId),
 }
 
 /// News for the engine, from the link.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FromLink {
-    /// A new version of an announcement, validated and cached on disk.
-    Announcement(Box<shared::announce::Announcement>),
-    /// An announcement withdrawn (its cached file deleted).
+    /// An announcement the link validated (schema, topic, size, signature) and decoded. The
+    /// node applies its version rule; what it keeps comes back as [`ToLink::Cache`] with `doc`.
+    Announcement {
+        /// The decoded announcement.
+        announcement: Box<shared::announce::Announcement>,
+        /// The document to cache: the CRM's JSON as received, with `audio_sha256` added when
+        /// the link rendered its text to audio.
+        doc: Vec<u8>,
+    },
+    /// The CRM withdrew an announcement (an empty retained payload).
     Withdrawn(shared::ids::AnnouncementId),
+    /// A [`CacheWrite::Announcement`] is done (written, or failed and logged): the cache on
+    /// disk is what the node holds again.
+    CacheWritten(shared::ids::AnnouncementId),
     /// Audio verified, cached on disk and decoded.
     Audio {
         /// Its SHA-256.

@@ -438,10 +438,38 @@ fn announcement(id: &str, version: u32, audio: Option<&str>, text: Option<&str>)
 async fn next_changed(node: &mut Node) -> FromLink {
     loop {
         let m = recv(&mut node.from, "announcement news").await;
-        if matches!(m, FromLink::Announcement(_) | FromLink::Withdrawn(_)) {
+        if matches!(m, FromLink::Announcement { .. } | FromLink::Withdrawn(_)) {
             return m;
         }
     }
+}
+
+impl Node {
+    /// What the engine does when its node keeps an announcement (stores a new version, or
+    /// withdraws it): asks the link to write the cache.
+    fn keep(&self, m: &FromLink) {
+        let w = match m {
+            FromLink::Announcement { announcement, doc } => CacheWrite::Announcement {
+                id: announcement.id.clone(),
+                version: announcement.version,
+                doc: doc.clone(),
+            },
+            FromLink::Withdrawn(id) => CacheWrite::Remove(id.clone()),
+            other => panic!("nothing to keep in {other:?}"),
+        };
+        self.handle.tx.send(ToLink::Cache(w)).unwrap();
+    }
+}
+
+/// Waits until `f` holds (the cache is written by the link's worker, off the test's task).
+async fn until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
 }
 
 fn seqs_of(msgs: &[Msg]) -> Vec<u64> {
@@ -828,7 +856,23 @@ async fn announcements_and_audio_reach_the_cache_and_bad_ones_change_nothing() {
     let mut node = Node::start(cfg.clone());
     let ann_file = dir.path().join("announcements/outage-phl.json");
     let wav_file = dir.path().join(format!("audio/{h}.wav"));
-    next_changed(&mut node).await;
+    // The announcement reaches the engine, not the disk: the node decides what is cached.
+    let m = next_changed(&mut node).await;
+    match &m {
+        FromLink::Announcement {
+            announcement,
+            doc: d,
+        } => {
+            assert_eq!(
+                (announcement.id.as_str(), announcement.version),
+                ("outage-phl", 3)
+            );
+            assert_eq!(d, &doc);
+        }
+        other => panic!("expected version 3, got {other:?}"),
+    }
+    assert!(!ann_file.exists(), "cached before the node kept it");
+    node.keep(&m);
     node.wait_status("both accepted", |s| s.announcements_accepted == 2)
         .await;
     assert_eq!(std::fs::read(&ann_file).unwrap(), doc);
@@ -851,10 +895,6 @@ async fn announcements_and_audio_reach_the_cache_and_bad_ones_change_nothing() {
     let junk_audio = b"this is not a wav file".to_vec();
     let big_wav = wav(60_000); // 120 KB > max_audio_bytes
     let bad: Vec<(String, Vec<u8>)> = vec![
-        (
-            t.announcement("outage-phl"),
-            announcement("outage-phl", 2, Some(&h), None),
-        ),
         (t.announcement("outage-phl"), b"{not json".to_vec()),
         (
             t.announcement("outage-phl"),
@@ -898,27 +938,65 @@ async fn announcements_and_audio_reach_the_cache_and_bad_ones_change_nothing() {
         "no news for the engine of rejects"
     );
 
-    // The same version again is no change; a newer one replaces.
+    // An older version is valid for the link and goes to the node, whose version rule
+    // refuses it: that refusal is counted here too, and the cache keeps version 3.
+    crm.publish(
+        &t.announcement("outage-phl"),
+        false,
+        announcement("outage-phl", 2, Some(&h), None),
+    )
+    .await;
+    match next_changed(&mut node).await {
+        FromLink::Announcement { announcement, .. } => assert_eq!(announcement.version, 2),
+        other => panic!("expected version 2, got {other:?}"),
+    }
+    node.handle
+        .tx
+        .send(ToLink::Rejected(
+            "announcement outage-phl version 2: older than version 3".into(),
+        ))
+        .unwrap();
+    node.wait_status("the node's refusal counted", |s| s.rejected == n + 1)
+        .await;
+    assert_eq!(
+        node.status().last_rejection.as_deref(),
+        Some("announcement outage-phl version 2: older than version 3")
+    );
+    assert_eq!(std::fs::read(&ann_file).unwrap(), doc);
+
+    // The same version again goes to the node too (it changes nothing there); a newer one
+    // replaces the cached copy once the node keeps it.
     crm.publish(&t.announcement("outage-phl"), false, doc.clone())
         .await;
     let v4 = announcement("outage-phl", 4, Some(&h), None);
     crm.publish(&t.announcement("outage-phl"), true, v4.clone())
         .await;
     match next_changed(&mut node).await {
-        FromLink::Announcement(a) => assert_eq!((a.id.as_str(), a.version), ("outage-phl", 4)),
+        FromLink::Announcement { announcement, .. } => assert_eq!(announcement.version, 3),
+        other => panic!("expected version 3 again, got {other:?}"),
+    }
+    let m = next_changed(&mut node).await;
+    match &m {
+        FromLink::Announcement { announcement, .. } => assert_eq!(announcement.version, 4),
         other => panic!("expected version 4, got {other:?}"),
     }
-    assert_eq!(std::fs::read(&ann_file).unwrap(), v4);
-    assert_eq!(node.status().rejected, n);
+    node.keep(&m);
+    until("version 4 cached", || {
+        std::fs::read(&ann_file).ok().as_ref() == Some(&v4)
+    })
+    .await;
+    assert_eq!(node.status().rejected, n + 1);
 
-    // An empty payload withdraws.
+    // An empty payload withdraws; the node asks for the cached copy to go.
     crm.publish(&t.announcement("outage-phl"), true, Vec::new())
         .await;
-    match next_changed(&mut node).await {
+    let m = next_changed(&mut node).await;
+    match &m {
         FromLink::Withdrawn(id) => assert_eq!(id.as_str(), "outage-phl"),
         other => panic!("expected a withdrawal, got {other:?}"),
     }
-    assert!(!ann_file.exists());
+    node.keep(&m);
+    until("the cached copy deleted", || !ann_file.exists()).await;
     assert!(wav_file.exists());
     node.stop().await;
 }
@@ -943,12 +1021,13 @@ async fn text_announcements_are_rendered_with_the_speech_command() {
         None,
         Some("Severe weather is affecting service."),
     );
-    crm.publish(&t.announcement("storm"), true, doc).await;
-    next_changed(&mut node).await;
-    let cached: Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("announcements/storm.json")).unwrap(),
-    )
-    .unwrap();
+    crm.publish(&t.announcement("storm"), true, doc.clone())
+        .await;
+    let m = next_changed(&mut node).await;
+    node.keep(&m);
+    let file = dir.path().join("announcements/storm.json");
+    until("storm cached", || file.exists()).await;
+    let cached: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(cached["text"], "Severe weather is affecting service.");
     let h = cached["audio_sha256"].as_str().unwrap();
     let bytes = std::fs::read(dir.path().join(format!("audio/{h}.wav"))).unwrap();
@@ -965,6 +1044,26 @@ async fn text_announcements_are_rendered_with_the_speech_command() {
             .as_deref(),
         Some(h)
     );
+    // The same text again (the retained message on the next connection): the cached
+    // rendering is named and the speech command does not run again (no new audio news).
+    crm.publish(&t.announcement("storm"), true, doc).await;
+    let again = loop {
+        match recv(&mut node.from, "the same text again").await {
+            FromLink::Audio { .. } => panic!("the same text was rendered again"),
+            m @ FromLink::Announcement { .. } => break m,
+            _ => {}
+        }
+    };
+    match again {
+        FromLink::Announcement { announcement, .. } => assert_eq!(
+            announcement
+                .audio
+                .map(|a| crate::announcements::hex(&a))
+                .as_deref(),
+            Some(h)
+        ),
+        _ => unreachable!(),
+    }
     node.stop().await;
 }
 
@@ -1386,7 +1485,8 @@ async fn with_a_signing_key_only_announcements_signed_by_it_are_cached() {
     while node.from.try_recv().is_ok() {}
     crm.publish(&t.announcement("outage-phl"), true, good.clone())
         .await;
-    next_changed(&mut node).await;
+    let m = next_changed(&mut node).await;
+    node.keep(&m);
     node.wait_status("accepted", |s| s.announcements_accepted == 2)
         .await;
     assert_eq!(std::fs::read(&ann_file).unwrap(), good);

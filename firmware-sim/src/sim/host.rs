@@ -870,29 +870,25 @@ impl Host {
                     let _ = live.node.handle_crm(now, input);
                 }
             }
-            Down::Announcement(id, Some(a)) => {
+            Down::Announcement(_, Some(a)) => {
                 if let Some(sha) = a.audio {
                     // The audio arrives with the announcement (fetched and verified).
                     self.disk.audio.insert(sha);
                     let input = announce::Input::AudioAvailable(sha);
                     let _ = live.node.handle_crm(now, CrmInput::Announcement(input));
                 }
-                let input = announce::Input::Upsert(a.clone());
-                if live
-                    .node
-                    .handle_crm(now, CrmInput::Announcement(input))
-                    .is_ok()
-                {
-                    self.disk.announcements.insert(id, a);
-                }
+                // The node applies the version rule and asks for the cache write
+                // (`Output::StoreAnnouncement`), as the daemon's does.
+                let input = announce::Input::Upsert(a);
+                let _ = live.node.handle_crm(now, CrmInput::Announcement(input));
                 live.sweep_audio(&mut self.disk, now);
             }
             Down::Announcement(id, None) => {
+                // Deleted from the cache on the node's `Withdrawn` event.
                 if let Ok(aid) = AnnouncementId::new(&id) {
                     let input = announce::Input::Withdraw(aid);
                     let _ = live.node.handle_crm(now, CrmInput::Announcement(input));
                 }
-                self.disk.announcements.remove(&id);
                 live.sweep_audio(&mut self.disk, now);
             }
         }
@@ -1002,14 +998,24 @@ impl Live {
                 self.pending.push_back(ev);
             }
             Output::Announcement(ev) => {
-                if let announce::Event::Pruned { id, version } = ev {
-                    // The node dropped an expired announcement to make room: so does the
-                    // disk cache.
+                if let announce::Event::Pruned { id, version }
+                | announce::Event::Withdrawn { id, version } = ev
+                {
+                    // Withdrawn by the CRM, or dropped when expired to make room: so is the
+                    // cached copy of that version.
                     let stored = disk.announcements.get(id.as_str());
                     if stored.is_some_and(|a| a.version == version) {
                         disk.announcements.remove(id.as_str());
                     }
                     self.sweep_audio(disk, now_of(ctx));
+                }
+            }
+            Output::StoreAnnouncement { id, version } => {
+                let anns = self.node.announcements();
+                if let Some(a) = anns.current(&id).and_then(|h| anns.get(h)) {
+                    if a.version == version {
+                        disk.announcements.insert(id.as_str().to_owned(), a.clone());
+                    }
                 }
             }
         }

@@ -216,8 +216,19 @@ pub enum Output {
     },
     /// An event for the CRM.
     Event(NodeEvent),
-    /// The announcement set changed (for logs and status).
+    /// The announcement set changed (for logs and status). [`announce::Event::Withdrawn`] and
+    /// [`announce::Event::Pruned`] also mean: delete it from the disk cache.
     Announcement(announce::Event),
+    /// A new version of an announcement was stored (it passed the version rule): write the
+    /// document it came in to the disk cache, replacing the older one. Follows the
+    /// announcement's [`Output::Announcement`] events. An upsert the set refused or already
+    /// held (the same version again) gives none.
+    StoreAnnouncement {
+        /// Its id.
+        id: AnnouncementId,
+        /// The version stored.
+        version: u32,
+    },
 }
 
 /// Why an input was refused. None of these is fatal; the shell logs them.
@@ -704,8 +715,23 @@ impl<T: CallTable> Node<T> {
         self.last = now;
         match input {
             CrmInput::Announcement(a) => {
+                let upsert = match &a {
+                    announce::Input::Upsert(x) => Some((x.id.clone(), x.version)),
+                    _ => None,
+                };
+                let held = |anns: &AnnouncementSet, id: &AnnouncementId| {
+                    anns.current(id)
+                        .and_then(|h| anns.get(h))
+                        .map(|a| a.version)
+                };
+                let before = upsert.as_ref().and_then(|(id, _)| held(&self.anns, id));
                 let r = self.anns.handle_input(now.wall, a);
                 self.drain_announcements();
+                if let (Ok(()), Some((id, version))) = (&r, upsert) {
+                    if before != Some(version) && held(&self.anns, &id) == Some(version) {
+                        self.push(Output::StoreAnnouncement { id, version });
+                    }
+                }
                 r.map_err(Error::Announcement)
             }
             CrmInput::Connected => {

@@ -973,3 +973,86 @@ fn languages_match_tags_and_primary_subtags() {
     assert_eq!(l.tag(7).as_str(), "en");
     assert_eq!(l.count(), 2);
 }
+
+/// The cache writes the node asks for: one per version that passed the version rule.
+fn stored_announcements<T: CallTable>(sh: &Shell<T>) -> Vec<(String, u32)> {
+    sh.outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::StoreAnnouncement { id, version } => Some((id.as_str().to_owned(), *version)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_node_asks_to_cache_each_new_version_once_and_nothing_it_refused() {
+    let mut sh = heap_shell(3600);
+    let upsert = |sh: &mut Shell<HeapCalls>, a: announce::Announcement| {
+        let r = sh.node.handle_crm(
+            at(sh.now),
+            CrmInput::Announcement(announce::Input::Upsert(a)),
+        );
+        sh.drain();
+        r
+    };
+    publish(&mut sh, announcement("out", 3, None, 1));
+    assert_eq!(stored_announcements(&sh), [("out".to_owned(), 3)]);
+    // The same version again (a retained message on reconnect): nothing to write.
+    upsert(&mut sh, announcement("out", 3, None, 1)).unwrap();
+    // An older version, and the same version with other content: refused, nothing written.
+    assert!(matches!(
+        upsert(&mut sh, announcement("out", 2, None, 1)),
+        Err(Error::Announcement(announce::Error::OlderVersion {
+            current: 3
+        }))
+    ));
+    assert!(matches!(
+        upsert(&mut sh, announcement("out", 3, None, 9)),
+        Err(Error::Announcement(
+            announce::Error::SameVersionChanged { .. }
+        ))
+    ));
+    assert_eq!(stored_announcements(&sh), [("out".to_owned(), 3)]);
+    // A newer version is written, after the events that say what it became; one still
+    // waiting for its audio is written too (it is the stored version).
+    upsert(&mut sh, announcement("out", 4, None, 7)).unwrap();
+    assert_eq!(
+        stored_announcements(&sh),
+        [("out".to_owned(), 3), ("out".to_owned(), 4)]
+    );
+    let last_event = sh
+        .outs
+        .iter()
+        .rposition(|o| matches!(o, Output::Announcement(_)))
+        .unwrap();
+    let store = sh
+        .outs
+        .iter()
+        .rposition(|o| matches!(o, Output::StoreAnnouncement { .. }))
+        .unwrap();
+    assert!(store > last_event, "written after its events");
+    // Withdrawn: the event that tells the shell to delete it.
+    sh.node
+        .handle_crm(
+            at(sh.now),
+            CrmInput::Announcement(announce::Input::Withdraw(
+                AnnouncementId::new("out").unwrap(),
+            )),
+        )
+        .unwrap();
+    sh.drain();
+    assert!(matches!(
+        sh.outs.last(),
+        Some(Output::Announcement(announce::Event::Withdrawn {
+            version: 4,
+            ..
+        }))
+    ));
+    // Published again after the withdrawal, even at an older version: a new announcement.
+    upsert(&mut sh, announcement("out", 1, None, 1)).unwrap();
+    assert_eq!(
+        stored_announcements(&sh).last(),
+        Some(&("out".to_owned(), 1))
+    );
+}
