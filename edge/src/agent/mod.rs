@@ -1624,6 +1624,8 @@ impl Engine {
             self.link_epoch += 1;
         }
         if let FromLink::CacheWritten(id) = &m {
+            // The cache changed under any reload reading it now (see `link_epoch`).
+            self.link_epoch += 1;
             if let Some(n) = self.cache_unwritten.get_mut(id) {
                 *n -= 1;
                 if *n == 0 {
@@ -1704,9 +1706,10 @@ impl Engine {
     /// announcement cache's writes). Without a link nothing reaches the node that would need one.
     fn ask_cache_write(&mut self, w: CacheWrite) {
         if let Some(tx) = &self.to_link {
-            if let CacheWrite::Announcement { id, .. } = &w {
-                *self.cache_unwritten.entry(id.clone()).or_default() += 1;
-            }
+            let id = match &w {
+                CacheWrite::Announcement { id, .. } | CacheWrite::Remove(id) => id,
+            };
+            *self.cache_unwritten.entry(id.clone()).or_default() += 1;
             let _ = tx.send(ToLink::Cache(w));
         }
     }
@@ -1844,25 +1847,23 @@ impl Engine {
                 CrmInput::Announcement(announce::Input::AudioAvailable(sha)),
             );
         }
+        // The node's version rule decides: an older or unchanged file changes nothing.
+        let held = |node: &Node<HeapCalls>, id: &AnnouncementId| {
+            let set = node.announcements();
+            set.current(id).and_then(|h| set.get(h)).map(|a| a.version)
+        };
         for (a, _text) in u.announcements.announcements {
-            let held = self
-                .node
-                .announcements()
-                .iter()
-                .find(|(_, have, _)| have.id == a.id)
-                .map(|(_, have, _)| have.version);
-            if held.is_some_and(|v| v >= a.version) {
-                continue;
-            }
             let id = a.id.clone();
+            let before = held(&self.node, &id);
             match self
                 .node
                 .handle_crm(now, CrmInput::Announcement(announce::Input::Upsert(a)))
             {
-                Ok(()) => {
+                Ok(()) if held(&self.node, &id) != before => {
                     info!(announcement = %id, "announcement taken from the cache");
                     applied.announcements_updated += 1;
                 }
+                Ok(()) => {}
                 Err(e) => debug!(announcement = %id, error = %e, "cached announcement not loaded"),
             }
         }

@@ -265,10 +265,12 @@ pub(crate) fn apply_with_news(cfg: &IntakeConfig, item: Item) -> (Outcome, Vec<F
         Item::Announcement { id, payload } => announcement(cfg, &id, &payload, &mut news),
         Item::Audio { sha256, payload } => audio(cfg, &sha256, &payload, &mut news),
         Item::Cache(w) => {
-            if let CacheWrite::Announcement { id, .. } = &w {
-                news.push(FromLink::CacheWritten(id.clone()));
-            }
-            cache_write(cfg, w)
+            let id = match &w {
+                CacheWrite::Announcement { id, .. } | CacheWrite::Remove(id) => id.clone(),
+            };
+            let outcome = cache_write(cfg, w);
+            news.push(FromLink::CacheWritten(id));
+            outcome
         }
     };
     (outcome, news)

@@ -206,8 +206,8 @@ pub enum FromLink {
     },
     /// The CRM withdrew an announcement (an empty retained payload).
     Withdrawn(shared::ids::AnnouncementId),
-    /// A [`CacheWrite::Announcement`] is done (written, or failed and logged): the cache on
-    /// disk is what the node holds again.
+    /// A [`CacheWrite`] for this announcement is done (written or deleted, or failed and
+    /// logged): the cache on disk is what the node holds again.
     CacheWritten(shared::ids::AnnouncementId),
     /// Audio verified, cached on disk and decoded.
     Audio {
