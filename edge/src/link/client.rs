@@ -414,7 +414,8 @@ impl Link {
             .poll_timeout()
             .is_some_and(|t| self.clock.to_tokio(t) <= now)
         {
-            self.events.handle_timeout(self.clock.now()).await;
+            let new = self.events.handle_timeout(self.clock.now()).await;
+            self.broadcast(new);
         }
         if self.store_retry_at.is_some_and(|t| t <= now) {
             self.store_retry_at = None;
@@ -600,7 +601,10 @@ impl Link {
                 });
             }
             Inbound::Ack => match control::<AckMsg>("events/ack", payload) {
-                Ok(m) => self.events.crm_ack(m.upto_seq).await,
+                Ok(m) => {
+                    let new = self.events.crm_ack(m.upto_seq).await;
+                    self.broadcast(new);
+                }
                 Err(reason) => self.reject(reason),
             },
             Inbound::Replay => match control::<ReplayMsg>("events/replay", payload) {

@@ -1,21 +1,23 @@
 //! Call events out: `seq` numbering, the CallEvent envelope, the durable outbox.
 //!
-//! The chain for every event (docs/ARCHITECTURE.md, "Durability rules"):
+//! The rules are the core's [`Journal`] (`shared::event::journal`), the same one the
+//! simulator drives; this module does its store work and renders the envelopes. The chain for
+//! every event (docs/ARCHITECTURE.md, "Durability rules"):
 //!
-//! 1. `seq` from a [`Sequencer`] whose high-water mark is the store counter
+//! 1. `seq` from the journal's sequencer, whose high-water mark is the store counter
 //!    [`HIGH_WATER_KEY`], written (SQLite `synchronous=FULL`) before any number below it is
 //!    issued. After a restart the last issued `seq` is the highest of: the newest event in
 //!    the store outbox, the persisted CRM acknowledgement ([`ACKED_KEY`]) and the persisted
 //!    floor below which events were deleted ([`FLOOR_KEY`]); the gap up to the mark is
 //!    announced with a `seq.skipped` event. A graceful stop lowers the mark to the next
 //!    unissued `seq`, so a clean restart has no gap.
-//! 2. The batch is rendered (the CallEvent envelope of `deploy/asyncapi.yaml`) and appended to the store
-//!    outbox in one transaction, then [`Outbox::appended`].
-//! 3. Publishing follows [`Outbox::poll_publish`]; the payloads come from the store (or from
+//! 2. Each run of numbered events ([`Output::Append`]) is rendered (the CallEvent envelope of
+//!    `deploy/asyncapi.yaml`) and appended to the store outbox in one transaction.
+//! 3. Publishing follows [`Journal::poll_publish`]; the payloads come from the store (or from
 //!    memory, for events whose append failed: they keep flowing with
 //!    [`Events::store_errors`] counting, so a full disk is reported, not fatal).
 //! 4. The CRM's `…/events/ack` deletes (after persisting the acknowledged point); its
-//!    `…/events/replay` re-yields; both and retention go through [`Outbox`].
+//!    `…/events/replay` re-yields; both and retention go through the journal's outbox.
 //!
 //! `event_id` is `{node}-{store id}-{seq}`: the store id is a random number drawn when the
 //! state directory's database first runs the link ([`STORE_ID_KEY`]), so a node whose state
@@ -26,8 +28,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::Serialize;
-use shared::event::outbox::{self, Output};
-use shared::event::{EventKind, Outbox, Sequencer, SkipReason};
+use shared::event::journal::{Output, Restored, Unnumbered};
+use shared::event::outbox;
+use shared::event::{EventKind, Journal, SkipReason};
 use shared::limits::SEQ_RESERVE_BLOCK;
 use shared::time::{Instant, UnixMillis};
 
@@ -97,23 +100,31 @@ pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &Pendi
     })
 }
 
-struct Loaded {
-    seq: Sequencer,
-    outbox: Outbox,
-    store_id: u64,
-    acked: u64,
-    last_seq: u64,
+/// The engine's events as the journal queues them.
+impl Unnumbered for PendingEvent {
+    fn seq_skipped(at: UnixMillis, from: u64, to: u64, reason: SkipReason) -> Self {
+        PendingEvent {
+            language: None,
+            call_id: None,
+            call_seq: 0,
+            at,
+            kind: EventKind::SeqSkipped { from, to, reason },
+        }
+    }
+    fn at(&self) -> UnixMillis {
+        self.at
+    }
 }
 
-/// The event pipeline's state (see the module docs).
+/// The event pipeline's state (see the module docs): the core's [`Journal`] decides, this
+/// does its store work and renders the envelopes.
 pub(crate) struct Events {
     store: StoreHandle,
     node: String,
     site: String,
-    config: outbox::Config,
-    loaded: Option<Loaded>,
-    waiting: VecDeque<PendingEvent>,
-    waiting_dropped: u64,
+    journal: Journal<VecDeque<PendingEvent>>,
+    /// This database's id (see the module docs); `None` until the counters were read.
+    store_id: Option<u64>,
     /// Payloads whose store append failed.
     mem: BTreeMap<u64, Arc<str>>,
     /// Store operations that failed (a loud metric).
@@ -146,10 +157,8 @@ impl Events {
             store,
             node: node.to_owned(),
             site: site.to_owned(),
-            config,
-            loaded: None,
-            waiting: VecDeque::new(),
-            waiting_dropped: 0,
+            journal: Journal::new(config, SEQ_RESERVE_BLOCK, VecDeque::new(), MAX_WAITING),
+            store_id: None,
             mem: BTreeMap::new(),
             store_errors: 0,
             last_store_error: None,
@@ -166,7 +175,7 @@ impl Events {
     /// Reads the counters and the stored outbox range (once; retried while it fails).
     /// Returns whether the pipeline is ready.
     pub(crate) async fn load(&mut self) -> bool {
-        if self.loaded.is_some() {
+        if self.store_id.is_some() {
             return true;
         }
         let fresh_id = random_u64() & (i64::MAX as u64);
@@ -195,20 +204,7 @@ impl Events {
                 return false;
             }
         };
-        let last_issued = [
-            bounds.map(|(_, hi)| hi),
-            acked,
-            floor.and_then(|f| f.checked_sub(1)),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|&s| s > 0)
-        .max();
-        let seq = Sequencer::restore_after(hw.unwrap_or(0), last_issued, SEQ_RESERVE_BLOCK);
-        let outbox = match bounds {
-            Some((lo, hi)) => Outbox::restore(self.config, lo, hi.saturating_add(1)),
-            None => Outbox::new(self.config),
-        };
+        let last_issued = Restored::last_issued(bounds.map(|(_, hi)| hi), acked, floor);
         if let Some((lo, hi)) = bounds {
             // The oldest held event's time, for its age: read once from its JSON.
             let at = match self.store.outbox_range(lo, hi, 1).await {
@@ -223,33 +219,29 @@ impl Events {
             self.marks
                 .push_back(at.unwrap_or((lo, crate::clock::wall_now().0)));
         }
-        if let Some((from, to)) = seq.restart_gap() {
-            tracing::info!(from, to, "seq numbers skipped by the restart");
-            self.waiting.push_front(PendingEvent {
-                language: None,
-                call_id: None,
-                call_seq: 0,
-                at: crate::clock::wall_now(),
-                kind: EventKind::SeqSkipped {
-                    from,
-                    to,
-                    reason: SkipReason::Restart,
-                },
-            });
+        let high_water = hw.unwrap_or(0);
+        if last_issued.is_some_and(|l| l.saturating_add(1) < high_water) {
+            tracing::info!(
+                from = last_issued.unwrap_or(0) + 1,
+                to = high_water - 1,
+                "seq numbers skipped by the restart"
+            );
         }
+        self.journal.restore(
+            crate::clock::wall_now(),
+            Restored {
+                high_water,
+                last_issued,
+                held: bounds,
+                acked: acked.unwrap_or(0),
+            },
+        );
         tracing::info!(
             last_seq = last_issued.unwrap_or(0),
             held = bounds.map_or(0, |(lo, hi)| hi - lo + 1),
             "event outbox restored"
         );
-        self.loaded = Some(Loaded {
-            seq,
-            outbox,
-            store_id,
-            acked: acked.unwrap_or(0),
-            last_seq: last_issued.unwrap_or(0),
-        });
-        self.drain_outputs().await;
+        self.store_id = Some(store_id);
         true
     }
 
@@ -257,11 +249,7 @@ impl Events {
     /// docs). Returns the JSON of every event newly written, in `seq` order.
     pub(crate) async fn submit(&mut self, batch: Vec<PendingEvent>) -> Vec<Arc<str>> {
         for ev in batch {
-            if self.waiting.len() >= MAX_WAITING {
-                self.waiting.pop_front();
-                self.waiting_dropped = self.waiting_dropped.saturating_add(1);
-            }
-            self.waiting.push_back(ev);
+            self.journal.push(ev);
         }
         self.process().await
     }
@@ -269,103 +257,76 @@ impl Events {
     /// Whether events wait for a `seq` (the store is failing): call [`Events::process`]
     /// again later.
     pub(crate) fn has_waiting(&self) -> bool {
-        !self.waiting.is_empty()
+        self.journal.unnumbered() > 0
     }
 
-    /// Sequences, stores and appends what waits; repeats for `seq.skipped` events the
-    /// outbox asks for.
+    /// Does the journal's work: reserves, numbers, renders and appends what waits (one
+    /// store transaction per run of appends), deletes what left, persists the CRM's
+    /// acknowledgement point. Returns the JSON of every event newly written, in `seq` order.
     pub(crate) async fn process(&mut self) -> Vec<Arc<str>> {
         let mut out = Vec::new();
         if !self.load().await {
             return out;
         }
-        loop {
-            let rows = self.sequence().await;
-            if rows.is_empty() {
-                break;
-            }
-            let bytes: Vec<(u64, Vec<u8>)> = rows
-                .iter()
-                .map(|(s, j)| (*s, j.as_bytes().to_vec()))
-                .collect();
-            if let Err(e) = self.store.outbox_append(bytes).await {
-                self.store_failed("appending events to the outbox", &e);
-                for (s, j) in &rows {
-                    self.mem.insert(*s, Arc::clone(j));
-                }
-            }
-            if let Some(l) = self.loaded.as_mut() {
-                for (s, _) in &rows {
-                    if let Err(e) = l.outbox.appended(*s) {
-                        tracing::error!(error = %e, seq = *s, "outbox refused an event");
+        let store_id = self.store_id.unwrap_or(0);
+        // A reservation that failed before is tried again now (this runs on the retry timer).
+        self.journal.retry();
+        let mut rows: Vec<(u64, Arc<str>)> = Vec::new();
+        while let Some(o) = self.journal.poll_output() {
+            match o {
+                Output::Reserve(mark) => {
+                    match self.store.set_counter(HIGH_WATER_KEY.into(), mark).await {
+                        Ok(()) => self.journal.reserved(mark),
+                        Err(e) => {
+                            self.journal.reserve_failed();
+                            self.store_failed("reserving seq numbers", &e);
+                        }
                     }
-                    l.last_seq = l.last_seq.max(*s);
+                }
+                Output::Append { seq, event } => {
+                    let json: Arc<str> =
+                        render(&self.node, &self.site, store_id, seq, &event).into();
+                    let new_second = self
+                        .marks
+                        .back()
+                        .is_none_or(|&(_, at)| event.at.0 >= at + 1000);
+                    if new_second && self.marks.len() < MAX_AGE_MARKS {
+                        self.marks.push_back((seq, event.at.0));
+                    }
+                    rows.push((seq, json));
+                }
+                Output::Delete { below } => {
+                    self.append(&mut rows, &mut out).await;
+                    self.delete_below(below).await;
+                }
+                Output::Acked(n) => {
+                    if let Err(e) = self.store.set_counter(ACKED_KEY.into(), n).await {
+                        self.store_failed("storing the acknowledged seq", &e);
+                    }
                 }
             }
-            out.extend(rows.into_iter().map(|(_, j)| j));
-            self.drain_outputs().await;
         }
+        self.append(&mut rows, &mut out).await;
         out
     }
 
-    /// Gives waiting events their `seq` (reserving durably as needed) and renders them.
-    async fn sequence(&mut self) -> Vec<(u64, Arc<str>)> {
-        let mut rows = Vec::new();
-        while !self.waiting.is_empty() {
-            let Some(l) = self.loaded.as_mut() else {
-                break;
-            };
-            if let Some(mark) = l.seq.poll_reserve() {
-                match self.store.set_counter(HIGH_WATER_KEY.into(), mark).await {
-                    Ok(()) => {
-                        if let Some(l) = self.loaded.as_mut() {
-                            l.seq.reserved(mark);
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(l) = self.loaded.as_mut() {
-                            l.seq.reserve_failed();
-                        }
-                        self.store_failed("reserving seq numbers", &e);
-                    }
-                }
-            }
-            let Some(l) = self.loaded.as_mut() else {
-                break;
-            };
-            let Ok(seq) = l.seq.next() else {
-                break; // nothing reserved: retried by the caller's timer
-            };
-            let Some(ev) = self.waiting.pop_front() else {
-                break;
-            };
-            let json: Arc<str> = render(&self.node, &self.site, l.store_id, seq, &ev).into();
-            rows.push((seq, json));
-            let new_second = self
-                .marks
-                .back()
-                .is_none_or(|&(_, at)| ev.at.0 >= at + 1000);
-            if new_second && self.marks.len() < MAX_AGE_MARKS {
-                self.marks.push_back((seq, ev.at.0));
+    /// Appends numbered events to the store outbox in one transaction; when that fails they
+    /// keep flowing from memory (counted in `store_errors`).
+    async fn append(&mut self, rows: &mut Vec<(u64, Arc<str>)>, out: &mut Vec<Arc<str>>) {
+        if rows.is_empty() {
+            return;
+        }
+        let bytes: Vec<(u64, Vec<u8>)> = rows
+            .iter()
+            .map(|(s, j)| (*s, j.as_bytes().to_vec()))
+            .collect();
+        if let Err(e) = self.store.outbox_append(bytes).await {
+            self.store_failed("appending events to the outbox", &e);
+            for (s, j) in rows.iter() {
+                self.mem.insert(*s, Arc::clone(j));
             }
         }
-        rows
-    }
-
-    /// Carries out the outbox's store work; `seq.skipped` requests join the waiting events.
-    async fn drain_outputs(&mut self) {
-        while let Some(o) = self.loaded.as_mut().and_then(|l| l.outbox.poll_output()) {
-            match o {
-                Output::Delete { below } => self.delete_below(below).await,
-                Output::Skipped { from, to, reason } => self.waiting.push_back(PendingEvent {
-                    language: None,
-                    call_id: None,
-                    call_seq: 0,
-                    at: crate::clock::wall_now(),
-                    kind: EventKind::SeqSkipped { from, to, reason },
-                }),
-            }
-        }
+        out.extend(rows.drain(..).map(|(_, j)| j));
     }
 
     async fn delete_below(&mut self, below: u64) {
@@ -383,57 +344,39 @@ impl Events {
         }
     }
 
-    /// The CRM holds everything up to `upto` (`…/events/ack`).
-    pub(crate) async fn crm_ack(&mut self, upto: u64) {
-        let Some(l) = self.loaded.as_mut() else {
-            return;
-        };
-        let acked = upto.min(l.last_seq);
-        l.outbox.crm_ack(upto);
-        if acked > l.acked {
-            l.acked = acked;
-            if let Err(e) = self.store.set_counter(ACKED_KEY.into(), acked).await {
-                self.store_failed("storing the acknowledged seq", &e);
-            }
-        }
-        self.drain_outputs().await;
+    /// The CRM holds everything up to `upto` (`…/events/ack`). Returns the JSON of any event
+    /// this let through (events waiting for a `seq` go on).
+    pub(crate) async fn crm_ack(&mut self, upto: u64) -> Vec<Arc<str>> {
+        self.journal.crm_ack(upto);
+        self.process().await
     }
 
     /// The CRM asks for `[from, to]` again (`…/events/replay`). Returns the JSON of any
     /// `seq.skipped` event this created.
     pub(crate) async fn replay(&mut self, from: u64, to: u64) -> Vec<Arc<str>> {
-        if let Some(l) = self.loaded.as_mut() {
-            l.outbox.replay(from, to);
-        }
-        self.drain_outputs().await;
+        self.journal.replay(crate::clock::wall_now(), from, to);
         self.process().await
     }
 
     /// The broker PUBACKed event `seq`.
     pub(crate) fn puback(&mut self, now: Instant, seq: u64) {
-        if let Some(l) = self.loaded.as_mut() {
-            l.outbox.puback(now, seq);
-        }
+        self.journal.puback(now, seq);
     }
 
     /// The broker connection is gone: everything without a PUBACK is unpublished again.
     pub(crate) fn connection_lost(&mut self) {
-        if let Some(l) = self.loaded.as_mut() {
-            l.outbox.connection_lost();
-        }
+        self.journal.connection_lost();
     }
 
     /// When retention next has work.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.loaded.as_ref().and_then(|l| l.outbox.poll_timeout())
+        self.journal.poll_timeout()
     }
 
-    /// Applies retention.
-    pub(crate) async fn handle_timeout(&mut self, now: Instant) {
-        if let Some(l) = self.loaded.as_mut() {
-            l.outbox.handle_timeout(now);
-        }
-        self.drain_outputs().await;
+    /// Applies retention. Returns the JSON of any event this let through.
+    pub(crate) async fn handle_timeout(&mut self, now: Instant) -> Vec<Arc<str>> {
+        self.journal.handle_timeout(now);
+        self.process().await
     }
 
     /// Up to `max` events to publish now, in order, with their JSON. Events the store does
@@ -447,10 +390,10 @@ impl Events {
         now: Instant,
     ) -> Result<Vec<(u64, Arc<str>)>, StoreError> {
         let mut out: Vec<(u64, Arc<str>)> = Vec::new();
-        while let Some(l) = self.loaded.as_mut() {
+        loop {
             let mut seqs = Vec::new();
             while out.len() + seqs.len() < max {
-                match l.outbox.poll_publish() {
+                match self.journal.poll_publish() {
                     Some(s) => seqs.push(s),
                     None => break,
                 }
@@ -496,10 +439,9 @@ impl Events {
     /// Before a graceful stop: lower the high-water mark to the next unissued `seq`, so the
     /// next start has no gap.
     pub(crate) async fn close(&mut self) {
-        let Some(l) = self.loaded.as_ref() else {
+        let Some(next) = self.journal.next_unissued() else {
             return;
         };
-        let next = l.seq.peek();
         if let Err(e) = self.store.set_counter(HIGH_WATER_KEY.into(), next).await {
             self.store_failed("storing the final seq mark", &e);
         }
@@ -507,16 +449,16 @@ impl Events {
 
     /// Events held (not acknowledged by the CRM), plus those waiting for a `seq`.
     pub(crate) fn depth(&self) -> u64 {
-        self.loaded.as_ref().map_or(0, |l| l.outbox.depth()) + self.waiting.len() as u64
+        self.journal.depth()
     }
 
     /// When the oldest event not yet acknowledged by the CRM happened (Unix ms, to within a
     /// second, never later than it), or `None` when nothing is held.
     pub(crate) fn oldest_at(&mut self) -> Option<i64> {
-        let waiting = self.waiting.front().map(|e| e.at.0);
-        let held = match self.loaded.as_ref() {
-            Some(l) if !l.outbox.is_empty() => {
-                let oldest = l.outbox.oldest();
+        let waiting = self.journal.oldest_unnumbered_at().map(|t| t.0);
+        let held = match self.journal.outbox() {
+            Some(o) if !o.is_empty() => {
+                let oldest = o.oldest();
                 while self.marks.get(1).is_some_and(|&(s, _)| s <= oldest) {
                     self.marks.pop_front();
                 }
@@ -535,26 +477,22 @@ impl Events {
 
     /// Whether everything held was published and PUBACKed since the last (re)connect.
     pub(crate) fn flushed(&self) -> bool {
-        self.waiting.is_empty()
-            && self
-                .loaded
-                .as_ref()
-                .is_none_or(|l| l.outbox.unpublished() == 0 && l.outbox.in_flight() == 0)
+        self.journal.flushed()
     }
 
     /// Events dropped unacknowledged (full outbox, retention, or no `seq` for too long).
     pub(crate) fn dropped(&self) -> u64 {
-        self.loaded.as_ref().map_or(0, |l| l.outbox.dropped()) + self.waiting_dropped
+        self.journal.dropped()
     }
 
     /// The last `seq` issued.
     pub(crate) fn last_seq(&self) -> u64 {
-        self.loaded.as_ref().map_or(0, |l| l.last_seq)
+        self.journal.last_seq()
     }
 
     /// The highest `seq` the CRM acknowledged.
     pub(crate) fn acked_seq(&self) -> u64 {
-        self.loaded.as_ref().map_or(0, |l| l.acked)
+        self.journal.acked_seq()
     }
 }
 

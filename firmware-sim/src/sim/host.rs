@@ -14,8 +14,9 @@
 //! * **Disk**: a [`Disk`] that survives crashes: callback records, the seq high-water mark,
 //!   the outbox, the announcements and their audio files. Writes take time and may fail; a
 //!   callback store is answered with [`Node::handle_stored`].
-//! * **Events**: [`Output::Event`] waits for a seq from the `Sequencer`, is written to the
-//!   outbox and published to the broker.
+//! * **Events**: [`Output::Event`] goes into the daemon's own [`Journal`] (numbering, durable
+//!   reservation, the outbox, `seq.skipped`), is written to the disk outbox and published to
+//!   the broker.
 //! * **Timer**: one timer, re-armed from [`Node::poll_timeout`] after every input.
 //! * **Crash / restart**: the process loses everything but the disk; [`Host::start`] builds
 //!   a new node from it.
@@ -26,8 +27,9 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use shared::announce::{self, Announcement, Sha256};
 use shared::call::{self, Media, Setup};
 use shared::callback::{self, Entry, State};
+use shared::event::journal::{Output as JournalOutput, Restored};
 use shared::event::outbox::{self, Outbox};
-use shared::event::{CallEvent, EventKind, Sequencer, SkipReason};
+use shared::event::{CallEvent, EventKind, Journal};
 use shared::ids::{AnnouncementId, CallId, CallbackId};
 use shared::ivr::Playlist;
 use shared::limits::{
@@ -40,7 +42,7 @@ use shared::time::{Duration, Instant, UnixMillis};
 use super::crm::{Broker, Down, Up};
 use super::ctx::Ctx;
 use super::media::{announcement_length, prompt_length};
-use super::oracle::{fail, Check, Violation};
+use super::oracle::{fail, Check};
 use super::sched::{DiskOp, Ev, Msg};
 use crate::gateway::uac::call_id_of;
 
@@ -135,9 +137,8 @@ struct Live {
     next_call: u64,
     /// The deadline the one timer is armed for.
     timer: Option<Instant>,
-    seq: Sequencer,
-    outbox: Outbox,
-    pending: VecDeque<NodeEvent>,
+    /// The daemon's event journal (numbering, reservation, outbox, `seq.skipped`).
+    journal: Journal<VecDeque<NodeEvent>>,
     conn: Option<u64>,
     /// Disk writes in flight (applied or not at a crash).
     inflight: BTreeMap<u64, DiskOp>,
@@ -242,8 +243,8 @@ impl Host {
         self.live.as_ref().is_some_and(|l| {
             l.node.calls().is_empty()
                 && l.node.active_calls() == 0
-                && l.pending.is_empty()
-                && l.outbox.is_empty()
+                && l.journal.unnumbered() == 0
+                && l.journal.outbox().is_none_or(Outbox::is_empty)
                 && l.inflight.is_empty()
                 && l.node
                     .queue()
@@ -321,17 +322,17 @@ impl Host {
                 );
             }
         }
-        if l.outbox.depth() > p.outbox_capacity || self.disk.outbox.len() as u64 > p.outbox_capacity
-        {
+        let held = l.journal.outbox().map_or(0, Outbox::depth);
+        if held > p.outbox_capacity || self.disk.outbox.len() as u64 > p.outbox_capacity {
             fail!(
                 "outbox holds {} events ({} on disk), above its capacity {}",
-                l.outbox.depth(),
+                held,
                 self.disk.outbox.len(),
                 p.outbox_capacity
             );
         }
-        if l.pending.len() > p.pending_max {
-            fail!("{} events wait for a seq number", l.pending.len());
+        if l.journal.unnumbered() > p.pending_max {
+            fail!("{} events wait for a seq number", l.journal.unnumbered());
         }
         let anns = l.node.announcements().len();
         if anns > MAX_ANNOUNCEMENTS || self.disk.announcements.len() > MAX_ANNOUNCEMENTS {
@@ -373,48 +374,44 @@ impl Host {
             let input = announce::Input::Upsert(a.clone());
             let _ = node.handle_crm(now, CrmInput::Announcement(input));
         }
-        let last_issued = self
+        let held = self
             .disk
             .outbox
-            .last_key_value()
-            .map(|(s, _)| *s)
-            .or_else(|| self.disk.deleted_below.checked_sub(1).filter(|s| *s > 0));
+            .first_key_value()
+            .zip(self.disk.outbox.last_key_value())
+            .map(|((lo, _), (hi, _))| (*lo, *hi));
+        let last_issued =
+            Restored::last_issued(held.map(|(_, hi)| hi), None, Some(self.disk.deleted_below));
         let reuse = self.params.inject == Some(Inject::ReuseSeq);
-        let mark = if reuse { 0 } else { self.disk.seq_mark };
-        let last = if reuse { None } else { last_issued };
-        let seq = Sequencer::restore_after(mark, last, self.params.seq_block);
-        let (oldest, next) = match (self.disk.outbox.first_key_value(), last_issued) {
-            (Some((o, _)), Some(l)) => (*o, l + 1),
-            (None, Some(l)) => (l + 1, l + 1),
-            _ => (0, 0),
-        };
-        let outbox = Outbox::restore(self.outbox_cfg, oldest, next);
-        let mut live = Live {
+        let mut journal = Journal::new(
+            self.outbox_cfg,
+            self.params.seq_block,
+            VecDeque::new(),
+            self.params.pending_max,
+        );
+        journal.restore(
+            ctx.wall(),
+            Restored {
+                high_water: if reuse { 0 } else { self.disk.seq_mark },
+                last_issued: if reuse { None } else { last_issued },
+                held,
+                acked: 0,
+            },
+        );
+        let live = Live {
             node,
             calls: BTreeMap::new(),
             ports: BTreeMap::new(),
             next_port: RTP_BASE,
             next_call: 1,
             timer: None,
-            seq,
-            outbox,
-            pending: VecDeque::new(),
+            journal,
             conn: None,
             inflight: BTreeMap::new(),
             next_write: 1,
             started_at: ctx.now,
             buf: vec![0; SIP_MAX_DATAGRAM + 512],
         };
-        if let Some((from, to)) = live.seq.restart_gap() {
-            live.pending.push_back(node_event(
-                ctx.wall(),
-                EventKind::SeqSkipped {
-                    from,
-                    to,
-                    reason: SkipReason::Restart,
-                },
-            ));
-        }
         self.live = Some(live);
         ctx.oracle
             .booked_present(&self.disk.callbacks, self.queue())?;
@@ -435,11 +432,11 @@ impl Host {
         self.past = add_stats(self.past, live.node.stats());
         let cut = ctx.oracle.crash(live.calls.values().map(|c| c.id.0));
         ctx.stats.calls_cut_by_crash += cut;
-        for ev in &live.pending {
+        live.journal.for_each_unnumbered(|ev| {
             if let EventKind::CallbackExpired { callback_id } = &ev.kind {
                 ctx.oracle.expiry_lost_in_crash(callback_id.as_str());
             }
-        }
+        });
         for op in live.inflight.into_values() {
             if ctx.rng.chance(0.5) {
                 match op {
@@ -629,9 +626,11 @@ impl Host {
             DiskOp::SeqMark(m) => {
                 if ok {
                     self.disk.seq_mark = self.disk.seq_mark.max(m);
-                    live.seq.reserved(m);
+                    live.journal.reserved(m);
                 } else {
-                    live.seq.reserve_failed();
+                    // Asked again at once: the simulated disk answers later anyway.
+                    live.journal.reserve_failed();
+                    live.journal.retry();
                 }
                 self.pump(ctx)
             }
@@ -662,102 +661,64 @@ impl Host {
 
     // ---- events and outbox --------------------------------------------------------------------
 
-    /// Issues seqs, persists and publishes events.
+    /// Issues seqs, persists and publishes events: the journal's work, as the daemon's link
+    /// does it.
     fn pump(&mut self, ctx: &mut Ctx) -> Check {
-        for _ in 0..1_000 {
-            let mut progress = self.pump_events(ctx)?;
-            progress |= self.pump_outbox(ctx);
-            if !progress {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn pump_events(&mut self, ctx: &mut Ctx) -> Result<bool, Violation> {
-        let mut progress = false;
         let mut marks = Vec::new();
         {
             let Some(live) = self.live.as_mut() else {
-                return Ok(false);
+                return Ok(());
             };
-            while !live.pending.is_empty() {
-                let Ok(seq) = live.seq.next() else {
-                    break;
-                };
-                let Some(ev) = live.pending.pop_front() else {
-                    break;
-                };
-                let ev = CallEvent {
-                    seq,
-                    call_id: ev.call_id,
-                    call_seq: ev.call_seq,
-                    at: ev.at,
-                    kind: ev.kind,
-                };
-                ctx.oracle.seq_issued(&ev)?;
-                ctx.stats.events_issued += 1;
-                self.disk.outbox.insert(seq, ev);
-                if let Err(err) = live.outbox.appended(seq) {
-                    fail!("outbox refused seq {seq}: {err}");
-                }
-                progress = true;
-                if let Some(m) = live.seq.poll_reserve() {
-                    marks.push(m);
+            while let Some(o) = live.journal.poll_output() {
+                match o {
+                    JournalOutput::Reserve(m) => marks.push(m),
+                    JournalOutput::Append { seq, event } => {
+                        let ev = CallEvent {
+                            seq,
+                            call_id: event.call_id,
+                            call_seq: event.call_seq,
+                            at: event.at,
+                            kind: event.kind,
+                        };
+                        ctx.oracle.seq_issued(&ev)?;
+                        ctx.stats.events_issued += 1;
+                        self.disk.outbox.insert(seq, ev);
+                    }
+                    JournalOutput::Delete { below } => {
+                        let keep = self.disk.outbox.split_off(&below);
+                        self.disk.outbox = keep;
+                        self.disk.deleted_below = self.disk.deleted_below.max(below);
+                    }
+                    // The simulated store keeps no acknowledgement point: the floor and the
+                    // newest held event bound the restart (the daemon persists it too).
+                    JournalOutput::Acked(_) => {}
                 }
             }
-            if let Some(m) = live.seq.poll_reserve() {
-                marks.push(m);
+            if let Some(conn) = live.conn {
+                while let Some(seq) = live.journal.poll_publish() {
+                    match self.disk.outbox.get(&seq) {
+                        Some(ev) => {
+                            let d = ctx.ms(1, 3);
+                            ctx.after(
+                                d,
+                                Ev::ToBroker {
+                                    conn,
+                                    msg: Up::Event(ev.clone()),
+                                },
+                            );
+                        }
+                        // A hole (restart gap): nothing to send.
+                        None => live.journal.puback(ctx.now, seq),
+                    }
+                }
             }
+            ctx.stats.outbox_dropped = ctx.stats.outbox_dropped.max(live.journal.dropped());
         }
         for m in marks {
             let p = self.params.mark_fail;
             self.write(ctx, DiskOp::SeqMark(m), p, 0.0);
         }
-        Ok(progress)
-    }
-
-    fn pump_outbox(&mut self, ctx: &mut Ctx) -> bool {
-        let Some(live) = self.live.as_mut() else {
-            return false;
-        };
-        let mut progress = false;
-        if let Some(conn) = live.conn {
-            while let Some(seq) = live.outbox.poll_publish() {
-                match self.disk.outbox.get(&seq) {
-                    Some(ev) => {
-                        let d = ctx.ms(1, 3);
-                        ctx.after(
-                            d,
-                            Ev::ToBroker {
-                                conn,
-                                msg: Up::Event(ev.clone()),
-                            },
-                        );
-                    }
-                    // A hole (restart gap): nothing to send.
-                    None => live.outbox.puback(ctx.now, seq),
-                }
-            }
-        }
-        while let Some(o) = live.outbox.poll_output() {
-            progress = true;
-            match o {
-                outbox::Output::Delete { below } => {
-                    let keep = self.disk.outbox.split_off(&below);
-                    self.disk.outbox = keep;
-                    self.disk.deleted_below = self.disk.deleted_below.max(below);
-                }
-                outbox::Output::Skipped { from, to, reason } => {
-                    live.pending.push_back(node_event(
-                        ctx.wall(),
-                        EventKind::SeqSkipped { from, to, reason },
-                    ));
-                }
-            }
-        }
-        ctx.stats.outbox_dropped = ctx.stats.outbox_dropped.max(live.outbox.dropped());
-        progress
+        Ok(())
     }
 
     fn write(&mut self, ctx: &mut Ctx, op: DiskOp, fail_p: f64, slow_p: f64) {
@@ -808,7 +769,7 @@ impl Host {
             return;
         }
         live.conn = None;
-        live.outbox.connection_lost();
+        live.journal.connection_lost();
         let d = ctx.ms(500, 2_000);
         ctx.after(d, Ev::NodeConnect { epoch });
     }
@@ -818,7 +779,10 @@ impl Host {
             return;
         };
         if let Some(conn) = live.conn {
-            let last_seq = live.seq.peek().saturating_sub(1);
+            let last_seq = live
+                .journal
+                .next_unissued()
+                .map_or(0, |n| n.saturating_sub(1));
             let d = ctx.ms(1, 3);
             ctx.after(
                 d,
@@ -851,14 +815,14 @@ impl Host {
         // What the node refuses (an unknown or finished callback, an older announcement
         // version) it keeps what it had; the daemon logs it.
         match msg {
-            Down::Puback(seq) => live.outbox.puback(ctx.now, seq),
+            Down::Puback(seq) => live.journal.puback(ctx.now, seq),
             Down::CbPuback(id) => {
                 if let Ok(cid) = CallbackId::new(&id) {
                     let _ = live.node.handle_crm(now, CrmInput::CallbackSynced(cid));
                 }
             }
-            Down::Ack(upto) => live.outbox.crm_ack(upto),
-            Down::Replay(a, b) => live.outbox.replay(a, b),
+            Down::Ack(upto) => live.journal.crm_ack(upto),
+            Down::Replay(a, b) => live.journal.replay(ctx.wall(), a, b),
             Down::CbState(id, state) => {
                 if let Ok(cid) = CallbackId::new(&id) {
                     let input = CrmInput::CallbackState {
@@ -995,7 +959,7 @@ impl Live {
                 } else if let EventKind::CallbackExpired { callback_id } = &ev.kind {
                     ctx.oracle.expired_event(callback_id.as_str())?;
                 }
-                self.pending.push_back(ev);
+                self.journal.push(ev);
             }
             Output::Announcement(ev) => {
                 if let announce::Event::Pruned { id, version }
@@ -1150,18 +1114,6 @@ impl Live {
             let input = announce::Input::AudioRemoved(sha);
             let _ = self.node.handle_crm(now, CrmInput::Announcement(input));
         }
-    }
-}
-
-/// A node-level event (no call).
-fn node_event(at: UnixMillis, kind: EventKind) -> NodeEvent {
-    NodeEvent {
-        call: None,
-        call_id: None,
-        call_seq: 0,
-        at,
-        language: None,
-        kind,
     }
 }
 

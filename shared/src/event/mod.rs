@@ -15,6 +15,9 @@
 //! * [`CallSeq`]: a call's `call_seq` counter.
 //! * [`Outbox`] ([`outbox`]): which held events are unpublished, awaiting PUBACK, or awaiting
 //!   the CRM's acknowledgement, as a handful of cursors; the payloads stay on the shell's disk.
+//! * [`Journal`] ([`journal`]): the two joined with the rules between them (waiting for a
+//!   reserved `seq`, the restart gap, `seq.skipped` for replays, persisting the CRM's
+//!   acknowledgement), which the daemon's link and the simulator both drive.
 //!
 //! ## Gaps: the `seq.skipped` marker (contract decision)
 //!
@@ -38,9 +41,11 @@
 //! Events dropped from a full outbox, or by the retention rule, only count in
 //! [`Outbox::dropped`] (a metric); if the CRM later asks for them, case 2 answers.
 
+pub mod journal;
 pub mod outbox;
 pub mod seq;
 
+pub use journal::Journal;
 pub use outbox::Outbox;
 pub use seq::Sequencer;
 

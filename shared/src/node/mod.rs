@@ -149,6 +149,22 @@ pub struct NodeEvent {
     pub kind: EventKind,
 }
 
+impl crate::event::journal::Unnumbered for NodeEvent {
+    fn seq_skipped(at: UnixMillis, from: u64, to: u64, reason: crate::event::SkipReason) -> Self {
+        NodeEvent {
+            call: None,
+            call_id: None,
+            call_seq: 0,
+            at,
+            language: None,
+            kind: EventKind::SeqSkipped { from, to, reason },
+        }
+    }
+    fn at(&self) -> UnixMillis {
+        self.at
+    }
+}
+
 /// Work for the shell, drained with [`Node::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)]
