@@ -387,7 +387,9 @@ impl Host {
             self.outbox_cfg,
             self.params.seq_block,
             VecDeque::new(),
-            self.params.pending_max,
+            // One more than the bound `check_bounds` holds it to, so a queue that runs away
+            // (a reservation that never comes back) is a violation, not a silent drop.
+            self.params.pending_max.saturating_add(1),
         );
         journal.restore(
             ctx.wall(),
