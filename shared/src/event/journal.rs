@@ -250,15 +250,12 @@ where
     }
 
     fn enqueue(&mut self, event: Q::Item) {
-        if self.waiting.len() >= self.max_waiting {
-            let _ = self.waiting.pop_front();
-            self.waiting_dropped = self.waiting_dropped.saturating_add(1);
-        }
-        if let Err(e) = self.waiting.push_back(event) {
-            let _ = self.waiting.pop_front();
-            self.waiting_dropped = self.waiting_dropped.saturating_add(1);
-            let _ = self.waiting.push_back(e);
-        }
+        enqueue(
+            &mut self.waiting,
+            self.max_waiting,
+            &mut self.waiting_dropped,
+            event,
+        );
     }
 
     /// The next piece of work; call until `None` after every input.
@@ -272,11 +269,12 @@ where
                 outbox::Output::Delete { below } => return Some(Output::Delete { below }),
                 outbox::Output::Skipped { from, to, reason } => {
                     let ev = Q::Item::seq_skipped(self.wall, from, to, reason);
-                    if self.waiting.len() >= self.max_waiting {
-                        let _ = self.waiting.pop_front();
-                        self.waiting_dropped = self.waiting_dropped.saturating_add(1);
-                    }
-                    let _ = self.waiting.push_back(ev);
+                    enqueue(
+                        &mut self.waiting,
+                        self.max_waiting,
+                        &mut self.waiting_dropped,
+                        ev,
+                    );
                 }
             }
         }
@@ -440,6 +438,21 @@ where
             && self
                 .outbox()
                 .is_none_or(|o| o.unpublished() == 0 && o.in_flight() == 0)
+    }
+}
+
+/// Puts `event` at the back of the waiting queue. At the bound (`max_waiting`, or the queue's
+/// own capacity when that is smaller) the oldest waiting event makes room and is counted in
+/// `dropped`: nothing leaves the queue uncounted.
+fn enqueue<Q: Waiting>(waiting: &mut Q, max_waiting: usize, dropped: &mut u64, event: Q::Item) {
+    if waiting.len() >= max_waiting {
+        let _ = waiting.pop_front();
+        *dropped = dropped.saturating_add(1);
+    }
+    if let Err(e) = waiting.push_back(event) {
+        let _ = waiting.pop_front();
+        *dropped = dropped.saturating_add(1);
+        let _ = waiting.push_back(e);
     }
 }
 

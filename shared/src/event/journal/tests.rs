@@ -247,6 +247,33 @@ fn a_heapless_queue_works_the_same_and_a_full_one_drops_the_oldest() {
 }
 
 #[test]
+fn a_replay_into_a_full_heapless_queue_drops_the_oldest_waiting_event_and_counts_it() {
+    let mut j: Journal<heapless::Deque<Ev, 2>> =
+        Journal::new(config(), 10, heapless::Deque::new(), usize::MAX);
+    j.restore(UnixMillis(5), Restored::default());
+    j.push(Ev::Call(0));
+    drain(&mut j, true);
+    let s = j.poll_publish().unwrap();
+    j.puback(Instant::from_millis(1), s);
+    j.crm_ack(1);
+    drain(&mut j, true);
+    // The queue is full (its capacity, not max_waiting, is the bound) when the replay's
+    // seq.skipped arrives: the oldest waiting event makes room and is counted.
+    j.push(Ev::Call(1));
+    j.push(Ev::Call(2));
+    j.replay(UnixMillis(9), 1, 1);
+    let out = drain(&mut j, true);
+    assert_eq!(
+        appended(&out),
+        [
+            (2, Ev::Call(2)),
+            (3, Ev::Skipped(1, 1, SkipReason::Unavailable))
+        ]
+    );
+    assert_eq!(j.dropped(), 1);
+}
+
+#[test]
 fn retention_drops_unacknowledged_events_with_a_delete() {
     let mut cfg = config();
     cfg.retention = Some(Duration::from_secs(60));
