@@ -58,7 +58,7 @@ use crate::media::audio::Frames;
 use crate::media::engine::Audio;
 use crate::media::plane::{Cmd, MediaPlanes, Wake};
 use crate::media::prompts::Prompts;
-use crate::store::{CallbackRecord, StoreError, StoreHandle};
+use crate::store::{StoreError, StoreHandle};
 
 use crate::link::{self, CacheWrite, CallbackRequest, FromLink, PendingEvent, ToLink};
 pub use crate::view::{
@@ -1524,11 +1524,7 @@ impl Engine {
                 let Some(entry) = self.node.queue().get(&id) else {
                     return;
                 };
-                // The position is known only once the entry is stored.
-                let rec = CallbackRecord {
-                    entry: entry.clone(),
-                    position: 0,
-                };
+                let rec = entry.clone();
                 let store = self.store.clone();
                 let tx = self.stored_tx.clone();
                 tokio::spawn(async move {
@@ -1598,8 +1594,7 @@ impl Engine {
     }
 
     async fn restore_callbacks(&mut self) -> Result<(), AgentError> {
-        let records = self.store.callbacks().await?;
-        let entries: Vec<callback::Entry> = records.into_iter().map(|r| r.entry).collect();
+        let entries = self.store.callbacks().await?;
         let n = entries.len();
         let now = self.now();
         let report = self.node.restore_callbacks(now, entries);

@@ -69,21 +69,17 @@ const INSERT_CALLBACK: &str = "INSERT INTO callbacks (callback_id, call_id, call
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
      ON CONFLICT (callback_id) DO NOTHING";
 
-/// One booked callback as the node keeps it: the core's [`callback::Entry`] and the queue
-/// position the caller was told. The columns of `callbacks` are its fields as text and
-/// integers (ids and numbers as they print, the state by [`callback::State::as_str`], times in
-/// Unix milliseconds).
-///
-/// A row written by schema 1 has no window and no language: it reads as "as soon as
-/// possible" for [`LEGACY_WINDOW`] from its request (it expires by `callbacks.max_age_s` or
-/// when that window ends, whichever is later) and with no language.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CallbackRecord {
-    /// The callback.
-    pub entry: callback::Entry,
-    /// The queue position the caller was told.
-    pub position: u32,
-}
+// A booked callback is stored as the core's [`callback::Entry`]: the columns of `callbacks`
+// are its fields as text and integers (ids and numbers as they print, the state by
+// [`callback::State::as_str`], times in Unix milliseconds).
+//
+// A row written by schema 1 has no window and no language: it reads as "as soon as possible"
+// for [`LEGACY_WINDOW`] from its request (it expires by `callbacks.max_age_s` or when that
+// window ends, whichever is later) and with no language.
+//
+// The `position` column is written as 0 and never read: the queue's order is
+// `requested_at_ms` then `seq`, and a position is worked out from the queue when it is shown.
+// It stays in the table so that an older ccedge started on this database still finds it.
 
 /// The window of a schema-1 row (no window stored): the default `callbacks.max_age_s`.
 pub const LEGACY_WINDOW: shared::time::Duration = shared::time::Duration::from_secs(24 * 3600);
@@ -301,7 +297,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::DiskFull`], [`StoreError::Io`] and the other SQLite errors; after any
     /// error the callback is not booked.
-    pub fn insert_callback(&mut self, rec: &CallbackRecord) -> Result<Inserted, StoreError> {
+    pub fn insert_callback(&mut self, rec: &callback::Entry) -> Result<Inserted, StoreError> {
         let n = insert_one(&self.conn, rec).map_err(|e| self.err(&e))?;
         self.write_transactions += 1;
         Ok(if n == 0 {
@@ -317,7 +313,7 @@ impl Store {
     /// record is reported `Ok` only when its own row is committed.
     pub fn insert_callbacks(
         &mut self,
-        recs: &[CallbackRecord],
+        recs: &[callback::Entry],
     ) -> Vec<Result<Inserted, StoreError>> {
         if let [only] = recs {
             return vec![self.insert_callback(only)];
@@ -334,7 +330,7 @@ impl Store {
         }
     }
 
-    fn try_insert_batch(&mut self, recs: &[CallbackRecord]) -> rusqlite::Result<Vec<Inserted>> {
+    fn try_insert_batch(&mut self, recs: &[callback::Entry]) -> rusqlite::Result<Vec<Inserted>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -398,7 +394,7 @@ impl Store {
 
     /// Every stored callback, ordered by `requested_at_ms`, then by insertion order.
     ///
-    /// A row that does not read as a [`CallbackRecord`] (a value out of range, an id or
+    /// A row that does not read as a [`callback::Entry`] (a value out of range, an id or
     /// number that does not parse, an unknown state: only a hand-edited or damaged database
     /// has one) is left out with a warning naming it and its fault, and stays on disk: one bad
     /// row never stops the node, and nothing is deleted for it. [`Store::callbacks_len`] still
@@ -406,7 +402,7 @@ impl Store {
     ///
     /// # Errors
     /// The SQLite errors of a read.
-    pub fn callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError> {
+    pub fn callbacks(&self) -> Result<Vec<callback::Entry>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -603,8 +599,7 @@ impl Store {
     }
 }
 
-fn insert_one(conn: &Connection, rec: &CallbackRecord) -> rusqlite::Result<usize> {
-    let e = &rec.entry;
+fn insert_one(conn: &Connection, e: &callback::Entry) -> rusqlite::Result<usize> {
     let text = |n: &Option<PhoneNumber>| n.as_ref().map(ToString::to_string);
     conn.prepare_cached(INSERT_CALLBACK)?.execute(params![
         e.id.as_str(),
@@ -616,7 +611,7 @@ fn insert_one(conn: &Connection, rec: &CallbackRecord) -> rusqlite::Result<usize
         e.requested_at.0,
         e.state.as_str(),
         e.state_at.0,
-        rec.position,
+        0,
         (!e.language.is_empty()).then_some(e.language.as_str()),
         e.window.not_before.0,
         e.window.not_after.0,
@@ -625,7 +620,7 @@ fn insert_one(conn: &Connection, rec: &CallbackRecord) -> rusqlite::Result<usize
 
 /// One `callbacks` row (the columns of [`Store::callbacks`]'s query) as a record, or what
 /// is wrong with it.
-fn read_callback(row: &rusqlite::Row<'_>) -> Result<CallbackRecord, String> {
+fn read_callback(row: &rusqlite::Row<'_>) -> Result<callback::Entry, String> {
     fn col<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, i: usize) -> Result<T, String> {
         row.get(i).map_err(|e| format!("column {i}: {e}"))
     }
@@ -643,7 +638,7 @@ fn read_callback(row: &rusqlite::Row<'_>) -> Result<CallbackRecord, String> {
         (None, None) => Window::asap(requested_at, LEGACY_WINDOW),
         _ => return Err("half a window".to_owned()),
     };
-    let entry = callback::Entry {
+    Ok(callback::Entry {
         id: CallbackId::new(&id).map_err(|e| format!("callback_id {id:?}: {e}"))?,
         call_id: CallId(
             u64::from_str_radix(&call_id, 16).map_err(|e| format!("call_id {call_id:?}: {e}"))?,
@@ -662,10 +657,6 @@ fn read_callback(row: &rusqlite::Row<'_>) -> Result<CallbackRecord, String> {
         window,
         state: State::parse(&state).ok_or_else(|| format!("state {state:?}"))?,
         state_at: UnixMillis(col(row, 8)?),
-    };
-    Ok(CallbackRecord {
-        entry,
-        position: col(row, 9)?,
     })
 }
 

@@ -32,7 +32,7 @@ use shared::callback::{State, Window};
 use shared::ids::CallbackId;
 use shared::time::UnixMillis;
 
-use super::db::{CallbackRecord, Inserted, Store};
+use super::db::{Inserted, Store};
 use super::error::StoreError;
 
 /// The most callback inserts committed together in one transaction.
@@ -64,7 +64,7 @@ type RunJob = Box<dyn FnOnce(Result<&mut Store, StoreError>) + Send>;
 enum Job {
     /// Queued inserts are gathered and committed together (group commit).
     Insert {
-        rec: CallbackRecord,
+        rec: shared::callback::Entry,
         reply: Reply<Inserted>,
     },
     /// Anything else, run alone, in queue order; given the error when the store is not open.
@@ -207,7 +207,10 @@ impl StoreHandle {
     ///
     /// # Errors
     /// As [`Store::insert_callback`], plus [`StoreError::Closed`].
-    pub async fn insert_callback(&self, rec: CallbackRecord) -> Result<Inserted, StoreError> {
+    pub async fn insert_callback(
+        &self,
+        rec: shared::callback::Entry,
+    ) -> Result<Inserted, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Insert { rec, reply })?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -240,7 +243,7 @@ impl StoreHandle {
     ///
     /// # Errors
     /// As [`Store::callbacks`], plus [`StoreError::Closed`].
-    pub async fn callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError> {
+    pub async fn callbacks(&self) -> Result<Vec<shared::callback::Entry>, StoreError> {
         self.run(|s| s.callbacks()).await?
     }
 

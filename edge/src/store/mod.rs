@@ -48,9 +48,7 @@ mod probe;
 #[cfg(test)]
 mod tests;
 
-pub use db::{
-    CallbackRecord, Inserted, Store, BUSY_TIMEOUT, DB_FILE_NAME, LEGACY_WINDOW, SCHEMA_VERSION,
-};
+pub use db::{Inserted, Store, BUSY_TIMEOUT, DB_FILE_NAME, LEGACY_WINDOW, SCHEMA_VERSION};
 pub use error::StoreError;
 pub use handle::{StoreHandle, StoreHealth, MAX_GROUP_COMMIT, RETRY};
 pub use probe::check_writable;

@@ -70,23 +70,20 @@ fn num(n: &str) -> PhoneNumber {
     PhoneNumber::parse(n).unwrap()
 }
 
-fn rec(id: &str, requested_at_ms: i64) -> CallbackRecord {
+fn rec(id: &str, requested_at_ms: i64) -> callback::Entry {
     let at = UnixMillis(requested_at_ms);
-    CallbackRecord {
-        entry: callback::Entry {
-            id: cb(id),
-            call_id: CallId(0x00c0_ffee_0000_0000 | (requested_at_ms as u64 & 0xffff)),
-            caller: Some(num("+12155550123")),
-            callback_number: num("+12155550124"),
-            dialled: Some(num("+18005550100")),
-            announcement: None,
-            language: Language::try_from("es").unwrap(),
-            requested_at: at,
-            window: Window::asap(at, shared::time::Duration::from_secs(86_400)),
-            state: State::Stored,
-            state_at: at,
-        },
-        position: 1,
+    callback::Entry {
+        id: cb(id),
+        call_id: CallId(0x00c0_ffee_0000_0000 | (requested_at_ms as u64 & 0xffff)),
+        caller: Some(num("+12155550123")),
+        callback_number: num("+12155550124"),
+        dialled: Some(num("+18005550100")),
+        announcement: None,
+        language: Language::try_from("es").unwrap(),
+        requested_at: at,
+        window: Window::asap(at, shared::time::Duration::from_secs(86_400)),
+        state: State::Stored,
+        state_at: at,
     }
 }
 
@@ -99,7 +96,7 @@ fn ids(store: &Store) -> Vec<String> {
         .callbacks()
         .unwrap()
         .into_iter()
-        .map(|r| r.entry.id.to_string())
+        .map(|r| r.id.to_string())
         .collect()
 }
 
@@ -187,8 +184,8 @@ fn reopen_keeps_everything_and_does_not_migrate_again() {
     let s = Store::open(tmp.path()).unwrap();
     assert_eq!(s.write_transactions(), 0, "already at v1");
     let mut a = rec("a", 20);
-    a.entry.state = State::Accepted;
-    a.entry.state_at = UnixMillis(30);
+    a.state = State::Accepted;
+    a.state_at = UnixMillis(30);
     assert_eq!(s.callbacks().unwrap(), vec![rec("b", 10), a]);
     assert_eq!(s.get_counter("seq").unwrap(), Some(41));
     assert_eq!(
@@ -265,8 +262,8 @@ fn a_bad_stored_value_is_corrupt_not_a_panic() {
     // one still reads) and stays on disk.
     let bad = [
         (
-            "position",
-            "UPDATE callbacks SET position = -5 WHERE callback_id = 'b1'",
+            "caller",
+            "UPDATE callbacks SET caller = 'nobody' WHERE callback_id = 'b1'",
         ),
         (
             "number",
@@ -318,12 +315,11 @@ fn callbacks_round_trip_in_requested_then_insertion_order() {
     let mut s = Store::open(tmp.path()).unwrap();
     assert_eq!(s.callbacks().unwrap(), vec![]);
     let mut full = rec("c", 5);
-    full.entry.caller = None;
-    full.entry.dialled = None;
-    full.entry.announcement = Some(AnnouncementId::new("outage-phl").unwrap());
-    full.entry.language = Language::new();
-    full.position = u32::MAX;
-    full.entry.requested_at = UnixMillis(-3);
+    full.caller = None;
+    full.dialled = None;
+    full.announcement = Some(AnnouncementId::new("outage-phl").unwrap());
+    full.language = Language::new();
+    full.requested_at = UnixMillis(-3);
     for r in [
         rec("b", 10),
         rec("a", 10),
@@ -348,7 +344,7 @@ fn inserting_the_same_callback_id_twice_keeps_one_unchanged_row() {
     let mut s = Store::open(tmp.path()).unwrap();
     assert_eq!(s.insert_callback(&rec("x", 1)).unwrap(), Inserted::New);
     let mut other = rec("x", 2);
-    other.entry.callback_number = num("+15555550000");
+    other.callback_number = num("+15555550000");
     assert_eq!(s.insert_callback(&other).unwrap(), Inserted::AlreadyPresent);
     assert_eq!(
         s.insert_callback(&rec("x", 1)).unwrap(),
@@ -370,10 +366,7 @@ fn update_and_delete_report_whether_the_id_exists() {
         .update_callback_state(&cb("nope"), State::Assigned, UnixMillis(99), None)
         .unwrap());
     let got = &s.callbacks().unwrap()[0];
-    assert_eq!(
-        (got.entry.state, got.entry.state_at),
-        (State::Assigned, UnixMillis(99))
-    );
+    assert_eq!((got.state, got.state_at), (State::Assigned, UnixMillis(99)));
     assert!(!s.delete_callback(&cb("nope")).unwrap());
     assert!(s.delete_callback(&cb("a")).unwrap());
     assert!(!s.delete_callback(&cb("a")).unwrap());
@@ -588,10 +581,7 @@ async fn handle_round_trips_every_method() {
         .unwrap());
     let got = h.callbacks().await.unwrap();
     assert_eq!(got.len(), 2);
-    assert_eq!(
-        (got[0].entry.id.as_str(), got[1].entry.state),
-        ("b", State::Accepted)
-    );
+    assert_eq!((got[0].id.as_str(), got[1].state), ("b", State::Accepted));
     assert!(h.delete_callback(cb("b")).await.unwrap());
     assert!(!h.delete_callback(cb("b")).await.unwrap());
     assert_eq!(h.get_counter("seq".into()).await.unwrap(), None);
@@ -653,7 +643,7 @@ async fn concurrent_inserts_from_many_tasks_all_land_once() {
         t.await.unwrap();
     }
     let all = h.callbacks().await.unwrap();
-    let unique: BTreeSet<_> = all.iter().map(|r| r.entry.id.clone()).collect();
+    let unique: BTreeSet<_> = all.iter().map(|r| r.id.clone()).collect();
     assert_eq!((all.len(), unique.len()), (320, 320));
 }
 
@@ -826,7 +816,7 @@ fn kill_9_mid_write_loses_nothing_acknowledged_and_duplicates_nothing() {
                 .unwrap()
                 .into_iter()
                 .fold(HashMap::new(), |mut m, r| {
-                    *m.entry(r.entry.id.to_string()).or_default() += 1;
+                    *m.entry(r.id.to_string()).or_default() += 1;
                     m
                 });
         assert!(per_id.values().all(|&n| n == 1));
@@ -857,9 +847,9 @@ fn record_line(line: &str, cbs: &mut Vec<String>, obs: &mut Vec<u64>, ctr: &mut 
 
 /// A record whose row fills a good part of a page, so a few commits outgrow a small
 /// file-size limit.
-fn big_rec(id: &str) -> CallbackRecord {
+fn big_rec(id: &str) -> callback::Entry {
     let mut r = rec(id, 0);
-    r.entry.announcement = Some(AnnouncementId::new(&"a".repeat(64)).unwrap());
+    r.announcement = Some(AnnouncementId::new(&"a".repeat(64)).unwrap());
     r
 }
 
@@ -897,8 +887,8 @@ fn child_disk_full() {
         .collect();
     for (r, result) in batch.iter().zip(s.insert_callbacks(&batch)) {
         match result {
-            Ok(_) => println!("OK {}", r.entry.id),
-            Err(e) => println!("ERR {} {} {e}", r.entry.id, e.is_disk_failure()),
+            Ok(_) => println!("OK {}", r.id),
+            Err(e) => println!("ERR {} {} {e}", r.id, e.is_disk_failure()),
         }
     }
     println!("DONE");
@@ -1101,11 +1091,11 @@ fn a_version_1_file_gains_the_language_and_window_columns_and_keeps_its_rows() {
     assert_eq!(s.schema_version().unwrap(), 2);
     let rows = s.callbacks().unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].entry.id, cb("old"));
-    assert_eq!(rows[0].entry.call_id, CallId(0xc1));
+    assert_eq!(rows[0].id, cb("old"));
+    assert_eq!(rows[0].call_id, CallId(0xc1));
     // No window stored: as soon as possible, for the legacy window; no language.
     assert_eq!(
-        (rows[0].entry.language.as_str(), rows[0].entry.window),
+        (rows[0].language.as_str(), rows[0].window),
         ("", Window::asap(UnixMillis(5), LEGACY_WINDOW))
     );
     // A moved window is written; a state-only update keeps it.
@@ -1122,7 +1112,7 @@ fn a_version_1_file_gains_the_language_and_window_columns_and_keeps_its_rows() {
         .unwrap());
     let rows = s.callbacks().unwrap();
     assert_eq!(
-        (rows[0].entry.state, rows[0].entry.window),
+        (rows[0].state, rows[0].window),
         (State::Assigned, window(100, 200))
     );
     s.insert_callback(&rec("new", 50)).unwrap();
@@ -1130,8 +1120,8 @@ fn a_version_1_file_gains_the_language_and_window_columns_and_keeps_its_rows() {
         .callbacks()
         .unwrap()
         .into_iter()
-        .find(|r| r.entry.id == cb("new"))
+        .find(|r| r.id == cb("new"))
         .unwrap();
-    assert_eq!(new.entry.window, window(50, 50 + 86_400_000));
-    assert_eq!(new.entry.language.as_str(), "es");
+    assert_eq!(new.window, window(50, 50 + 86_400_000));
+    assert_eq!(new.language.as_str(), "es");
 }
