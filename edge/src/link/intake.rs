@@ -116,7 +116,8 @@ pub(crate) fn spawn_worker(
 ) -> mpsc::UnboundedSender<Item> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Item>();
     tokio::spawn(async move {
-        collect_garbage_in_background(&cfg.state_dir, &to_engine).await;
+        let mut handed = Handed::default();
+        collect_garbage_in_background(&cfg.state_dir, &handed, &to_engine).await;
         while let Some(item) = rx.recv().await {
             let c = cfg.clone();
             let (outcome, news) = tokio::task::spawn_blocking(move || apply_with_news(&c, item))
@@ -128,6 +129,11 @@ pub(crate) fn spawn_worker(
                     )
                 });
             for n in news {
+                if let FromLink::Announcement { announcement, .. } = &n {
+                    if let Some(sha) = announcement.audio {
+                        handed.note(tokio::time::Instant::now(), sha);
+                    }
+                }
                 let _ = to_engine.send(n);
             }
             match &outcome {
@@ -144,11 +150,48 @@ pub(crate) fn spawn_worker(
                 break;
             }
             if changed {
-                collect_garbage_in_background(&cfg.state_dir, &to_engine).await;
+                collect_garbage_in_background(&cfg.state_dir, &handed, &to_engine).await;
             }
         }
     });
     tx
+}
+
+/// The audio named by announcements handed to the node lately. The node's answer (a
+/// [`CacheWrite`] of the document naming it, or nothing when it refused it) comes back within
+/// milliseconds; until it is written, the file on disk does not name the audio yet, so a
+/// sweep in between would take week-old audio the new announcement is about to use. The
+/// sweep keeps what this names for [`HANDED_FOR`].
+#[derive(Default)]
+struct Handed(std::collections::VecDeque<(tokio::time::Instant, shared::announce::Sha256)>);
+
+/// How long audio named by a handed-over announcement is kept from the sweep.
+const HANDED_FOR: Duration = Duration::from_secs(600);
+
+/// At most this many handed-over names are remembered (the oldest go first).
+const HANDED_MAX: usize = 4096;
+
+impl Handed {
+    fn note(&mut self, now: tokio::time::Instant, sha: shared::announce::Sha256) {
+        while self.0.len() >= HANDED_MAX
+            || self
+                .0
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > HANDED_FOR)
+        {
+            self.0.pop_front();
+        }
+        self.0.push_back((now, sha));
+    }
+
+    /// The names handed over within [`HANDED_FOR`] of `now`, as lowercase hex.
+    fn recent(&self, now: tokio::time::Instant) -> BTreeSet<String> {
+        self.0
+            .iter()
+            .filter(|(t, _)| now.saturating_duration_since(*t) <= HANDED_FOR)
+            .map(|(_, h)| cache::hex(h))
+            .collect()
+    }
 }
 
 /// Unreferenced cached audio younger than this is kept.
@@ -159,13 +202,15 @@ const TEMP_GRACE: Duration = Duration::from_secs(3600);
 
 async fn collect_garbage_in_background(
     state_dir: &Path,
+    handed: &Handed,
     to_engine: &mpsc::UnboundedSender<FromLink>,
 ) {
     let dir = state_dir.to_owned();
+    let keep = handed.recent(tokio::time::Instant::now());
     let removed = tokio::task::spawn_blocking(move || {
         let now = SystemTime::UNIX_EPOCH
             + Duration::from_millis(u64::try_from(crate::clock::wall_now().0).unwrap_or(0));
-        collect_garbage(&dir, now, AUDIO_GRACE)
+        collect_garbage(&dir, now, AUDIO_GRACE, &keep)
     })
     .await
     .unwrap_or_default();
@@ -180,14 +225,21 @@ async fn collect_garbage_in_background(
     }
 }
 
-/// Deletes cached audio that no cached announcement names and that was written more than
-/// `grace` before `now`, and temporary files older than an hour; returns the names deleted.
+/// Deletes cached audio that no cached announcement names (nor `keep`, lowercase hex) and
+/// that was written more than `grace` before `now`, and temporary files older than an hour;
+/// returns the names deleted.
 /// When the announcements cannot be listed nothing is deleted (better a full cache than an
 /// announcement without its audio).
-pub(crate) fn collect_garbage(state_dir: &Path, now: SystemTime, grace: Duration) -> Vec<String> {
-    let Some(referenced) = referenced_audio(state_dir) else {
+pub(crate) fn collect_garbage(
+    state_dir: &Path,
+    now: SystemTime,
+    grace: Duration,
+    keep: &BTreeSet<String>,
+) -> Vec<String> {
+    let Some(mut referenced) = referenced_audio(state_dir) else {
         return Vec::new();
     };
+    referenced.extend(keep.iter().cloned());
     let age = |e: &fs::DirEntry| {
         e.metadata()
             .and_then(|m| m.modified())
@@ -550,7 +602,7 @@ mod gc_tests {
         );
         touch(&ann.join(".y.json.3.tmp"), b"x", day, now);
 
-        let mut removed = collect_garbage(&root, now, AUDIO_GRACE);
+        let mut removed = collect_garbage(&root, now, AUDIO_GRACE, &BTreeSet::new());
         removed.sort();
         let mut want = vec![
             format!("{}.wav", h('c')),
@@ -571,9 +623,50 @@ mod gc_tests {
         // Once the announcement naming `a` is withdrawn, `a` goes too.
         fs::remove_file(ann.join("x.json")).unwrap();
         assert_eq!(
-            collect_garbage(&root, now, AUDIO_GRACE),
+            collect_garbage(&root, now, AUDIO_GRACE, &BTreeSet::new()),
             vec![format!("{}.wav", h('a'))]
         );
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn old_audio_named_by_an_announcement_on_its_way_to_the_cache_is_kept() {
+        let root = std::env::temp_dir().join(format!("ccedge-gc-h-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let aud = cache::audio_dir(&root);
+        fs::create_dir_all(cache::announcements_dir(&root)).unwrap();
+        fs::create_dir_all(&aud).unwrap();
+        let now = SystemTime::now();
+        let (e, f) = ([0xe; 32], [0xf; 32]);
+        for h in [&e, &f] {
+            touch(
+                &aud.join(format!("{}.wav", cache::hex(h))),
+                b"RIFF",
+                Duration::from_secs(86_400 * 30),
+                now,
+            );
+        }
+        // `e` was named by an announcement handed to the node, not yet written: it stays;
+        // `f` is named by nothing and goes.
+        let t0 = tokio::time::Instant::now();
+        let mut handed = Handed::default();
+        handed.note(t0, e);
+        assert_eq!(
+            collect_garbage(&root, now, AUDIO_GRACE, &handed.recent(t0)),
+            vec![format!("{}.wav", cache::hex(&f))]
+        );
+        // Long after the hand-over (the node refused it: nothing was written) it goes too.
+        let later = t0 + HANDED_FOR + Duration::from_secs(1);
+        assert!(handed.recent(later).is_empty());
+        assert_eq!(
+            collect_garbage(&root, now, AUDIO_GRACE, &handed.recent(later)),
+            vec![format!("{}.wav", cache::hex(&e))]
+        );
+        // The memory is bounded.
+        for _ in 0..HANDED_MAX + 10 {
+            handed.note(later, f);
+        }
+        assert_eq!(handed.0.len(), HANDED_MAX);
         let _ = fs::remove_dir_all(&root);
     }
 
@@ -592,11 +685,14 @@ mod gc_tests {
         );
         // `announcements` is a file, not a directory: it cannot be listed.
         fs::write(cache::announcements_dir(&root), b"x").unwrap();
-        assert!(collect_garbage(&root, now, AUDIO_GRACE).is_empty());
+        assert!(collect_garbage(&root, now, AUDIO_GRACE, &BTreeSet::new()).is_empty());
         assert!(aud.join(format!("{}.wav", "c".repeat(64))).exists());
         // No announcements directory at all: nothing is named, old audio goes.
         fs::remove_file(cache::announcements_dir(&root)).unwrap();
-        assert_eq!(collect_garbage(&root, now, AUDIO_GRACE).len(), 1);
+        assert_eq!(
+            collect_garbage(&root, now, AUDIO_GRACE, &BTreeSet::new()).len(),
+            1
+        );
         let _ = fs::remove_dir_all(&root);
     }
 }
