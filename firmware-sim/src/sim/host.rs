@@ -8,9 +8,12 @@
 //!   closure hands out an RTP port and draws the call's randomness from the run's stream.
 //!   [`Output::Transmit`] goes back on the simulated network.
 //! * **RTP**: a port → call map built from [`Output::CallCreated`] / [`Output::Released`].
-//! * **Media**: a playlist "plays" for its length (see [`super::media`]); the caller hears it
-//!   as one audio datagram; its end is reported with [`Node::handle_playback_finished`]
-//!   unless a newer playlist (or a stop) replaced it.
+//! * **Media**: each call's sending side is the daemon's own [`Playout`] (the playlist, hold
+//!   and talk-spurt rules), ticked every 20 ms of simulated time while a playlist plays; a
+//!   prompt is a segment of as many frames as its length (see [`super::media`]). The caller
+//!   hears the playlist as one audio datagram; the tick on which the playout plays its last
+//!   frame is reported with [`Node::handle_playback_finished`]. A newer playlist, a stop or
+//!   the end of the media replaces it, with no end reported, as in the daemon's pacer.
 //! * **Disk**: a [`Disk`] that survives crashes: callback records, the seq high-water mark,
 //!   the outbox, the announcements and their audio files. Writes take time and may fail; a
 //!   callback store is answered with [`Node::handle_stored`].
@@ -36,6 +39,8 @@ use shared::limits::{
     ANNOUNCE_RETIRED, CALLBACK_QUEUE_CAPACITY, MAX_ANNOUNCEMENTS, SIP_MAX_DATAGRAM,
 };
 use shared::node::{self, CallKey, CallTable, CrmInput, HeapCalls, Node, NodeEvent, Now, Output};
+use shared::rtp::playout::Playout;
+use shared::rtp::{OutboundStream, Ssrc};
 use shared::sip::uas;
 use shared::time::{Duration, Instant, UnixMillis};
 
@@ -120,11 +125,17 @@ struct MediaPath {
 struct CallIo {
     id: CallId,
     port: u16,
-    /// Bumped by every Play, StopPlayback and media stop: a PlaybackDone of an older
+    /// Bumped by every Play, StopPlayback and media stop: a PlayTick of an older
     /// generation is stale.
     play_gen: u32,
     media: MediaPath,
+    /// The call's sending side from the media start to its stop; a segment is a prompt's
+    /// length in frames.
+    playout: Option<Playout<VecDeque<u32>>>,
 }
+
+/// One RTP frame: the playout's tick.
+const FRAME: Duration = Duration::from_millis(20);
 
 /// The running process (gone at a crash).
 #[derive(Debug)]
@@ -511,14 +522,9 @@ impl Host {
         self.drain(ctx)
     }
 
-    /// A playlist played to its end.
-    pub(crate) fn on_playback_done(
-        &mut self,
-        ctx: &mut Ctx,
-        epoch: u32,
-        key: u64,
-        gen: u32,
-    ) -> Check {
+    /// A call's 20 ms playout tick: the daemon's [`Playout`] moves on one frame; on the tick
+    /// of the playlist's last frame the node hears that it played to its end.
+    pub(crate) fn on_play_tick(&mut self, ctx: &mut Ctx, epoch: u32, key: u64, gen: u32) -> Check {
         if epoch != self.epoch {
             return Ok(());
         }
@@ -527,10 +533,26 @@ impl Host {
             return Ok(());
         };
         let key = CallKey(key);
-        let Some(io) = live.calls.get(&key) else {
+        let Some(io) = live.calls.get_mut(&key) else {
             return Ok(());
         };
-        if io.play_gen != gen || !io.media.started {
+        if io.play_gen != gen {
+            return Ok(());
+        }
+        let Some(playout) = io.playout.as_mut() else {
+            return Ok(());
+        };
+        if !playout.tick(|f| *f as usize, |_, _| {}) {
+            if playout.is_playing() {
+                ctx.after(
+                    FRAME,
+                    Ev::PlayTick {
+                        epoch,
+                        key: key.0,
+                        gen,
+                    },
+                );
+            }
             return Ok(());
         }
         let id = io.id.0;
@@ -893,6 +915,7 @@ impl Live {
                         port: local_rtp.port(),
                         play_gen: 0,
                         media: MediaPath::default(),
+                        playout: None,
                     },
                 );
             }
@@ -912,17 +935,41 @@ impl Live {
             Output::Media { call, media } => {
                 if let Some(io) = self.calls.get_mut(&call) {
                     match media {
-                        Media::Start { remote, send, .. } => {
+                        Media::Start {
+                            remote,
+                            send,
+                            payload_type,
+                            ..
+                        } => {
                             io.media = MediaPath {
                                 started: true,
                                 send,
                                 remote,
                             };
+                            // The sim looks at no RTP header: the stream's start is fixed.
+                            let stream =
+                                OutboundStream::new(Ssrc(io.id.0 as u32), 0, 0, payload_type);
+                            let mut p = Playout::new(stream, VecDeque::new());
+                            p.set_sending(send);
+                            p.set_target(remote.is_some());
+                            io.playout = Some(p);
+                            io.play_gen += 1;
                         }
-                        Media::Remote(r) => io.media.remote = Some(r),
-                        Media::Send(on) => io.media.send = on,
+                        Media::Remote(r) => {
+                            io.media.remote = Some(r);
+                            if let Some(p) = io.playout.as_mut() {
+                                p.set_target(true);
+                            }
+                        }
+                        Media::Send(on) => {
+                            io.media.send = on;
+                            if let Some(p) = io.playout.as_mut() {
+                                p.set_sending(on);
+                            }
+                        }
                         Media::Stop => {
                             io.media.started = false;
+                            io.playout = None;
                             io.play_gen += 1;
                         }
                     }
@@ -931,6 +978,9 @@ impl Live {
             Output::Play { call, playlist, .. } => self.play(ctx, epoch, call, playlist)?,
             Output::StopPlayback { call } => {
                 if let Some(io) = self.calls.get_mut(&call) {
+                    if let Some(p) = io.playout.as_mut() {
+                        p.stop_playback();
+                    }
                     io.play_gen += 1;
                 }
             }
@@ -995,18 +1045,24 @@ impl Live {
         };
         ctx.oracle.played(io.id.0, &pl)?;
         io.play_gen += 1;
-        let len = pl.iter().fold(Duration::ZERO, |acc, p| {
-            acc + prompt_length(p, |h| {
+        // Like the daemon's pacer, a call whose media has not started plays nothing.
+        let Some(playout) = io.playout.as_mut() else {
+            return Ok(());
+        };
+        let frames = pl.iter().map(|p| {
+            let len = prompt_length(p, |h| {
                 anns.get(shared::ids::AnnouncementHandle(h))
                     .map_or(Duration::from_secs(5), |a| {
                         announcement_length(a.id.as_str(), a.version)
                     })
-            })
+            });
+            u32::try_from(len.as_micros().div_ceil(FRAME.as_micros())).unwrap_or(u32::MAX)
         });
+        playout.play(frames, |f| *f as usize);
         let gen = io.play_gen;
         ctx.after(
-            len,
-            Ev::PlaybackDone {
+            FRAME,
+            Ev::PlayTick {
                 epoch,
                 key: key.0,
                 gen,
