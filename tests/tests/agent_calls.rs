@@ -196,9 +196,9 @@ fn barge_in_one_then_one_books_a_callback_and_the_agent_hangs_up() {
     let store = edge::store::Store::open(dir.path()).expect("open store");
     let cbs = store.callbacks().expect("callbacks");
     assert_eq!(cbs.len(), 1, "{cbs:?}");
-    assert_eq!(cbs[0].entry.callback_number.to_string(), "+12155550123");
+    assert_eq!(cbs[0].callback_number.to_string(), "+12155550123");
     assert_eq!(
-        cbs[0].entry.dialled.as_ref().map(ToString::to_string),
+        cbs[0].dialled.as_ref().map(ToString::to_string),
         Some("+18005550100".to_owned())
     );
 }

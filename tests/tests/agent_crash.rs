@@ -134,7 +134,7 @@ fn kill9_in_a_burst_of_bookings_loses_and_duplicates_nothing() {
     assert!(again.wait_log("callback queue restored", Duration::from_secs(5)));
     let store = edge::store::Store::open(dir.path()).expect("store");
     let rows = store.callbacks().expect("rows");
-    let ids: Vec<&str> = rows.iter().map(|r| r.entry.id.as_str()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     let unique: BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(unique.len(), ids.len(), "no duplicate rows: {ids:?}");
     for id in &confirmed {
@@ -143,10 +143,7 @@ fn kill9_in_a_burst_of_bookings_loses_and_duplicates_nothing() {
             "booked {id} lost; on disk: {ids:?}"
         );
     }
-    let numbers: BTreeSet<String> = rows
-        .iter()
-        .map(|r| r.entry.callback_number.to_string())
-        .collect();
+    let numbers: BTreeSet<String> = rows.iter().map(|r| r.callback_number.to_string()).collect();
     assert_eq!(numbers.len(), rows.len(), "one callback per caller");
     assert!(rows.len() <= answered.len());
     // The restarted agent has them in its queue (its log says how many it restored).

@@ -115,7 +115,7 @@ fn a_caller_picks_tomorrow_morning_and_the_crm_gets_that_window() {
     // The window is on disk too.
     let store = edge::store::Store::open(dir.path()).expect("store");
     let rec = &store.callbacks().expect("callbacks")[0];
-    let nb = rec.entry.window.not_before.0;
+    let nb = rec.window.not_before.0;
     let expect = jiff::civil::date(tomorrow.year(), tomorrow.month(), tomorrow.day())
         .at(8, 0, 0, 0)
         .to_zoned_datetime(TimeZone::fixed(Offset::constant(i8::try_from(o).unwrap())))
@@ -143,15 +143,15 @@ fn a_caller_picks_tomorrow_morning_and_the_crm_gets_that_window() {
     let on_disk = (0..100).find_map(|_| {
         let store = edge::store::Store::open(dir.path()).expect("store");
         let rec = store.callbacks().expect("callbacks").remove(0);
-        if rec.entry.state == shared::callback::State::Accepted {
+        if rec.state == shared::callback::State::Accepted {
             return Some(rec);
         }
         std::thread::sleep(Duration::from_millis(100));
         None
     });
     let rec = on_disk.expect("the CRM's update never reached the disk");
-    assert_eq!(rec.entry.window.not_before.0, expect + 5 * 3_600_000);
-    assert_eq!(rec.entry.window.not_after.0, expect + 9 * 3_600_000);
+    assert_eq!(rec.window.not_before.0, expect + 5 * 3_600_000);
+    assert_eq!(rec.window.not_after.0, expect + 9 * 3_600_000);
 }
 
 #[test]

@@ -50,12 +50,9 @@ fn assert_one_callback_on_disk(dir: &TempDir) {
     let store = edge::store::Store::open(dir.path()).expect("open store");
     let cbs = store.callbacks().expect("callbacks");
     assert_eq!(cbs.len(), 1, "{cbs:?}");
+    assert_eq!(cbs[0].callback_number.to_string(), format!("+{CALLER}"));
     assert_eq!(
-        cbs[0].entry.callback_number.to_string(),
-        format!("+{CALLER}")
-    );
-    assert_eq!(
-        cbs[0].entry.dialled.as_ref().map(ToString::to_string),
+        cbs[0].dialled.as_ref().map(ToString::to_string),
         Some(format!("+{DIALLED}"))
     );
 }

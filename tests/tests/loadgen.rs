@@ -65,10 +65,7 @@ fn twenty_callers_in_tens_are_answered_hear_lossless_rtp_and_book_callbacks() {
     assert_eq!(booked, 20, "{}", log());
     let store = edge::store::Store::open(dir.path()).expect("open store");
     let cbs = store.callbacks().expect("callbacks");
-    let numbers: HashSet<_> = cbs
-        .iter()
-        .map(|c| c.entry.callback_number.to_string())
-        .collect();
+    let numbers: HashSet<_> = cbs.iter().map(|c| c.callback_number.to_string()).collect();
     assert_eq!(numbers.len(), 20, "{cbs:?}");
     assert!(numbers
         .iter()

@@ -473,7 +473,7 @@ fn a_booked_callback_reaches_the_crm_and_its_state_comes_back() {
             let cbs = store.callbacks().expect("callbacks");
             if cbs
                 .iter()
-                .any(|c| c.entry.id.as_str() == id && c.entry.state.as_str() == want)
+                .any(|c| c.id.as_str() == id && c.state.as_str() == want)
             {
                 return true;
             }

@@ -182,7 +182,7 @@ fn a_callback_expires_after_max_age_and_the_crm_is_told() {
     let gone = (0..50).any(|_| {
         let store = edge::store::Store::open(dir.path()).expect("store");
         let left = store.callbacks().expect("callbacks");
-        if left.iter().all(|c| c.entry.id.as_str() != id) {
+        if left.iter().all(|c| c.id.as_str() != id) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(100));
