@@ -544,14 +544,7 @@ impl Host {
         };
         if !playout.tick(|f| *f as usize, |_, _| {}) {
             if playout.is_playing() {
-                ctx.after(
-                    FRAME,
-                    Ev::PlayTick {
-                        epoch,
-                        key: key.0,
-                        gen,
-                    },
-                );
+                next_tick(ctx, epoch, key, gen);
             }
             return Ok(());
         }
@@ -1059,15 +1052,7 @@ impl Live {
             u32::try_from(len.as_micros().div_ceil(FRAME.as_micros())).unwrap_or(u32::MAX)
         });
         playout.play(frames, |f| *f as usize);
-        let gen = io.play_gen;
-        ctx.after(
-            FRAME,
-            Ev::PlayTick {
-                epoch,
-                key: key.0,
-                gen,
-            },
-        );
+        next_tick(ctx, epoch, key, io.play_gen);
         if io.media.started && io.media.send {
             if let Some(r) = io.media.remote {
                 let from = SocketAddr::new(IpAddr::V4(NODE_IP), io.port);
@@ -1176,6 +1161,18 @@ impl Live {
 }
 
 /// The wall clock at virtual instant `t`.
+/// Arms a call's next playout tick, one frame from now.
+fn next_tick(ctx: &mut Ctx, epoch: u32, key: CallKey, gen: u32) {
+    ctx.after(
+        FRAME,
+        Ev::PlayTick {
+            epoch,
+            key: key.0,
+            gen,
+        },
+    );
+}
+
 fn wall_of(t: Instant) -> UnixMillis {
     UnixMillis(super::ctx::WALL_ORIGIN_MS + i64::try_from(t.as_millis()).unwrap_or(i64::MAX / 2))
 }
