@@ -9,7 +9,8 @@
 //!   [`Output::Transmit`] goes back on the simulated network.
 //! * **RTP**: a port → call map built from [`Output::CallCreated`] / [`Output::Released`].
 //! * **Media**: each call's sending side is the daemon's own [`Playout`] (the playlist, hold
-//!   and talk-spurt rules), ticked every 20 ms of simulated time while a playlist plays; a
+//!   and talk-spurt rules), ticked by one 20 ms pacer tick for all calls, as in the daemon,
+//!   while any playlist plays; a
 //!   prompt is a segment of as many frames as its length (see [`super::media`]). The caller
 //!   hears the playlist as one audio datagram; the tick on which the playout plays its last
 //!   frame is reported with [`Node::handle_playback_finished`]. A newer playlist, a stop or
@@ -125,9 +126,6 @@ struct MediaPath {
 struct CallIo {
     id: CallId,
     port: u16,
-    /// Bumped by every Play, StopPlayback and media stop: a PlayTick of an older
-    /// generation is stale.
-    play_gen: u32,
     media: MediaPath,
     /// The call's sending side from the media start to its stop; a segment is a prompt's
     /// length in frames.
@@ -148,6 +146,8 @@ struct Live {
     next_call: u64,
     /// The deadline the one timer is armed for.
     timer: Option<Instant>,
+    /// The pacer's tick is armed (while any playlist plays).
+    tick_armed: bool,
     /// The daemon's event journal (numbering, reservation, outbox, `seq.skipped`).
     journal: Journal<VecDeque<NodeEvent>>,
     conn: Option<u64>,
@@ -418,6 +418,7 @@ impl Host {
             next_port: RTP_BASE,
             next_call: 1,
             timer: None,
+            tick_armed: false,
             journal,
             conn: None,
             inflight: BTreeMap::new(),
@@ -522,9 +523,10 @@ impl Host {
         self.drain(ctx)
     }
 
-    /// A call's 20 ms playout tick: the daemon's [`Playout`] moves on one frame; on the tick
-    /// of the playlist's last frame the node hears that it played to its end.
-    pub(crate) fn on_play_tick(&mut self, ctx: &mut Ctx, epoch: u32, key: u64, gen: u32) -> Check {
+    /// The pacer's 20 ms tick, for every call at once as in the daemon: each playing
+    /// [`Playout`] moves on one frame; the calls whose playlist played its last frame are
+    /// reported to the node, in call order. Armed while any playlist plays.
+    pub(crate) fn on_play_tick(&mut self, ctx: &mut Ctx, epoch: u32) -> Check {
         if epoch != self.epoch {
             return Ok(());
         }
@@ -532,25 +534,26 @@ impl Host {
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
-        let key = CallKey(key);
-        let Some(io) = live.calls.get_mut(&key) else {
-            return Ok(());
-        };
-        if io.play_gen != gen {
-            return Ok(());
-        }
-        let Some(playout) = io.playout.as_mut() else {
-            return Ok(());
-        };
-        if !playout.tick(|f| *f as usize, |_, _| {}) {
-            if playout.is_playing() {
-                next_tick(ctx, epoch, key, gen);
+        live.tick_armed = false;
+        let mut ended = Vec::new();
+        let mut playing = false;
+        for (key, io) in &mut live.calls {
+            let Some(p) = io.playout.as_mut().filter(|p| p.is_playing()) else {
+                continue;
+            };
+            if p.tick(|f| *f as usize, |_, _| {}) {
+                ended.push((*key, io.id.0));
             }
-            return Ok(());
+            playing |= p.is_playing();
         }
-        let id = io.id.0;
-        if live.node.handle_playback_finished(now, key).is_ok() {
-            ctx.oracle.playback_finished(id);
+        if playing {
+            live.tick_armed = true;
+            ctx.after(FRAME, Ev::PlayTick { epoch });
+        }
+        for (key, id) in ended {
+            if live.node.handle_playback_finished(now, key).is_ok() {
+                ctx.oracle.playback_finished(id);
+            }
         }
         self.drain(ctx)
     }
@@ -906,7 +909,6 @@ impl Live {
                     CallIo {
                         id,
                         port: local_rtp.port(),
-                        play_gen: 0,
                         media: MediaPath::default(),
                         playout: None,
                     },
@@ -946,7 +948,6 @@ impl Live {
                             p.set_sending(send);
                             p.set_target(remote.is_some());
                             io.playout = Some(p);
-                            io.play_gen += 1;
                         }
                         Media::Remote(r) => {
                             io.media.remote = Some(r);
@@ -963,7 +964,6 @@ impl Live {
                         Media::Stop => {
                             io.media.started = false;
                             io.playout = None;
-                            io.play_gen += 1;
                         }
                     }
                 }
@@ -974,7 +974,6 @@ impl Live {
                     if let Some(p) = io.playout.as_mut() {
                         p.stop_playback();
                     }
-                    io.play_gen += 1;
                 }
             }
             Output::Booking {
@@ -1037,7 +1036,6 @@ impl Live {
             return Ok(());
         };
         ctx.oracle.played(io.id.0, &pl)?;
-        io.play_gen += 1;
         // Like the daemon's pacer, a call whose media has not started plays nothing.
         let Some(playout) = io.playout.as_mut() else {
             return Ok(());
@@ -1052,7 +1050,10 @@ impl Live {
             u32::try_from(len.as_micros().div_ceil(FRAME.as_micros())).unwrap_or(u32::MAX)
         });
         playout.play(frames, |f| *f as usize);
-        next_tick(ctx, epoch, key, io.play_gen);
+        if !self.tick_armed {
+            self.tick_armed = true;
+            ctx.after(FRAME, Ev::PlayTick { epoch });
+        }
         if io.media.started && io.media.send {
             if let Some(r) = io.media.remote {
                 let from = SocketAddr::new(IpAddr::V4(NODE_IP), io.port);
@@ -1161,18 +1162,6 @@ impl Live {
 }
 
 /// The wall clock at virtual instant `t`.
-/// Arms a call's next playout tick, one frame from now.
-fn next_tick(ctx: &mut Ctx, epoch: u32, key: CallKey, gen: u32) {
-    ctx.after(
-        FRAME,
-        Ev::PlayTick {
-            epoch,
-            key: key.0,
-            gen,
-        },
-    );
-}
-
 fn wall_of(t: Instant) -> UnixMillis {
     UnixMillis(super::ctx::WALL_ORIGIN_MS + i64::try_from(t.as_millis()).unwrap_or(i64::MAX / 2))
 }

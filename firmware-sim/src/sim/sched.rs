@@ -79,8 +79,8 @@ pub(crate) enum Ev {
     JunkTick,
     /// The node's deadline (from `Node::poll_timeout`), armed in process life `epoch`.
     NodeTimer { epoch: u32, at: Instant },
-    /// A call's 20 ms playout tick (`key` is the node's `CallKey`, `gen` the playlist's).
-    PlayTick { epoch: u32, key: u64, gen: u32 },
+    /// The pacer's 20 ms tick for every call that plays, armed in process life `epoch`.
+    PlayTick { epoch: u32 },
     /// A durable write finished (data is on disk).
     DiskDone { epoch: u32, op: DiskOp, ok: bool },
     /// The node process dies.
@@ -129,7 +129,7 @@ impl Ev {
             Ev::OptionsTick { gw } => 4 + ((*gw as u64) << 8),
             Ev::JunkTick => 5,
             Ev::NodeTimer { at, .. } => 6 + (at.as_micros() << 8),
-            Ev::PlayTick { key, gen, .. } => 7 + (key << 8) + (u64::from(*gen) << 40),
+            Ev::PlayTick { .. } => 7,
             Ev::DiskDone { ok, .. } => 8 + (u64::from(*ok) << 8),
             Ev::NodeCrash => 9,
             Ev::NodeRestart => 10,

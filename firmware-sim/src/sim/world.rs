@@ -247,8 +247,8 @@ impl World {
                 }
             }
             Ev::NodeTimer { epoch, at } => self.host.on_timer(ctx, epoch, at)?,
-            Ev::PlayTick { epoch, key, gen } => {
-                self.host.on_play_tick(ctx, epoch, key, gen)?;
+            Ev::PlayTick { epoch } => {
+                self.host.on_play_tick(ctx, epoch)?;
             }
             Ev::DiskDone { epoch, op, ok } => self.host.on_disk_done(ctx, epoch, op, ok)?,
             Ev::NodeCrash => {
