@@ -60,7 +60,7 @@ use crate::media::plane::{Cmd, MediaPlanes, Wake};
 use crate::media::prompts::Prompts;
 use crate::store::{StoreError, StoreHandle};
 
-use crate::link::{self, CacheWrite, CallbackRequest, FromLink, PendingEvent, ToLink};
+use crate::link::{self, CacheWrite, CallbackRequest, FromLink, ToLink};
 pub use crate::view::{
     AnnouncementView, CacheState, CallView, CallbackView, Command, LiveUpdate, ReloadApplied,
     Snapshot, Stats,
@@ -1491,13 +1491,7 @@ impl Engine {
             }
         }
         if let Some(tx) = &self.to_link {
-            let _ = tx.send(ToLink::Event(PendingEvent {
-                call_id: e.call_id,
-                call_seq: e.call_seq,
-                at: e.at,
-                language: e.language.as_ref().map(|l| l.as_str().to_owned()),
-                kind: e.kind,
-            }));
+            let _ = tx.send(ToLink::Event(e));
         }
     }
 

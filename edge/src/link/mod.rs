@@ -49,8 +49,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use shared::callback::CrmState;
-use shared::event::EventKind;
-use shared::ids::CallId;
 use shared::time::UnixMillis;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -102,22 +100,6 @@ pub struct LinkConfig {
     pub started_at: UnixMillis,
 }
 
-/// A call event as the engine hands it over; the link gives it its `seq`, `event_id`, `node`
-/// and `site`, writes it to the durable outbox and then publishes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingEvent {
-    /// The call (`None` for node-level events).
-    pub call_id: Option<CallId>,
-    /// Order within the call.
-    pub call_seq: u32,
-    /// When it happened.
-    pub at: UnixMillis,
-    /// The call's language tag (`None` for node-level events).
-    pub language: Option<String>,
-    /// What happened.
-    pub kind: EventKind,
-}
-
 /// The CallbackRequest payload (`deploy/asyncapi.yaml`), built by the engine from a durably booked
 /// callback; `node` and `site` are filled in by the link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -163,8 +145,9 @@ pub struct WindowJson {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)]
 pub enum ToLink {
-    /// A call event: sequence, store durably, publish on `…/events`.
-    Event(PendingEvent),
+    /// A call event as the node made it: the link gives it its `seq`, `event_id`, `node` and
+    /// `site`, writes it to the durable outbox and then publishes it on `…/events`.
+    Event(shared::node::NodeEvent),
     /// Publish a booked callback on `…/callbacks`; answer with [`FromLink::CallbackSynced`]
     /// on PUBACK.
     Callback(Box<CallbackRequest>),

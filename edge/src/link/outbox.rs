@@ -28,14 +28,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::Serialize;
-use shared::event::journal::{Output, Restored, Unnumbered};
+use shared::event::journal::{Output, Restored};
 use shared::event::outbox;
-use shared::event::{EventKind, Journal, SkipReason};
+use shared::event::{EventKind, Journal};
 use shared::limits::SEQ_RESERVE_BLOCK;
 use shared::time::{Instant, UnixMillis};
 
-use super::PendingEvent;
 use crate::store::{StoreError, StoreHandle};
+use shared::node::NodeEvent;
 
 /// Store counter: the `seq` high-water mark (every issued `seq` is below it).
 pub(crate) const HIGH_WATER_KEY: &str = "link.seq_high_water";
@@ -74,7 +74,7 @@ pub(crate) fn rfc3339(t: UnixMillis) -> String {
 }
 
 /// Renders one event's JSON.
-pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &PendingEvent) -> String {
+pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &NodeEvent) -> String {
     let event_id = format!("{node}-{store_id:016x}-{seq}");
     let env = Envelope {
         event_id: &event_id,
@@ -84,7 +84,7 @@ pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &Pendi
         call_id: ev.call_id.map(|c| c.to_string()),
         call_seq: ev.call_seq,
         at: rfc3339(ev.at),
-        language: ev.language.as_deref(),
+        language: ev.language.as_ref().map(|l| l.as_str()),
         kind: &ev.kind,
     };
     let v = match serde_json::to_value(&env) {
@@ -100,29 +100,13 @@ pub(crate) fn render(node: &str, site: &str, store_id: u64, seq: u64, ev: &Pendi
     })
 }
 
-/// The engine's events as the journal queues them.
-impl Unnumbered for PendingEvent {
-    fn seq_skipped(at: UnixMillis, from: u64, to: u64, reason: SkipReason) -> Self {
-        PendingEvent {
-            language: None,
-            call_id: None,
-            call_seq: 0,
-            at,
-            kind: EventKind::SeqSkipped { from, to, reason },
-        }
-    }
-    fn at(&self) -> UnixMillis {
-        self.at
-    }
-}
-
 /// The event pipeline's state (see the module docs): the core's [`Journal`] decides, this
 /// does its store work and renders the envelopes.
 pub(crate) struct Events {
     store: StoreHandle,
     node: String,
     site: String,
-    journal: Journal<VecDeque<PendingEvent>>,
+    journal: Journal<VecDeque<NodeEvent>>,
     /// This database's id (see the module docs); `None` until the counters were read.
     store_id: Option<u64>,
     /// Payloads whose store append failed.
@@ -247,7 +231,7 @@ impl Events {
 
     /// Takes new events from the engine and runs the chain up to "appended" (see the module
     /// docs). Returns the JSON of every event newly written, in `seq` order.
-    pub(crate) async fn submit(&mut self, batch: Vec<PendingEvent>) -> Vec<Arc<str>> {
+    pub(crate) async fn submit(&mut self, batch: Vec<NodeEvent>) -> Vec<Arc<str>> {
         for ev in batch {
             self.journal.push(ev);
         }
@@ -525,15 +509,16 @@ mod tests {
 
     #[test]
     fn envelope_has_exactly_the_contract_fields() {
-        let ev = PendingEvent {
-            language: Some("es".to_owned()),
+        let ev = NodeEvent {
+            call: None,
+            language: Some(shared::announce::Language::try_from("es").unwrap()),
             call_id: Some(CallId(0xab)),
             call_seq: 4,
             at: UnixMillis(1_795_413_662_345),
             kind: EventKind::SeqSkipped {
                 from: 3,
                 to: 9,
-                reason: SkipReason::Restart,
+                reason: shared::event::SkipReason::Restart,
             },
         };
         let j = render("pi-001", "phl", 0x1234, 18234, &ev);
@@ -559,7 +544,7 @@ mod tests {
             v["data"],
             serde_json::json!({"from":3,"to":9,"reason":"restart"})
         );
-        let none = PendingEvent {
+        let none = NodeEvent {
             language: None,
             call_id: None,
             ..ev
@@ -577,7 +562,8 @@ mod tests {
             random_u64()
         ));
         let store = StoreHandle::open(&dir).unwrap();
-        let ev = |at: i64| PendingEvent {
+        let ev = |at: i64| NodeEvent {
+            call: None,
             language: None,
             call_id: Some(CallId(1)),
             call_seq: 1,

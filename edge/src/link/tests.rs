@@ -14,6 +14,7 @@ use serde_json::Value;
 use shared::dtmf::Digit;
 use shared::event::EventKind;
 use shared::ids::CallId;
+use shared::node::NodeEvent;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
@@ -346,7 +347,8 @@ impl Node {
     fn event(&self, call: u64, call_seq: u32) {
         self.handle
             .tx
-            .send(ToLink::Event(PendingEvent {
+            .send(ToLink::Event(NodeEvent {
+                call: None,
                 language: None,
                 call_id: Some(CallId(call)),
                 call_seq,
