@@ -52,6 +52,18 @@ fn drain<Q: Waiting<Item = Ev>>(j: &mut Journal<Q>, reserve_ok: bool) -> Vec<Out
     out
 }
 
+/// A restored journal with events `0..n` numbered `1..=n`, published and PUBACKed.
+fn published<Q: Waiting<Item = Ev>>(j: &mut Journal<Q>, n: u32) {
+    j.restore(UnixMillis(5), Restored::default());
+    for i in 0..n {
+        j.push(Ev::Call(i));
+    }
+    drain(j, true);
+    while let Some(s) = j.poll_publish() {
+        j.puback(Instant::from_millis(1), s);
+    }
+}
+
 fn appended(out: &[Output<Ev>]) -> Vec<(u64, Ev)> {
     out.iter()
         .filter_map(|o| match o {
@@ -169,14 +181,7 @@ fn the_next_block_is_asked_for_before_the_current_one_runs_out() {
 #[test]
 fn an_acknowledgement_is_persisted_before_the_deletions_it_causes() {
     let mut j = journal(100);
-    j.restore(UnixMillis(5), Restored::default());
-    for i in 0..5 {
-        j.push(Ev::Call(i));
-    }
-    drain(&mut j, true);
-    while let Some(s) = j.poll_publish() {
-        j.puback(Instant::from_millis(1), s);
-    }
+    published(&mut j, 5);
     j.crm_ack(3);
     assert_eq!(
         drain(&mut j, true),
@@ -197,14 +202,7 @@ fn an_acknowledgement_is_persisted_before_the_deletions_it_causes() {
 #[test]
 fn a_replay_of_events_no_longer_held_becomes_seq_skipped() {
     let mut j = journal(100);
-    j.restore(UnixMillis(5), Restored::default());
-    for i in 0..4 {
-        j.push(Ev::Call(i));
-    }
-    drain(&mut j, true);
-    while let Some(s) = j.poll_publish() {
-        j.puback(Instant::from_millis(1), s);
-    }
+    published(&mut j, 4);
     j.crm_ack(2);
     drain(&mut j, true);
     j.replay(UnixMillis(9), 1, 4);
@@ -250,11 +248,7 @@ fn a_heapless_queue_works_the_same_and_a_full_one_drops_the_oldest() {
 fn a_replay_into_a_full_heapless_queue_drops_the_oldest_waiting_event_and_counts_it() {
     let mut j: Journal<heapless::Deque<Ev, 2>> =
         Journal::new(config(), 10, heapless::Deque::new(), usize::MAX);
-    j.restore(UnixMillis(5), Restored::default());
-    j.push(Ev::Call(0));
-    drain(&mut j, true);
-    let s = j.poll_publish().unwrap();
-    j.puback(Instant::from_millis(1), s);
+    published(&mut j, 1);
     j.crm_ack(1);
     drain(&mut j, true);
     // The queue is full (its capacity, not max_waiting, is the bound) when the replay's
